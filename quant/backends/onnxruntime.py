@@ -1,0 +1,72 @@
+"""ONNX Runtime runner: FP32 reference, exact Q/DQ emulation, and ORT's own INT8 kernels."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from quant.core.errors import QuantError
+from quant.core.lazy import require
+from quant.core.onnx_model import serialize_for_runtime
+
+MODES = {
+    "fp32": "ONNX Runtime, all graph optimizations (FP32 reference)",
+    "emulate": "Q/DQ computed exactly in float (ONNX Runtime with graph optimizations off, so Q/DQ are "
+               "not fused into integer kernels): the arithmetic TensorRT's INT8 kernels perform",
+    "ort-int8": "ONNX Runtime's own INT8 kernels (graph optimizations on; Q/DQ fused where ORT can)",
+}
+
+
+INTEGER_OPS = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat",
+               "QGemm", "QLinearAdd", "DynamicQuantizeMatMul", "QLinearGlobalAveragePool"}
+FLOAT_WEIGHTED_OPS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "ConvTranspose"}
+
+
+class OrtRunner:
+    """Runs an ONNX model (ModelProto or path) on ONNX Runtime's CPU provider."""
+
+    def __init__(self, model, mode: str = "fp32", threads: int | None = None) -> None:
+        if mode not in MODES:
+            raise QuantError(f"unknown runtime mode '{mode}'", hint=f"choose from: {', '.join(MODES)}")
+        ort = require("onnxruntime")
+        self.mode = mode
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        level = ort.GraphOptimizationLevel
+        options.graph_optimization_level = level.ORT_DISABLE_ALL if mode == "emulate" else level.ORT_ENABLE_ALL
+        self._tmp = tempfile.TemporaryDirectory(prefix="quant-ort-")
+        optimized = Path(self._tmp.name) / "optimized.onnx"
+        if mode == "ort-int8":  # keep ORT's optimized graph to report which ops ran on integer kernels
+            options.optimized_model_filepath = str(optimized)
+        source = str(model) if isinstance(model, (str, Path)) else serialize_for_runtime(model, Path(self._tmp.name))
+        try:
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types for invalid graphs
+            raise QuantError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}",
+                             hint="check that the model is valid ONNX (onnx.checker.check_model)") from None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.optimized_ops: dict[str, int] = {}
+        if mode == "ort-int8" and optimized.exists():
+            onnx = require("onnx")
+            for node in onnx.load(str(optimized), load_external_data=False).graph.node:
+                self.optimized_ops[node.op_type] = self.optimized_ops.get(node.op_type, 0) + 1
+
+    def integer_kernel_note(self) -> str:
+        """Which ops ORT ran with integer kernels after its Q/DQ fusion (ort-int8 mode only)."""
+        integer = {op: n for op, n in sorted(self.optimized_ops.items()) if op in INTEGER_OPS}
+        floating = {op: n for op, n in sorted(self.optimized_ops.items()) if op in FLOAT_WEIGHTED_OPS}
+        left = {op: n for op, n in sorted(self.optimized_ops.items()) if op in ("QuantizeLinear", "DequantizeLinear")}
+        return (f"ORT's optimized graph: integer kernels {integer or 'none'}; float weighted ops {floating or 'none'}; "
+                f"Q/DQ left unfused {left or 'none'}")
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
+        try:
+            return self.session.run(list(outputs) if outputs else None, feeds)
+        except Exception as exc:
+            shapes = ", ".join(f"{k}{list(v.shape)} {v.dtype}" for k, v in feeds.items())
+            raise QuantError(f"ONNX Runtime failed on a batch ({shapes}): {str(exc).splitlines()[0]}",
+                             hint="check that the data matches the model's inputs (shape, dtype, value range)") from None

@@ -1,0 +1,74 @@
+"""Calibrator contract and registry: an estimator that maps a Histogram of |x| to an amax."""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from quant.core.errors import NotCalibratedError, QuantError
+from quant.core.histogram import Histogram
+
+_REGISTRY: dict[str, type["Calibrator"]] = {}
+
+
+class Calibrator:
+    """Base class. Parameters are set in ``__init__``; ``fit(histogram)`` sets ``amax_`` and returns self.
+
+    Calibrators are pure: they never write into the histogram they are given, print, or plot.
+    """
+
+    name: ClassVar[str] = ""
+
+    def fit(self, histogram: Histogram) -> "Calibrator":
+        if histogram.exponent is None:  # nothing but zeros (or nothing at all) was seen
+            self._amax = 0.0
+        else:
+            self._amax = float(min(self._compute(histogram), histogram.absmax))
+        return self
+
+    def _compute(self, histogram: Histogram) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def amax_(self) -> float:
+        """The calibrated threshold: values are clipped to [-amax_, amax_]."""
+        try:
+            return self._amax
+        except AttributeError:
+            raise NotCalibratedError(f"{type(self).__name__} is not calibrated yet",
+                                     hint="call fit(histogram) first") from None
+
+    def get_params(self) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+def register(cls: type[Calibrator]) -> type[Calibrator]:
+    """Class decorator: make a calibrator available by its ``name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get(name: str, **params) -> Calibrator:
+    """A new calibrator by name, e.g. ``get("percentile", percentile=99.9)``."""
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise QuantError(f"unknown calibration method '{name}'",
+                         hint=f"choose from: {', '.join(available())}") from None
+    return cls(**params)
+
+
+def nonzero_extent(histogram: Histogram) -> int:
+    """Number of bins up to and including the last nonzero one."""
+    nonzero = np.flatnonzero(histogram.counts)
+    return int(nonzero[-1]) + 1 if nonzero.size else 0

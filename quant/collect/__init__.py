@@ -1,0 +1,4 @@
+"""Run the FP32 model over the calibration data and stream a histogram for every tensor to calibrate."""
+from quant.collect.collector import CollectionResult, collect
+
+__all__ = ["CollectionResult", "collect"]

@@ -1,0 +1,87 @@
+"""The collection pass: one FP32 run per batch, every requested tensor folded into its Histogram.
+
+Activations are never kept: each batch's outputs are histogrammed and dropped, so memory is
+O(tensors x bins) plus one batch, whatever the number of samples.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol, Sequence
+
+import numpy as np
+
+from quant.core.errors import NonFiniteError, QuantError
+from quant.core.histogram import DEFAULT_BINS, Histogram
+
+
+class Runner(Protocol):
+    def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]: ...
+
+
+@dataclass
+class CollectionResult:
+    histograms: dict[str, Histogram]
+    samples: int = 0
+    batches: int = 0
+    shapes: dict[str, list[list[int]]] = field(default_factory=dict)  # distinct input shapes seen, per input
+    data_hash: str = ""  # order-independent hash of the samples used
+
+
+def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndarray]]], tensors: Sequence[str],
+            bins: int = DEFAULT_BINS, total: int | None = None, progress: bool = True) -> CollectionResult:
+    """Histogram every tensor in ``tensors`` (graph inputs are taken from the feeds) over all batches."""
+    histograms = {name: Histogram(bins=bins) for name in tensors}
+    result = CollectionResult(histograms)
+    sample_digests: list[bytes] = []
+    bar = _progress(total, progress)
+    try:
+        for indices, feeds in batches:
+            from_feeds = [name for name in tensors if name in feeds]
+            from_run = [name for name in tensors if name not in feeds]
+            values = dict(zip(from_run, runner.run(feeds, from_run))) if from_run else {}
+            values.update({name: feeds[name] for name in from_feeds})
+            for name in tensors:
+                try:
+                    histograms[name].update(values[name], name=f"tensor '{name}'")
+                except NonFiniteError as exc:
+                    where = "input" if name in feeds else "activation"
+                    raise QuantError(f"{where} '{name}' contains NaN or Inf in the batch of samples "
+                                     f"{indices[0]}..{indices[-1]}; calibration needs finite values",
+                                     hint=exc.hint) from None
+            for name, array in feeds.items():
+                shape = list(array.shape[1:])
+                seen = result.shapes.setdefault(name, [])
+                if shape not in seen:
+                    seen.append(shape)
+            for row in range(len(indices)):
+                digest = hashlib.sha256()
+                for name in sorted(feeds):
+                    digest.update(np.ascontiguousarray(feeds[name][row]).tobytes())
+                sample_digests.append(digest.digest())
+            result.samples += len(indices)
+            result.batches += 1
+            if bar is not None:
+                bar.update(len(indices))
+    finally:
+        if bar is not None:
+            bar.close()
+    if result.samples == 0:
+        raise QuantError("no calibration samples were read", hint="point --data at a non-empty data source")
+    combined = hashlib.sha256()
+    for digest in sorted(sample_digests):
+        combined.update(digest)
+    result.data_hash = combined.hexdigest()
+    return result
+
+
+def _progress(total: int | None, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="collecting", unit="sample", file=sys.stderr, leave=False,
+                disable=None, dynamic_ncols=True)

@@ -1,0 +1,80 @@
+"""Typed, frozen, validated configuration: validated when built, before any expensive work."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from quant.core.errors import QuantError
+from quant.core.histogram import DEFAULT_BINS
+
+CONFIG_VERSION = 1
+METHODS = ("entropy", "minmax", "percentile", "mse")
+WEIGHT_METHODS = ("minmax", "percentile", "mse")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """How to calibrate. ``methods`` all come from one collection pass."""
+
+    methods: tuple[str, ...] = ("entropy",)
+    percentile: float = 99.99
+    bins: int = DEFAULT_BINS
+    batch_size: int = 32
+    num_samples: int | None = None
+    seed: int = 0
+    weight_method: str = "minmax"
+    exclude: tuple[str, ...] = ()
+    trt_version: str = "10.3.0"
+    version: int = field(default=CONFIG_VERSION)
+
+    def __post_init__(self) -> None:
+        methods = (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)
+        object.__setattr__(self, "methods", methods)
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        if not methods:
+            raise QuantError("no calibration method given", hint=f"use --method with one or more of {', '.join(METHODS)}")
+        for method in methods:
+            if method not in METHODS:
+                raise QuantError(f"unknown calibration method '{method}'", hint=f"choose from: {', '.join(METHODS)}")
+        if len(set(methods)) != len(methods):
+            raise QuantError(f"a method is listed twice in {','.join(methods)}", hint="list each method once")
+        if self.weight_method not in WEIGHT_METHODS:
+            raise QuantError(f"unknown weight method '{self.weight_method}'",
+                             hint=f"choose from: {', '.join(WEIGHT_METHODS)}")
+        if not 0.0 < self.percentile <= 100.0:
+            raise QuantError(f"--percentile must be in (0, 100], got {self.percentile}", hint="e.g. --percentile 99.99")
+        if self.bins < 256 or self.bins & (self.bins - 1):
+            raise QuantError(f"--bins must be a power of two >= 256, got {self.bins}", hint="e.g. --bins 4096")
+        if self.batch_size < 1:
+            raise QuantError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.num_samples is not None and self.num_samples < 1:
+            raise QuantError(f"--num-samples must be >= 1, got {self.num_samples}")
+        if self.version != CONFIG_VERSION:
+            raise QuantError(f"calibration config version {self.version} is not supported (this quant reads "
+                             f"version {CONFIG_VERSION})", hint="recalibrate with this version of quant")
+
+    def params(self, method: str) -> dict:
+        """Parameters of one method's calibrator."""
+        return {"percentile": self.percentile} if method == "percentile" else {}
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["methods"] = list(self.methods)
+        data["exclude"] = list(self.exclude)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict) -> "CalibrationConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise QuantError(f"unknown calibration config keys {unknown}")
+        data = dict(data)
+        for key in ("methods", "exclude"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def replace(self, **changes) -> "CalibrationConfig":
+        data = self.to_json()
+        data.update(changes)
+        return CalibrationConfig.from_json(data)

@@ -1,0 +1,162 @@
+"""ONNX helpers shared by every stage: safe loading, hashing, inputs, constants, normalization."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from quant.core.errors import QuantError
+from quant.core.lazy import require
+
+MIN_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
+MAX_PROTOBUF = 2**31 - 1
+
+
+def _onnx():
+    return require("onnx")
+
+
+def load_model(path: str | Path):
+    """Load an ONNX model, refusing external data that points outside the model's folder."""
+    onnx = _onnx()
+    path = Path(path)
+    if not path.exists():
+        raise QuantError(f"model file '{path}' does not exist", hint="pass the path of an FP32 ONNX model")
+    if path.is_dir():
+        raise QuantError(f"model path '{path}' is a folder, not an ONNX file", hint="pass the .onnx file itself")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError ... on garbage
+        raise QuantError(f"'{path}' is not a readable ONNX model ({type(exc).__name__}: {exc})".rstrip(),
+                         hint="pass an .onnx file exported by torch.onnx.export or another ONNX exporter") from None
+    if not model.HasField("graph") or len(model.graph.node) == 0:
+        raise QuantError(f"'{path}' is not an ONNX model: it has no graph nodes",
+                         hint="pass an .onnx file exported by torch.onnx.export or another ONNX exporter")
+    base = path.resolve().parent
+    for tensor in _external_tensors(model):
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (base / location).resolve()
+        if os.path.isabs(location) or base not in target.parents:
+            raise QuantError(f"'{path}' refers to external data '{location}' outside the model's folder; refused",
+                             hint="keep external data files next to the model (onnx.save(..., location='x.data'))")
+        if not target.exists():
+            raise QuantError(f"external data file '{location}' of '{path}' is missing",
+                             hint="copy the model together with its external data files")
+    if any(True for _ in _external_tensors(model)):
+        onnx.external_data_helper.load_external_data_for_model(model, str(base))
+    return model
+
+
+def _external_tensors(model):
+    onnx = _onnx()
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        if tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.EXTERNAL:
+            yield tensor
+
+
+def file_hash(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def np_dtype(elem_type: int) -> np.dtype:
+    return np.dtype(_onnx().helper.tensor_dtype_to_np_dtype(elem_type))
+
+
+def input_specs(model) -> list:
+    """The model's real inputs (initializers listed as inputs excluded) as InputSpecs."""
+    from quant.datasets.base import InputSpec  # a plain dataclass, no heavy imports
+
+    initializers = {init.name for init in model.graph.initializer}
+    specs = []
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                      for d in tensor_type.shape.dim)
+        specs.append(InputSpec(value.name, np_dtype(tensor_type.elem_type), shape))
+    return specs
+
+
+def opset_version(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def normalize(model):
+    """A copy with Constant nodes turned into initializers and the opset raised to >= 13."""
+    onnx = _onnx()
+    model_copy = onnx.ModelProto()
+    model_copy.CopyFrom(model)
+    model = model_copy
+    if opset_version(model) < MIN_OPSET:
+        try:
+            model = onnx.version_converter.convert_version(model, MIN_OPSET)
+        except Exception as exc:
+            raise QuantError(f"cannot upgrade the model from opset {opset_version(model)} to {MIN_OPSET} "
+                             f"(needed for per-channel Q/DQ): {exc}",
+                             hint=f"re-export the model with opset >= {MIN_OPSET}") from None
+    graph = model.graph
+    kept = []
+    for node in graph.node:
+        value = next((a for a in node.attribute if a.name == "value"), None)
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and value is not None and len(node.attribute) == 1:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value.t)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+        else:
+            kept.append(node)
+    if len(kept) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
+    seen: set[str] = set()
+    for index, node in enumerate(graph.node):  # every node gets a unique name, so reports can name it
+        if not node.name or node.name in seen:
+            base = node.name or f"{node.op_type}_{index}"
+            name, suffix = base, 1
+            while name in seen:
+                name, suffix = f"{base}_{suffix}", suffix + 1
+            node.name = name
+        seen.add(node.name)
+    return model
+
+
+def initializers(model) -> dict[str, object]:
+    return {init.name: init for init in model.graph.initializer}
+
+
+def to_array(tensor) -> np.ndarray:
+    return _onnx().numpy_helper.to_array(tensor)
+
+
+def with_outputs(model, names: list[str]):
+    """A copy of the model that also returns the given intermediate tensors (float, shape left free)."""
+    onnx = _onnx()
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    existing = {o.name for o in augmented.graph.output}
+    types = {v.name: v.type.tensor_type.elem_type for v in list(augmented.graph.value_info) + list(augmented.graph.input)}
+    for name in names:
+        if name not in existing:
+            elem = types.get(name, onnx.TensorProto.FLOAT)
+            augmented.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+    return augmented
+
+
+def serialize_for_runtime(model, workdir: Path | None = None) -> "bytes | str":
+    """Bytes of the model, or (over 2 GB) a path to a copy saved with external data in ``workdir``."""
+    onnx = _onnx()
+    if model.ByteSize() < MAX_PROTOBUF:
+        return model.SerializeToString()
+    if workdir is None:
+        raise QuantError("the model is larger than 2 GB and no working folder was given to spill it to")
+    path = Path(workdir) / "model.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data")
+    return str(path)

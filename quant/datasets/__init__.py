@@ -1,0 +1,48 @@
+"""Calibration and held-out data: open a source by path, map it onto the model's inputs, split it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from quant.core.errors import QuantError
+from quant.datasets.arrays import ArraySource, open_arrays
+from quant.datasets.base import DataSource, InputSpec, iter_batches, resolve_input_map, select
+from quant.datasets.images import IMAGE_SUFFIXES, ImageFolderSource, Preprocess
+from quant.datasets.split import split_indices
+
+__all__ = ["ArraySource", "DataSource", "ImageFolderSource", "InputSpec", "Preprocess", "iter_batches",
+           "open_source", "resolve_input_map", "select", "split_indices"]
+
+
+def open_source(data: "str | Path | DataSource", preprocess: Preprocess | None = None,
+                split: str | None = None) -> DataSource:
+    """Open calibration or evaluation data.
+
+    Accepts a DataSource, a ``.npy``/``.npz`` file, a folder of ``.npy`` files (one per key), a folder of
+    images (class sub-folders give labels), a folder saved by Hugging Face ``save_to_disk``, or a local
+    ``.parquet``/``.arrow`` file.
+    """
+    if isinstance(data, DataSource):
+        return data
+    path = Path(data)
+    if not path.exists():
+        raise QuantError(f"data '{path}' does not exist", hint="pass --data a .npz/.npy file, an image folder, "
+                         "a saved Hugging Face dataset or a parquet/arrow file")
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in (".npy", ".npz"):
+            return open_arrays(path)
+        if suffix in (".parquet", ".arrow"):
+            from quant.datasets.hf import open_table_file
+            return open_table_file(path, preprocess)
+        raise QuantError(f"data '{path}' has an unsupported type '{suffix}'",
+                         hint="use .npy, .npz, .parquet, .arrow, an image folder or a saved HF dataset")
+    if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        from quant.datasets.hf import open_hf
+        return open_hf(path, split, preprocess)
+    if any(path.glob("*.npy")):
+        return open_arrays(path)
+    has_images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*"))
+    if has_images:
+        return ImageFolderSource(path, preprocess or Preprocess())
+    raise QuantError(f"the data source '{path}' is empty: no images, .npy files or dataset found in it",
+                     hint="put images (or class sub-folders of images) or .npy files in the folder")

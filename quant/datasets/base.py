@@ -1,0 +1,130 @@
+"""Data sources: random access to samples (dicts of arrays without the batch axis) and optional labels."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from quant.core.errors import QuantError
+
+
+class DataSource:
+    """A sequence of samples. ``sample(i)`` returns ``{key: array}`` without the batch axis."""
+
+    description: str = ""
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def keys(self) -> list[str]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def sample(self, index: int) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def column(self, key: str) -> np.ndarray | None:
+        """A whole scalar column (e.g. labels) as an array, or None if the source has no such column."""
+        return None
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model expects of one input: name, numpy dtype and shape (None or a string for free dims)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple
+
+
+def resolve_input_map(inputs: Sequence[InputSpec], source: DataSource, input_map: dict[str, str] | None,
+                      exclude: Sequence[str] = ()) -> dict[str, str]:
+    """Map every model input name to a key of the source, or explain what is wrong."""
+    keys = [k for k in source.keys if k not in exclude]
+    mapping: dict[str, str] = {}
+    input_map = dict(input_map or {})
+    unknown = [name for name in input_map if name not in {spec.name for spec in inputs}]
+    if unknown:
+        raise QuantError(f"--input-map names {unknown}, which the model does not have as inputs",
+                         hint=f"the model's inputs are: {', '.join(s.name for s in inputs)}")
+    for spec in inputs:
+        if spec.name in input_map:
+            key = input_map[spec.name]
+        elif spec.name in keys:
+            key = spec.name
+        elif len(inputs) == 1 and len(keys) == 1:
+            key = keys[0]
+        else:
+            raise QuantError(
+                f"the data has no array for model input '{spec.name}' (data keys: {', '.join(keys) or 'none'})",
+                hint=f"name the arrays after the model inputs or pass --input-map {spec.name}=<key>")
+        if key not in source.keys:
+            raise QuantError(f"--input-map points '{spec.name}' at '{key}', which is not in the data",
+                             hint=f"the data's keys are: {', '.join(source.keys)}")
+        mapping[spec.name] = key
+    return mapping
+
+
+def _check_sample(spec: InputSpec, value: np.ndarray, key: str) -> np.ndarray:
+    value = np.asarray(value)
+    if value.ndim + 1 != len(spec.shape):
+        raise QuantError(
+            f"model input '{spec.name}' has rank {len(spec.shape)} (shape {_fmt_shape(spec.shape)}), but "
+            f"samples of '{key}' have shape {tuple(value.shape)} (rank {value.ndim + 1} with the batch axis)",
+            hint="give one sample per row of the array, shaped like the model input without its batch axis")
+    for axis, (want, got) in enumerate(zip(spec.shape[1:], value.shape), start=1):
+        if isinstance(want, int) and want > 0 and want != got:
+            raise QuantError(
+                f"model input '{spec.name}' expects size {want} on axis {axis} (shape {_fmt_shape(spec.shape)}), "
+                f"but samples of '{key}' have shape {tuple(value.shape)}",
+                hint="resize the data (for image folders: --resize H,W) to the model's input size")
+    if value.dtype != spec.dtype:
+        same_kind = (value.dtype.kind in "f" and spec.dtype.kind == "f") or (
+            value.dtype.kind in "iu" and spec.dtype.kind in "iu")
+        if not same_kind:
+            raise QuantError(
+                f"model input '{spec.name}' is {spec.dtype}, but the data '{key}' is {value.dtype}",
+                hint=f"convert the data to {spec.dtype} (images: the preprocessing spec's dtype)")
+        value = value.astype(spec.dtype)
+    return value
+
+
+def _fmt_shape(shape: tuple) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in shape) + "]"
+
+
+def iter_batches(source: DataSource, indices: Sequence[int], inputs: Sequence[InputSpec],
+                 mapping: dict[str, str], batch_size: int) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+    """Yield ``(indices, feeds)`` batches; consecutive samples whose shapes differ go in separate batches."""
+    if batch_size < 1:
+        raise QuantError(f"--batch-size must be >= 1, got {batch_size}")
+    pending: list[tuple[int, dict[str, np.ndarray]]] = []
+
+    def flush():
+        feeds = {name: np.stack([s[name] for _, s in pending]) for name in mapping}
+        return [i for i, _ in pending], feeds
+
+    for index in indices:
+        raw = source.sample(int(index))
+        sample = {spec.name: _check_sample(spec, raw[mapping[spec.name]], mapping[spec.name]) for spec in inputs}
+        if pending and any(pending[0][1][n].shape != sample[n].shape for n in sample):
+            yield flush()
+            pending = []
+        pending.append((int(index), sample))
+        if len(pending) == batch_size:
+            yield flush()
+            pending = []
+    if pending:
+        yield flush()
+
+
+def select(count: int, num_samples: int | None, seed: int) -> np.ndarray:
+    """Indices of the samples to use: all, or ``num_samples`` drawn without replacement (seeded), sorted."""
+    if count == 0:
+        raise QuantError("the data source is empty", hint="point --data at a file or folder with samples")
+    if num_samples is None or num_samples >= count:
+        return np.arange(count)
+    if num_samples < 1:
+        raise QuantError(f"--num-samples must be >= 1, got {num_samples}")
+    return np.sort(np.random.default_rng(seed).choice(count, size=num_samples, replace=False))

@@ -1,0 +1,108 @@
+"""Hugging Face datasets saved with ``save_to_disk``, and local parquet / arrow files (offline)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from quant.core.errors import QuantError
+from quant.core.lazy import require
+from quant.datasets.base import DataSource
+from quant.datasets.images import Preprocess
+
+
+class TableSource(DataSource):
+    """Rows of a table-like dataset; list columns become arrays, image columns go through ``preprocess``."""
+
+    def __init__(self, table, description: str, preprocess: Preprocess | None = None) -> None:
+        self.table = table  # a datasets.Dataset or a pyarrow.Table
+        self.description = description
+        self.preprocess = preprocess or Preprocess()
+
+    def __len__(self) -> int:
+        return len(self.table) if not hasattr(self.table, "num_rows") else int(self.table.num_rows)
+
+    @property
+    def keys(self) -> list[str]:
+        return list(self.table.column_names)
+
+    def _row(self, index: int) -> dict:
+        if hasattr(self.table, "slice") and not hasattr(self.table, "features"):  # pyarrow.Table
+            return self.table.slice(index, 1).to_pylist()[0]
+        return self.table[index]
+
+    def sample(self, index: int) -> dict[str, np.ndarray]:
+        return {key: self._to_array(key, value) for key, value in self._row(index).items()}
+
+    def _to_array(self, key: str, value) -> np.ndarray:
+        if isinstance(value, dict) and "bytes" in value:  # an image column read without decoding
+            pil = require("PIL.Image")
+            if value.get("bytes") is None:
+                raise QuantError(f"image column '{key}' holds a file path, not the image bytes",
+                                 hint="save the dataset with embedded images (datasets' save_to_disk does)")
+            with pil.open(io.BytesIO(value["bytes"])) as image:
+                return self.preprocess.apply(image)
+        if hasattr(value, "convert") and hasattr(value, "size"):  # a decoded PIL image
+            return self.preprocess.apply(value)
+        try:
+            return np.asarray(value)
+        except ValueError:
+            raise QuantError(f"column '{key}' holds ragged nested lists that do not form an array",
+                             hint="store each sample as a rectangular array") from None
+
+    def column(self, key: str) -> np.ndarray | None:
+        if key not in self.keys:
+            return None
+        values = self.table[key] if hasattr(self.table, "features") else self.table.column(key).to_pylist()
+        try:
+            return np.asarray(values)
+        except ValueError:
+            return None
+
+
+def open_hf(path: Path, split: str | None, preprocess: Preprocess | None) -> TableSource:
+    """A dataset folder written by ``save_to_disk`` (a Dataset, or a DatasetDict with ``split``)."""
+    datasets = require("datasets")
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise QuantError(f"cannot load the Hugging Face dataset at '{path}': {exc}",
+                         hint="pass a folder written by Dataset.save_to_disk") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        splits = list(loaded)
+        if split is None:
+            if len(splits) != 1:
+                raise QuantError(f"the dataset at '{path}' has splits {splits}", hint="choose one with --split NAME")
+            split = splits[0]
+        if split not in loaded:
+            raise QuantError(f"the dataset at '{path}' has no split '{split}'", hint=f"choose from: {', '.join(splits)}")
+        loaded = loaded[split]
+        description = f"{path} [{split}]"
+    else:
+        description = str(path)
+    # Images are decoded by us (and preprocessed), not by datasets.
+    for name, feature in loaded.features.items():
+        if type(feature).__name__ == "Image":
+            loaded = loaded.cast_column(name, datasets.Image(decode=False))
+    return TableSource(loaded, description, preprocess)
+
+
+def open_table_file(path: Path, preprocess: Preprocess | None) -> TableSource:
+    """A local .parquet or .arrow (IPC file or stream) file."""
+    pa = require("pyarrow")
+    try:
+        if path.suffix == ".parquet":
+            table = require("pyarrow.parquet").read_table(str(path), memory_map=True)
+        else:
+            ipc = require("pyarrow.ipc")
+            with pa.memory_map(str(path)) as source:
+                try:
+                    table = ipc.open_file(source).read_all()
+                except pa.ArrowInvalid:
+                    source.seek(0)
+                    table = ipc.open_stream(source).read_all()
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise QuantError(f"cannot read '{path}' as {path.suffix[1:]}: {exc}",
+                         hint="pass a parquet or arrow file written by pyarrow or datasets") from None
+    return TableSource(table, str(path), preprocess)

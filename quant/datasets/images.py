@@ -1,0 +1,123 @@
+"""A folder of images: class sub-folders give labels; a preprocessing spec turns images into arrays."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from quant.core.errors import QuantError
+from quant.core.lazy import require
+from quant.datasets.base import DataSource
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes a model input: resize, colour, (x * scale - mean) / std, layout, dtype."""
+
+    resize: tuple[int, int] | None = None  # (height, width); None keeps the image size
+    color: str = "RGB"  # RGB, BGR or L (grayscale)
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    layout: str = "NCHW"
+    dtype: str = "float32"
+    version: int = field(default=1, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.color not in ("RGB", "BGR", "L"):
+            raise QuantError(f"preprocess color must be RGB, BGR or L, got '{self.color}'")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise QuantError(f"preprocess layout must be NCHW or NHWC, got '{self.layout}'")
+        if any(s == 0 for s in self.std):
+            raise QuantError("preprocess std must not contain 0")
+        try:
+            np.dtype(self.dtype)
+        except TypeError:
+            raise QuantError(f"preprocess dtype '{self.dtype}' is not a NumPy dtype", hint="e.g. float32") from None
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "Preprocess":
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise QuantError(f"cannot read the preprocessing spec '{path}': {exc}",
+                             hint='write JSON like {"resize": [224, 224], "mean": [0.485, 0.456, 0.406]}') from None
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise QuantError(f"unknown keys {unknown} in the preprocessing spec '{path}'",
+                             hint=f"known keys: {', '.join(sorted(known - {'version'}))}")
+        for key in ("resize", "mean", "std"):
+            if raw.get(key) is not None:
+                raw[key] = tuple(raw[key])
+        return cls(**raw)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def apply(self, image) -> np.ndarray:
+        """A PIL image -> array shaped [C, H, W] or [H, W, C]."""
+        image = image.convert("L" if self.color == "L" else "RGB")
+        if self.resize is not None:
+            height, width = self.resize
+            image = image.resize((width, height), resample=2)  # bilinear
+        pixels = np.asarray(image, dtype=np.float32)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        if self.color == "BGR":
+            pixels = pixels[:, :, ::-1]
+        if np.dtype(self.dtype).kind == "f":
+            pixels = (pixels * np.float32(self.scale) - np.asarray(self.mean, np.float32)) / np.asarray(
+                self.std, np.float32)
+        if self.layout == "NCHW":
+            pixels = pixels.transpose(2, 0, 1)
+        return np.ascontiguousarray(pixels.astype(self.dtype))
+
+
+class ImageFolderSource(DataSource):
+    """Images in ``root`` or in its class sub-folders (sorted folder names give labels 0..K-1)."""
+
+    def __init__(self, root: Path, preprocess: Preprocess, key: str = "input") -> None:
+        self.root = root
+        self.preprocess = preprocess
+        self.key = key
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        self.classes = classes
+        self.files: list[Path] = []
+        labels: list[int] = []
+        if classes:
+            for label, name in enumerate(classes):
+                found = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+                self.files += found
+                labels += [label] * len(found)
+        else:
+            self.files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self.labels = np.asarray(labels, dtype=np.int64) if classes else None
+        self.description = f"{root} ({len(self.files)} images" + (f", {len(classes)} classes)" if classes else ")")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @property
+    def keys(self) -> list[str]:
+        return [self.key] + (["label"] if self.labels is not None else [])
+
+    def sample(self, index: int) -> dict[str, np.ndarray]:
+        pil = require("PIL.Image")
+        path = self.files[index]
+        try:
+            with pil.open(path) as image:
+                array = self.preprocess.apply(image)
+        except (OSError, ValueError) as exc:
+            raise QuantError(f"cannot read image '{path}': {exc}", hint="remove or replace the broken file") from None
+        out = {self.key: array}
+        if self.labels is not None:
+            out["label"] = np.asarray(self.labels[index])
+        return out
+
+    def column(self, key: str) -> np.ndarray | None:
+        return self.labels if key == "label" else None

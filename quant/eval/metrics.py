@@ -1,0 +1,90 @@
+"""Streaming FP32-vs-INT8 metrics per output: agreement, cosine, SQNR, abs errors, per-sample SQNR."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def sqnr_db(signal_power: float, noise_power: float) -> float:
+    """10 log10(signal / noise) in dB; inf when the noise is zero."""
+    if noise_power <= 0:
+        return float("inf")
+    if signal_power <= 0:
+        return float("-inf")
+    return float(10.0 * np.log10(signal_power / noise_power))
+
+
+@dataclass
+class OutputStats:
+    """Accumulates the comparison of one output over batches (float64 sums; O(samples) scalars only)."""
+
+    name: str
+    signal: float = 0.0
+    noise: float = 0.0
+    max_abs: float = 0.0
+    sum_abs: float = 0.0
+    elements: int = 0
+    cosine_sum: float = 0.0
+    agree: int = 0
+    positions: int = 0
+    sample_sqnr: list[float] = field(default_factory=list)
+    classification: bool | None = None
+
+    def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        ref = np.asarray(reference, dtype=np.float64)
+        cand = np.asarray(candidate, dtype=np.float64)
+        if ref.shape != cand.shape:
+            raise ValueError(f"output '{self.name}': FP32 shape {ref.shape} != INT8 shape {cand.shape}")
+        err = cand - ref
+        self.signal += float(np.sum(ref * ref))
+        self.noise += float(np.sum(err * err))
+        if err.size:
+            self.max_abs = max(self.max_abs, float(np.max(np.abs(err))))
+        self.sum_abs += float(np.sum(np.abs(err)))
+        self.elements += int(err.size)
+        rows_ref, rows_cand = ref.reshape(len(ref), -1), cand.reshape(len(cand), -1)
+        norms = np.linalg.norm(rows_ref, axis=1) * np.linalg.norm(rows_cand, axis=1)
+        dots = np.sum(rows_ref * rows_cand, axis=1)
+        cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(np.all(rows_ref == rows_cand, axis=1), 1.0, 0.0))
+        self.cosine_sum += float(cosine.sum())
+        row_err = rows_cand - rows_ref
+        for s, n in zip(np.sum(rows_ref ** 2, axis=1), np.sum(row_err ** 2, axis=1)):
+            self.sample_sqnr.append(sqnr_db(float(s), float(n)))
+        if self.classification is None:
+            self.classification = ref.ndim >= 2 and ref.shape[-1] > 1
+        if self.classification:
+            self.agree += int(np.sum(ref.argmax(-1) == cand.argmax(-1)))
+            self.positions += int(np.prod(ref.shape[:-1]))
+
+    def summary(self) -> dict:
+        samples = len(self.sample_sqnr)
+        return {
+            "sqnr_db": sqnr_db(self.signal, self.noise),
+            "cosine": self.cosine_sum / samples if samples else float("nan"),
+            "agreement": self.agree / self.positions if self.classification and self.positions else None,
+            "max_abs_error": self.max_abs,
+            "mean_abs_error": self.sum_abs / self.elements if self.elements else float("nan"),
+        }
+
+
+@dataclass
+class TopK:
+    """Top-k accuracy of FP32 and INT8 against integer labels (classification outputs [N, C])."""
+
+    k: int = 1
+    fp32_correct: int = 0
+    int8_correct: int = 0
+    count: int = 0
+
+    def update(self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> None:
+        labels = np.asarray(labels).reshape(-1)
+        for logits, attr in ((reference, "fp32_correct"), (candidate, "int8_correct")):
+            top = np.argsort(-np.asarray(logits), axis=-1, kind="stable")[:, : self.k]
+            setattr(self, attr, getattr(self, attr) + int(np.sum(np.any(top == labels[:, None], axis=1))))
+        self.count += len(labels)
+
+    def summary(self) -> dict:
+        fp32 = self.fp32_correct / self.count if self.count else float("nan")
+        int8 = self.int8_correct / self.count if self.count else float("nan")
+        return {"fp32": fp32, "int8": int8, "drop_points": 100.0 * (fp32 - int8)}

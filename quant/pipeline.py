@@ -1,0 +1,327 @@
+"""Wires the stages: data -> collect -> calibrators -> Q/DQ model and cache -> evaluation.
+
+The one place that picks a backend (ONNX Runtime). The CLI and the Python API both call into here.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from quant import __version__
+from quant.calibrators import get as get_calibrator, weight_amax
+from quant.core.config import CalibrationConfig
+from quant.core.errors import QuantError
+from quant.core.histogram import Histogram, load_histograms, save_histograms
+from quant.core.io import atomic_output_dir, dumps
+from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, to_array, with_outputs
+from quant.datasets import DataSource, Preprocess, iter_batches, open_source, resolve_input_map, select
+from quant.qdq import QuantPlan, build_qdq_model, format_cache, plan_qdq, scale_from_amax
+from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, trt_version_number
+from quant.qdq.placement import weight_array
+
+LABEL_KEYS = ("label", "labels")
+
+
+@dataclass
+class CalibrationResult:
+    """Histograms and ranges of one collection pass; ``save`` writes the artifacts of each method."""
+
+    model: object  # the normalized FP32 onnx.ModelProto
+    model_path: Path | None
+    model_sha256: str
+    plan: QuantPlan
+    histograms: dict[str, Histogram]
+    config: CalibrationConfig
+    data: dict = field(default_factory=dict)  # provenance
+    activation_amax: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> tensor -> amax
+    weight_amax: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        return self.config.methods
+
+    def qdq_model(self, method: str | None = None, keep_float: Sequence[str] = ()):
+        """The Q/DQ ONNX model (onnx.ModelProto) for one method; ``keep_float`` names layers left in float."""
+        method = self._method(method)
+        return build_qdq_model(self.model, self.plan, self.activation_amax[method], self.weight_amax,
+                               keep_float=frozenset(keep_float))
+
+    def _method(self, method: str | None) -> str:
+        if method is None:
+            if len(self.methods) != 1:
+                raise QuantError(f"this result holds several methods {list(self.methods)}", hint="name one: method=...")
+            return self.methods[0]
+        if method not in self.activation_amax:
+            raise QuantError(f"method '{method}' was not calibrated here", hint=f"choose from: {', '.join(self.methods)}")
+        return method
+
+    def manifest(self, method: str) -> dict:
+        """The content of quant.json for one method."""
+        amax = self.activation_amax[method]
+        activations = {}
+        for tensor, value in amax.items():
+            hist = self.histograms[tensor]
+            activations[tensor] = {"amax": float(np.float32(value)), "scale": float(scale_from_amax(value)),
+                                   "absmax": hist.absmax, "min": hist.min, "max": hist.max, "values": hist.count,
+                                   "all_zero": hist.exponent is None}
+        weights = {}
+        for tensor, spec in self.plan.weights.items():
+            scales = scale_from_amax(self.weight_amax[tensor]).astype(np.float64)
+            weights[tensor] = {"axis": spec.axis, "channels": spec.channels, "method": self.config.weight_method,
+                               "scale_min": float(scales.min()), "scale_max": float(scales.max()),
+                               "scale_mean": float(scales.mean()), "zero_channels": int(np.sum(self.weight_amax[tensor] == 0))}
+        layers = {layer.node for layer in self.plan.layers}
+        residual_adds = {r["node"] for r in self.plan.residuals}
+        excluded_names = {e["node"] for e in self.plan.excluded}
+        unquantized = list(self.plan.excluded) + [
+            {"node": node.name, "op_type": node.op_type,
+             "reason": "no Q/DQ for this op type: TensorRT runs it at the precision of its inputs and fuses it "
+                       "where it can"}
+            for node in self.model.graph.node
+            if node.name not in layers and node.name not in residual_adds and node.name not in excluded_names]
+        return {
+            "format": "quant-calibration/1",
+            "tool": {"name": "quant", "version": __version__, **_versions()},
+            "model": {"path": str(self.model_path) if self.model_path else None, "sha256": self.model_sha256,
+                      "opset": opset_version(self.model)},
+            "data": self.data,
+            "method": method,
+            "parameters": get_calibrator(method, **self.config.params(method)).get_params(),
+            "config": self.config.to_json(),
+            "quantization": {"dtype": "int8", "symmetric": True, "zero_point": 0, "scale": "amax / 127",
+                             "activations": "per-tensor", "weights": "per-channel (output-channel axis)"},
+            "calibration_cache": {"file": "calibration.cache",
+                                  "header": f"TRT-{trt_version_number(self.config.trt_version)}-"
+                                            f"{ALGORITHMS.get(method, DEFAULT_ALGORITHM)}"},
+            "activations": activations,
+            "weights": weights,
+            "layers": self.plan.to_json()["layers"],
+            "residual_adds": self.plan.residuals,
+            "unquantized": unquantized,
+        }
+
+    def save(self, output: str | Path, protect: Sequence[Path] = ()) -> list[Path]:
+        """Write the artifacts atomically. One method: into ``output``; several: one sub-folder each."""
+        protect = tuple(protect) + ((self.model_path,) if self.model_path else ())
+        onnx = _onnx()
+        with atomic_output_dir(output, protect=protect) as staging:
+            folders = []
+            for method in self.methods:
+                folder = staging if len(self.methods) == 1 else staging / method
+                folder.mkdir(exist_ok=True)
+                onnx.save_model(self.qdq_model(method), str(folder / "model.int8.onnx"))
+                (folder / "calibration.cache").write_text(
+                    format_cache(self.activation_amax[method], method, self.config.trt_version))
+                (folder / "quant.json").write_text(dumps(self.manifest(method)))
+                save_histograms(folder / "histograms.npz", self.histograms)
+                folders.append(Path(output) if len(self.methods) == 1 else Path(output) / method)
+            if len(self.methods) > 1:
+                (staging / "summary.json").write_text(dumps(self.summary()))
+        return folders
+
+    def summary(self) -> dict:
+        """amax of every tensor under every method, side by side."""
+        return {"methods": list(self.methods), "data": self.data,
+                "activations": {t: {m: float(np.float32(self.activation_amax[m][t])) for m in self.methods}
+                                | {"absmax": self.histograms[t].absmax} for t in self.plan.activations}}
+
+    def evaluate(self, data, method: str | None = None, **kwargs):
+        """Evaluate this result's Q/DQ model against FP32 (see :func:`evaluate`)."""
+        return evaluate(self.model, self.qdq_model(method), data, **kwargs)
+
+
+def _onnx():
+    from quant.core.lazy import require
+
+    return require("onnx")
+
+
+def _versions() -> dict:
+    out = {}
+    for package in ("onnx", "onnxruntime", "numpy"):
+        try:
+            out[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def prepare_model(model) -> tuple[object, Path | None, str]:
+    """(normalized ModelProto, path or None, sha256) from a path or a ModelProto."""
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        proto = load_model(path)
+        digest = file_hash(path)
+    else:
+        path, proto = None, model
+        import hashlib
+
+        digest = hashlib.sha256(model.SerializeToString()).hexdigest()
+    return normalize(proto), path, digest
+
+
+def find_labels(source: DataSource, labels, inputs) -> tuple[np.ndarray | None, str | None]:
+    """Labels from a .npy path, a column name, or (when None) a 'label'/'labels' column if there is one."""
+    input_names = {spec.name for spec in inputs}
+    if labels is None:
+        key = next((k for k in LABEL_KEYS if k in source.keys and k not in input_names), None)
+        if key is None:
+            return None, None
+        labels = key
+    if isinstance(labels, np.ndarray):
+        array, name = labels, "array"
+    elif isinstance(labels, (str, Path)) and str(labels).endswith(".npy"):
+        path = Path(labels)
+        if not path.exists():
+            raise QuantError(f"labels file '{path}' does not exist", hint="pass a .npy array or a column of the data")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise QuantError(f"cannot read labels '{path}': {exc}", hint="save labels with numpy.save") from None
+        name = str(path)
+    else:
+        array = source.column(str(labels))
+        if array is None:
+            raise QuantError(f"the data has no labels column '{labels}' (keys: {', '.join(source.keys)})",
+                             hint="pass --labels with a .npy file or the name of the data's label column")
+        name = str(labels)
+    array = np.asarray(array)
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise QuantError(f"labels '{name}' must be a 1-D integer array, got shape {list(array.shape)} {array.dtype}",
+                         hint="store one class index per sample")
+    if len(array) != len(source):
+        raise QuantError(f"labels '{name}' has {len(array)} entries but the data has {len(source)} samples",
+                         hint="give exactly one label per sample")
+    return array.astype(np.int64), name
+
+
+def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map: dict[str, str] | None = None,
+              preprocess: Preprocess | None = None, split: str | None = None, progress: bool = False,
+              **overrides) -> CalibrationResult:
+    """Collect histograms in one FP32 pass over ``data`` and compute ranges with every configured method.
+
+    ``model`` is a path or an onnx.ModelProto; ``data`` anything :func:`quant.datasets.open_source` takes.
+    Keyword overrides set config fields, e.g. ``calibrate(m, d, methods=("entropy", "mse"))``.
+    """
+    config = (config or CalibrationConfig()).replace(**overrides) if overrides else (config or CalibrationConfig())
+    proto, path, digest = prepare_model(model)
+    plan = plan_qdq(proto, exclude=set(config.exclude))
+    unknown = sorted(set(config.exclude) - {n.name for n in proto.graph.node})
+    if unknown:
+        raise QuantError(f"--exclude names nodes the model does not have: {', '.join(unknown)}",
+                         hint="use ONNX node names as listed in quant.json (layers / unquantized)")
+    if not plan.layers:
+        raise QuantError("nothing to quantize: the model has no Conv, ConvTranspose, Gemm or MatMul with a "
+                         "quantizable input", hint="quant inserts Q/DQ only around these ops; see --exclude")
+    source = open_source(data, preprocess, split)
+    inputs = input_specs(proto)
+    exclude_keys = [k for k in LABEL_KEYS if k in source.keys and k not in {s.name for s in inputs}]
+    mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
+    indices = select(len(source), config.num_samples, config.seed)
+
+    from quant.backends.onnxruntime import OrtRunner
+    from quant.collect import collect
+
+    runner = OrtRunner(with_outputs(proto, [t for t in plan.activations if t not in mapping]), mode="fp32")
+    batches = iter_batches(source, indices, inputs, mapping, config.batch_size)
+    collected = collect(runner, batches, plan.activations, bins=config.bins, total=len(indices), progress=progress)
+    data_info = {"source": source.description, "samples": collected.samples, "sha256": collected.data_hash,
+                 "selection": "all" if config.num_samples is None or config.num_samples >= len(source)
+                 else f"{len(indices)} of {len(source)}, seed {config.seed}",
+                 "input_map": mapping, "input_shapes": collected.shapes}
+    result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info)
+    compute_ranges(result)
+    return result
+
+
+def compute_ranges(result: CalibrationResult) -> None:
+    """Fill activation amax for every method and per-channel weight amax (pure numpy)."""
+    config = result.config
+    for method in config.methods:
+        params = config.params(method)
+        result.activation_amax[method] = {
+            tensor: get_calibrator(method, **params).fit(result.histograms[tensor]).amax_
+            for tensor in result.plan.activations}
+    weight_params = config.params(config.weight_method)
+    result.weight_amax = {tensor: weight_amax(weight_array(result.model, spec), spec.axis, config.weight_method,
+                                              bins=config.bins, **weight_params)
+                          for tensor, spec in result.plan.weights.items()}
+
+
+def recalibrate(folder: str | Path, methods: Sequence[str] | str, model=None, **overrides) -> CalibrationResult:
+    """New ranges from a saved ``histograms.npz`` without running the model again."""
+    import json
+
+    folder = Path(folder)
+    manifest_path = folder / "quant.json"
+    if not manifest_path.exists():
+        raise QuantError(f"'{folder}' is not a quant calibration folder (no quant.json)",
+                         hint="pass a folder written by 'quant calibrate' (one method's folder)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        old = CalibrationConfig.from_json(manifest["config"])
+    except (ValueError, KeyError) as exc:
+        raise QuantError(f"'{manifest_path}' is damaged: {exc}", hint="recalibrate from the model") from None
+    histograms = load_histograms(folder / "histograms.npz")
+    model_ref = model if model is not None else manifest["model"]["path"]
+    if model_ref is None:
+        raise QuantError("the calibration folder does not record the model's path", hint="pass --model FP32_MODEL")
+    proto, path, digest = prepare_model(model_ref)
+    if digest != manifest["model"]["sha256"]:
+        raise QuantError(f"the model '{model_ref}' is not the one '{folder}' was calibrated with (sha256 differs)",
+                         hint="pass --model with the original FP32 model")
+    methods = (methods,) if isinstance(methods, str) else tuple(methods)
+    config = old.replace(methods=methods, **overrides)
+    plan = plan_qdq(proto, exclude=set(config.exclude))
+    missing = [t for t in plan.activations if t not in histograms]
+    if missing:
+        raise QuantError(f"histograms.npz lacks tensors {missing[:3]} that the model needs",
+                         hint="the folder was made for another model or other exclusions; calibrate again")
+    result = CalibrationResult(proto, path, digest, plan, {t: histograms[t] for t in plan.activations}, config,
+                               dict(manifest.get("data", {}), recalibrated_from=str(folder)))
+    compute_ranges(result)
+    return result
+
+
+def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate", batch_size: int = 32,
+             num_samples: int | None = None, seed: int = 0, input_map: dict[str, str] | None = None,
+             preprocess: Preprocess | None = None, split: str | None = None, topk: Sequence[int] = (1,),
+             progress: bool = False):
+    """Run FP32 and INT8 models over held-out data; returns an :class:`quant.eval.EvalReport`."""
+    from quant.backends.onnxruntime import MODES, OrtRunner
+    from quant.eval import compare
+
+    if runtime not in ("emulate", "ort-int8"):
+        raise QuantError(f"unknown INT8 runtime '{runtime}'", hint="choose emulate or ort-int8")
+    fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
+    int8_proto = int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model)
+    source = open_source(data, preprocess, split)
+    inputs = input_specs(fp32_proto)
+    label_array, label_name = find_labels(source, labels, inputs)
+    exclude_keys = [k for k in LABEL_KEYS if k in source.keys] + ([label_name] if label_name in source.keys else [])
+    mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
+    indices = select(len(source), num_samples, seed)
+    reference = OrtRunner(fp32_proto, mode="fp32")
+    candidate = OrtRunner(int8_proto, mode=runtime)
+    bar = None
+    if progress:
+        from quant.collect.collector import _progress
+
+        bar = _progress(len(indices), True)
+        if bar is not None:
+            bar.set_description("evaluating")
+    try:
+        report = compare(reference, candidate, iter_batches(source, indices, inputs, mapping, batch_size),
+                         labels=label_array, topk=topk, runtime=runtime, runtime_description=MODES[runtime],
+                         progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    report.labels_source = label_name
+    if runtime == "ort-int8":
+        report.notes.append(candidate.integer_kernel_note())
+    return report

@@ -1,0 +1,85 @@
+"""Build the TensorRT-ready Q/DQ model: symmetric INT8, zero point 0, scale = amax / 127."""
+from __future__ import annotations
+
+import numpy as np
+
+from quant.core.lazy import require
+from quant.qdq.placement import QuantPlan
+
+INT8_MAX = 127
+
+
+def scale_from_amax(amax) -> np.ndarray:
+    """float32 scale(s) = amax / 127; an amax of 0 (a tensor that was all zeros) gets amax 1."""
+    amax = np.asarray(amax, dtype=np.float64)
+    amax = np.where(amax > 0, amax, 1.0)
+    return (amax.astype(np.float32).astype(np.float64) / INT8_MAX).astype(np.float32)
+
+
+def build_qdq_model(model, plan: QuantPlan, activation_amax: dict[str, float],
+                    weight_amax: dict[str, np.ndarray], keep_float: frozenset[str] = frozenset()):
+    """A copy of ``model`` with Q/DQ pairs inserted per ``plan``; layers named in ``keep_float`` stay float."""
+    onnx = require("onnx")
+    helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    taken = {t for node in graph.node for t in list(node.input) + list(node.output)}
+    taken |= {init.name for init in graph.initializer} | {v.name for v in graph.input}
+
+    def fresh(name: str) -> str:
+        candidate, suffix = name, 1
+        while candidate in taken:
+            candidate, suffix = f"{name}_{suffix}", suffix + 1
+        taken.add(candidate)
+        return candidate
+
+    # Which (node, input index) pairs are rewired to which tensor's DQ output.
+    rewire: dict[tuple[str, int], str] = {}
+    float_layers = {layer.node for layer in plan.layers if layer.node in keep_float}
+    for tensor, consumers in plan.consumers.items():
+        for node_name, index in consumers:
+            if node_name not in float_layers:
+                rewire[(node_name, index)] = tensor
+    weight_consumers: dict[tuple[str, int], str] = {}
+    for layer in plan.layers:
+        if layer.weight is not None and layer.node not in float_layers:
+            index = _input_index(model, layer.node, layer.weight.tensor)
+            weight_consumers[(layer.node, index)] = layer.weight.tensor
+
+    new_nodes = []
+    dq_output: dict[str, str] = {}
+
+    def emit_pair(tensor: str, scale: np.ndarray, axis: int | None) -> str:
+        key = tensor
+        if key in dq_output:
+            return dq_output[key]
+        scale_name, zero_name = fresh(f"{tensor}_scale"), fresh(f"{tensor}_zero_point")
+        graph.initializer.append(numpy_helper.from_array(np.asarray(scale, dtype=np.float32), scale_name))
+        graph.initializer.append(numpy_helper.from_array(np.zeros(np.shape(scale), dtype=np.int8), zero_name))
+        quantized, dequantized = fresh(f"{tensor}_quantized"), fresh(f"{tensor}_dequantized")
+        extra = {} if axis is None else {"axis": axis}
+        new_nodes.append(helper.make_node("QuantizeLinear", [tensor, scale_name, zero_name], [quantized],
+                                          name=fresh(f"{tensor}_QuantizeLinear"), **extra))
+        new_nodes.append(helper.make_node("DequantizeLinear", [quantized, scale_name, zero_name], [dequantized],
+                                          name=fresh(f"{tensor}_DequantizeLinear"), **extra))
+        dq_output[key] = dequantized
+        return dequantized
+
+    weights = plan.weights
+    for node in graph.node:
+        for index, tensor in enumerate(node.input):
+            if (node.name, index) in rewire:
+                node.input[index] = emit_pair(tensor, scale_from_amax(activation_amax[tensor]), None)
+            elif (node.name, index) in weight_consumers:
+                spec = weights[tensor]
+                node.input[index] = emit_pair(tensor, scale_from_amax(weight_amax[tensor]), spec.axis)
+        new_nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    return out
+
+
+def _input_index(model, node_name: str, tensor: str) -> int:
+    node = next(n for n in model.graph.node if n.name == node_name)
+    return list(node.input).index(tensor)

@@ -1,0 +1,196 @@
+"""Where Q/DQ goes for TensorRT's explicit quantization, and what is left in float and why.
+
+Rules (DESIGN.md): quantize the activation and weight inputs of Conv, ConvTranspose, Gemm and MatMul
+(weights per output channel, activations per tensor), never their outputs or biases; put a Q/DQ pair on
+the residual input of an Add that follows a weighted op so TensorRT fuses conv + add in INT8; leave out
+GEMV-shaped MatMul/Gemm, convolutions with very few output channels, and what the user excludes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from quant.core.onnx_model import initializers
+
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+MIN_CONV_CHANNELS = 4
+
+
+@dataclass
+class WeightSpec:
+    tensor: str
+    axis: int
+    channels: int
+
+
+@dataclass
+class Layer:
+    """A weighted op with its Q/DQ group: the activations and the weight it quantizes."""
+
+    node: str
+    op_type: str
+    activations: list[str]
+    weight: WeightSpec | None
+
+
+@dataclass
+class QuantPlan:
+    layers: list[Layer] = field(default_factory=list)
+    residuals: list[dict] = field(default_factory=list)  # {"node": add name, "tensor": residual input}
+    excluded: list[dict] = field(default_factory=list)  # {"node", "op_type", "reason"}
+    # tensor -> [(node name, input index)] whose input is replaced by the tensor's DQ output
+    consumers: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+
+    @property
+    def activations(self) -> list[str]:
+        """Activation tensors to calibrate, in graph order."""
+        return list(self.consumers)
+
+    @property
+    def weights(self) -> dict[str, WeightSpec]:
+        return {layer.weight.tensor: layer.weight for layer in self.layers if layer.weight is not None}
+
+    def to_json(self) -> dict:
+        return {
+            "layers": [{"node": l.node, "op_type": l.op_type, "activations": l.activations,
+                        "weight": None if l.weight is None else {"tensor": l.weight.tensor, "axis": l.weight.axis}}
+                       for l in self.layers],
+            "residual_adds": self.residuals,
+            "excluded": self.excluded,
+        }
+
+
+def _attr(node, name, default):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return attribute.i if attribute.type == attribute.INT else attribute
+    return default
+
+
+def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_types: set[str] | None = None) -> QuantPlan:
+    """The Q/DQ placement for a normalized model (Constant nodes already turned into initializers)."""
+    constants = initializers(model)
+    float_tensors = _float_tensors(model)
+    producers = {out: node for node in model.graph.node for out in node.output}
+    plan = QuantPlan()
+
+    def add_consumer(tensor: str, node, index: int) -> None:
+        plan.consumers.setdefault(tensor, [])
+        if (node.name, index) not in plan.consumers[tensor]:
+            plan.consumers[tensor].append((node.name, index))
+
+    def skip(node, reason: str) -> None:
+        plan.excluded.append({"node": node.name, "op_type": node.op_type, "reason": reason})
+
+    quantized_nodes: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        if node.name in exclude:
+            skip(node, "excluded by the user")
+            continue
+        decision = _weighted_inputs(node, constants, float_tensors)
+        if isinstance(decision, str):
+            skip(node, decision)
+            continue
+        activations, weight = decision
+        for index, tensor in activations:
+            add_consumer(tensor, node, index)
+        plan.layers.append(Layer(node.name, node.op_type, [t for _, t in activations], weight))
+        quantized_nodes.add(node.name)
+
+    for node in model.graph.node:
+        if node.op_type != "Add" or len(node.input) != 2 or node.name in exclude:
+            continue
+        from_weighted = [_follows_weighted(t, producers, quantized_nodes) for t in node.input]
+        if not any(from_weighted):
+            continue
+        index = 1 if all(from_weighted) else from_weighted.index(False)
+        tensor = node.input[index]
+        if tensor in constants or tensor not in float_tensors:
+            continue
+        add_consumer(tensor, node, index)
+        plan.residuals.append({"node": node.name, "tensor": tensor})
+    return plan
+
+
+def _follows_weighted(tensor: str, producers: dict, quantized: set[str]) -> bool:
+    node = producers.get(tensor)
+    if node is not None and node.op_type == "BatchNormalization":
+        node = producers.get(node.input[0])
+    return node is not None and node.name in quantized
+
+
+def _weighted_inputs(node, constants, float_tensors):
+    """([(input index, activation tensor)], WeightSpec | None), or a reason to leave the node in float."""
+    op = node.op_type
+    if op in ("Conv", "ConvTranspose"):
+        if len(node.input) < 2 or node.input[1] not in constants:
+            return "weight is not a constant"
+        if node.input[0] not in float_tensors:
+            return "input is not a float tensor"
+        shape = tuple(constants[node.input[1]].dims)
+        group = _attr(node, "group", 1)
+        if op == "ConvTranspose":
+            if group != 1:
+                return "grouped ConvTranspose: its output channels do not lie on one weight axis"
+            axis, channels = 1, shape[1]
+        else:
+            axis, channels = 0, shape[0]
+        if channels < MIN_CONV_CHANNELS:
+            return (f"{channels} output channel(s): too few for TensorRT's INT8 kernels to pay off, "
+                    "kept in float")
+        return [(0, node.input[0])], WeightSpec(node.input[1], axis, channels)
+    # Gemm / MatMul
+    a, b = node.input[0], node.input[1]
+    if a in constants and b in constants:
+        return "both inputs are constants (folded at build time)"
+    if op == "Gemm":
+        trans_a, trans_b = _attr(node, "transA", 0), _attr(node, "transB", 0)
+    else:
+        trans_a = trans_b = 0
+    if b in constants:
+        shape = tuple(constants[b].dims)
+        if len(shape) < 2:
+            return "1-D weight (GEMV-shaped): kept in float"
+        axis = 0 if trans_b else len(shape) - 1
+        weight, activations = WeightSpec(b, axis, shape[axis]), [(0, a)]
+    elif a in constants:
+        shape = tuple(constants[a].dims)
+        if len(shape) < 2:
+            return "1-D weight (GEMV-shaped): kept in float"
+        axis = len(shape) - 1 if trans_a else len(shape) - 2
+        weight, activations = WeightSpec(a, axis, shape[axis]), [(1, b)]
+    else:
+        weight, activations = None, [(0, a), (1, b)]
+    if weight is not None and weight.channels == 1:
+        return "GEMV-shaped (a single output channel): kept in float"
+    if any(t not in float_tensors for _, t in activations):
+        return "input is not a float tensor"
+    return activations, weight
+
+
+def _float_tensors(model) -> set[str]:
+    """Names of tensors known or presumed to be float (unknown intermediate types count as float)."""
+    onnx_float = {1, 10, 11, 16}  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+    typed = {}
+    for value in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        typed[value.name] = value.type.tensor_type.elem_type
+    for init in model.graph.initializer:
+        typed[init.name] = init.data_type
+    names = set()
+    for node in model.graph.node:
+        for tensor in list(node.input) + list(node.output):
+            if tensor and typed.get(tensor, 1) in onnx_float:
+                names.add(tensor)
+    for tensor, elem in typed.items():
+        if elem in onnx_float:
+            names.add(tensor)
+    return names
+
+
+def weight_array(model, spec: WeightSpec) -> np.ndarray:
+    from quant.core.onnx_model import to_array
+
+    return to_array(initializers(model)[spec.tensor])
