@@ -8,6 +8,10 @@ For every candidate threshold i (in bins, from ``start_bin`` to the last nonzero
   bins stay empty;
 * the divergence is KL(P || Q) of the normalized distributions.
 
+A threshold whose bin i-1 is empty while values lie beyond it has infinite divergence (P has mass
+where Q has none), so an isolated outlier far from the rest keeps the full range, exactly as in
+TensorRT's algorithm; use ``percentile`` or ``mse`` for such tensors.
+
 The threshold is the edge of the candidate with the least divergence, ties going to the larger one.
 As in pytorch-quantization, the count of bin 0 is replaced by that of bin 1 (the spike of exact zeros
 after a ReLU would otherwise dominate), but on a copy: the stored histogram is never written.

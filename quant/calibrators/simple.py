@@ -38,6 +38,7 @@ class Percentile(Calibrator):
 
     def _compute(self, histogram: Histogram) -> float:
         cumulative = np.cumsum(histogram.counts)
-        target = self.percentile / 100.0 * float(cumulative[-1])
+        # 1e-12 of slack so that e.g. 99.9% of 20000 values means 19980 despite 99.9's binary rounding
+        target = self.percentile / 100.0 * float(cumulative[-1]) * (1.0 - 1e-12)
         index = int(np.searchsorted(cumulative.astype(np.float64), target, side="left"))
         return (index + 1) * histogram.width

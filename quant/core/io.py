@@ -24,9 +24,8 @@ def _is_replaceable(path: Path) -> bool:
     return not entries or any((path / marker).exists() for marker in MARKERS)
 
 
-@contextlib.contextmanager
-def atomic_output_dir(path: str | Path, protect: tuple[Path, ...] = ()) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces ``path`` in one rename.
+def check_output_dir(path: str | Path, protect: tuple[Path, ...] = ()) -> None:
+    """Fail fast, before expensive work, if ``path`` cannot be written as an output folder (writes nothing).
 
     ``path`` may not exist yet, may be empty, or may hold an earlier quant output (replaced); anything
     else is refused. Paths in ``protect`` (the inputs) may not lie inside ``path``.
@@ -41,6 +40,19 @@ def atomic_output_dir(path: str | Path, protect: tuple[Path, ...] = ()) -> Itera
     if not _is_replaceable(path):
         raise QuantError(f"the output '{path}' exists and was not written by quant; refusing to overwrite it",
                          hint="choose a new or empty output folder")
+    existing = target.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise QuantError(f"cannot write to the output folder '{path}': '{existing}' is not a writable folder",
+                         hint="choose a folder you can write to (--output)")
+
+
+@contextlib.contextmanager
+def atomic_output_dir(path: str | Path, protect: tuple[Path, ...] = ()) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces ``path`` in one rename (see check_output_dir)."""
+    check_output_dir(path, protect)
+    target = Path(path).resolve()
     parent = target.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)

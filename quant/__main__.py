@@ -1,0 +1,5 @@
+import sys
+
+from quant.cli.main import main
+
+sys.exit(main())

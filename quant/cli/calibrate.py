@@ -1,0 +1,71 @@
+"""quant calibrate: one FP32 pass, ranges by every method asked for, artifacts written atomically."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from quant.cli.common import add_data_options, input_map_from_args, preprocess_from_args, stdout
+from quant.core.config import METHODS, WEIGHT_METHODS
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("calibrate", help="calibrate an FP32 ONNX model and write a TensorRT-ready Q/DQ model",
+                                   description="Collect activation histograms in one FP32 pass over the data, compute "
+                                               "ranges, and write model.int8.onnx, calibration.cache, quant.json and "
+                                               "histograms.npz into --output (one sub-folder per method when several).")
+    parser.add_argument("model", help="FP32 ONNX model")
+    add_data_options(parser)
+    parser.add_argument("--method", default="entropy", metavar="M[,M...]",
+                        help=f"calibration method(s), comma-separated: {', '.join(METHODS)} (default: entropy)")
+    parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (written atomically)")
+    parser.add_argument("--percentile", type=float, default=99.99, help="percentile for --method percentile (default 99.99)")
+    parser.add_argument("--weight-method", default="minmax", choices=WEIGHT_METHODS,
+                        help="per-channel weight ranges (default: minmax = max |w|)")
+    parser.add_argument("--bins", type=int, default=4096, help="histogram bins on the dyadic grid (default 4096)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="NODE",
+                        help="ONNX node name to keep in float (repeatable)")
+    parser.add_argument("--trt-version", default="10.3.0", help="TensorRT version for the cache header (default 10.3.0)")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from quant.core.config import CalibrationConfig
+    from quant.core.io import dumps
+    from quant.pipeline import calibrate
+
+    methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
+    config = CalibrationConfig(methods=methods, percentile=args.percentile, bins=args.bins, batch_size=args.batch_size,
+                               num_samples=args.num_samples, seed=args.seed, weight_method=args.weight_method,
+                               exclude=tuple(args.exclude), trt_version=args.trt_version)
+    preprocess = preprocess_from_args(args)
+    from quant.core.io import check_output_dir
+
+    check_output_dir(args.output, protect=(Path(args.model), Path(args.data)))  # fail fast, before the pass
+    result = calibrate(args.model, args.data, config, input_map=input_map_from_args(args), preprocess=preprocess,
+                       split=args.split, progress=True)
+    folders = result.save(args.output, protect=(Path(args.data),))
+    if args.json:
+        stdout(dumps({"outputs": {m: str(f) for m, f in zip(result.methods, folders)}, **result.summary()}))
+        return 0
+    plan = result.plan
+    stdout(f"calibrated {len(plan.activations)} activation tensors on {result.data['samples']} samples "
+           f"({result.data['source']})")
+    stdout(f"quantized layers: {len(plan.layers)}, residual Adds: {len(plan.residuals)}, "
+           f"weighted ops left in float: {len(plan.excluded)}")
+    if len(result.methods) > 1:
+        stdout(_comparison(result))
+    for method, folder in zip(result.methods, folders):
+        stdout(f"{method}: {folder}/model.int8.onnx, calibration.cache, quant.json, histograms.npz")
+    return 0
+
+
+def _comparison(result) -> str:
+    methods = result.methods
+    width = max(len(t) for t in result.plan.activations)
+    width = min(max(width, 6), 48)
+    lines = [f"{'tensor':<{width}} {'absmax':>10} " + " ".join(f"{m:>10}" for m in methods)]
+    for tensor in result.plan.activations:
+        name = tensor if len(tensor) <= width else "..." + tensor[-(width - 3):]
+        values = " ".join(f"{result.activation_amax[m][tensor]:>10.4g}" for m in methods)
+        lines.append(f"{name:<{width}} {result.histograms[tensor].absmax:>10.4g} {values}")
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""The `quant` command: a table of contents of subcommands, one module each."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from quant.cli import calibrate, eval as eval_cmd, recalibrate
+from quant.cli.common import Parser, stderr
+from quant.core.errors import QuantError
+
+COMMANDS = (calibrate, recalibrate, eval_cmd)
+
+
+def build_parser() -> Parser:
+    from quant import __version__
+
+    parser = Parser(prog="quant", description="INT8 post-training quantization and calibration for TensorRT.")
+    parser.add_argument("--version", action="version", version=f"quant {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for command in COMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "command", None):
+            parser.print_help(sys.stderr)
+            return 2
+        return int(args.run(args) or 0)
+    except QuantError as exc:
+        stderr(f"Error: {exc.message}")
+        if exc.hint:
+            stderr(f"Hint: {exc.hint}")
+        return 2
+    except KeyboardInterrupt:
+        stderr("Interrupted: nothing was written.")
+        return 130
+
+
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

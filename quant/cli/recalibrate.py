@@ -1,0 +1,33 @@
+"""quant recalibrate: new ranges and a new model from a saved histograms.npz, without running the model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from quant.cli.common import stdout
+from quant.core.config import METHODS
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("recalibrate", help="apply other methods to saved histograms (no model run)",
+                                   description="Read histograms.npz and quant.json from a calibration folder and "
+                                               "write new artifacts for the given method(s).")
+    parser.add_argument("folder", help="a folder written by 'quant calibrate' (one method's folder)")
+    parser.add_argument("--method", required=True, metavar="M[,M...]", help=f"method(s): {', '.join(METHODS)}")
+    parser.add_argument("--output", "-o", metavar="DIR", help="output folder (default: FOLDER-<method>)")
+    parser.add_argument("--model", help="the FP32 model, if it moved since calibration (sha256 is checked)")
+    parser.add_argument("--percentile", type=float, help="percentile for --method percentile")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from quant.pipeline import recalibrate
+
+    methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
+    overrides = {} if args.percentile is None else {"percentile": args.percentile}
+    result = recalibrate(args.folder, methods, model=args.model, **overrides)
+    folder = Path(args.folder)
+    output = args.output or str(folder.parent / f"{folder.name}-{'-'.join(methods)}")
+    folders = result.save(output, protect=(folder,))
+    for method, out in zip(result.methods, folders):
+        stdout(f"{method}: {out}/model.int8.onnx, calibration.cache, quant.json, histograms.npz")
+    return 0
