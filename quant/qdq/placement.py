@@ -2,7 +2,8 @@
 
 Rules (DESIGN.md): quantize the activation and weight inputs of Conv, ConvTranspose, Gemm and MatMul
 (weights per output channel, activations per tensor), never their outputs or biases; put a Q/DQ pair on
-the residual input of an Add that follows a weighted op so TensorRT fuses conv + add in INT8; leave out
+the residual input of an Add that follows a quantized Conv (directly or through a BatchNormalization) so
+TensorRT fuses conv + add in INT8 (its fusion is for convolutions, so an Add after MatMul gets none); leave out
 GEMV-shaped MatMul/Gemm, convolutions with very few output channels, and what the user excludes.
 """
 from __future__ import annotations
@@ -119,7 +120,7 @@ def _follows_weighted(tensor: str, producers: dict, quantized: set[str]) -> bool
     node = producers.get(tensor)
     if node is not None and node.op_type == "BatchNormalization":
         node = producers.get(node.input[0])
-    return node is not None and node.name in quantized
+    return node is not None and node.name in quantized and node.op_type in ("Conv", "ConvTranspose")
 
 
 def _weighted_inputs(node, constants, float_tensors):

@@ -1,0 +1,55 @@
+"""Small ONNX models built with onnx.helper for tests (no torch needed)."""
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _save(graph, path, opset=17):
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def dynamic_conv(path, channels=3, seed=0):
+    """input [N, C, H, W] with free H, W -> Conv(8) -> Relu -> Conv(8) + skip -> GAP -> Flatten -> Gemm(5)."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, channels, 3, 3)).astype(np.float32) * 0.3, "w1"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "b1"),
+             numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2, "w2"),
+             numpy_helper.from_array(rng.standard_normal((5, 8)).astype(np.float32), "wfc"),
+             numpy_helper.from_array(np.zeros(5, np.float32), "bfc")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c2", "r1"], ["s"], name="add"),
+             helper.make_node("GlobalAveragePool", ["s"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "wfc", "bfc"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "dynamic_conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, "H", "W"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
+    return _save(graph, path)
+
+
+def two_inputs(path, seed=0):
+    """a [N, 4] and b [N, 6] -> MatMul each with a weight -> Add -> y [N, 3]."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "wa"),
+             numpy_helper.from_array(rng.standard_normal((6, 3)).astype(np.float32), "wb")]
+    nodes = [helper.make_node("MatMul", ["a", "wa"], ["ya"], name="mm_a"),
+             helper.make_node("MatMul", ["b", "wb"], ["yb"], name="mm_b"),
+             helper.make_node("Add", ["ya", "yb"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "two_inputs",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 4]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    return _save(graph, path)
+
+
+def no_weighted_ops(path):
+    nodes = [helper.make_node("Relu", ["x"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "relu_only", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
+    return _save(graph, path)
