@@ -224,15 +224,17 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     indices = select(len(source), config.num_samples, config.seed)
 
     from quant.backends.onnxruntime import OrtRunner
-    from quant.collect import collect
+    from quant.collect import AutoBatchSize, collect
 
     runner = OrtRunner(with_outputs(proto, [t for t in plan.activations if t not in mapping]), mode="fp32")
-    batches = iter_batches(source, indices, inputs, mapping, config.batch_size)
-    collected = collect(runner, batches, plan.activations, bins=config.bins, total=len(indices), progress=progress)
+    auto = AutoBatchSize(config.memory_budget_mb << 20) if config.batch_size is None else None
+    batches = iter_batches(source, indices, inputs, mapping, auto or config.batch_size)
+    collected = collect(runner, batches, plan.activations, bins=config.bins, total=len(indices), progress=progress,
+                        batch_size=auto)
     data_info = {"source": source.description, "samples": collected.samples, "sha256": collected.data_hash,
                  "selection": "all" if config.num_samples is None or config.num_samples >= len(source)
                  else f"{len(indices)} of {len(source)}, seed {config.seed}",
-                 "input_map": mapping, "input_shapes": collected.shapes}
+                 "input_map": mapping, "input_shapes": collected.shapes, "batches": collected.batches}
     result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info)
     compute_ranges(result)
     return result

@@ -13,7 +13,7 @@ def register(subparsers) -> None:
                                                "ranges, and write model.int8.onnx, calibration.cache, quant.json and "
                                                "histograms.npz into --output (one sub-folder per method when several).")
     parser.add_argument("model", help="FP32 ONNX model")
-    add_data_options(parser)
+    add_data_options(parser, batch_default=None)
     parser.add_argument("--method", default="entropy", metavar="M[,M...]",
                         help=f"calibration method(s), comma-separated: {', '.join(METHODS)} (default: entropy)")
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (written atomically)")
@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     parser.add_argument("--exclude", action="append", default=[], metavar="NODE",
                         help="ONNX node name to keep in float (repeatable)")
     parser.add_argument("--trt-version", default="10.3.0", help="TensorRT version for the cache header (default 10.3.0)")
+    parser.add_argument("--memory-budget", type=int, default=256, metavar="MB",
+                        help="activation memory per batch when --batch-size is not given (default 256 MB)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     parser.set_defaults(run=run)
 
@@ -35,6 +37,7 @@ def run(args) -> int:
 
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     config = CalibrationConfig(methods=methods, percentile=args.percentile, bins=args.bins, batch_size=args.batch_size,
+                               memory_budget_mb=args.memory_budget,
                                num_samples=args.num_samples, seed=args.seed, weight_method=args.weight_method,
                                exclude=tuple(args.exclude), trt_version=args.trt_version)
     preprocess = preprocess_from_args(args)

@@ -15,7 +15,7 @@ class Parser(argparse.ArgumentParser):
         raise QuantError(message, hint=f"see '{self.prog} --help'")
 
 
-def add_data_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
+def add_data_options(parser: argparse.ArgumentParser, required: bool = True, batch_default: int | None = 32) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data", required=required, metavar="PATH",
                        help=".npy/.npz file, folder of .npy files, image folder (class sub-folders = labels), "
@@ -24,7 +24,9 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True) -> 
                        help="feed model input INPUT from data key/column KEY (repeatable)")
     group.add_argument("--split", help="split of a saved Hugging Face DatasetDict")
     group.add_argument("--num-samples", type=int, metavar="N", help="use N samples drawn with --seed (default: all)")
-    group.add_argument("--batch-size", type=int, default=32, metavar="B", help="samples per run (default: 32)")
+    group.add_argument("--batch-size", type=int, default=batch_default, metavar="B",
+                       help="samples per run (default: " + (str(batch_default) if batch_default else
+                                                            "as many as --memory-budget allows, up to 64") + ")")
     group.add_argument("--seed", type=int, default=0, help="seed for drawing --num-samples (default: 0)")
     pre = parser.add_argument_group("image preprocessing (image folders and image columns)")
     pre.add_argument("--preprocess", metavar="SPEC.json", help="JSON with resize, color, scale, mean, std, layout, dtype")

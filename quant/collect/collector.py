@@ -20,6 +20,26 @@ class Runner(Protocol):
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]: ...
 
 
+class AutoBatchSize:
+    """Batch size that keeps one batch's activations within a memory budget (results do not depend on it).
+
+    Starts at 1; after each batch, the bytes the model returned per sample set the next size.
+    """
+
+    def __init__(self, budget_bytes: int, maximum: int = 64) -> None:
+        self.budget_bytes = budget_bytes
+        self.maximum = maximum
+        self.size = 1
+        self.bytes_per_sample = 0
+
+    def __call__(self) -> int:
+        return self.size
+
+    def observe(self, batch_bytes: int, samples: int) -> None:
+        self.bytes_per_sample = max(self.bytes_per_sample, -(-batch_bytes // max(samples, 1)))
+        self.size = int(min(self.maximum, max(1, self.budget_bytes // max(self.bytes_per_sample, 1))))
+
+
 @dataclass
 class CollectionResult:
     histograms: dict[str, Histogram]
@@ -30,8 +50,12 @@ class CollectionResult:
 
 
 def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndarray]]], tensors: Sequence[str],
-            bins: int = DEFAULT_BINS, total: int | None = None, progress: bool = True) -> CollectionResult:
-    """Histogram every tensor in ``tensors`` (graph inputs are taken from the feeds) over all batches."""
+            bins: int = DEFAULT_BINS, total: int | None = None, progress: bool = True,
+            batch_size: AutoBatchSize | None = None) -> CollectionResult:
+    """Histogram every tensor in ``tensors`` (graph inputs are taken from the feeds) over all batches.
+
+    With ``batch_size`` (the AutoBatchSize that ``batches`` asks), each batch's size is reported back.
+    """
     histograms = {name: Histogram(bins=bins) for name in tensors}
     result = CollectionResult(histograms)
     sample_digests: list[bytes] = []
@@ -42,6 +66,9 @@ def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndar
             from_run = [name for name in tensors if name not in feeds]
             values = dict(zip(from_run, runner.run(feeds, from_run))) if from_run else {}
             values.update({name: feeds[name] for name in from_feeds})
+            if batch_size is not None:
+                batch_size.observe(sum(v.nbytes for v in values.values()) + sum(v.nbytes for v in feeds.values()),
+                                   len(indices))
             for name in tensors:
                 try:
                     histograms[name].update(values[name], name=f"tensor '{name}'")

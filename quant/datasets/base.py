@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -95,10 +95,15 @@ def _fmt_shape(shape: tuple) -> str:
 
 
 def iter_batches(source: DataSource, indices: Sequence[int], inputs: Sequence[InputSpec],
-                 mapping: dict[str, str], batch_size: int) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
-    """Yield ``(indices, feeds)`` batches; consecutive samples whose shapes differ go in separate batches."""
-    if batch_size < 1:
-        raise QuantError(f"--batch-size must be >= 1, got {batch_size}")
+                 mapping: dict[str, str], batch_size: "int | Callable[[], int]",
+                 ) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+    """Yield ``(indices, feeds)`` batches; consecutive samples whose shapes differ go in separate batches.
+
+    ``batch_size`` may be a callable, asked again at the start of every batch (adaptive batching).
+    """
+    size = batch_size if callable(batch_size) else (lambda: batch_size)
+    if size() < 1:
+        raise QuantError(f"--batch-size must be >= 1, got {size()}")
     pending: list[tuple[int, dict[str, np.ndarray]]] = []
 
     def flush():
@@ -112,7 +117,7 @@ def iter_batches(source: DataSource, indices: Sequence[int], inputs: Sequence[In
             yield flush()
             pending = []
         pending.append((int(index), sample))
-        if len(pending) == batch_size:
+        if len(pending) >= size():
             yield flush()
             pending = []
     if pending:
