@@ -227,7 +227,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     from quant.collect import AutoBatchSize, collect
 
     runner = OrtRunner(with_outputs(proto, [t for t in plan.activations if t not in mapping]), mode="fp32")
-    auto = AutoBatchSize(config.memory_budget_mb << 20) if config.batch_size is None else None
+    auto = AutoBatchSize(int(config.memory_budget_mb * 2**20)) if config.batch_size is None else None
     batches = iter_batches(source, indices, inputs, mapping, auto or config.batch_size)
     collected = collect(runner, batches, plan.activations, bins=config.bins, total=len(indices), progress=progress,
                         batch_size=auto)

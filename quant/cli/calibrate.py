@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     parser.add_argument("--exclude", action="append", default=[], metavar="NODE",
                         help="ONNX node name to keep in float (repeatable)")
     parser.add_argument("--trt-version", default="10.3.0", help="TensorRT version for the cache header (default 10.3.0)")
-    parser.add_argument("--memory-budget", type=int, default=256, metavar="MB",
+    parser.add_argument("--memory-budget", type=float, default=256.0, metavar="MB",
                         help="activation memory per batch when --batch-size is not given (default 256 MB)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     parser.set_defaults(run=run)

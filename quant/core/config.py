@@ -19,7 +19,7 @@ class CalibrationConfig:
     percentile: float = 99.99
     bins: int = DEFAULT_BINS
     batch_size: int | None = None  # None: as many samples as fit memory_budget_mb of activations
-    memory_budget_mb: int = 256
+    memory_budget_mb: float = 256.0
     num_samples: int | None = None
     seed: int = 0
     weight_method: str = "minmax"
@@ -47,8 +47,8 @@ class CalibrationConfig:
             raise QuantError(f"--bins must be a power of two >= 256, got {self.bins}", hint="e.g. --bins 4096")
         if self.batch_size is not None and self.batch_size < 1:
             raise QuantError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.memory_budget_mb < 1:
-            raise QuantError(f"--memory-budget must be >= 1 MB, got {self.memory_budget_mb}")
+        if not self.memory_budget_mb > 0:
+            raise QuantError(f"--memory-budget must be > 0 MB, got {self.memory_budget_mb}")
         if self.num_samples is not None and self.num_samples < 1:
             raise QuantError(f"--num-samples must be >= 1, got {self.num_samples}")
         if self.version != CONFIG_VERSION:

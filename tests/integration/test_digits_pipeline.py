@@ -142,7 +142,7 @@ def test_ort_int8_mode_is_labelled_and_reports_its_kernels(calibrated, digits):
 
 def test_automatic_batch_size_follows_the_memory_budget_and_changes_nothing(digits, calibrated):
     reference, _ = calibrated
-    small = quant.calibrate(digits["model"], digits["calibration"], methods=METHODS, memory_budget_mb=1)
+    small = quant.calibrate(digits["model"], digits["calibration"], methods=METHODS, memory_budget_mb=0.05)
     large = quant.calibrate(digits["model"], digits["calibration"], methods=METHODS)
     assert small.data["batches"] > large.data["batches"] >= 200 / 64
     assert small.activation_amax == large.activation_amax == reference.activation_amax
