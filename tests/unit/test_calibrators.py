@@ -180,3 +180,20 @@ def test_weight_amax_per_channel():
     np.testing.assert_array_equal(weight_amax(w, 0), np.abs(w).reshape(4, -1).max(1))
     np.testing.assert_array_equal(weight_amax(w, 2), np.abs(np.moveaxis(w, 2, 0)).reshape(2, -1).max(1))
     assert np.all(weight_amax(w, 0, "percentile", percentile=50.0) <= weight_amax(w, 0))
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float32, st.integers(200, 2000), elements=st.floats(-50, 50, width=32)), st.integers(1, 97),
+       st.randoms())
+def test_every_method_gives_bit_identical_amax_for_any_batching_and_order(values, batch, rnd):
+    shuffled = values[np.array(rnd.sample(range(len(values)), len(values)))]
+    whole = Histogram(bins=512).update(values)
+    streamed = Histogram(bins=512)
+    for start in range(0, len(shuffled), batch):
+        streamed.update(shuffled[start:start + batch])
+    for method in available():
+        assert get(method).fit(streamed).amax_ == get(method).fit(whole).amax_
