@@ -24,6 +24,8 @@ from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, trt_version_number
 from quant.qdq.placement import weight_array
 
 LABEL_KEYS = ("label", "labels")
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
+MIN_CALIBRATION_SAMPLES = 2
 
 
 @dataclass
@@ -113,7 +115,7 @@ class CalibrationResult:
             for method in self.methods:
                 folder = staging if len(self.methods) == 1 else staging / method
                 folder.mkdir(exist_ok=True)
-                onnx.save_model(self.qdq_model(method), str(folder / "model.int8.onnx"))
+                save_model(self.qdq_model(method), folder / "model.int8.onnx", self.config.external_data)
                 (folder / "calibration.cache").write_text(
                     format_cache(self.activation_amax[method], method, self.config.trt_version))
                 (folder / "quant.json").write_text(dumps(self.manifest(method)))
@@ -138,6 +140,16 @@ def _onnx():
     from quant.core.lazy import require
 
     return require("onnx")
+
+
+def save_model(model, path: Path, external_data: bool = False) -> None:
+    """Save an ONNX model; weights go to ``<name>.data`` beside it when asked or when over 2 GB."""
+    onnx = _onnx()
+    if external_data or model.ByteSize() >= 2**31 - 1:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=f"{path.name}.data", size_threshold=1024)  # (moves the weights out of `model`)
+    else:
+        onnx.save_model(model, str(path))
 
 
 def _versions() -> dict:
@@ -209,6 +221,10 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     """
     config = (config or CalibrationConfig()).replace(**overrides) if overrides else (config or CalibrationConfig())
     proto, path, digest = prepare_model(model)
+    already = sorted({n.op_type for n in proto.graph.node if n.op_type in QDQ_OPS or n.op_type.startswith("QLinear")})
+    if already:
+        raise QuantError(f"the model already contains quantization nodes ({', '.join(already)}): it is quantized",
+                         hint="calibrate the FP32 model it was made from")
     plan = plan_qdq(proto, exclude=set(config.exclude))
     unknown = sorted(set(config.exclude) - {n.name for n in proto.graph.node})
     if unknown:
@@ -222,6 +238,9 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     exclude_keys = [k for k in LABEL_KEYS if k in source.keys and k not in {s.name for s in inputs}]
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
     indices = select(len(source), config.num_samples, config.seed)
+    if len(indices) < MIN_CALIBRATION_SAMPLES:
+        raise QuantError(f"calibration needs at least {MIN_CALIBRATION_SAMPLES} samples, got {len(indices)}: ranges "
+                         "from one sample do not represent the data", hint="provide more samples (hundreds are typical)")
 
     from quant.backends.onnxruntime import OrtRunner
     from quant.collect import AutoBatchSize, collect

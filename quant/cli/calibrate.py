@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     parser.add_argument("--trt-version", default="10.3.0", help="TensorRT version for the cache header (default 10.3.0)")
     parser.add_argument("--memory-budget", type=float, default=256.0, metavar="MB",
                         help="activation memory per batch when --batch-size is not given (default 256 MB)")
+    parser.add_argument("--external-data", action="store_true",
+                        help="store the Q/DQ model's weights in model.int8.onnx.data (automatic over 2 GB)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     parser.set_defaults(run=run)
 
@@ -39,7 +41,8 @@ def run(args) -> int:
     config = CalibrationConfig(methods=methods, percentile=args.percentile, bins=args.bins, batch_size=args.batch_size,
                                memory_budget_mb=args.memory_budget,
                                num_samples=args.num_samples, seed=args.seed, weight_method=args.weight_method,
-                               exclude=tuple(args.exclude), trt_version=args.trt_version)
+                               exclude=tuple(args.exclude), trt_version=args.trt_version,
+                               external_data=args.external_data)
     preprocess = preprocess_from_args(args)
     from quant.core.io import check_output_dir
 

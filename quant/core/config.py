@@ -25,6 +25,7 @@ class CalibrationConfig:
     weight_method: str = "minmax"
     exclude: tuple[str, ...] = ()
     trt_version: str = "10.3.0"
+    external_data: bool = False  # write model.int8.onnx weights to model.int8.onnx.data (automatic over 2 GB)
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:

@@ -11,6 +11,7 @@ Memory is ``bins`` int64 counts per tensor, never proportional to the number of 
 """
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -187,6 +188,6 @@ def load_histograms(path) -> dict[str, Histogram]:
             names = [str(n) for n in data["names"]]
             return {name: Histogram.from_arrays({k: data[f"{i}.{k}"] for k in ("counts", "meta", "stats")})
                     for i, name in enumerate(names)}
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise QuantError(f"cannot read histograms from '{path}': {exc}",
                          hint="pass a folder written by 'quant calibrate'") from None

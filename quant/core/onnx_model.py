@@ -45,7 +45,18 @@ def load_model(path: str | Path):
             raise QuantError(f"external data file '{location}' of '{path}' is missing",
                              hint="copy the model together with its external data files")
     if any(True for _ in _external_tensors(model)):
-        onnx.external_data_helper.load_external_data_for_model(model, str(base))
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, str(base))
+        except (OSError, ValueError) as exc:
+            raise QuantError(f"cannot read the external data of '{path}': {exc}",
+                             hint="copy the model together with its complete external data files") from None
+    if model.ByteSize() < MAX_PROTOBUF:
+        try:
+            onnx.checker.check_model(model)
+        except Exception as exc:  # onnx.checker.ValidationError and friends
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise QuantError(f"'{path}' is not a valid ONNX model: {first}",
+                             hint="re-export the model, or check it with onnx.checker.check_model") from None
     return model
 
 

@@ -1,7 +1,6 @@
 """NumPy sources: a .npy array, an .npz archive (one array per key), or a folder of .npy files (one per key)."""
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,7 @@ def open_arrays(path: Path) -> ArraySource:
         else:
             with np.load(path, allow_pickle=False) as archive:
                 arrays = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except Exception as exc:  # numpy raises ValueError, OSError, EOFError, BadZipFile, TokenError, SyntaxError ...
         raise QuantError(f"cannot read NumPy data from '{path}': {exc}",
                          hint="save arrays with numpy.save / numpy.savez (no pickled objects)") from None
     return ArraySource(arrays, f"{path}")

@@ -41,8 +41,12 @@ class TableSource(DataSource):
             if value.get("bytes") is None:
                 raise QuantError(f"image column '{key}' holds a file path, not the image bytes",
                                  hint="save the dataset with embedded images (datasets' save_to_disk does)")
-            with pil.open(io.BytesIO(value["bytes"])) as image:
-                return self.preprocess.apply(image)
+            try:
+                with pil.open(io.BytesIO(value["bytes"])) as image:
+                    return self.preprocess.apply(image)
+            except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError ...
+                raise QuantError(f"cannot decode the image in column '{key}': {exc}",
+                                 hint="check the dataset's image bytes") from None
         if hasattr(value, "convert") and hasattr(value, "size"):  # a decoded PIL image
             return self.preprocess.apply(value)
         try:
@@ -102,7 +106,7 @@ def open_table_file(path: Path, preprocess: Preprocess | None) -> TableSource:
                 except pa.ArrowInvalid:
                     source.seek(0)
                     table = ipc.open_stream(source).read_all()
-    except (OSError, pa.ArrowInvalid) as exc:
+    except Exception as exc:  # pyarrow raises ArrowInvalid, ArrowIOError, OSError ...
         raise QuantError(f"cannot read '{path}' as {path.suffix[1:]}: {exc}",
                          hint="pass a parquet or arrow file written by pyarrow or datasets") from None
     return TableSource(table, str(path), preprocess)

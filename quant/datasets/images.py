@@ -112,7 +112,7 @@ class ImageFolderSource(DataSource):
         try:
             with pil.open(path) as image:
                 array = self.preprocess.apply(image)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError ...
             raise QuantError(f"cannot read image '{path}': {exc}", hint="remove or replace the broken file") from None
         out = {self.key: array}
         if self.labels is not None:
