@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from quant import __version__
+from quant.backends.onnxruntime import MODES as ORT_MODES
 from quant.calibrators import get as get_calibrator, weight_amax
 from quant.core.config import CalibrationConfig
 from quant.core.errors import QuantError
@@ -24,6 +25,8 @@ from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, trt_version_number
 from quant.qdq.placement import weight_array
 
 LABEL_KEYS = ("label", "labels")
+RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
+            "tensorrt": "a TensorRT engine on the GPU (INT8_MODEL is the .engine file)"}
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
 MIN_CALIBRATION_SAMPLES = 2
 
@@ -308,18 +311,40 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str, model=None, **
     return result
 
 
+def _tensorrt_runner(engine):
+    from quant.backends import tensorrt as trt_backend
+    from quant.core.lazy import require
+
+    engine = Path(engine)
+    if engine.is_dir():
+        engine = engine / "model.engine"
+    if not engine.exists():
+        raise QuantError(f"engine '{engine}' does not exist", hint="build it first: quant build DIR --output model.engine")
+    if not trt_backend.detect().python:
+        raise QuantError("--runtime tensorrt needs the 'tensorrt' Python module, which is not installed",
+                         hint=f"install it with {trt_backend.INSTALL_HINT} on a machine with an NVIDIA GPU")
+    require("torch")
+    from quant.backends.tensorrt._runner import TensorRTRunner
+
+    return TensorRTRunner(engine)
+
+
 def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate", batch_size: int = 32,
              num_samples: int | None = None, seed: int = 0, input_map: dict[str, str] | None = None,
              preprocess: Preprocess | None = None, split: str | None = None, topk: Sequence[int] = (1,),
              progress: bool = False):
     """Run FP32 and INT8 models over held-out data; returns an :class:`quant.eval.EvalReport`."""
-    from quant.backends.onnxruntime import MODES, OrtRunner
+    from quant.backends.onnxruntime import OrtRunner
     from quant.eval import compare
 
-    if runtime not in ("emulate", "ort-int8"):
-        raise QuantError(f"unknown INT8 runtime '{runtime}'", hint="choose emulate or ort-int8")
+    if runtime not in RUNTIMES:
+        raise QuantError(f"unknown INT8 runtime '{runtime}'", hint=f"choose from: {', '.join(RUNTIMES)}")
     fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
-    int8_proto = int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model)
+    if runtime == "tensorrt":
+        candidate = _tensorrt_runner(int8_model)
+    else:
+        int8_proto = int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model)
+        candidate = OrtRunner(int8_proto, mode=runtime)
     source = open_source(data, preprocess, split)
     inputs = input_specs(fp32_proto)
     label_array, label_name = find_labels(source, labels, inputs)
@@ -327,7 +352,6 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
     indices = select(len(source), num_samples, seed)
     reference = OrtRunner(fp32_proto, mode="fp32")
-    candidate = OrtRunner(int8_proto, mode=runtime)
     bar = None
     if progress:
         from quant.collect.collector import _progress
@@ -337,7 +361,7 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
             bar.set_description("evaluating")
     try:
         report = compare(reference, candidate, iter_batches(source, indices, inputs, mapping, batch_size),
-                         labels=label_array, topk=topk, runtime=runtime, runtime_description=MODES[runtime],
+                         labels=label_array, topk=topk, runtime=runtime, runtime_description=RUNTIMES[runtime],
                          progress=bar)
     finally:
         if bar is not None:

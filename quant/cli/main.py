@@ -5,11 +5,11 @@ import os
 import signal
 import sys
 
-from quant.cli import calibrate, eval as eval_cmd, recalibrate
+from quant.cli import build, calibrate, eval as eval_cmd, recalibrate
 from quant.cli.common import Parser, stderr
 from quant.core.errors import QuantError
 
-COMMANDS = (calibrate, recalibrate, eval_cmd)
+COMMANDS = (calibrate, recalibrate, eval_cmd, build)
 
 
 def build_parser() -> Parser:
