@@ -253,6 +253,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     batches = iter_batches(source, indices, inputs, mapping, auto or config.batch_size)
     collected = collect(runner, batches, plan.activations, bins=config.bins, total=len(indices), progress=progress,
                         batch_size=auto)
+    del runner, batches  # release ONNX Runtime's session and arena before the next steps allocate
     data_info = {"source": source.description, "samples": collected.samples, "sha256": collected.data_hash,
                  "selection": "all" if config.num_samples is None or config.num_samples >= len(source)
                  else f"{len(indices)} of {len(source)}, seed {config.seed}",

@@ -24,8 +24,8 @@ def register(subparsers) -> None:
     parser.add_argument("--exclude", action="append", default=[], metavar="NODE",
                         help="ONNX node name to keep in float (repeatable)")
     parser.add_argument("--trt-version", default="10.3.0", help="TensorRT version for the cache header (default 10.3.0)")
-    parser.add_argument("--memory-budget", type=float, default=256.0, metavar="MB",
-                        help="activation memory per batch when --batch-size is not given (default 256 MB)")
+    parser.add_argument("--memory-budget", type=float, default=128.0, metavar="MB",
+                        help="activation memory per batch when --batch-size is not given (default 128 MB)")
     parser.add_argument("--external-data", action="store_true",
                         help="store the Q/DQ model's weights in model.int8.onnx.data (automatic over 2 GB)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")

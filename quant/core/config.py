@@ -19,7 +19,7 @@ class CalibrationConfig:
     percentile: float = 99.99
     bins: int = DEFAULT_BINS
     batch_size: int | None = None  # None: as many samples as fit memory_budget_mb of activations
-    memory_budget_mb: float = 256.0
+    memory_budget_mb: float = 128.0
     num_samples: int | None = None
     seed: int = 0
     weight_method: str = "minmax"
