@@ -64,9 +64,11 @@ class CalibrationResult:
             raise QuantError(f"method '{method}' was not calibrated here", hint=f"choose from: {', '.join(self.methods)}")
         return method
 
-    def manifest(self, method: str) -> dict:
-        """The content of quant.json for one method."""
-        amax = self.activation_amax[method]
+    def manifest(self, method: str, keep_float: Sequence[str] = ()) -> dict:
+        """The content of quant.json for one method (``keep_float``: layers returned to float)."""
+        amax = {t: v for t, v in self.activation_amax[method].items() if t in self.quantized_tensors(keep_float)}
+        float_layers = set(keep_float)
+        layers = {layer.node for layer in self.plan.layers} - float_layers
         activations = {}
         for tensor, value in amax.items():
             hist = self.histograms[tensor]
@@ -74,20 +76,27 @@ class CalibrationResult:
                                    "absmax": hist.absmax, "min": hist.min, "max": hist.max, "values": hist.count,
                                    "all_zero": hist.exponent is None}
         weights = {}
+        quantized_weights = {l.weight.tensor for l in self.plan.layers if l.weight is not None and l.node in layers}
         for tensor, spec in self.plan.weights.items():
+            if tensor not in quantized_weights:
+                continue
             scales = scale_from_amax(self.weight_amax[tensor]).astype(np.float64)
             weights[tensor] = {"axis": spec.axis, "channels": spec.channels, "method": self.config.weight_method,
                                "scale_min": float(scales.min()), "scale_max": float(scales.max()),
                                "scale_mean": float(scales.mean()), "zero_channels": int(np.sum(self.weight_amax[tensor] == 0))}
-        layers = {layer.node for layer in self.plan.layers}
-        residual_adds = {r["node"] for r in self.plan.residuals}
+        residual_adds = {r["node"] for r in self.plan.residuals if r["layer"] not in float_layers}
         excluded_names = {e["node"] for e in self.plan.excluded}
-        unquantized = list(self.plan.excluded) + [
+        kept = [{"node": l.node, "op_type": l.op_type, "reason": "kept in float by the accuracy fallback"}
+                for l in self.plan.layers if l.node in float_layers]
+        kept += [{"node": r["node"], "op_type": "Add", "reason": f"its conv {r['layer']} is kept in float"}
+                 for r in self.plan.residuals if r["layer"] in float_layers]
+        unquantized = list(self.plan.excluded) + kept + [
             {"node": node.name, "op_type": node.op_type,
              "reason": "no Q/DQ for this op type: TensorRT runs it at the precision of its inputs and fuses it "
                        "where it can"}
             for node in self.model.graph.node
-            if node.name not in layers and node.name not in residual_adds and node.name not in excluded_names]
+            if node.name not in layers | float_layers and node.name not in {r["node"] for r in self.plan.residuals}
+            and node.name not in excluded_names]
         return {
             "format": "quant-calibration/1",
             "tool": {"name": "quant", "version": __version__, **_versions()},
@@ -104,13 +113,23 @@ class CalibrationResult:
                                             f"{ALGORITHMS.get(method, DEFAULT_ALGORITHM)}"},
             "activations": activations,
             "weights": weights,
-            "layers": self.plan.to_json()["layers"],
-            "residual_adds": self.plan.residuals,
+            "layers": [entry for entry in self.plan.to_json()["layers"] if entry["node"] in layers],
+            "residual_adds": [r for r in self.plan.residuals if r["node"] in residual_adds],
             "unquantized": unquantized,
         }
 
-    def save(self, output: str | Path, protect: Sequence[Path] = ()) -> list[Path]:
-        """Write the artifacts atomically. One method: into ``output``; several: one sub-folder each."""
+    def quantized_tensors(self, keep_float: Sequence[str] = ()) -> set[str]:
+        """Activation tensors that still have a Q/DQ pair when ``keep_float`` layers stay in float."""
+        float_layers = set(keep_float)
+        float_nodes = float_layers | {r["node"] for r in self.plan.residuals if r["layer"] in float_layers}
+        return {t for t, consumers in self.plan.consumers.items() if any(n not in float_nodes for n, _ in consumers)}
+
+    def save(self, output: str | Path, protect: Sequence[Path] = (), keep_float: Sequence[str] = (),
+             extra_files: dict[str, str] | None = None) -> list[Path]:
+        """Write the artifacts atomically. One method: into ``output``; several: one sub-folder each.
+
+        ``keep_float`` names layers left in float (fallback); ``extra_files`` are written beside them.
+        """
         protect = tuple(protect) + ((self.model_path,) if self.model_path else ())
         onnx = _onnx()
         with atomic_output_dir(output, protect=protect) as staging:
@@ -118,10 +137,13 @@ class CalibrationResult:
             for method in self.methods:
                 folder = staging if len(self.methods) == 1 else staging / method
                 folder.mkdir(exist_ok=True)
-                save_model(self.qdq_model(method), folder / "model.int8.onnx", self.config.external_data)
-                (folder / "calibration.cache").write_text(
-                    format_cache(self.activation_amax[method], method, self.config.trt_version))
-                (folder / "quant.json").write_text(dumps(self.manifest(method)))
+                save_model(self.qdq_model(method, keep_float), folder / "model.int8.onnx", self.config.external_data)
+                tensors = self.quantized_tensors(keep_float)
+                cache_amax = {t: v for t, v in self.activation_amax[method].items() if t in tensors}
+                (folder / "calibration.cache").write_text(format_cache(cache_amax, method, self.config.trt_version))
+                (folder / "quant.json").write_text(dumps(self.manifest(method, keep_float)))
+                for name, text in (extra_files or {}).items():
+                    (folder / name).write_text(text)
                 save_histograms(folder / "histograms.npz", self.histograms)
                 folders.append(Path(output) if len(self.methods) == 1 else Path(output) / method)
             if len(self.methods) > 1:
@@ -371,3 +393,145 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     if runtime == "ort-int8":
         report.notes.append(candidate.integer_kernel_note())
     return report
+
+
+# ---------------------------------------------------------------------------------------------- gate & co
+def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_samples: int | None = None, seed: int = 0,
+                 input_map: dict[str, str] | None = None, preprocess: Preprocess | None = None,
+                 split: str | None = None, need_labels: bool = False):
+    """Held-out batches with labels and cached FP32 outputs (see :class:`quant.eval.heldout.HeldOut`)."""
+    from quant.backends.onnxruntime import OrtRunner
+    from quant.eval.heldout import HeldOut
+
+    proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
+    source = open_source(data, preprocess, split)
+    inputs = input_specs(proto)
+    label_array, label_name = find_labels(source, labels, inputs)
+    if need_labels and label_array is None:
+        raise QuantError("this metric needs labels and the data has none",
+                         hint="pass --labels with a .npy file or the data's label column")
+    exclude_keys = [k for k in LABEL_KEYS if k in source.keys] + ([label_name] if label_name in source.keys else [])
+    mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
+    indices = select(len(source), num_samples, seed)
+    reference = OrtRunner(proto, mode="fp32")
+    batches = list(iter_batches(source, indices, inputs, mapping, batch_size))
+    outputs = [reference.run(feeds) for _, feeds in batches]
+    return HeldOut(batches, outputs, label_array, reference.output_names, source.description)
+
+
+def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | None = None, relative: bool = False,
+         min_value: float | None = None, labels=None, runtime: str = "emulate", lower_is_better: bool | None = None,
+         **data_options):
+    """Score FP32 and INT8 on held-out data and decide pass/fail; returns a truthy-when-passing GateResult."""
+    from quant.eval.gate import GateResult, decide
+    from quant.eval.scoring import get_metric
+
+    gated = get_metric(metric, None if lower_is_better is None else not lower_is_better)
+    decide(gated, 0.0, 0.0, max_drop, relative, min_value) if not gated.has_reference_value else None
+    heldout = load_heldout(fp32_model, data, labels, need_labels=gated.needs_labels, **data_options)
+    if runtime == "tensorrt":
+        candidate = _tensorrt_runner(int8_model)
+    else:
+        from quant.backends.onnxruntime import OrtRunner
+
+        candidate = OrtRunner(int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model),
+                              mode=runtime)
+    report_names = [m for m in (["top1"] if heldout.labels is not None else []) + ["agreement", "cosine", "sqnr"]
+                    if m != gated.name]
+    fp32 = heldout.fp32_score(gated) if gated.has_reference_value else float("nan")
+    int8 = heldout.score(candidate, gated)
+    passed, drop, criterion = decide(gated, fp32, int8, max_drop, relative, min_value)
+    others = {}
+    for name in report_names:
+        other = get_metric(name)
+        try:
+            others[name] = {"fp32": heldout.fp32_score(other) if other.has_reference_value else float("nan"),
+                            "int8": heldout.score(candidate, other)}
+        except QuantError:
+            continue  # e.g. agreement on a non-classification output
+    return GateResult(gated.name, gated.unit, fp32, int8, drop, passed, criterion, max_drop, relative, min_value,
+                      runtime, heldout.samples, others)
+
+
+def load_calibration(folder: str | Path, model=None) -> CalibrationResult:
+    """The CalibrationResult of a saved calibration folder (its method, ranges recomputed from histograms)."""
+    import json
+
+    folder = Path(folder)
+    if not (folder / "quant.json").exists():
+        raise QuantError(f"'{folder}' is not a quant calibration folder (no quant.json)",
+                         hint="pass one method's folder written by 'quant calibrate'")
+    method = json.loads((folder / "quant.json").read_text()).get("method")
+    return recalibrate(folder, [method], model=model)
+
+
+def _qdq_runner_factory(result: CalibrationResult, method: str):
+    from quant.backends.onnxruntime import OrtRunner
+
+    cache: dict[frozenset, object] = {}
+
+    def make(keep_float: frozenset):
+        if keep_float not in cache:
+            cache.clear()  # one session at a time keeps memory flat
+            cache[keep_float] = OrtRunner(result.qdq_model(method, keep_float=keep_float), mode="emulate")
+        return cache[keep_float]
+
+    return make
+
+
+def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1", labels=None,
+                lower_is_better: bool | None = None, progress: bool = False, **data_options):
+    """Per-layer sensitivity (both directions) and the one-pass local SQNR, ranked."""
+    from quant.eval.scoring import get_metric
+    from quant.eval.sensitivity import local_sqnr, sensitivity as run_sensitivity
+
+    result = load_calibration(calibration, model=fp32_model)
+    method = result.methods[0]
+    scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better)
+    heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels, **data_options)
+    local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
+    layers = [(layer.node, layer.op_type) for layer in result.plan.layers]
+    bar = _bar(2 * len(layers) + 1, "sensitivity") if progress else None
+    try:
+        return run_sensitivity(heldout, scorer, layers, _qdq_runner_factory(result, method), local, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", max_drop: float | None = None,
+             relative: bool = False, min_value: float | None = None, labels=None, lower_is_better: bool | None = None,
+             ranking: Sequence[str] | None = None, naive: bool = False, max_float: int | None = None,
+             progress: bool = False, **data_options):
+    """Greedy mixed-precision fallback; returns (CalibrationResult, FallbackResult)."""
+    from quant.eval.fallback import fallback as run_fallback, naive_first_last
+    from quant.eval.scoring import get_metric
+    from quant.eval.sensitivity import local_sqnr
+
+    result = load_calibration(calibration, model=fp32_model)
+    method = result.methods[0]
+    scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better)
+    heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels, **data_options)
+    names = [layer.node for layer in result.plan.layers]
+    if ranking is None:  # cheap first guess: worst local SQNR first; re-ranked by the search where it misleads
+        local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
+        ranking = sorted(names, key=lambda n: local[n])
+    make = _qdq_runner_factory(result, method)
+    bar = _bar(None, "fallback") if progress else None
+    try:
+        outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float, progress=bar)
+        if naive:
+            outcome.naive = naive_first_last(heldout, scorer, names, make, max_drop, relative, min_value, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return result, outcome
+
+
+def _bar(total, description):
+    from quant.collect.collector import _progress
+
+    bar = _progress(total, True)
+    if bar is not None:
+        bar.set_description(description)
+    return bar

@@ -5,11 +5,11 @@ import os
 import signal
 import sys
 
-from quant.cli import build, calibrate, eval as eval_cmd, recalibrate
+from quant.cli import build, calibrate, eval as eval_cmd, fallback, gate, recalibrate, report, sensitivity
 from quant.cli.common import Parser, stderr
 from quant.core.errors import QuantError
 
-COMMANDS = (calibrate, recalibrate, eval_cmd, build)
+COMMANDS = (calibrate, recalibrate, eval_cmd, gate, sensitivity, fallback, report, build)
 
 
 def build_parser() -> Parser:

@@ -18,7 +18,11 @@ def scale_from_amax(amax) -> np.ndarray:
 
 def build_qdq_model(model, plan: QuantPlan, activation_amax: dict[str, float],
                     weight_amax: dict[str, np.ndarray], keep_float: frozenset[str] = frozenset()):
-    """A copy of ``model`` with Q/DQ pairs inserted per ``plan``; layers named in ``keep_float`` stay float."""
+    """A copy of ``model`` with Q/DQ pairs inserted per ``plan``.
+
+    Layers named in ``keep_float`` stay float: their activation and weight Q/DQ, and the residual Q/DQ of
+    the Add fused into them, are left out (a tensor still shared with a quantized layer keeps its pair there).
+    """
     onnx = require("onnx")
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
     out = onnx.ModelProto()
@@ -37,9 +41,10 @@ def build_qdq_model(model, plan: QuantPlan, activation_amax: dict[str, float],
     # Which (node, input index) pairs are rewired to which tensor's DQ output.
     rewire: dict[tuple[str, int], str] = {}
     float_layers = {layer.node for layer in plan.layers if layer.node in keep_float}
+    float_nodes = float_layers | {r["node"] for r in plan.residuals if r["layer"] in float_layers}
     for tensor, consumers in plan.consumers.items():
         for node_name, index in consumers:
-            if node_name not in float_layers:
+            if node_name not in float_nodes:
                 rewire[(node_name, index)] = tensor
     weight_consumers: dict[tuple[str, int], str] = {}
     for layer in plan.layers:

@@ -38,7 +38,7 @@ class Layer:
 @dataclass
 class QuantPlan:
     layers: list[Layer] = field(default_factory=list)
-    residuals: list[dict] = field(default_factory=list)  # {"node": add name, "tensor": residual input}
+    residuals: list[dict] = field(default_factory=list)  # {"node": Add, "tensor": residual input, "layer": its conv}
     excluded: list[dict] = field(default_factory=list)  # {"node", "op_type", "reason"}
     # tensor -> [(node name, input index)] whose input is replaced by the tensor's DQ output
     consumers: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
@@ -104,23 +104,27 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
     for node in model.graph.node:
         if node.op_type != "Add" or len(node.input) != 2 or node.name in exclude:
             continue
-        from_weighted = [_follows_weighted(t, producers, quantized_nodes) for t in node.input]
-        if not any(from_weighted):
+        convs = [_conv_before(t, producers, quantized_nodes) for t in node.input]
+        if not any(convs):
             continue
-        index = 1 if all(from_weighted) else from_weighted.index(False)
+        index = 1 if all(convs) else convs.index(None)
         tensor = node.input[index]
         if tensor in constants or tensor not in float_tensors:
             continue
         add_consumer(tensor, node, index)
-        plan.residuals.append({"node": node.name, "tensor": tensor})
+        # The residual Q/DQ belongs to the conv TensorRT fuses the Add into: it goes to float with it.
+        plan.residuals.append({"node": node.name, "tensor": tensor, "layer": convs[1 - index]})
     return plan
 
 
-def _follows_weighted(tensor: str, producers: dict, quantized: set[str]) -> bool:
+def _conv_before(tensor: str, producers: dict, quantized: set[str]) -> str | None:
+    """The quantized Conv/ConvTranspose producing ``tensor`` (directly or through a BatchNormalization)."""
     node = producers.get(tensor)
     if node is not None and node.op_type == "BatchNormalization":
         node = producers.get(node.input[0])
-    return node is not None and node.name in quantized and node.op_type in ("Conv", "ConvTranspose")
+    if node is not None and node.name in quantized and node.op_type in ("Conv", "ConvTranspose"):
+        return node.name
+    return None
 
 
 def _weighted_inputs(node, constants, float_tensors):

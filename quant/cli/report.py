@@ -1,0 +1,23 @@
+"""quant report: report.md and a self-contained report.html for a calibration folder."""
+from __future__ import annotations
+
+from quant.cli.common import stdout
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("report", help="write report.md and report.html (with plots) for a folder",
+                                   description="Histograms with every method's threshold, the FP32-vs-INT8 table "
+                                               "(eval.json / gate.json in the folder), per-layer sensitivity "
+                                               "(sensitivity.json) and the fallback path (fallback.json).")
+    parser.add_argument("folder", help="a folder written by 'quant calibrate' or 'quant fallback'")
+    parser.add_argument("--output", "-o", metavar="DIR", help="where to write (default: the folder)")
+    parser.add_argument("--worst", type=int, default=6, help="how many tensors' histograms to plot (default 6)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from quant.report import write_report
+
+    md, page = write_report(args.folder, args.output, args.worst)
+    stdout(f"wrote {md} and {page}")
+    return 0

@@ -1,0 +1,34 @@
+"""quant sensitivity: every quantized layer scored both ways plus a one-pass local score, ranked."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from quant.cli.common import add_data_options, stdout
+from quant.cli.gate import add_metric_options, data_options
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("sensitivity", help="rank layers by how much INT8 costs (both directions)",
+                                   description="For every quantized layer: the metric with only it quantized, with "
+                                               "all but it quantized, and its local output SQNR from one pass. "
+                                               "Writes sensitivity.json and sensitivity.csv.")
+    parser.add_argument("fp32_model")
+    parser.add_argument("--calibration", required=True, metavar="DIR", help="a folder written by 'quant calibrate'")
+    add_data_options(parser)
+    add_metric_options(parser, with_bound=False)
+    parser.add_argument("--output", "-o", metavar="DIR", help="where to write (default: the calibration folder)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from quant.core.io import dumps, write_file_atomic
+    from quant.pipeline import sensitivity
+
+    report = sensitivity(args.fp32_model, args.calibration, args.data, metric=args.metric, labels=args.labels,
+                         lower_is_better=args.lower_is_better, progress=True, **data_options(args))
+    out = Path(args.output or args.calibration)
+    write_file_atomic(out / "sensitivity.json", dumps(report.to_json()))
+    write_file_atomic(out / "sensitivity.csv", report.to_csv())
+    stdout(report.format_text())
+    stdout(f"wrote {out / 'sensitivity.json'} and {out / 'sensitivity.csv'}")
+    return 0

@@ -1,0 +1,105 @@
+"""Mixed-precision fallback: greedily return the most sensitive layers to float until the gate holds."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from quant.eval.gate import decide
+from quant.eval.heldout import HeldOut
+from quant.eval.scoring import Metric
+
+
+@dataclass
+class FallbackResult:
+    passed: bool
+    float_layers: list[dict]  # [{"node", "score"}] in the order they were returned to float
+    path: list[dict]  # every step: {"step", "float_layers", "value", "drop", "passed", "action"}
+    fp32: float
+    metric: str
+    criterion: str
+    evaluations: int = 0
+    naive: dict = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_json(self) -> dict:
+        return {"passed": self.passed, "metric": self.metric, "fp32": self.fp32, "criterion": self.criterion,
+                "float_layers": self.float_layers, "path": self.path, "evaluations": self.evaluations,
+                "naive_first_last": self.naive}
+
+    def format_text(self) -> str:
+        lines = [f"{'step':>4} {'float layers':>12} {'value':>10} {'drop':>9}  change"]
+        for step in self.path:
+            lines.append(f"{step['step']:>4} {len(step['float_layers']):>12} {step['value']:>10.4f} "
+                         f"{step['drop']:>9.4f}  {step['action']}")
+        verdict = "meets" if self.passed else "does NOT meet"
+        lines.append(f"{len(self.float_layers)} layer(s) in float {verdict} the bound ({self.criterion}); "
+                     f"{self.evaluations} evaluations")
+        if self.naive:
+            lines.append("naive search: " + ", ".join(f"{k} needs {v if v is not None else 'no N'} layers"
+                                                      for k, v in self.naive.items()))
+        return "\n".join(lines)
+
+
+def fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], make_runner: Callable[[frozenset], object],
+             max_drop: float | None, relative: bool = False, min_value: float | None = None,
+             max_float: int | None = None, progress=None) -> FallbackResult:
+    """Greedy search. ``ranking`` lists layers most sensitive first; when a step does not improve the
+    metric, the remaining layers are re-ranked by trying each one on top of the current float set."""
+    fp32 = heldout.fp32_score(metric)
+    evaluations = 0
+
+    def evaluate(float_set: Sequence[str]) -> float:
+        nonlocal evaluations
+        evaluations += 1
+        if progress is not None:
+            progress.update(1)
+        return heldout.score(make_runner(frozenset(float_set)), metric)
+
+    def better(a: float, b: float) -> bool:
+        return a > b if metric.higher_is_better else a < b
+
+    float_set: list[str] = []
+    chosen: list[dict] = []
+    value = evaluate(float_set)
+    passed, drop, criterion = decide(metric, fp32, value, max_drop, relative, min_value)
+    path = [{"step": 0, "float_layers": [], "value": value, "drop": drop, "passed": passed, "action": "all layers INT8"}]
+    remaining = list(ranking)
+    limit = len(remaining) if max_float is None else min(max_float, len(remaining))
+    while not passed and remaining and len(float_set) < limit:
+        candidate = remaining[0]
+        new_value = evaluate(float_set + [candidate])
+        action = f"+ {candidate}"
+        if not better(new_value, value):
+            trials = {layer: (new_value if layer == candidate else evaluate(float_set + [layer])) for layer in remaining}
+            order = sorted(remaining, key=lambda layer: trials[layer], reverse=metric.higher_is_better)
+            remaining = order
+            candidate, new_value = order[0], trials[order[0]]
+            action = f"+ {candidate} (re-ranked {len(order)} layers: the next in rank did not help)"
+        remaining.remove(candidate)
+        float_set.append(candidate)
+        chosen.append({"node": candidate, "score": new_value})
+        value = new_value
+        passed, drop, criterion = decide(metric, fp32, value, max_drop, relative, min_value)
+        path.append({"step": len(path), "float_layers": list(float_set), "value": value, "drop": drop,
+                     "passed": passed, "action": action})
+    return FallbackResult(passed, chosen, path, fp32, metric.name, criterion, evaluations)
+
+
+def naive_first_last(heldout: HeldOut, metric: Metric, layers: Sequence[str], make_runner: Callable[[frozenset], object],
+                     max_drop: float | None, relative: bool = False, min_value: float | None = None,
+                     progress=None) -> dict:
+    """Smallest N for which keeping the first N (or the last N) layers in float meets the bound."""
+    fp32 = heldout.fp32_score(metric)
+    out = {}
+    for name, pick in (("first_n", lambda n: layers[:n]), ("last_n", lambda n: layers[len(layers) - n:])):
+        out[name] = None
+        for n in range(0, len(layers) + 1):
+            value = heldout.score(make_runner(frozenset(pick(n))), metric)
+            if progress is not None:
+                progress.update(1)
+            if decide(metric, fp32, value, max_drop, relative, min_value)[0]:
+                out[name] = n
+                break
+    return out

@@ -1,0 +1,37 @@
+"""Held-out data loaded once, with FP32 outputs cached, so many INT8 variants can be scored cheaply."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from quant.eval.scoring import Metric
+
+
+@dataclass
+class HeldOut:
+    """Batches of held-out inputs, their labels and the FP32 model's outputs (kept in memory)."""
+
+    batches: list[tuple[list[int], dict[str, np.ndarray]]]
+    reference: list[list[np.ndarray]]  # FP32 outputs per batch
+    labels: np.ndarray | None
+    output_names: list[str]
+    description: str = ""
+
+    @property
+    def samples(self) -> int:
+        return sum(len(indices) for indices, _ in self.batches)
+
+    def score(self, runner, metric: Metric) -> float:
+        """The metric of ``runner``'s outputs (vs labels and the cached FP32 outputs)."""
+        state = metric.start()
+        for (indices, feeds), reference in zip(self.batches, self.reference):
+            outputs = runner.run(feeds, self.output_names)
+            metric.update(state, outputs, reference, None if self.labels is None else self.labels[np.asarray(indices)])
+        return metric.finish(state)
+
+    def fp32_score(self, metric: Metric) -> float:
+        state = metric.start()
+        for (indices, _), reference in zip(self.batches, self.reference):
+            metric.update(state, reference, reference, None if self.labels is None else self.labels[np.asarray(indices)])
+        return metric.finish(state)

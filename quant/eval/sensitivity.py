@@ -1,0 +1,171 @@
+"""Per-layer sensitivity in both directions, plus a cheap one-pass local score.
+
+* only-this: the metric with only this layer quantized (how much it hurts on its own);
+* all-but-this: the metric with every other layer quantized (how much keeping it in float recovers);
+* local SQNR: the layer's output with its inputs and weights quantized against its FP32 output, from the
+  FP32 activations of a single forward pass (no full-model evaluations).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from quant.core.lazy import require
+from quant.eval.heldout import HeldOut
+from quant.eval.metrics import sqnr_db
+from quant.eval.scoring import Metric
+
+
+@dataclass
+class LayerScore:
+    node: str
+    op_type: str
+    only_this: float
+    all_but_this: float
+    local_sqnr_db: float
+    recovery: float = 0.0  # metric gain from keeping this layer in float (all-but-this vs all quantized)
+    harm: float = 0.0  # metric loss from quantizing only this layer (FP32 vs only-this)
+
+
+@dataclass
+class SensitivityReport:
+    metric: str
+    higher_is_better: bool
+    fp32: float
+    all_quantized: float
+    layers: list[LayerScore]  # ranked, most sensitive first
+    rank_correlation: float  # Spearman: one-pass score vs exhaustive (only-this harm)
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"metric": self.metric, "higher_is_better": self.higher_is_better, "fp32": self.fp32,
+                "all_quantized": self.all_quantized, "rank_correlation_one_pass_vs_exhaustive": self.rank_correlation,
+                "layers": [vars(l) for l in self.layers], "notes": self.notes}
+
+    def to_csv(self) -> str:
+        rows = ["rank,node,op_type,only_this,all_but_this,recovery,harm,local_sqnr_db"]
+        for rank, l in enumerate(self.layers, start=1):
+            rows.append(f"{rank},{l.node},{l.op_type},{l.only_this:.6g},{l.all_but_this:.6g},{l.recovery:.6g},"
+                        f"{l.harm:.6g},{l.local_sqnr_db:.4g}")
+        return "\n".join(rows) + "\n"
+
+    def format_text(self, limit: int | None = None) -> str:
+        lines = [f"metric {self.metric}: FP32 {self.fp32:.4f}, all layers INT8 {self.all_quantized:.4f}",
+                 f"{'rank':>4}  {'layer':<40} {'op':<8} {'only this':>10} {'all but this':>12} {'local SQNR':>10}"]
+        for rank, l in enumerate(self.layers[:limit], start=1):
+            name = l.node if len(l.node) <= 40 else "..." + l.node[-37:]
+            lines.append(f"{rank:>4}  {name:<40} {l.op_type:<8} {l.only_this:>10.4f} {l.all_but_this:>12.4f} "
+                         f"{l.local_sqnr_db:>8.2f}dB")
+        lines.append(f"rank correlation (Spearman) of the one-pass score with the exhaustive one: {self.rank_correlation:.3f}")
+        return "\n".join(lines)
+
+
+def _better(metric: Metric, a: float, b: float) -> float:
+    """How much better a is than b (positive = better)."""
+    return (a - b) if metric.higher_is_better else (b - a)
+
+
+def sensitivity(heldout: HeldOut, metric: Metric, layers: Sequence[tuple[str, str]],
+                make_runner: Callable[[frozenset], object], local_sqnr: dict[str, float],
+                progress=None) -> SensitivityReport:
+    """Score every layer both ways; ``make_runner(keep_float)`` gives a runner of the Q/DQ model."""
+    names = [node for node, _ in layers]
+    fp32 = heldout.fp32_score(metric)
+    everything = heldout.score(make_runner(frozenset()), metric)
+    scores = []
+    for node, op_type in layers:
+        others = frozenset(n for n in names if n != node)
+        only = heldout.score(make_runner(others), metric)
+        all_but = heldout.score(make_runner(frozenset([node])), metric)
+        scores.append(LayerScore(node, op_type, only, all_but, local_sqnr.get(node, float("nan")),
+                                 recovery=_better(metric, all_but, everything), harm=_better(metric, fp32, only)))
+        if progress is not None:
+            progress.update(1)
+    scores.sort(key=lambda s: (-s.recovery, -s.harm, s.local_sqnr_db))
+    return SensitivityReport(metric.name, metric.higher_is_better, fp32, everything, scores,
+                             spearman([-s.local_sqnr_db for s in scores], [s.harm for s in scores]))
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    values_a, values_b = np.asarray(a, float), np.asarray(b, float)
+    keep = np.isfinite(values_a) & np.isfinite(values_b)
+    if keep.sum() < 3 or np.ptp(values_a[keep]) == 0 or np.ptp(values_b[keep]) == 0:
+        return float("nan")
+    stats = require("scipy.stats")
+    return float(stats.spearmanr(values_a[keep], values_b[keep]).statistic)
+
+
+def fake_quantize(x: np.ndarray, scale: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """Symmetric INT8 Q/DQ in float, as TensorRT computes it: clip(round_half_even(x / s), -128, 127) * s."""
+    scale = np.asarray(scale, np.float32)
+    if axis is not None:
+        shape = [1] * x.ndim
+        shape[axis] = -1
+        scale = scale.reshape(shape)
+    return (np.clip(np.round(x / scale), -128, 127) * scale).astype(x.dtype)
+
+
+def local_sqnr(model, plan, activation_amax: dict[str, float], weight_amax: dict[str, np.ndarray],
+               batches: Sequence[tuple[list[int], dict[str, np.ndarray]]], max_samples: int = 64) -> dict[str, float]:
+    """Output SQNR (dB) of each layer run alone with quantized inputs and weights, from one FP32 pass."""
+    onnx = require("onnx")
+    from quant.backends.onnxruntime import OrtRunner
+    from quant.core.onnx_model import initializers, to_array, with_outputs
+    from quant.qdq.insert import scale_from_amax
+
+    nodes = {n.name: n for n in model.graph.node}
+    inits = initializers(model)
+    wanted = []
+    for layer in plan.layers:
+        node = nodes[layer.node]
+        wanted += [t for t in node.input if t and t not in inits] + [node.output[0]]
+    wanted = list(dict.fromkeys(wanted))
+    feeds_seen = set(batches[0][1]) if batches else set()
+    runner = OrtRunner(with_outputs(model, [t for t in wanted if t not in feeds_seen]), mode="fp32")
+    captured: dict[str, list[np.ndarray]] = {t: [] for t in wanted}
+    taken = 0
+    for _, feeds in batches:
+        if taken >= max_samples:
+            break
+        names = [t for t in wanted if t not in feeds]
+        values = dict(zip(names, runner.run(feeds, names)))
+        values.update({t: feeds[t] for t in wanted if t in feeds})
+        for t in wanted:
+            captured[t].append(values[t])
+        taken += len(next(iter(feeds.values())))
+    scores = {}
+    for layer in plan.layers:
+        node = nodes[layer.node]
+        graph_inputs, node_inits, quant_feeds = [], [], []
+        for tensor in node.input:
+            if not tensor:
+                continue
+            if tensor in inits:
+                array = to_array(inits[tensor])
+                if layer.weight is not None and tensor == layer.weight.tensor:
+                    array = fake_quantize(array, scale_from_amax(weight_amax[tensor]), layer.weight.axis)
+                node_inits.append(onnx.numpy_helper.from_array(array, tensor))
+            else:
+                graph_inputs.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+        single = onnx.helper.make_model(
+            onnx.helper.make_graph([node], "layer", graph_inputs,
+                                   [onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None)],
+                                   node_inits),
+            opset_imports=list(model.opset_import))
+        single.ir_version = model.ir_version
+        layer_runner = OrtRunner(single, mode="emulate")
+        signal = noise = 0.0
+        for batch in range(len(captured[node.output[0]])):
+            feeds = {}
+            for value in graph_inputs:
+                x = captured[value.name][batch]
+                feeds[value.name] = fake_quantize(x, scale_from_amax(activation_amax[value.name])) \
+                    if value.name in activation_amax and value.name in layer.activations else x
+            out = layer_runner.run(feeds, [node.output[0]])[0].astype(np.float64)
+            ref = captured[node.output[0]][batch].astype(np.float64)
+            signal += float(np.sum(ref * ref))
+            noise += float(np.sum((out - ref) ** 2))
+        scores[layer.node] = sqnr_db(signal, noise)
+    return scores

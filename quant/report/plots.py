@@ -1,0 +1,72 @@
+"""Matplotlib figures (Agg backend, PNG bytes). No maths here beyond what is plotted."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from quant.core.lazy import require
+
+
+def _pyplot():
+    matplotlib = require("matplotlib")
+    matplotlib.use("Agg")
+    return require("matplotlib.pyplot")
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(figure)
+    return buffer.getvalue()
+
+
+COLORS = {"minmax": "tab:red", "percentile": "tab:orange", "entropy": "tab:green", "mse": "tab:blue"}
+
+
+def histogram_plot(name: str, edges: np.ndarray, counts: np.ndarray, thresholds: dict[str, float]) -> bytes:
+    """|x| histogram (log counts) with each method's threshold as a vertical line."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 3))
+    extent = int(np.flatnonzero(counts)[-1]) + 1 if np.any(counts) else 1
+    step = max(1, extent // 256)  # show at most ~256 bars
+    merged = np.add.reduceat(counts[:extent], np.arange(0, extent, step))
+    axis.bar(edges[:extent:step], np.maximum(merged, 0.5), width=(edges[1] - edges[0]) * step, align="edge",
+             color="0.6", log=True)
+    for method, value in thresholds.items():
+        axis.axvline(value, color=COLORS.get(method, "black"), linestyle="--", linewidth=1.2, label=f"{method} {value:.3g}")
+    axis.set_xlabel("|x|")
+    axis.set_ylabel("count (log)")
+    axis.set_title(name if len(name) < 70 else "..." + name[-67:], fontsize=9)
+    axis.legend(fontsize=7)
+    return _png(figure)
+
+
+def sensitivity_plot(layers: list[dict], metric: str) -> bytes:
+    plt = _pyplot()
+    names = [l["node"] if len(l["node"]) < 40 else "..." + l["node"][-37:] for l in layers]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 0.35 * len(layers) + 1.5), sharey=True)
+    y = np.arange(len(layers))
+    left.barh(y - 0.2, [l["recovery"] for l in layers], height=0.4, color="tab:green",
+              label="gained by keeping only it in float")
+    left.barh(y + 0.2, [l["harm"] for l in layers], height=0.4, color="tab:red", label="lost by quantizing only it")
+    left.axvline(0, color="black", linewidth=0.8)
+    left.set_yticks(y, names, fontsize=7)
+    left.invert_yaxis()
+    left.set_xlabel(f"{metric} change")
+    left.legend(fontsize=7)
+    right.barh(y, [l["local_sqnr_db"] for l in layers], color="tab:blue")
+    right.set_xlabel("one-pass local SQNR (dB)")
+    return _png(figure)
+
+
+def fallback_plot(path: list[dict], metric: str, fp32: float) -> bytes:
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(6, 3))
+    steps = [p["step"] for p in path]
+    axis.plot(steps, [p["value"] for p in path], marker="o", label="INT8 with fallback")
+    axis.axhline(fp32, color="black", linestyle=":", label="FP32")
+    axis.set_xlabel("layers returned to float")
+    axis.set_ylabel(metric)
+    axis.legend(fontsize=8)
+    return _png(figure)

@@ -1,0 +1,142 @@
+"""Collect what a calibration folder holds (quant.json, histograms, sensitivity, fallback, eval, gate)
+and render it as report.md (with plots/*.png) and a self-contained report.html."""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from quant.calibrators import get as get_calibrator
+from quant.core.errors import QuantError
+from quant.core.histogram import load_histograms
+from quant.core.io import write_file_atomic
+from quant.report import plots
+
+METHODS = ("minmax", "percentile", "entropy", "mse")
+
+
+def _load(folder: Path, name: str):
+    path = folder / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _worst_tensors(histograms, manifest, limit: int) -> list[str]:
+    """Tensors where the chosen threshold clips the most of the range (amax / max|x| smallest)."""
+    activations = manifest.get("activations", {})
+    ratio = {t: (v["amax"] / v["absmax"]) if v.get("absmax") else 1.0 for t, v in activations.items() if t in histograms}
+    return sorted(ratio, key=lambda t: ratio[t])[:limit]
+
+
+def write_report(folder: str | Path, output: str | Path | None = None, worst: int = 6) -> tuple[Path, Path]:
+    """Write report.md, report.html and plots/ into ``output`` (default: the folder). Returns both paths."""
+    folder = Path(folder)
+    manifest = _load(folder, "quant.json")
+    if manifest is None:
+        raise QuantError(f"'{folder}' is not a quant calibration folder (no quant.json)",
+                         hint="pass one method's folder written by 'quant calibrate' or 'quant fallback'")
+    out = Path(output or folder)
+    histograms = load_histograms(folder / "histograms.npz")
+    sections: list[tuple[str, str, list[tuple[str, bytes]]]] = []  # (title, markdown body, [(png name, bytes)])
+
+    model = manifest["model"]
+    body = [f"- model: `{model['path']}` (sha256 `{model['sha256'][:16]}...`, opset {model['opset']})",
+            f"- data: {manifest['data'].get('source')}, {manifest['data'].get('samples')} samples",
+            f"- method: **{manifest['method']}** {manifest.get('parameters', {})}",
+            f"- quantized layers: {len(manifest['layers'])}, residual Adds: {len(manifest['residual_adds'])}, "
+            f"nodes without Q/DQ: {len(manifest['unquantized'])}"]
+    floats = [u for u in manifest["unquantized"] if "fallback" in u["reason"]]
+    if floats:
+        names = ", ".join(f"`{u['node']}`" for u in floats)
+        body.append(f"- layers kept in float by the fallback: {names}")
+    sections.append(("Calibration", "\n".join(body), []))
+
+    table = _metric_table(folder)
+    if table:
+        sections.append(("FP32 vs INT8", table, []))
+
+    images = []
+    rows = ["| tensor | max abs | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]
+    for index, tensor in enumerate(_worst_tensors(histograms, manifest, worst)):
+        hist = histograms[tensor]
+        thresholds = {m: get_calibrator(m).fit(hist).amax_ for m in METHODS}
+        images.append((f"histogram_{index}.png", plots.histogram_plot(tensor, hist.edges, hist.counts, thresholds)))
+        rows.append(f"| `{tensor}` | {hist.absmax:.4g} | " + " | ".join(f"{thresholds[m]:.4g}" for m in METHODS) + " |")
+    sections.append((f"Histograms of the {len(images)} most clipped tensors",
+                     "Log-scale |x| histograms with the threshold each method picks (dashed lines).\n\n" + "\n".join(rows),
+                     images))
+
+    sensitivity = _load(folder, "sensitivity.json")
+    if sensitivity:
+        lines = [f"Metric **{sensitivity['metric']}**: FP32 {sensitivity['fp32']:.4f}, all INT8 "
+                 f"{sensitivity['all_quantized']:.4f}. Rank correlation of the one-pass local SQNR with the "
+                 f"exhaustive score: {sensitivity['rank_correlation_one_pass_vs_exhaustive']:.3f}.", "",
+                 "| rank | layer | only this | all but this | local SQNR (dB) |", "|---|---|---|---|---|"]
+        for rank, layer in enumerate(sensitivity["layers"], start=1):
+            lines.append(f"| {rank} | `{layer['node']}` | {layer['only_this']:.4f} | {layer['all_but_this']:.4f} | "
+                         f"{layer['local_sqnr_db']:.2f} |")
+        sections.append(("Per-layer sensitivity", "\n".join(lines),
+                         [("sensitivity.png", plots.sensitivity_plot(sensitivity["layers"], sensitivity["metric"]))]))
+
+    fallback = _load(folder, "fallback.json")
+    if fallback:
+        lines = [f"Bound: {fallback['criterion']} - {'met' if fallback['passed'] else 'NOT met'} with "
+                 f"{len(fallback['float_layers'])} layer(s) in float ({fallback['evaluations']} evaluations).", "",
+                 "| step | value | drop | change |", "|---|---|---|---|"]
+        for step in fallback["path"]:
+            lines.append(f"| {step['step']} | {step['value']:.4f} | {step['drop']:.4f} | {step['action']} |")
+        if fallback.get("naive_first_last"):
+            lines.append("")
+            lines.append("Naive search for comparison: " + ", ".join(
+                f"{k.replace('_', ' ')}: {v if v is not None else 'never'}" for k, v in fallback["naive_first_last"].items()))
+        sections.append(("Fallback path", "\n".join(lines),
+                         [("fallback.png", plots.fallback_plot(fallback["path"], fallback["metric"], fallback["fp32"]))]))
+
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    md = [f"# quant report: {folder.name}", ""]
+    for title, text, pngs in sections:
+        md += [f"## {title}", "", text, ""]
+        for name, data in pngs:
+            write_file_atomic(out / "plots" / name, data)
+            md += [f"![{name}](plots/{name})", ""]
+    md_path, html_path = out / "report.md", out / "report.html"
+    write_file_atomic(md_path, "\n".join(md))
+    write_file_atomic(html_path, _html(folder.name, sections))
+    return md_path, html_path
+
+
+def _metric_table(folder: Path) -> str:
+    evaluation, gate = _load(folder, "eval.json"), _load(folder, "gate.json")
+    lines = []
+    if evaluation:
+        lines += [f"Runtime: {evaluation['runtime']['int8']} ({evaluation['samples']} held-out samples).", "",
+                  "| metric | FP32 | INT8 | drop |", "|---|---|---|---|"]
+        for name, value in evaluation.get("task", {}).items():
+            lines.append(f"| {name} | {100 * value['fp32']:.2f}% | {100 * value['int8']:.2f}% | {value['drop_points']:.2f} pts |")
+        for name, value in evaluation["outputs"].items():
+            agreement = "-" if value["agreement"] is None else f"{100 * value['agreement']:.2f}%"
+            lines.append(f"| output `{name}` agreement / cosine / SQNR | | {agreement} / {value['cosine']:.5f} / "
+                         f"{value['sqnr_db']:.2f} dB | |")
+    if gate:
+        lines += ["", f"Gate: **{'PASS' if gate['passed'] else 'FAIL'}** on {gate['metric']}: FP32 {gate['fp32']}, "
+                      f"INT8 {gate['int8']}; {gate['criterion']}"]
+    return "\n".join(lines).strip()
+
+
+def _html(title: str, sections) -> str:
+    from quant.report.markdown import to_html
+
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>quant report: {html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+             "code{background:#f4f4f4}img{max-width:100%}</style></head><body>",
+             f"<h1>quant report: {html.escape(title)}</h1>"]
+    for heading, text, pngs in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        parts.append(to_html(text))
+        for name, data in pngs:
+            parts.append(f"<img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(data).decode()}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
