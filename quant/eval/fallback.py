@@ -31,8 +31,9 @@ class FallbackResult:
     def format_text(self) -> str:
         lines = [f"{'step':>4} {'float layers':>12} {'value':>10} {'drop':>9}  change"]
         for step in self.path:
+            drop = "-" if step["drop"] != step["drop"] else f"{step['drop']:.4f}"  # NaN: a metric without FP32 value
             lines.append(f"{step['step']:>4} {len(step['float_layers']):>12} {step['value']:>10.4f} "
-                         f"{step['drop']:>9.4f}  {step['action']}")
+                         f"{drop:>9}  {step['action']}")
         verdict = "meets" if self.passed else "does NOT meet"
         lines.append(f"{len(self.float_layers)} layer(s) in float {verdict} the bound ({self.criterion}); "
                      f"{self.evaluations} evaluations")
