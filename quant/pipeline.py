@@ -201,8 +201,10 @@ def prepare_model(model) -> tuple[object, Path | None, str]:
     return normalize(proto), path, digest
 
 
-def find_labels(source: DataSource, labels, inputs) -> tuple[np.ndarray | None, str | None]:
-    """Labels from a .npy path, a column name, or (when None) a 'label'/'labels' column if there is one."""
+def find_labels(source: DataSource, labels, inputs, integer: bool = True) -> tuple[np.ndarray | None, str | None]:
+    """Labels from a .npy path, a column name, an array, or (when None) a 'label'/'labels' column if there is one.
+
+    ``integer``: class indices are required (top-k); otherwise strings are accepted too (user metrics)."""
     input_names = {spec.name for spec in inputs}
     if labels is None:
         key = next((k for k in LABEL_KEYS if k in source.keys and k not in input_names), None)
@@ -227,13 +229,14 @@ def find_labels(source: DataSource, labels, inputs) -> tuple[np.ndarray | None, 
                              hint="pass --labels with a .npy file or the name of the data's label column")
         name = str(labels)
     array = np.asarray(array)
-    if array.ndim != 1 or array.dtype.kind not in "iu":
-        raise QuantError(f"labels '{name}' must be a 1-D integer array, got shape {list(array.shape)} {array.dtype}",
-                         hint="store one class index per sample")
+    if array.ndim != 1 or array.dtype.kind not in ("iu" if integer else "iuUSb"):
+        kind = "integer (class index)" if integer else "integer or string"
+        raise QuantError(f"labels '{name}' must be a 1-D {kind} array, got shape {list(array.shape)} {array.dtype}",
+                         hint="store one label per sample" + (" as a class index" if integer else ""))
     if len(array) != len(source):
         raise QuantError(f"labels '{name}' has {len(array)} entries but the data has {len(source)} samples",
                          hint="give exactly one label per sample")
-    return array.astype(np.int64), name
+    return (array.astype(np.int64) if array.dtype.kind in "iub" else array), name
 
 
 def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map: dict[str, str] | None = None,
@@ -398,7 +401,7 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
 # ---------------------------------------------------------------------------------------------- gate & co
 def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_samples: int | None = None, seed: int = 0,
                  input_map: dict[str, str] | None = None, preprocess: Preprocess | None = None,
-                 split: str | None = None, need_labels: bool = False):
+                 split: str | None = None, need_labels: bool = False, integer_labels: bool = False):
     """Held-out batches with labels and cached FP32 outputs (see :class:`quant.eval.heldout.HeldOut`)."""
     from quant.backends.onnxruntime import OrtRunner
     from quant.eval.heldout import HeldOut
@@ -406,7 +409,7 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
     proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
     source = open_source(data, preprocess, split)
     inputs = input_specs(proto)
-    label_array, label_name = find_labels(source, labels, inputs)
+    label_array, label_name = find_labels(source, labels, inputs, integer=integer_labels)
     if need_labels and label_array is None:
         raise QuantError("this metric needs labels and the data has none",
                          hint="pass --labels with a .npy file or the data's label column")
@@ -428,7 +431,8 @@ def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | N
 
     gated = get_metric(metric, None if lower_is_better is None else not lower_is_better)
     decide(gated, 0.0, 0.0, max_drop, relative, min_value) if not gated.has_reference_value else None
-    heldout = load_heldout(fp32_model, data, labels, need_labels=gated.needs_labels, **data_options)
+    heldout = load_heldout(fp32_model, data, labels, need_labels=gated.needs_labels,
+                           integer_labels=gated.needs_labels, **data_options)
     if runtime == "tensorrt":
         candidate = _tensorrt_runner(int8_model)
     else:
@@ -436,7 +440,8 @@ def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | N
 
         candidate = OrtRunner(int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model),
                               mode=runtime)
-    report_names = [m for m in (["top1"] if heldout.labels is not None else []) + ["agreement", "cosine", "sqnr"]
+    integer_labels = heldout.labels is not None and heldout.labels.dtype.kind in "iu"
+    report_names = [m for m in (["top1"] if integer_labels else []) + ["agreement", "cosine", "sqnr"]
                     if m != gated.name]
     fp32 = heldout.fp32_score(gated) if gated.has_reference_value else float("nan")
     int8 = heldout.score(candidate, gated)
@@ -488,7 +493,8 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
     scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better)
-    heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels, **data_options)
+    heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
+                           integer_labels=scorer.needs_labels, **data_options)
     local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
     layers = [(layer.node, layer.op_type) for layer in result.plan.layers]
     bar = _bar(2 * len(layers) + 1, "sensitivity") if progress else None
@@ -511,7 +517,8 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
     scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better)
-    heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels, **data_options)
+    heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
+                           integer_labels=scorer.needs_labels, **data_options)
     names = [layer.node for layer in result.plan.layers]
     if ranking is None:  # cheap first guess: worst local SQNR first; re-ranked by the search where it misleads
         local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)

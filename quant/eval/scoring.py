@@ -118,8 +118,13 @@ class UserMetric(Metric):
         state[1] += float(count)
 
 
-def get_metric(spec: str, higher_is_better: bool | None = None) -> Metric:
-    """A built-in (top1, topK, agreement, cosine, sqnr) or ``module:function``."""
+def get_metric(spec, higher_is_better: bool | None = None) -> Metric:
+    """A Metric, a built-in name (top1, topK, agreement, cosine, sqnr), ``module:function``, or a callable."""
+    if isinstance(spec, Metric):
+        return spec
+    if callable(spec):
+        direction = getattr(spec, "higher_is_better", True) if higher_is_better is None else higher_is_better
+        return UserMetric(getattr(spec, "__name__", "metric"), spec, bool(direction))
     match = re.fullmatch(r"top(\d+)", spec)
     if match:
         return TopK(int(match.group(1)))
