@@ -355,6 +355,30 @@ def _tensorrt_runner(engine):
     return TensorRTRunner(engine)
 
 
+@dataclass
+class _HeldOutSource:
+    source: DataSource
+    inputs: list
+    mapping: dict[str, str]
+    indices: np.ndarray
+    labels: np.ndarray | None
+    label_name: str | None
+
+    def batches(self, batch_size: int):
+        return iter_batches(self.source, self.indices, self.inputs, self.mapping, batch_size)
+
+
+def _held_out_source(proto, data, labels, num_samples, seed, input_map, preprocess, split,
+                     integer: bool) -> _HeldOutSource:
+    """Open held-out data for a model: its labels, the input mapping (label columns excluded), the samples."""
+    source = open_source(data, preprocess, split)
+    inputs = input_specs(proto)
+    label_array, label_name = find_labels(source, labels, inputs, integer=integer)
+    exclude_keys = [k for k in LABEL_KEYS if k in source.keys] + ([label_name] if label_name in source.keys else [])
+    mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
+    return _HeldOutSource(source, inputs, mapping, select(len(source), num_samples, seed), label_array, label_name)
+
+
 def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate", batch_size: int = 32,
              num_samples: int | None = None, seed: int = 0, input_map: dict[str, str] | None = None,
              preprocess: Preprocess | None = None, split: str | None = None, topk: Sequence[int] = (1,),
@@ -371,28 +395,16 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     else:
         int8_proto = int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model)
         candidate = OrtRunner(int8_proto, mode=runtime)
-    source = open_source(data, preprocess, split)
-    inputs = input_specs(fp32_proto)
-    label_array, label_name = find_labels(source, labels, inputs)
-    exclude_keys = [k for k in LABEL_KEYS if k in source.keys] + ([label_name] if label_name in source.keys else [])
-    mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
-    indices = select(len(source), num_samples, seed)
+    held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
     reference = OrtRunner(fp32_proto, mode="fp32")
-    bar = None
-    if progress:
-        from quant.collect.collector import _progress
-
-        bar = _progress(len(indices), True)
-        if bar is not None:
-            bar.set_description("evaluating")
+    bar = _bar(len(held.indices), "evaluating") if progress else None
     try:
-        report = compare(reference, candidate, iter_batches(source, indices, inputs, mapping, batch_size),
-                         labels=label_array, topk=topk, runtime=runtime, runtime_description=RUNTIMES[runtime],
-                         progress=bar)
+        report = compare(reference, candidate, held.batches(batch_size), labels=held.labels, topk=topk,
+                         runtime=runtime, runtime_description=RUNTIMES[runtime], progress=bar)
     finally:
         if bar is not None:
             bar.close()
-    report.labels_source = label_name
+    report.labels_source = held.label_name
     if runtime == "ort-int8":
         report.notes.append(candidate.integer_kernel_note())
     return report
@@ -407,19 +419,14 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
     from quant.eval.heldout import HeldOut
 
     proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
-    source = open_source(data, preprocess, split)
-    inputs = input_specs(proto)
-    label_array, label_name = find_labels(source, labels, inputs, integer=integer_labels)
-    if need_labels and label_array is None:
+    held = _held_out_source(proto, data, labels, num_samples, seed, input_map, preprocess, split, integer_labels)
+    if need_labels and held.labels is None:
         raise QuantError("this metric needs labels and the data has none",
                          hint="pass --labels with a .npy file or the data's label column")
-    exclude_keys = [k for k in LABEL_KEYS if k in source.keys] + ([label_name] if label_name in source.keys else [])
-    mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
-    indices = select(len(source), num_samples, seed)
     reference = OrtRunner(proto, mode="fp32")
-    batches = list(iter_batches(source, indices, inputs, mapping, batch_size))
+    batches = list(held.batches(batch_size))
     outputs = [reference.run(feeds) for _, feeds in batches]
-    return HeldOut(batches, outputs, label_array, reference.output_names, source.description)
+    return HeldOut(batches, outputs, held.labels, reference.output_names, held.source.description)
 
 
 def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | None = None, relative: bool = False,
