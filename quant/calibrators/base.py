@@ -72,3 +72,11 @@ def nonzero_extent(histogram: Histogram) -> int:
     """Number of bins up to and including the last nonzero one."""
     nonzero = np.flatnonzero(histogram.counts)
     return int(nonzero[-1]) + 1 if nonzero.size else 0
+
+
+def first_candidate(histogram: Histogram, start_bin: int, reference_bins: int | None) -> int:
+    """The first candidate bin: ``start_bin``, or (with ``reference_bins``) the bin at the same fraction of
+    max|x| as bin ``start_bin`` of a ``reference_bins``-bin histogram spanning [0, max|x|] (TensorRT's)."""
+    if reference_bins is None:
+        return max(1, start_bin)
+    return max(1, int(np.ceil(start_bin * histogram.absmax / histogram.width / reference_bins)))

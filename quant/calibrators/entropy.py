@@ -12,6 +12,10 @@ A threshold whose bin i-1 is empty while values lie beyond it has infinite diver
 where Q has none), so an isolated outlier far from the rest keeps the full range, exactly as in
 TensorRT's algorithm; use ``percentile`` or ``mse`` for such tensors.
 
+TensorRT's histogram spans [0, max|x|] in 2048 bins, so its first candidate (bin 128) sits at max|x| / 16.
+Our dyadic grid is finer (max|x| covers 2048 to 4096 bins), so with ``reference_bins=2048`` the first
+candidate is scaled to the same max|x| * 128 / 2048; ``reference_bins=None`` starts at bin ``start_bin``.
+
 The threshold is the edge of the candidate with the least divergence, ties going to the larger one.
 As in pytorch-quantization, the count of bin 0 is replaced by that of bin 1 (the spike of exact zeros
 after a ReLU would otherwise dominate), but on a copy: the stored histogram is never written.
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant.calibrators.base import Calibrator, nonzero_extent, register
+from quant.calibrators.base import Calibrator, first_candidate, nonzero_extent, register
 from quant.core.errors import QuantError
 from quant.core.histogram import Histogram
 
@@ -73,15 +77,20 @@ class Entropy(Calibrator):
 
     name = "entropy"
 
-    def __init__(self, start_bin: int = 128, levels: int = 128, suppress_zero_bin: bool = True) -> None:
+    def __init__(self, start_bin: int = 128, levels: int = 128, suppress_zero_bin: bool = True,
+                 reference_bins: int | None = 2048) -> None:
         if start_bin < 1 or levels < 2:
             raise QuantError(f"entropy needs start_bin >= 1 and levels >= 2, got {start_bin}, {levels}")
+        if reference_bins is not None and reference_bins < 1:
+            raise QuantError(f"entropy needs reference_bins >= 1 or None, got {reference_bins}")
         self.start_bin = int(start_bin)
         self.levels = int(levels)
         self.suppress_zero_bin = bool(suppress_zero_bin)
+        self.reference_bins = reference_bins
 
     def get_params(self) -> dict:
-        return {"start_bin": self.start_bin, "levels": self.levels, "suppress_zero_bin": self.suppress_zero_bin}
+        return {"start_bin": self.start_bin, "levels": self.levels, "suppress_zero_bin": self.suppress_zero_bin,
+                "reference_bins": self.reference_bins}
 
     def _compute(self, histogram: Histogram) -> float:
         extent = nonzero_extent(histogram)
@@ -90,7 +99,7 @@ class Entropy(Calibrator):
             counts[0] = counts[1]
         if counts.sum() <= 0:
             return histogram.absmax
-        first = min(self.start_bin, extent)
+        first = min(first_candidate(histogram, self.start_bin, self.reference_bins), extent)
         candidates = np.arange(first, extent + 1)
         divergence = kl_divergences(counts, candidates, self.levels)
         best = candidates.size - 1 - int(np.argmin(divergence[::-1]))  # ties go to the larger threshold

@@ -3,7 +3,7 @@
 Values are taken as uniformly distributed inside each bin, and the squared error of symmetric INT8
 quantization with scale s = t / 127 is integrated exactly over each bin: a sawtooth of period s below
 the threshold t (rounding), and (x - t)^2 above it (clipping). Candidates are the bin edges from
-``start_bin`` to the last nonzero bin; ties go to the larger threshold.
+``start_bin`` (scaled like entropy's, see there) to the last nonzero bin; ties go to the larger threshold.
 
 With u = x / s and r = u - round(u), the rounding error integrates to
 s^2 x / 12 + s^3 phi(x / s), phi(u) = r^3 / 3 - r / 12 (periodic); the clipping error of the bins
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant.calibrators.base import Calibrator, nonzero_extent, register
+from quant.calibrators.base import Calibrator, first_candidate, nonzero_extent, register
 from quant.core.errors import QuantError
 from quant.core.histogram import Histogram
 
@@ -66,19 +66,20 @@ class MSE(Calibrator):
 
     name = "mse"
 
-    def __init__(self, start_bin: int = 128) -> None:
+    def __init__(self, start_bin: int = 128, reference_bins: int | None = 2048) -> None:
         if start_bin < 1:
             raise QuantError(f"mse needs start_bin >= 1, got {start_bin}")
         self.start_bin = int(start_bin)
+        self.reference_bins = reference_bins
 
     def get_params(self) -> dict:
-        return {"start_bin": self.start_bin}
+        return {"start_bin": self.start_bin, "reference_bins": self.reference_bins}
 
     def _compute(self, histogram: Histogram) -> float:
         extent = nonzero_extent(histogram)
         counts = histogram.counts[:extent]
         edges = histogram.edges[: extent + 1]
-        candidates = np.arange(min(self.start_bin, extent), extent + 1)
+        candidates = np.arange(min(first_candidate(histogram, self.start_bin, self.reference_bins), extent), extent + 1)
         errors = expected_squared_error(counts, edges, candidates)
         best = candidates.size - 1 - int(np.argmin(errors[::-1]))
         return float(edges[candidates[best]])

@@ -113,7 +113,7 @@ def test_entropy_matches_reference(case):
     hist = hist_of(CASES[case], bins=512)
     extent = int(np.flatnonzero(hist.counts)[-1]) + 1
     reference = reference_entropy_divergences(hist.counts[:extent])
-    chosen = get("entropy").fit(hist).amax_
+    chosen = get("entropy", reference_bins=None).fit(hist).amax_  # candidates from bin 128, as the reference
     best = np.min(reference)
     candidate = int(round(min(chosen, hist.absmax) / hist.width)) if chosen < hist.absmax else None
     if candidate is not None:  # our pick is (up to float rounding) a minimizer of the reference divergence
@@ -163,7 +163,15 @@ def test_mse_picks_the_minimum_of_a_brute_force_scan():
     edges = hist.edges[: extent + 1]
     errors = [expected_squared_error(hist.counts[:extent], edges, np.array([i]))[0] for i in range(128, extent + 1)]
     best = 128 + len(errors) - 1 - int(np.argmin(errors[::-1]))
-    assert get("mse").fit(hist).amax_ == pytest.approx(min(edges[best], hist.absmax))
+    assert get("mse", reference_bins=None).fit(hist).amax_ == pytest.approx(min(edges[best], hist.absmax))
+
+
+@pytest.mark.parametrize("method", ["entropy", "mse"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_search_starts_where_tensorrts_does(method, case):
+    """TensorRT: 2048 bins over [0, max|x|], first candidate bin 128, so no threshold below max|x| / 16."""
+    hist = hist_of(CASES[case], bins=4096)
+    assert get(method).fit(hist).amax_ >= hist.absmax / 16 - hist.width
 
 
 def test_percentile_parameter_is_validated_at_construction():
