@@ -11,14 +11,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["CalibrationConfig", "QuantError", "calibrate", "evaluate", "recalibrate"]
+__all__ = ["CalibrationConfig", "QuantError", "calibrate", "evaluate", "fallback", "gate", "load_calibration",
+           "recalibrate", "sensitivity"]
+_PIPELINE = ("calibrate", "evaluate", "recalibrate", "gate", "sensitivity", "fallback", "load_calibration",
+             "load_heldout", "CalibrationResult")
 
 from quant.core.config import CalibrationConfig
 from quant.core.errors import QuantError
 
 
 def __getattr__(name: str):
-    if name in ("calibrate", "evaluate", "recalibrate", "CalibrationResult"):
+    if name in _PIPELINE:
         from quant import pipeline
 
         return getattr(pipeline, name)

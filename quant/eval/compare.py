@@ -7,6 +7,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from quant.core.errors import QuantError
+from quant.core.io import to_jsonable
 from quant.eval.metrics import OutputStats, TopK
 
 
@@ -22,9 +23,9 @@ class EvalReport:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"runtime": {"int8": self.runtime, "description": self.runtime_description},
+        return to_jsonable({"runtime": {"int8": self.runtime, "description": self.runtime_description},
                 "samples": self.samples, "labels": self.labels_source, "task": self.task,
-                "outputs": self.outputs, "worst_samples": self.worst_samples, "notes": self.notes}
+                "outputs": self.outputs, "worst_samples": self.worst_samples, "notes": self.notes})
 
     def format_text(self) -> str:
         lines = [f"INT8 runtime: {self.runtime} - {self.runtime_description}",

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+from quant.core.io import to_jsonable
 from quant.eval.gate import decide
 from quant.eval.heldout import HeldOut
 from quant.eval.scoring import Metric
@@ -24,9 +25,9 @@ class FallbackResult:
         return self.passed
 
     def to_json(self) -> dict:
-        return {"passed": self.passed, "metric": self.metric, "fp32": self.fp32, "criterion": self.criterion,
+        return to_jsonable({"passed": self.passed, "metric": self.metric, "fp32": self.fp32, "criterion": self.criterion,
                 "float_layers": self.float_layers, "path": self.path, "evaluations": self.evaluations,
-                "naive_first_last": self.naive}
+                "naive_first_last": self.naive})
 
     def format_text(self) -> str:
         lines = [f"{'step':>4} {'float layers':>12} {'value':>10} {'drop':>9}  change"]

@@ -6,6 +6,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from quant.core.errors import QuantError
+from quant.core.io import to_jsonable
 from quant.eval.scoring import Metric
 
 
@@ -31,10 +32,10 @@ class GateResult:
         return self.passed
 
     def to_json(self) -> dict:
-        return {"passed": self.passed, "metric": self.metric, "unit": self.unit, "fp32": self.fp32, "int8": self.int8,
+        return to_jsonable({"passed": self.passed, "metric": self.metric, "unit": self.unit, "fp32": self.fp32, "int8": self.int8,
                 "drop": self.drop, "drop_unit": "% of FP32" if self.relative else (self.unit or "points"),
                 "max_drop": self.max_drop, "relative": self.relative, "min_value": self.min_value,
-                "criterion": self.criterion, "runtime": self.runtime, "samples": self.samples, "reported": self.others}
+                "criterion": self.criterion, "runtime": self.runtime, "samples": self.samples, "reported": self.others})
 
     def format_text(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"

@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from quant.core.io import to_jsonable
 from quant.core.lazy import require
 from quant.eval.heldout import HeldOut
 from quant.eval.metrics import sqnr_db
@@ -40,9 +41,9 @@ class SensitivityReport:
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"metric": self.metric, "higher_is_better": self.higher_is_better, "fp32": self.fp32,
+        return to_jsonable({"metric": self.metric, "higher_is_better": self.higher_is_better, "fp32": self.fp32,
                 "all_quantized": self.all_quantized, "rank_correlation_one_pass_vs_exhaustive": self.rank_correlation,
-                "layers": [vars(l) for l in self.layers], "notes": self.notes}
+                "layers": [vars(l) for l in self.layers], "notes": self.notes})
 
     def to_csv(self) -> str:
         rows = ["rank,node,op_type,only_this,all_but_this,recovery,harm,local_sqnr_db"]
@@ -79,8 +80,10 @@ def sensitivity(heldout: HeldOut, metric: Metric, layers: Sequence[tuple[str, st
         others = frozenset(n for n in names if n != node)
         only = heldout.score(make_runner(others), metric)
         all_but = heldout.score(make_runner(frozenset([node])), metric)
+        # Without an FP32 value (SQNR vs FP32 is infinite for FP32) the harm is the metric itself, negated.
+        harm = _better(metric, fp32, only) if metric.has_reference_value else -_better(metric, only, 0.0)
         scores.append(LayerScore(node, op_type, only, all_but, local_sqnr.get(node, float("nan")),
-                                 recovery=_better(metric, all_but, everything), harm=_better(metric, fp32, only)))
+                                 recovery=_better(metric, all_but, everything), harm=harm))
         if progress is not None:
             progress.update(1)
     scores.sort(key=lambda s: (-s.recovery, -s.harm, s.local_sqnr_db))

@@ -47,15 +47,17 @@ def sensitivity_plot(layers: list[dict], metric: str) -> bytes:
     names = [l["node"] if len(l["node"]) < 40 else "..." + l["node"][-37:] for l in layers]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 0.35 * len(layers) + 1.5), sharey=True)
     y = np.arange(len(layers))
-    left.barh(y - 0.2, [l["recovery"] for l in layers], height=0.4, color="tab:green",
-              label="gained by keeping only it in float")
-    left.barh(y + 0.2, [l["harm"] for l in layers], height=0.4, color="tab:red", label="lost by quantizing only it")
+    def values(key):
+        return [np.nan if l[key] is None else l[key] for l in layers]
+
+    left.barh(y - 0.2, values("recovery"), height=0.4, color="tab:green", label="gained by keeping only it in float")
+    left.barh(y + 0.2, values("harm"), height=0.4, color="tab:red", label="lost by quantizing only it")
     left.axvline(0, color="black", linewidth=0.8)
     left.set_yticks(y, names, fontsize=7)
     left.invert_yaxis()
     left.set_xlabel(f"{metric} change")
     left.legend(fontsize=7)
-    right.barh(y, [l["local_sqnr_db"] for l in layers], color="tab:blue")
+    right.barh(y, values("local_sqnr_db"), color="tab:blue")
     right.set_xlabel("one-pass local SQNR (dB)")
     return _png(figure)
 
@@ -64,8 +66,9 @@ def fallback_plot(path: list[dict], metric: str, fp32: float) -> bytes:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 3))
     steps = [p["step"] for p in path]
-    axis.plot(steps, [p["value"] for p in path], marker="o", label="INT8 with fallback")
-    axis.axhline(fp32, color="black", linestyle=":", label="FP32")
+    axis.plot(steps, [np.nan if p["value"] is None else p["value"] for p in path], marker="o", label="INT8 with fallback")
+    if fp32 is not None:
+        axis.axhline(fp32, color="black", linestyle=":", label="FP32")
     axis.set_xlabel("layers returned to float")
     axis.set_ylabel(metric)
     axis.legend(fontsize=8)

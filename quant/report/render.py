@@ -18,6 +18,11 @@ from quant.report import plots
 METHODS = ("minmax", "percentile", "entropy", "mse")
 
 
+def _f(value, spec: str = ".4f") -> str:
+    """A number from JSON, where NaN/Inf were written as null."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def _load(folder: Path, name: str):
     path = folder / name
     return json.loads(path.read_text()) if path.exists() else None
@@ -70,13 +75,13 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
 
     sensitivity = _load(folder, "sensitivity.json")
     if sensitivity:
-        lines = [f"Metric **{sensitivity['metric']}**: FP32 {sensitivity['fp32']:.4f}, all INT8 "
-                 f"{sensitivity['all_quantized']:.4f}. Rank correlation of the one-pass local SQNR with the "
-                 f"exhaustive score: {sensitivity['rank_correlation_one_pass_vs_exhaustive']:.3f}.", "",
+        lines = [f"Metric **{sensitivity['metric']}**: FP32 {_f(sensitivity['fp32'])}, all INT8 "
+                 f"{_f(sensitivity['all_quantized'])}. Rank correlation of the one-pass local SQNR with the "
+                 f"exhaustive score: {_f(sensitivity['rank_correlation_one_pass_vs_exhaustive'], '.3f')}.", "",
                  "| rank | layer | only this | all but this | local SQNR (dB) |", "|---|---|---|---|---|"]
         for rank, layer in enumerate(sensitivity["layers"], start=1):
-            lines.append(f"| {rank} | `{layer['node']}` | {layer['only_this']:.4f} | {layer['all_but_this']:.4f} | "
-                         f"{layer['local_sqnr_db']:.2f} |")
+            lines.append(f"| {rank} | `{layer['node']}` | {_f(layer['only_this'])} | {_f(layer['all_but_this'])} | "
+                         f"{_f(layer['local_sqnr_db'], '.2f')} |")
         sections.append(("Per-layer sensitivity", "\n".join(lines),
                          [("sensitivity.png", plots.sensitivity_plot(sensitivity["layers"], sensitivity["metric"]))]))
 
@@ -86,7 +91,7 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
                  f"{len(fallback['float_layers'])} layer(s) in float ({fallback['evaluations']} evaluations).", "",
                  "| step | value | drop | change |", "|---|---|---|---|"]
         for step in fallback["path"]:
-            lines.append(f"| {step['step']} | {step['value']:.4f} | {step['drop']:.4f} | {step['action']} |")
+            lines.append(f"| {step['step']} | {_f(step['value'])} | {_f(step['drop'])} | {step['action']} |")
         if fallback.get("naive_first_last"):
             lines.append("")
             lines.append("Naive search for comparison: " + ", ".join(
