@@ -135,3 +135,21 @@ def test_fuzz_data_readers_never_fail_with_anything_but_a_user_error(tmp_path, s
             source.sample(index)
     except QuantError:
         pass
+
+
+def test_models_over_the_protobuf_limit_take_the_external_data_path(digits, tmp_path, monkeypatch):
+    """Over 2 GB, models go to ONNX Runtime and to disk with external data; the limit is lowered to test it."""
+    import quant.core.onnx_model as onnx_model
+    import quant.pipeline as pipeline
+
+    reference = quant.calibrate(digits["model"], digits["calibration"])
+    monkeypatch.setattr(onnx_model, "MAX_PROTOBUF", 10_000)
+    real_save = pipeline.save_model
+    monkeypatch.setattr(pipeline, "save_model",
+                        lambda model, path, external=False: real_save(model, path, external or model.ByteSize() > 10_000))
+    spilled = quant.calibrate(digits["model"], digits["calibration"])
+    assert spilled.activation_amax == reference.activation_amax
+    spilled.save(tmp_path / "out")
+    assert (tmp_path / "out" / "model.int8.onnx.data").exists()
+    report = quant.evaluate(digits["model"], tmp_path / "out" / "model.int8.onnx", digits["heldout"])
+    assert report.task["top1"]["drop_points"] <= 1.0
