@@ -87,7 +87,7 @@ def main() -> None:
     names = [layer.node for layer in result.plan.layers]
     local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
     ranking = sorted(names, key=lambda n: local[n])
-    make = pipeline._qdq_runner_factory(result, method)
+    make = pipeline.qdq_runner_factory(result, method)
     start = time.perf_counter()
     outcome = fallback(heldout, cer, ranking, make, max_drop=args.max_drop)
     fallback_seconds = time.perf_counter() - start

@@ -3,7 +3,6 @@
 >>> from quant.calibrators import get
 >>> get("entropy").fit(histogram).amax_
 """
-from quant.calibrators import entropy, mse, simple  # noqa: F401  (registration)
 from quant.calibrators.base import Calibrator, available, get, register
 from quant.calibrators.entropy import Entropy
 from quant.calibrators.mse import MSE

@@ -1,7 +1,6 @@
 """The `quant` command: a table of contents of subcommands, one module each."""
 from __future__ import annotations
 
-import os
 import signal
 import sys
 

@@ -141,7 +141,7 @@ def local_sqnr(model, plan, activation_amax: dict[str, float], weight_amax: dict
     scores = {}
     for layer in plan.layers:
         node = nodes[layer.node]
-        graph_inputs, node_inits, quant_feeds = [], [], []
+        graph_inputs, node_inits = [], []
         for tensor in node.input:
             if not tensor:
                 continue

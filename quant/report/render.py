@@ -7,8 +7,6 @@ import html
 import json
 from pathlib import Path
 
-import numpy as np
-
 from quant.calibrators import get as get_calibrator
 from quant.core.errors import QuantError
 from quant.core.histogram import load_histograms

@@ -1,5 +1,4 @@
 """Interrupts, determinism, external data and a fuzz run over the loaders."""
-import os
 import signal
 import subprocess
 import sys
@@ -140,7 +139,7 @@ def test_fuzz_data_readers_never_fail_with_anything_but_a_user_error(tmp_path, s
 def test_models_over_the_protobuf_limit_take_the_external_data_path(digits, tmp_path, monkeypatch):
     """Over 2 GB, models go to ONNX Runtime and to disk with external data; the limit is lowered to test it."""
     import quant.core.onnx_model as onnx_model
-    import quant.pipeline as pipeline
+    import quant.pipeline.calibration as pipeline
 
     reference = quant.calibrate(digits["model"], digits["calibration"])
     monkeypatch.setattr(onnx_model, "MAX_PROTOBUF", 10_000)
