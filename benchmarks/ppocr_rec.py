@@ -89,7 +89,7 @@ def main() -> None:
     ranking = sorted(names, key=lambda n: local[n])
     make = pipeline.qdq_runner_factory(result, method)
     start = time.perf_counter()
-    outcome = fallback(heldout, cer, ranking, make, max_drop=args.max_drop)
+    outcome = fallback(heldout, cer, ranking, make, max_drop=args.max_drop, log=lambda line: print(line, flush=True))
     fallback_seconds = time.perf_counter() - start
     keep = frozenset(layer["node"] for layer in outcome.float_layers)
     runner = make(keep)

@@ -46,46 +46,79 @@ class FallbackResult:
 
 def fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], make_runner: Callable[[frozenset], object],
              max_drop: float | None, relative: bool = False, min_value: float | None = None,
-             max_float: int | None = None, progress=None) -> FallbackResult:
-    """Greedy search. ``ranking`` lists layers most sensitive first; when a step does not improve the
-    metric, the remaining layers are re-ranked by trying each one on top of the current float set."""
+             max_float: int | None = None, progress=None, log: Callable[[str], None] | None = None) -> FallbackResult:
+    """Greedy search, then pruning.
+
+    ``ranking`` lists layers most sensitive first. Each step returns the next layer to float; when that does
+    not improve the metric, the remaining layers are re-ranked by trying each one on top of the current
+    float set. When no single layer helps (a plateau: several layers are each enough to break the model),
+    blocks of 2, 4, 8 ... next-ranked layers are tried until one helps. Once the bound holds, layers are
+    returned to INT8 one by one (last added first) wherever the bound still holds without them.
+    """
     fp32 = heldout.fp32_score(metric)
     evaluations = 0
+    cache: dict[frozenset, float] = {}
 
     def evaluate(float_set: Sequence[str]) -> float:
         nonlocal evaluations
-        evaluations += 1
-        if progress is not None:
-            progress.update(1)
-        return heldout.score(make_runner(frozenset(float_set)), metric)
+        key = frozenset(float_set)
+        if key not in cache:
+            evaluations += 1
+            if progress is not None:
+                progress.update(1)
+            cache[key] = heldout.score(make_runner(key), metric)
+        return cache[key]
 
     def better(a: float, b: float) -> bool:
         return a > b if metric.higher_is_better else a < b
 
-    float_set: list[str] = []
-    chosen: list[dict] = []
-    value = evaluate(float_set)
-    passed, drop, criterion = decide(metric, fp32, value, max_drop, relative, min_value)
-    path = [{"step": 0, "float_layers": [], "value": value, "drop": drop, "passed": passed, "action": "all layers INT8"}]
-    remaining = list(ranking)
-    limit = len(remaining) if max_float is None else min(max_float, len(remaining))
-    while not passed and remaining and len(float_set) < limit:
-        candidate = remaining[0]
-        new_value = evaluate(float_set + [candidate])
-        action = f"+ {candidate}"
-        if not better(new_value, value):
-            trials = {layer: (new_value if layer == candidate else evaluate(float_set + [layer])) for layer in remaining}
-            order = sorted(remaining, key=lambda layer: trials[layer], reverse=metric.higher_is_better)
-            remaining = order
-            candidate, new_value = order[0], trials[order[0]]
-            action = f"+ {candidate} (re-ranked {len(order)} layers: the next in rank did not help)"
-        remaining.remove(candidate)
-        float_set.append(candidate)
-        chosen.append({"node": candidate, "score": new_value})
-        value = new_value
-        passed, drop, criterion = decide(metric, fp32, value, max_drop, relative, min_value)
+    def record(action: str) -> None:
+        passed, drop, _ = decide(metric, fp32, value, max_drop, relative, min_value)
         path.append({"step": len(path), "float_layers": list(float_set), "value": value, "drop": drop,
                      "passed": passed, "action": action})
+        if log is not None:
+            log(f"step {path[-1]['step']}: {len(float_set)} float, {metric.name} {value:.4f} ({action})")
+
+    float_set: list[str] = []
+    path: list[dict] = []
+    value = evaluate(float_set)
+    record("all layers INT8")
+    remaining = list(ranking)
+    limit = len(remaining) if max_float is None else min(max_float, len(remaining))
+
+    def holds() -> bool:
+        return decide(metric, fp32, value, max_drop, relative, min_value)[0]
+
+    while not holds() and remaining and len(float_set) < limit:
+        added = [remaining[0]]
+        new_value = evaluate(float_set + added)
+        action = f"+ {added[0]}"
+        if not better(new_value, value):
+            trials = {layer: evaluate(float_set + [layer]) for layer in remaining}
+            remaining = sorted(remaining, key=lambda layer: trials[layer], reverse=metric.higher_is_better)
+            added, new_value = [remaining[0]], trials[remaining[0]]
+            action = f"+ {added[0]} (re-ranked {len(remaining)} layers: the next in rank did not help)"
+            size = 2
+            while not better(new_value, value) and size <= len(remaining) and len(float_set) + size <= limit:
+                added = remaining[:size]
+                new_value = evaluate(float_set + added)
+                action = f"+ {len(added)} layers at once (no single layer helped)"
+                size *= 2
+        for layer in added:
+            remaining.remove(layer)
+        float_set += added
+        value = new_value
+        record(action)
+    if holds():
+        for layer in list(reversed(float_set)):
+            trial = [name for name in float_set if name != layer]
+            trial_value = evaluate(trial)
+            if decide(metric, fp32, trial_value, max_drop, relative, min_value)[0]:
+                float_set, value = trial, trial_value
+                record(f"- {layer} (back to INT8: the bound holds without it)")
+    passed, _, criterion = decide(metric, fp32, value, max_drop, relative, min_value)
+    chosen = [{"node": name, "score": cache[frozenset(float_set[: i + 1])] if frozenset(float_set[: i + 1]) in cache
+               else None} for i, name in enumerate(float_set)]
     return FallbackResult(passed, chosen, path, fp32, metric.name, criterion, evaluations)
 
 
