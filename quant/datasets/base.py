@@ -101,9 +101,15 @@ def iter_batches(source: DataSource, indices: Sequence[int], inputs: Sequence[In
 
     ``batch_size`` may be a callable, asked again at the start of every batch (adaptive batching).
     """
-    size = batch_size if callable(batch_size) else (lambda: batch_size)
-    if size() < 1:
-        raise QuantError(f"--batch-size must be >= 1, got {size()}")
+    requested = batch_size if callable(batch_size) else (lambda: batch_size)
+    if requested() < 1:
+        raise QuantError(f"--batch-size must be >= 1, got {requested()}")
+    fixed = [spec.shape[0] for spec in inputs if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0]
+    cap = min(fixed) if fixed else None  # a model exported with a fixed batch size takes exactly that many
+
+    def size() -> int:
+        return requested() if cap is None else min(cap, requested())
+
     pending: list[tuple[int, dict[str, np.ndarray]]] = []
 
     def flush():

@@ -130,3 +130,19 @@ def test_preprocess_spec_file(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps({"size": [4, 4]}))
     with pytest.raises(QuantError, match="unknown keys"):
         Preprocess.from_json(tmp_path / "bad.json")
+
+
+def test_model_with_a_fixed_batch_of_one(digits, tmp_path):
+    import onnx
+
+    model = onnx.load(str(digits["model"]))
+    for value in (model.graph.input[0], model.graph.output[0]):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_param")
+        dim.dim_value = 1
+    onnx.save(model, str(tmp_path / "batch1.onnx"))
+    fixed = quant.calibrate(tmp_path / "batch1.onnx", digits["calibration"], batch_size=32)
+    free = quant.calibrate(digits["model"], digits["calibration"])
+    assert fixed.data["batches"] == 200 and fixed.activation_amax == free.activation_amax
+    report = quant.evaluate(tmp_path / "batch1.onnx", fixed.qdq_model(), digits["heldout"], batch_size=16)
+    assert report.samples == 540
