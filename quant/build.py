@@ -18,6 +18,7 @@ from quant.backends import tensorrt as trt_backend
 from quant.core.errors import QuantError
 from quant.core.io import dumps, write_file_atomic
 from quant.core.onnx_model import file_hash, input_specs, load_model
+from quant.qdq.cache import read_cache
 
 
 @dataclass
@@ -62,6 +63,7 @@ def plan_build(target: str | Path, output: str | Path, shapes: Sequence[str] = (
             raise QuantError(f"the FP32 model '{fp32}' changed since calibration (sha256 differs)",
                              hint="calibrate again: the cache's tensor names and ranges belong to the old model")
         onnx_path, cache = fp32, folder / "calibration.cache"
+        read_cache(cache)  # a malformed cache fails here, with its line number, before TensorRT is looked for
     inputs = input_specs(load_model(onnx_path))
     observed = (manifest.get("data") or {}).get("input_shapes")
     profiles = trt_backend.profiles_from_model(inputs, observed, max_batch, trt_backend.parse_shapes(shapes))

@@ -157,6 +157,34 @@ def unknown_exclude(d: Path):
     return ["calibrate", MODEL, "--data", CALIBRATION, "--output", d / "out", "--exclude", "no_such_node"]
 
 
+def damaged_npy_header(d: Path):
+    np.save(d / "x.npy", GOOD)
+    data = bytearray((d / "x.npy").read_bytes())
+    data[20:40] = b"{'descr': (((((((((("  # found by the fuzz run: numpy raised tokenize.TokenError
+    (d / "x.npy").write_bytes(bytes(data))
+    return ["calibrate", MODEL, "--data", d / "x.npy", "--output", d / "out"]
+
+
+def malformed_cache_line(d: Path):
+    import quant
+
+    quant.calibrate(MODEL, CALIBRATION).save(d / "cal")
+    cache = d / "cal" / "calibration.cache"
+    cache.write_text(cache.read_text() + "this line is not name: hex\n")
+    return ["build", d / "cal", "--implicit", "--output", d / "model.engine"]
+
+
+def build_with_changed_model(d: Path):
+    import quant
+
+    shutil.copy(MODEL, d / "model.onnx")
+    quant.calibrate(d / "model.onnx", CALIBRATION).save(d / "cal")
+    from models import dynamic_conv
+
+    dynamic_conv(d / "model.onnx", channels=1)  # the recorded FP32 model is now another model
+    return ["build", d / "cal", "--implicit", "--output", d / "model.engine"]
+
+
 CASES = [
     Case("truncated_onnx", truncated_onnx, "ONNX model"),
     Case("corrupt_onnx", corrupt_onnx, "ONNX model"),
@@ -183,4 +211,7 @@ CASES = [
     Case("unknown_method", unknown_method, "unknown calibration method 'kl'"),
     Case("bad_percentile", bad_percentile, "--percentile must be in (0, 100]"),
     Case("unknown_exclude", unknown_exclude, "no_such_node"),
+    Case("damaged_npy_header", damaged_npy_header, "cannot read NumPy data"),
+    Case("malformed_cache_line", malformed_cache_line, "is malformed"),
+    Case("build_with_changed_model", build_with_changed_model, "changed since calibration"),
 ]
