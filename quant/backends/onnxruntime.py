@@ -27,7 +27,8 @@ FLOAT_WEIGHTED_OPS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "Fused
 class OrtRunner:
     """Runs an ONNX model (ModelProto or path) on ONNX Runtime's CPU provider."""
 
-    def __init__(self, model, mode: str = "fp32", threads: int | None = None) -> None:
+    def __init__(self, model, mode: str = "fp32", threads: int | None = None, spin: bool = True) -> None:
+        """``spin=False`` stops ORT's idle threads from busy-waiting, leaving the CPU to work done beside it."""
         if mode not in MODES:
             raise QuantError(f"unknown runtime mode '{mode}'", hint=f"choose from: {', '.join(MODES)}")
         ort = require("onnxruntime")
@@ -36,6 +37,8 @@ class OrtRunner:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         level = ort.GraphOptimizationLevel
         options.graph_optimization_level = level.ORT_DISABLE_ALL if mode == "emulate" else level.ORT_ENABLE_ALL
         self._tmp = tempfile.TemporaryDirectory(prefix="quant-ort-")

@@ -6,7 +6,9 @@ O(tensors x bins) plus one batch, whatever the number of samples.
 from __future__ import annotations
 
 import hashlib
+import queue
 import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol, Sequence
 
@@ -61,14 +63,7 @@ def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndar
     sample_digests: list[bytes] = []
     bar = _progress(total, progress)
     try:
-        for indices, feeds in batches:
-            from_feeds = [name for name in tensors if name in feeds]
-            from_run = [name for name in tensors if name not in feeds]
-            values = dict(zip(from_run, runner.run(feeds, from_run))) if from_run else {}
-            values.update({name: feeds[name] for name in from_feeds})
-            if batch_size is not None:
-                batch_size.observe(sum(v.nbytes for v in values.values()) + sum(v.nbytes for v in feeds.values()),
-                                   len(indices))
+        for indices, feeds, values in _run_ahead(runner, batches, tensors, batch_size):
             for name in tensors:
                 try:
                     histograms[name].update(values[name], name=f"tensor '{name}'")
@@ -101,6 +96,60 @@ def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndar
         combined.update(digest)
     result.data_hash = combined.hexdigest()
     return result
+
+
+def _run_ahead(runner: Runner, batches, tensors: Sequence[str], batch_size: AutoBatchSize | None):
+    """Yield (indices, feeds, values) while a worker thread reads and runs the next batch.
+
+    ONNX Runtime and NumPy release the GIL, so reading data and the forward pass of batch k+1 overlap the
+    histograms of batch k. At most two batches of activations are alive. The order of batches is kept
+    (and the histograms would not depend on it anyway).
+    """
+    slots: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for indices, feeds in batches:
+                if stop.is_set():
+                    return
+                from_run = [name for name in tensors if name not in feeds]
+                values = dict(zip(from_run, runner.run(feeds, from_run))) if from_run else {}
+                values.update({name: feeds[name] for name in tensors if name in feeds})
+                if batch_size is not None:
+                    batch_size.observe(sum(v.nbytes for v in values.values())
+                                       + sum(v.nbytes for v in feeds.values()), len(indices))
+                _put(slots, (indices, feeds, values), stop)
+            _put(slots, done, stop)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            _put(slots, exc, stop)
+
+    worker = threading.Thread(target=work, name="quant-collect", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        try:  # unblock a worker waiting to put
+            slots.get_nowait()
+        except queue.Empty:
+            pass
+
+
+def _put(slots: queue.Queue, item, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            slots.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
 
 
 def _progress(total: int | None, enabled: bool):

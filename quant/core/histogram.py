@@ -97,9 +97,16 @@ class Histogram:
             elif exponent > self.exponent:
                 self._grow_to(exponent)
             shift = self._log2_bins - self.exponent
+            factor = x.dtype.type(np.ldexp(1.0, shift)) if abs(shift) < 120 else None  # representable in float32
+            buffer = np.empty(min(x.size, _CHUNK), dtype=x.dtype)
             for start in range(0, x.size, _CHUNK):
-                scaled = np.ldexp(np.abs(x[start:start + _CHUNK]), shift)  # exact: power-of-two scaling
-                self.counts += np.bincount(scaled.astype(np.intp), minlength=self.bins)
+                chunk = buffer[: min(_CHUNK, x.size - start)]
+                np.abs(x[start:start + _CHUNK], out=chunk)
+                if factor is not None:
+                    chunk *= factor  # exact: scaling by a power of two (|x| < 2**exponent, so no overflow)
+                else:
+                    np.ldexp(chunk, shift, out=chunk)
+                self.counts += np.bincount(chunk.astype(np.intp), minlength=self.bins)
         else:
             self.counts[0] += x.size
         self.count += int(x.size)

@@ -234,7 +234,8 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     from quant.backends.onnxruntime import OrtRunner
     from quant.collect import AutoBatchSize, collect
 
-    runner = OrtRunner(with_outputs(proto, [t for t in plan.activations if t not in mapping]), mode="fp32")
+    # No spinning: the histograms of one batch are computed while ORT runs the next (collect._run_ahead).
+    runner = OrtRunner(with_outputs(proto, [t for t in plan.activations if t not in mapping]), mode="fp32", spin=False)
     auto = AutoBatchSize(int(config.memory_budget_mb * 2**20)) if config.batch_size is None else None
     batches = iter_batches(source, indices, inputs, mapping, auto or config.batch_size)
     collected = collect(runner, batches, plan.activations, bins=config.bins, total=len(indices), progress=progress,

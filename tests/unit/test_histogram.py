@@ -83,3 +83,12 @@ def test_bins_must_be_power_of_two():
 
     with pytest.raises(QuantError, match="power of two"):
         Histogram(bins=1000)
+
+
+def test_extreme_ranges_bin_exactly():
+    for scale in (1e-38, 1e-30, 1.0, 1e30, 3e38):
+        values = (np.linspace(-1, 1, 1001) * scale).astype(np.float32)
+        hist = Histogram(bins=256).update(values)
+        width = 2.0 ** hist.exponent / 256
+        expected = np.bincount(np.floor(np.abs(values.astype(np.float64)) / width).astype(int), minlength=256)
+        np.testing.assert_array_equal(hist.counts, expected)
