@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -253,11 +255,18 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
 def compute_ranges(result: CalibrationResult) -> None:
     """Fill activation amax for every method and per-channel weight amax (pure numpy)."""
     config = result.config
+    jobs = [(method, tensor) for method in config.methods for tensor in result.plan.activations]
+
+    def fit(job):
+        method, tensor = job
+        return get_calibrator(method, **config.params(method)).fit(result.histograms[tensor]).amax_
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # NumPy releases the GIL in the searches
+        values = list(pool.map(fit, jobs))
     for method in config.methods:
-        params = config.params(method)
-        result.activation_amax[method] = {
-            tensor: get_calibrator(method, **params).fit(result.histograms[tensor]).amax_
-            for tensor in result.plan.activations}
+        result.activation_amax[method] = {}
+    for (method, tensor), value in zip(jobs, values):
+        result.activation_amax[method][tensor] = value
     weight_params = config.params(config.weight_method)
     result.weight_amax = {tensor: weight_amax(weight_array(result.model, spec), spec.axis, config.weight_method,
                                               bins=config.bins, **weight_params)
