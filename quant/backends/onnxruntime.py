@@ -66,6 +66,25 @@ class OrtRunner:
         return (f"ORT's optimized graph: integer kernels {integer or 'none'}; float weighted ops {floating or 'none'}; "
                 f"Q/DQ left unfused {left or 'none'}")
 
+    def run_views(self, feeds: dict[str, np.ndarray], outputs: Sequence[str]) -> tuple[list[np.ndarray], object]:
+        """Like ``run`` but without copying the outputs: arrays viewing ONNX Runtime's own buffers.
+
+        Returns (arrays, keepalive); hold ``keepalive`` for as long as the arrays are used.
+        """
+        binding = self.session.io_binding()
+        try:
+            for name, value in feeds.items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
+            for name in outputs:
+                binding.bind_output(name)
+            self.session.run_with_iobinding(binding)
+        except Exception as exc:
+            shapes = ", ".join(f"{k}{list(v.shape)} {v.dtype}" for k, v in feeds.items())
+            raise QuantError(f"ONNX Runtime failed on a batch ({shapes}): {str(exc).splitlines()[0]}",
+                             hint="check that the data matches the model's inputs (shape, dtype, value range)") from None
+        values = binding.get_outputs()
+        return [value.numpy() for value in values], (binding, values)
+
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         try:
             return self.session.run(list(outputs) if outputs else None, feeds)

@@ -115,10 +115,16 @@ def _run_ahead(runner: Runner, batches, tensors: Sequence[str], batch_size: Auto
                 if stop.is_set():
                     return
                 from_run = [name for name in tensors if name not in feeds]
-                values = dict(zip(from_run, runner.run(feeds, from_run))) if from_run else {}
+                keepalive = None
+                if from_run and hasattr(runner, "run_views"):  # no copy of the activations
+                    arrays, keepalive = runner.run_views(feeds, from_run)
+                else:
+                    arrays = runner.run(feeds, from_run) if from_run else []
+                values = dict(zip(from_run, arrays))
+                values["\0keepalive"] = keepalive
                 values.update({name: feeds[name] for name in tensors if name in feeds})
                 if batch_size is not None:
-                    batch_size.observe(sum(v.nbytes for v in values.values())
+                    batch_size.observe(sum(values[n].nbytes for n in tensors)
                                        + sum(v.nbytes for v in feeds.values()), len(indices))
                 _put(slots, (indices, feeds, values), stop)
             _put(slots, done, stop)
