@@ -24,6 +24,12 @@ INTEGER_OPS = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "
 FLOAT_WEIGHTED_OPS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "ConvTranspose"}
 
 
+def _batch_error(feeds: dict[str, np.ndarray], exc: Exception) -> QuantError:
+    shapes = ", ".join(f"{k}{list(v.shape)} {v.dtype}" for k, v in feeds.items())
+    return QuantError(f"ONNX Runtime failed on a batch ({shapes}): {str(exc).splitlines()[0]}",
+                      hint="check that the data matches the model's inputs (shape, dtype, value range)")
+
+
 class OrtRunner:
     """Runs an ONNX model (ModelProto or path) on ONNX Runtime's CPU provider."""
 
@@ -78,17 +84,13 @@ class OrtRunner:
             for name in outputs:
                 binding.bind_output(name)
             self.session.run_with_iobinding(binding)
-        except Exception as exc:
-            shapes = ", ".join(f"{k}{list(v.shape)} {v.dtype}" for k, v in feeds.items())
-            raise QuantError(f"ONNX Runtime failed on a batch ({shapes}): {str(exc).splitlines()[0]}",
-                             hint="check that the data matches the model's inputs (shape, dtype, value range)") from None
+        except Exception as exc:  # ORT raises its own types for bad shapes, dtypes and failing kernels
+            raise _batch_error(feeds, exc) from None
         values = binding.get_outputs()
         return [value.numpy() for value in values], (binding, values)
 
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         try:
             return self.session.run(list(outputs) if outputs else None, feeds)
-        except Exception as exc:
-            shapes = ", ".join(f"{k}{list(v.shape)} {v.dtype}" for k, v in feeds.items())
-            raise QuantError(f"ONNX Runtime failed on a batch ({shapes}): {str(exc).splitlines()[0]}",
-                             hint="check that the data matches the model's inputs (shape, dtype, value range)") from None
+        except Exception as exc:  # ORT raises its own types for bad shapes, dtypes and failing kernels
+            raise _batch_error(feeds, exc) from None

@@ -63,7 +63,7 @@ def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndar
     sample_digests: list[bytes] = []
     bar = _progress(total, progress)
     try:
-        for indices, feeds, values in _run_ahead(runner, batches, tensors, batch_size):
+        for indices, feeds, values, _keepalive in _run_ahead(runner, batches, tensors, batch_size):
             for name in tensors:
                 try:
                     histograms[name].update(values[name], name=f"tensor '{name}'")
@@ -99,7 +99,7 @@ def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndar
 
 
 def _run_ahead(runner: Runner, batches, tensors: Sequence[str], batch_size: AutoBatchSize | None):
-    """Yield (indices, feeds, values) while a worker thread reads and runs the next batch.
+    """Yield (indices, feeds, values, keepalive) while a worker thread reads and runs the next batch.
 
     ONNX Runtime and NumPy release the GIL, so reading data and the forward pass of batch k+1 overlap the
     histograms of batch k. At most two batches of activations are alive. The order of batches is kept
@@ -121,12 +121,11 @@ def _run_ahead(runner: Runner, batches, tensors: Sequence[str], batch_size: Auto
                 else:
                     arrays = runner.run(feeds, from_run) if from_run else []
                 values = dict(zip(from_run, arrays))
-                values["\0keepalive"] = keepalive
                 values.update({name: feeds[name] for name in tensors if name in feeds})
                 if batch_size is not None:
                     batch_size.observe(sum(values[n].nbytes for n in tensors)
                                        + sum(v.nbytes for v in feeds.values()), len(indices))
-                _put(slots, (indices, feeds, values), stop)
+                _put(slots, (indices, feeds, values, keepalive), stop)
             _put(slots, done, stop)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             _put(slots, exc, stop)
