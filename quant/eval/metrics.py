@@ -68,6 +68,13 @@ class OutputStats:
         }
 
 
+def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
+    """How many rows of ``logits`` [N, C] have their label among the k largest (ties: lower index first)."""
+    labels = np.asarray(labels).reshape(-1)
+    top = np.argsort(-np.asarray(logits), axis=-1, kind="stable")[:, :k]
+    return int(np.sum(np.any(top == labels[:, None], axis=1)))
+
+
 @dataclass
 class TopK:
     """Top-k accuracy of FP32 and INT8 against integer labels (classification outputs [N, C])."""
@@ -78,11 +85,9 @@ class TopK:
     count: int = 0
 
     def update(self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> None:
-        labels = np.asarray(labels).reshape(-1)
-        for logits, attr in ((reference, "fp32_correct"), (candidate, "int8_correct")):
-            top = np.argsort(-np.asarray(logits), axis=-1, kind="stable")[:, : self.k]
-            setattr(self, attr, getattr(self, attr) + int(np.sum(np.any(top == labels[:, None], axis=1))))
-        self.count += len(labels)
+        self.fp32_correct += topk_hits(reference, labels, self.k)
+        self.int8_correct += topk_hits(candidate, labels, self.k)
+        self.count += len(np.asarray(labels).reshape(-1))
 
     def summary(self) -> dict:
         fp32 = self.fp32_correct / self.count if self.count else float("nan")

@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from quant.core.errors import QuantError
-from quant.eval.metrics import sqnr_db
+from quant.eval.metrics import sqnr_db, topk_hits
 
 
 @dataclass
@@ -54,10 +54,8 @@ class TopK(Metric):
         if logits.ndim != 2:
             raise QuantError(f"{self.name} needs a classification output [N, classes], got {list(logits.shape)}",
                              hint="choose --metric agreement, cosine or sqnr, or a module:function metric")
-        labels = np.asarray(labels).reshape(-1)
-        top = np.argsort(-logits, axis=-1, kind="stable")[:, : self.k]
-        state[0] += 100.0 * float(np.sum(np.any(top == labels[:, None], axis=1)))
-        state[1] += len(labels)
+        state[0] += 100.0 * topk_hits(logits, labels, self.k)
+        state[1] += len(np.asarray(labels).reshape(-1))
 
 
 class Agreement(Metric):

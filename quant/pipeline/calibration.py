@@ -273,8 +273,8 @@ def compute_ranges(result: CalibrationResult) -> None:
                           for tensor, spec in result.plan.weights.items()}
 
 
-def recalibrate(folder: str | Path, methods: Sequence[str] | str, model=None, **overrides) -> CalibrationResult:
-    """New ranges from a saved ``histograms.npz`` without running the model again."""
+def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=None, **overrides) -> CalibrationResult:
+    """New ranges from a saved ``histograms.npz`` without running the model again (``methods=None``: the folder's own)."""
     import json
 
     folder = Path(folder)
@@ -295,6 +295,8 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str, model=None, **
     if digest != manifest["model"]["sha256"]:
         raise QuantError(f"the model '{model_ref}' is not the one '{folder}' was calibrated with (sha256 differs)",
                          hint="pass --model with the original FP32 model")
+    if methods is None:
+        methods = manifest.get("method") or old.methods
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     config = old.replace(methods=methods, **overrides)
     plan = plan_qdq(proto, exclude=set(config.exclude))
@@ -310,11 +312,4 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str, model=None, **
 
 def load_calibration(folder: str | Path, model=None) -> CalibrationResult:
     """The CalibrationResult of a saved calibration folder (its method, ranges recomputed from histograms)."""
-    import json
-
-    folder = Path(folder)
-    if not (folder / "quant.json").exists():
-        raise QuantError(f"'{folder}' is not a quant calibration folder (no quant.json)",
-                         hint="pass one method's folder written by 'quant calibrate'")
-    method = json.loads((folder / "quant.json").read_text()).get("method")
-    return recalibrate(folder, [method], model=model)
+    return recalibrate(folder, None, model=model)
