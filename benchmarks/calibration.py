@@ -6,6 +6,7 @@ benchmarks/results/calibration.json.
 
     python benchmarks/calibration.py                      # ResNet-18 and -50, 64/256/1024 images (~30 min here)
     python benchmarks/calibration.py --models resnet18 --images 64
+    python benchmarks/calibration.py --models resnet18 --images 256 --repeat 3   # median of 3, interleaved
 """
 from __future__ import annotations
 
@@ -119,6 +120,15 @@ def measure(tool: str, model_path: Path, images: int, cap_mb: float, timeout: fl
         return result
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (all runs ok), else the first failed one."""
+    failed = [r for r in runs if r["status"] != "ok"]
+    if failed:
+        return dict(failed[0])
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    return dict(ordered[(len(ordered) - 1) // 2])
+
+
 def versions() -> dict:
     import importlib.metadata as md
 
@@ -138,7 +148,8 @@ def write_results(rows: list[dict], meta: dict) -> None:
     lines = ["# Benchmark results", "", "## Calibration cost (benchmarks/calibration.py)", "",
              f"Machine: {meta['cores']} cores, {meta['cpu']}, Python {meta['python']}; onnxruntime {meta['onnxruntime']}, "
              f"onnx {meta['onnx']}, numpy {meta['numpy']}, quant {meta['quant']}. Memory cap per run: "
-             f"{meta['cap_gb']} GB. Synthetic 224x224 images, the same for every tool, each run in its own process.",
+             f"{meta['cap_gb']} GB. Synthetic 224x224 images, the same for every tool, each run in its own process; "
+             f"{meta['repeat']} run(s) per tool, interleaved, median shown (all runs in results/calibration.json).",
              "", "`quant` computes all four methods (entropy, minmax, percentile, mse) from one pass and writes "
              "their four output folders; each ORT row is one `quantize_static` call (QDQ, per-channel, symmetric "
              "INT8, Conv/Gemm/MatMul only).", "",
@@ -170,6 +181,8 @@ def main() -> None:
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--memory-cap", type=float, default=12.0, help="GB of RSS after which a run is stopped")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per run")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs per tool, interleaved; the table shows the median run, the JSON keeps all")
     parser.add_argument("--worker")
     parser.add_argument("--model-path")
     parser.add_argument("--workdir")
@@ -182,18 +195,23 @@ def main() -> None:
     from resnet import resnet
 
     rows = []
-    meta = dict(versions(), cap_gb=args.memory_cap)
+    meta = dict(versions(), cap_gb=args.memory_cap, repeat=args.repeat)
     with tempfile.TemporaryDirectory(prefix="quant-bench-models-") as models_dir:
         for model_name in args.models.split(","):
             path = Path(models_dir) / f"{model_name}.onnx"
             onnx.save(resnet(int(model_name.removeprefix("resnet"))), str(path))
             for images in (int(n) for n in args.images.split(",")):
-                for tool in args.tools.split(","):
-                    row = {"model": model_name, "images": images, "tool": tool,
-                           **measure(tool, path, images, args.memory_cap * 1024, args.timeout)}
-                    rows.append(row)
-                    print(json.dumps(row), flush=True)
-                    write_results(rows, meta)
+                runs: dict[str, list[dict]] = {tool: [] for tool in args.tools.split(",")}
+                for _ in range(args.repeat):  # interleaved, so a slow spell of the machine hits every tool
+                    for tool, done in runs.items():
+                        if done and done[-1]["status"] != "ok":
+                            continue  # over cap or crashed once: not retried
+                        done.append(measure(tool, path, images, args.memory_cap * 1024, args.timeout))
+                        print(json.dumps({"model": model_name, "images": images, "tool": tool, **done[-1]}), flush=True)
+                for tool, done in runs.items():
+                    rows.append({"model": model_name, "images": images, "tool": tool, **_median_run(done),
+                                 "runs": done})
+                write_results(rows, meta)
 
 
 if __name__ == "__main__":

@@ -160,11 +160,24 @@ def with_outputs(model, names: list[str]):
     return augmented
 
 
+def try_serialize(model) -> bytes | None:
+    """The model's bytes, or None when it does not fit in one protobuf (2 GB).
+
+    One serialization instead of ByteSize() followed by SerializeToString(): ByteSize costs as much.
+    """
+    try:
+        data = model.SerializeToString()
+    except ValueError:  # protobuf refuses messages over 2 GB
+        return None
+    return data if len(data) < MAX_PROTOBUF else None
+
+
 def serialize_for_runtime(model, workdir: Path | None = None) -> "bytes | str":
     """Bytes of the model, or (over 2 GB) a path to a copy saved with external data in ``workdir``."""
     onnx = _onnx()
-    if model.ByteSize() < MAX_PROTOBUF:
-        return model.SerializeToString()
+    data = try_serialize(model)
+    if data is not None:
+        return data
     if workdir is None:
         raise QuantError("the model is larger than 2 GB and no working folder was given to spill it to")
     path = Path(workdir) / "model.onnx"

@@ -16,7 +16,7 @@ from quant.core.config import CalibrationConfig
 from quant.core.errors import QuantError
 from quant.core.histogram import Histogram, load_histograms, save_histograms
 from quant.core.io import atomic_output_dir, dumps
-from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, with_outputs
+from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, try_serialize, with_outputs
 from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select
 from quant.qdq import QuantPlan, build_qdq_model, format_cache, plan_qdq, scale_from_amax
 from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, trt_version_number
@@ -171,11 +171,12 @@ def _onnx():
 def save_model(model, path: Path, external_data: bool = False) -> None:
     """Save an ONNX model; weights go to ``<name>.data`` beside it when asked or when over 2 GB."""
     onnx = _onnx()
-    if external_data or model.ByteSize() >= 2**31 - 1:
+    data = None if external_data else try_serialize(model)
+    if data is None:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=f"{path.name}.data", size_threshold=1024)  # (moves the weights out of `model`)
     else:
-        onnx.save_model(model, str(path))
+        Path(path).write_bytes(data)
 
 
 def _versions() -> dict:

@@ -92,3 +92,32 @@ def test_extreme_ranges_bin_exactly():
         width = 2.0 ** hist.exponent / 256
         expected = np.bincount(np.floor(np.abs(values.astype(np.float64)) / width).astype(int), minlength=256)
         np.testing.assert_array_equal(hist.counts, expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float32, st.integers(1, 3000), elements=st.floats(-1e4, 1e4, width=32)),
+       st.sampled_from([0.5, 1.0, 3.0, 1e-20]))
+def test_c_accelerator_counts_equal_the_numpy_path(values, scale):
+    from quant.core import histogram as module
+
+    if module._histc is None:
+        pytest.skip("the C accelerator was not built (no compiler at install time)")
+    values = (values * np.float32(scale)).astype(np.float32)
+    fast, slow = Histogram(bins=512), Histogram(bins=512)
+    fast.update(values)
+    accelerator, module._histc = module._histc, None
+    try:
+        slow.update(values)
+    finally:
+        module._histc = accelerator
+    assert fast == slow
+
+
+def test_c_accelerator_is_built_where_a_compiler_exists():
+    import shutil
+
+    from quant.core import histogram as module
+
+    if shutil.which("gcc") is None and shutil.which("cc") is None:
+        pytest.skip("no C compiler: the numpy path is used")
+    assert module._histc is not None, "pip install should have built quant/core/_histc.c"
