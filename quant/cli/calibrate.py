@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quant.cli.common import add_data_options, input_map_from_args, preprocess_from_args, stdout
-from quant.core.config import METHODS, WEIGHT_METHODS
+from quant.core.config import METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS
 
 
 def register(subparsers) -> None:
@@ -28,6 +28,13 @@ def register(subparsers) -> None:
                         help="activation memory per batch when --batch-size is not given (default 128 MB)")
     parser.add_argument("--external-data", action="store_true",
                         help="store the Q/DQ model's weights in model.int8.onnx.data (automatic over 2 GB)")
+    parser.add_argument("--target", default="tensorrt", choices=TARGETS,
+                        help="tensorrt: model.int8.onnx + calibration.cache (symmetric s8, TensorRT's form); "
+                             "ort-cpu: model.ort-cpu.int8.onnx (u8 activations, the form ONNX Runtime's CPU "
+                             "kernels run fast); all: both from one pass (default: tensorrt)")
+    parser.add_argument("--reduce-range", default="auto", choices=REDUCE_RANGE,
+                        help="ort-cpu: 7-bit weights so x86 CPUs without VNNI do not saturate (auto: probe "
+                             "this machine's ONNX Runtime kernels)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     parser.set_defaults(run=run)
 
@@ -42,7 +49,8 @@ def run(args) -> int:
                                memory_budget_mb=args.memory_budget,
                                num_samples=args.num_samples, seed=args.seed, weight_method=args.weight_method,
                                exclude=tuple(args.exclude), trt_version=args.trt_version,
-                               external_data=args.external_data)
+                               external_data=args.external_data, target=args.target,
+                               reduce_range=args.reduce_range)
     preprocess = preprocess_from_args(args)
     from quant.core.io import check_output_dir
 
@@ -54,23 +62,51 @@ def run(args) -> int:
         stdout(dumps({"outputs": {m: str(f) for m, f in zip(result.methods, folders)}, **result.summary()}))
         return 0
     plan = result.plan
-    stdout(f"calibrated {len(plan.activations)} activation tensors on {result.data['samples']} samples "
+    stdout(f"calibrated {len(result.histograms)} activation tensors on {result.data['samples']} samples "
            f"({result.data['source']})")
     stdout(f"quantized layers: {len(plan.layers)}, residual Adds: {len(plan.residuals)}, "
            f"weighted ops left in float: {len(plan.excluded)}")
     if len(result.methods) > 1:
         stdout(_comparison(result))
+    files = []
+    if "tensorrt" in config.targets:
+        files += ["model.int8.onnx", "calibration.cache"]
+    if "ort-cpu" in config.targets:
+        files += ["model.ort-cpu.int8.onnx"]
+    files += ["quant.json", "histograms.npz"]
     for method, folder in zip(result.methods, folders):
-        stdout(f"{method}: {folder}/model.int8.onnx, calibration.cache, quant.json, histograms.npz")
+        stdout(f"{method}: {folder}/{', '.join(files)}")
+    if "ort-cpu" in config.targets:
+        _ort_cpu_lines(result, folders)
     return 0
+
+
+def _ort_cpu_lines(result, folders) -> None:
+    import json
+
+    from quant.cli.common import stderr
+
+    reduce, why = result.reduce_range()
+    stdout(f"ort-cpu: {'7-bit' if reduce else '8-bit'} weights ({why})")
+    for method, folder in zip(result.methods, folders):
+        check = json.loads((Path(folder) / "quant.json").read_text())["targets"]["ort-cpu"]["validation"]
+        if not check.get("validated"):
+            continue
+        worst = min(v["sqnr_db_ort_kernels_vs_emulated"] for v in check["outputs"].values())
+        kernels = ", ".join(f"{n} {op}" for op, n in sorted(check["integer_kernels"].items())) or "none"
+        stdout(f"ort-cpu {method}: ORT integer kernels {kernels}; on {check['samples']} calibration samples "
+               f"ORT's kernels vs exact Q/DQ: SQNR {worst:.1f} dB")
+        if not check["agrees"]:
+            stderr(f"warning: ORT's integer kernels disagree with the exact Q/DQ result ({worst:.1f} dB): they "
+                   "probably saturate on this CPU; calibrate again with --reduce-range on")
 
 
 def _comparison(result) -> str:
     methods = result.methods
-    width = max(len(t) for t in result.plan.activations)
+    width = max(len(t) for t in result.histograms)
     width = min(max(width, 6), 48)
     lines = [f"{'tensor':<{width}} {'absmax':>10} " + " ".join(f"{m:>10}" for m in methods)]
-    for tensor in result.plan.activations:
+    for tensor in result.histograms:
         name = tensor if len(tensor) <= width else "..." + tensor[-(width - 3):]
         values = " ".join(f"{result.activation_amax[m][tensor]:>10.4g}" for m in methods)
         lines.append(f"{name:<{width}} {result.histograms[tensor].absmax:>10.4g} {values}")

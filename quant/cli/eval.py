@@ -14,9 +14,10 @@ def register(subparsers) -> None:
     add_data_options(parser)
     parser.add_argument("--labels", help="labels: a .npy file or a column/key of the data (default: a 'label' column "
                                          "if there is one)")
-    parser.add_argument("--runtime", default="emulate", choices=["emulate", "ort-int8", "tensorrt"],
+    parser.add_argument("--runtime", default="emulate", choices=["emulate", "ort-int8", "openvino", "tensorrt"],
                         help="how to run the INT8 model: emulate = exact Q/DQ in float (TensorRT's arithmetic, "
-                             "default); ort-int8 = ONNX Runtime's integer kernels; tensorrt = a built engine on the GPU")
+                             "default); ort-int8 = ONNX Runtime's integer kernels; openvino = OpenVINO's CPU INT8 kernels; "
+                             "tensorrt = a built engine on the GPU")
     parser.add_argument("--topk", default="1", metavar="K[,K]", help="top-k accuracies to report (default 1)")
     parser.add_argument("--output-json", metavar="FILE", help="also write the results as JSON (atomically)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     parser.add_argument("int8_model")
     add_data_options(parser)
     add_metric_options(parser)
-    parser.add_argument("--runtime", default="emulate", choices=["emulate", "ort-int8", "tensorrt"])
+    parser.add_argument("--runtime", default="emulate", choices=["emulate", "ort-int8", "openvino", "tensorrt"])
     parser.add_argument("--json-out", metavar="FILE", help="write the result as JSON")
     parser.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per metric)")
     parser.set_defaults(run=run)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import signal
 import sys
 
-from quant.cli import build, calibrate, eval as eval_cmd, fallback, gate, recalibrate, report, sensitivity
+from quant.cli import bench, build, calibrate, eval as eval_cmd, fallback, gate, recalibrate, report, sensitivity
 from quant.cli.common import Parser, stderr
 from quant.core.errors import QuantError
 
-COMMANDS = (calibrate, recalibrate, eval_cmd, gate, sensitivity, fallback, report, build)
+COMMANDS = (calibrate, recalibrate, eval_cmd, gate, sensitivity, fallback, report, build, bench)
 
 
 def build_parser() -> Parser:

@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     add_data_options(parser)
     add_metric_options(parser, with_bound=False)
     parser.add_argument("--output", "-o", metavar="DIR", help="where to write (default: the calibration folder)")
+    parser.add_argument("--runtime", default="emulate", choices=["emulate", "ort-int8", "openvino"],
+                        help="where the INT8 variants run (default: emulate, TensorRT's arithmetic in float)")
     parser.set_defaults(run=run)
 
 
@@ -25,7 +27,8 @@ def run(args) -> int:
     from quant.pipeline import sensitivity
 
     report = sensitivity(args.fp32_model, args.calibration, args.data, metric=args.metric, labels=args.labels,
-                         lower_is_better=args.lower_is_better, progress=True, **data_options(args))
+                         lower_is_better=args.lower_is_better, progress=True, runtime=args.runtime,
+                         **data_options(args))
     out = Path(args.output or args.calibration)
     write_file_atomic(out / "sensitivity.json", dumps(report.to_json()))
     write_file_atomic(out / "sensitivity.csv", report.to_csv())

@@ -9,6 +9,8 @@ from quant.core.histogram import DEFAULT_BINS
 CONFIG_VERSION = 1
 METHODS = ("entropy", "minmax", "percentile", "mse")
 WEIGHT_METHODS = ("minmax", "percentile", "mse")
+TARGETS = ("tensorrt", "ort-cpu", "all")
+REDUCE_RANGE = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,8 @@ class CalibrationConfig:
     exclude: tuple[str, ...] = ()
     trt_version: str = "10.3.0"
     external_data: bool = False  # write model.int8.onnx weights to model.int8.onnx.data (automatic over 2 GB)
+    target: str = "tensorrt"  # tensorrt (model.int8.onnx), ort-cpu (model.ort-cpu.int8.onnx) or all
+    reduce_range: str = "auto"  # ort-cpu: 7-bit weights (auto: on x86 without VNNI)
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:
@@ -52,9 +56,17 @@ class CalibrationConfig:
             raise QuantError(f"--memory-budget must be > 0 MB, got {self.memory_budget_mb}")
         if self.num_samples is not None and self.num_samples < 1:
             raise QuantError(f"--num-samples must be >= 1, got {self.num_samples}")
+        if self.target not in TARGETS:
+            raise QuantError(f"unknown --target '{self.target}'", hint=f"choose from: {', '.join(TARGETS)}")
+        if self.reduce_range not in REDUCE_RANGE:
+            raise QuantError(f"unknown --reduce-range '{self.reduce_range}'", hint=f"choose from: {', '.join(REDUCE_RANGE)}")
         if self.version != CONFIG_VERSION:
             raise QuantError(f"calibration config version {self.version} is not supported (this quant reads "
                              f"version {CONFIG_VERSION})", hint="recalibrate with this version of quant")
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return ("tensorrt", "ort-cpu") if self.target == "all" else (self.target,)
 
     def params(self, method: str) -> dict:
         """Parameters of one method's calibrator."""

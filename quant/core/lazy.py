@@ -16,6 +16,7 @@ _INSTALL_HINTS = {
     "PIL": "pip install pillow",
     "sklearn": "pip install scikit-learn",
     "tqdm": "pip install tqdm",
+    "openvino": "pip install 'quant[openvino]'",
 }
 
 

@@ -20,7 +20,12 @@ from quant.core.onnx_model import file_hash, input_specs, load_model, normalize,
 from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select
 from quant.qdq import QuantPlan, build_qdq_model, format_cache, plan_qdq, scale_from_amax
 from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, trt_version_number
+from quant.qdq.ort_cpu import OrtCpuPlan, build_ort_cpu_model, default_reduce_range, plan_ort_cpu
 from quant.qdq.placement import weight_array
+
+TRT_MODEL = "model.int8.onnx"
+ORT_CPU_MODEL = "model.ort-cpu.int8.onnx"
+VALIDATION_SAMPLES = 8
 
 LABEL_KEYS = ("label", "labels")
 
@@ -29,6 +34,7 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMu
 
 
 MIN_CALIBRATION_SAMPLES = 2
+MIN_KERNEL_SQNR_DB = 25.0  # ORT's integer kernels vs the same Q/DQ in float: below this, something saturates
 
 
 @dataclass
@@ -44,10 +50,53 @@ class CalibrationResult:
     data: dict = field(default_factory=dict)  # provenance
     activation_amax: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> tensor -> amax
     weight_amax: dict[str, np.ndarray] = field(default_factory=dict)
+    validation_feeds: dict[str, np.ndarray] | None = None  # a few calibration samples to validate ort-cpu models
 
     @property
     def methods(self) -> tuple[str, ...]:
         return self.config.methods
+
+    def ort_cpu_plan(self, keep_float: Sequence[str] = ()) -> OrtCpuPlan:
+        return plan_ort_cpu(self.model, self.plan, frozenset(keep_float))
+
+    def reduce_range(self) -> tuple[bool, str]:
+        """(7-bit weights?, why) for the ort-cpu model."""
+        if self.config.reduce_range == "auto":
+            return default_reduce_range()
+        return self.config.reduce_range == "on", f"--reduce-range {self.config.reduce_range}"
+
+    def ort_cpu_model(self, method: str | None = None, keep_float: Sequence[str] = ()):
+        """The Q/DQ model in ONNX Runtime's CPU form (u8 activations; see quant.qdq.ort_cpu)."""
+        method = self._method(method)
+        plan = self.ort_cpu_plan(keep_float)
+        missing = [t for t in plan.range_tensors if t not in self.histograms]
+        if missing:
+            raise QuantError(f"no histograms for {missing[:3]}: this calibration was collected for --target tensorrt",
+                             hint="calibrate again with --target ort-cpu or --target all")
+        ranges = {t: (self.histograms[t].min, self.histograms[t].max, self.activation_amax[method][t])
+                  for t in plan.range_tensors}
+        return build_ort_cpu_model(self.model, plan, ranges, self.weight_amax, self.reduce_range()[0])
+
+    def validate_ort_cpu(self, model) -> dict:
+        """Run the ort-cpu model with ORT's integer kernels and exactly emulated, on a few calibration samples."""
+        if not self.validation_feeds:
+            return {"validated": False, "why": "no calibration samples at hand (recalibrated from histograms)"}
+        from quant.backends.onnxruntime import OrtRunner
+        from quant.eval.metrics import sqnr_db
+
+        kernels = OrtRunner(model, mode="ort-int8")
+        emulated = OrtRunner(model, mode="emulate")
+        fast, exact = kernels.run(self.validation_feeds), emulated.run(self.validation_feeds)
+        outputs = {}
+        for name, a, b in zip(kernels.output_names, fast, exact):
+            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            outputs[name] = {"sqnr_db_ort_kernels_vs_emulated":
+                             round(sqnr_db(float(np.sum(b * b)), float(np.sum((a - b) ** 2))), 2)}
+        integer = {op: n for op, n in kernels.optimized_ops.items() if op.startswith("QLinear") or op in ("QGemm",)}
+        worst = min(v["sqnr_db_ort_kernels_vs_emulated"] for v in outputs.values())
+        return {"validated": True, "samples": int(next(iter(self.validation_feeds.values())).shape[0]),
+                "outputs": outputs, "integer_kernels": integer, "agrees": bool(worst >= MIN_KERNEL_SQNR_DB),
+                "note": kernels.integer_kernel_note()}
 
     def qdq_model(self, method: str | None = None, keep_float: Sequence[str] = ()):
         """The Q/DQ ONNX model (onnx.ModelProto) for one method; ``keep_float`` names layers left in float."""
@@ -111,12 +160,35 @@ class CalibrationResult:
             "calibration_cache": {"file": "calibration.cache",
                                   "header": f"TRT-{trt_version_number(self.config.trt_version)}-"
                                             f"{ALGORITHMS.get(method, DEFAULT_ALGORITHM)}"},
+            "targets": self._targets_manifest(method, keep_float),
             "activations": activations,
             "weights": weights,
             "layers": [entry for entry in self.plan.to_json()["layers"] if entry["node"] in layers],
             "residual_adds": [r for r in self.plan.residuals if r["node"] in residual_adds],
             "unquantized": unquantized,
         }
+
+    def _targets_manifest(self, method: str, keep_float: Sequence[str]) -> dict:
+        out = {}
+        if "tensorrt" in self.config.targets:
+            out["tensorrt"] = {"model": TRT_MODEL, "calibration_cache": "calibration.cache",
+                               "form": "symmetric int8 activations (zero point 0), Q/DQ on the inputs of weighted ops"}
+        if "ort-cpu" in self.config.targets:
+            from quant.qdq.ort_cpu import u8_params, weight_levels
+
+            plan = self.ort_cpu_plan(keep_float)
+            reduce, why = self.reduce_range()
+            tensors = {}
+            for tensor, src in plan.pairs.items():
+                hist = self.histograms[src]
+                scale, zero = u8_params(hist.min, hist.max, self.activation_amax[method][src])
+                tensors[tensor] = {"scale": float(scale), "zero_point": int(zero), "range_of": src}
+            out["ort-cpu"] = {"model": ORT_CPU_MODEL,
+                              "form": "uint8 activations with zero points, int8 per-channel weights, int32 biases; "
+                                      "Q/DQ on every tensor between integer ops (ONNX Runtime's CPU fusions)",
+                              "weight_range": f"[-{weight_levels(reduce)}, {weight_levels(reduce)}]",
+                              "reduce_range": reduce, "reduce_range_why": why, **plan.to_json(), "activations": tensors}
+        return out
 
     def quantized_tensors(self, keep_float: Sequence[str] = ()) -> set[str]:
         """Activation tensors that still have a Q/DQ pair when ``keep_float`` layers stay in float."""
@@ -136,11 +208,17 @@ class CalibrationResult:
             for method in self.methods:
                 folder = staging if len(self.methods) == 1 else staging / method
                 folder.mkdir(exist_ok=True)
-                save_model(self.qdq_model(method, keep_float), folder / "model.int8.onnx", self.config.external_data)
-                tensors = self.quantized_tensors(keep_float)
-                cache_amax = {t: v for t, v in self.activation_amax[method].items() if t in tensors}
-                (folder / "calibration.cache").write_text(format_cache(cache_amax, method, self.config.trt_version))
-                (folder / "quant.json").write_text(dumps(self.manifest(method, keep_float)))
+                manifest = self.manifest(method, keep_float)
+                if "tensorrt" in self.config.targets:
+                    save_model(self.qdq_model(method, keep_float), folder / TRT_MODEL, self.config.external_data)
+                    tensors = self.quantized_tensors(keep_float)
+                    cache_amax = {t: v for t, v in self.activation_amax[method].items() if t in tensors}
+                    (folder / "calibration.cache").write_text(format_cache(cache_amax, method, self.config.trt_version))
+                if "ort-cpu" in self.config.targets:
+                    model = self.ort_cpu_model(method, keep_float)
+                    manifest["targets"]["ort-cpu"]["validation"] = self.validate_ort_cpu(model)
+                    save_model(model, folder / ORT_CPU_MODEL, self.config.external_data)
+                (folder / "quant.json").write_text(dumps(manifest))
                 for name, text in (extra_files or {}).items():
                     (folder / name).write_text(text)
                 save_histograms(folder / "histograms.npz", self.histograms)
@@ -153,7 +231,7 @@ class CalibrationResult:
         """amax of every tensor under every method, side by side."""
         return {"methods": list(self.methods), "data": self.data,
                 "activations": {t: {m: float(np.float32(self.activation_amax[m][t])) for m in self.methods}
-                                | {"absmax": self.histograms[t].absmax} for t in self.plan.activations}}
+                                | {"absmax": self.histograms[t].absmax} for t in self.histograms}}
 
     def evaluate(self, data, method: str | None = None, **kwargs):
         """Evaluate this result's Q/DQ model against FP32 (see :func:`quant.pipeline.evaluation.evaluate`)."""
@@ -238,25 +316,50 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     from quant.collect import AutoBatchSize, collect
 
     # No spinning: the histograms of one batch are computed while ORT runs the next (collect._run_ahead).
-    runner = OrtRunner(with_outputs(proto, [t for t in plan.activations if t not in mapping]), mode="fp32", spin=False)
+    tensors = needed_tensors(proto, plan, config)
+    runner = OrtRunner(with_outputs(proto, [t for t in tensors if t not in mapping]), mode="fp32", spin=False)
     auto = AutoBatchSize(int(config.memory_budget_mb * 2**20)) if config.batch_size is None else None
     batches = iter_batches(source, indices, inputs, mapping, auto or config.batch_size)
-    collected = collect(runner, batches, plan.activations, bins=config.bins, total=len(indices), progress=progress,
+    validation: dict[str, np.ndarray] = {}
+    if "ort-cpu" in config.targets:
+        batches = _keep_first(batches, validation, VALIDATION_SAMPLES)
+    collected = collect(runner, batches, tensors, bins=config.bins, total=len(indices), progress=progress,
                         batch_size=auto)
     del runner, batches  # release ONNX Runtime's session and arena before the next steps allocate
     data_info = {"source": source.description, "samples": collected.samples, "sha256": collected.data_hash,
                  "selection": "all" if config.num_samples is None or config.num_samples >= len(source)
                  else f"{len(indices)} of {len(source)}, seed {config.seed}",
                  "input_map": mapping, "input_shapes": collected.shapes, "batches": collected.batches}
-    result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info)
+    result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info,
+                               validation_feeds=validation or None)
     compute_ranges(result)
     return result
+
+
+def needed_tensors(proto, plan: QuantPlan, config: CalibrationConfig) -> list[str]:
+    """Tensors to histogram: TensorRT's Q/DQ inputs and/or the ranges of the ort-cpu form."""
+    tensors = list(plan.activations) if "tensorrt" in config.targets else []
+    if "ort-cpu" in config.targets:
+        tensors += plan_ort_cpu(proto, plan).range_tensors
+    return list(dict.fromkeys(tensors))
+
+
+def _keep_first(batches, keep: dict, samples: int):
+    """Pass batches through, keeping copies of the first ``samples`` samples' feeds in ``keep``."""
+    for indices, feeds in batches:
+        have = len(next(iter(keep.values()))) if keep else 0
+        same_shape = not keep or all(keep[n].shape[1:] == v.shape[1:] for n, v in feeds.items() if n in keep)
+        if have < samples and same_shape:
+            for name, value in feeds.items():
+                part = np.array(value[: samples - have])
+                keep[name] = part if name not in keep else np.concatenate([keep[name], part])
+        yield indices, feeds
 
 
 def compute_ranges(result: CalibrationResult) -> None:
     """Fill activation amax for every method and per-channel weight amax (pure numpy)."""
     config = result.config
-    jobs = [(method, tensor) for method in config.methods for tensor in result.plan.activations]
+    jobs = [(method, tensor) for method in config.methods for tensor in result.histograms]
 
     def fit(job):
         method, tensor = job
@@ -301,11 +404,14 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     config = old.replace(methods=methods, **overrides)
     plan = plan_qdq(proto, exclude=set(config.exclude))
-    missing = [t for t in plan.activations if t not in histograms]
+    tensors = needed_tensors(proto, plan, config)
+    missing = [t for t in tensors if t not in histograms]
     if missing:
-        raise QuantError(f"histograms.npz lacks tensors {missing[:3]} that the model needs",
-                         hint="the folder was made for another model or other exclusions; calibrate again")
-    result = CalibrationResult(proto, path, digest, plan, {t: histograms[t] for t in plan.activations}, config,
+        hint = ("the folder was collected for --target tensorrt: calibrate again with --target ort-cpu or all"
+                if config.target != old.target else
+                "the folder was made for another model or other exclusions; calibrate again")
+        raise QuantError(f"histograms.npz lacks tensors {missing[:3]} that the model needs", hint=hint)
+    result = CalibrationResult(proto, path, digest, plan, {t: histograms[t] for t in tensors}, config,
                                dict(manifest.get("data", {}), recalibrated_from=str(folder)))
     compute_ranges(result)
     return result

@@ -14,7 +14,24 @@ from quant.datasets import DataSource, Preprocess, iter_batches, open_source, re
 from quant.pipeline.calibration import LABEL_KEYS, CalibrationResult, load_calibration
 
 RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
+            "openvino": "OpenVINO's CPU runtime (its own INT8 kernels; pip install 'quant[openvino]')",
             "tensorrt": "a TensorRT engine on the GPU (INT8_MODEL is the .engine file)"}
+
+
+def int8_runner(int8_model, runtime: str):
+    """The runner of an INT8 model (path or ModelProto; an engine for tensorrt) on ``runtime``."""
+    if runtime not in RUNTIMES:
+        raise QuantError(f"unknown INT8 runtime '{runtime}'", hint=f"choose from: {', '.join(RUNTIMES)}")
+    if runtime == "tensorrt":
+        return _tensorrt_runner(int8_model)
+    proto = int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model)
+    if runtime == "openvino":
+        from quant.backends.openvino import OpenVinoRunner
+
+        return OpenVinoRunner(proto)
+    from quant.backends.onnxruntime import OrtRunner
+
+    return OrtRunner(proto, mode=runtime)
 
 
 def find_labels(source: DataSource, labels, inputs, integer: bool = True) -> tuple[np.ndarray | None, str | None]:
@@ -108,11 +125,7 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     if runtime not in RUNTIMES:
         raise QuantError(f"unknown INT8 runtime '{runtime}'", hint=f"choose from: {', '.join(RUNTIMES)}")
     fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
-    if runtime == "tensorrt":
-        candidate = _tensorrt_runner(int8_model)
-    else:
-        int8_proto = int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model)
-        candidate = OrtRunner(int8_proto, mode=runtime)
+    candidate = int8_runner(int8_model, runtime)
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
     reference = OrtRunner(fp32_proto, mode="fp32")
     bar = _bar(len(held.indices), "evaluating") if progress else None
@@ -123,7 +136,7 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
         if bar is not None:
             bar.close()
     report.labels_source = held.label_name
-    if runtime == "ort-int8":
+    if runtime in ("ort-int8", "openvino"):
         report.notes.append(candidate.integer_kernel_note())
     return report
 
@@ -157,13 +170,7 @@ def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | N
     decide(gated, 0.0, 0.0, max_drop, relative, min_value) if not gated.has_reference_value else None
     heldout = load_heldout(fp32_model, data, labels, need_labels=gated.needs_labels,
                            integer_labels=gated.needs_labels, **data_options)
-    if runtime == "tensorrt":
-        candidate = _tensorrt_runner(int8_model)
-    else:
-        from quant.backends.onnxruntime import OrtRunner
-
-        candidate = OrtRunner(int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model),
-                              mode=runtime)
+    candidate = int8_runner(int8_model, runtime)
     integer_labels = heldout.labels is not None and heldout.labels.dtype.kind in "iu"
     report_names = [m for m in (["top1"] if integer_labels else []) + ["agreement", "cosine", "sqnr"]
                     if m != gated.name]
@@ -182,23 +189,31 @@ def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | N
                       runtime, heldout.samples, others)
 
 
-def qdq_runner_factory(result: CalibrationResult, method: str):
-    """``make(keep_float) -> runner`` of the emulated Q/DQ model with those layers in float (one session alive)."""
-    from quant.backends.onnxruntime import OrtRunner
+SEARCH_RUNTIMES = ("emulate", "ort-int8", "openvino")
 
+
+def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "emulate"):
+    """``make(keep_float) -> runner`` of the Q/DQ model with those layers in float (one session alive).
+
+    ``runtime``: emulate (exact Q/DQ in float, TensorRT's arithmetic), ort-int8 or openvino.
+    """
+    if runtime not in SEARCH_RUNTIMES:
+        raise QuantError(f"runtime '{runtime}' cannot be used for sensitivity and fallback",
+                         hint=f"choose from: {', '.join(SEARCH_RUNTIMES)}")
     cache: dict[frozenset, object] = {}
 
     def make(keep_float: frozenset):
         if keep_float not in cache:
             cache.clear()  # one session at a time keeps memory flat
-            cache[keep_float] = OrtRunner(result.qdq_model(method, keep_float=keep_float), mode="emulate")
+            cache[keep_float] = int8_runner(result.qdq_model(method, keep_float=keep_float), runtime)
         return cache[keep_float]
 
     return make
 
 
 def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1", labels=None,
-                lower_is_better: bool | None = None, progress: bool = False, **data_options):
+                lower_is_better: bool | None = None, progress: bool = False, runtime: str = "emulate",
+                **data_options):
     """Per-layer sensitivity (both directions) and the one-pass local SQNR, ranked."""
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr, sensitivity as run_sensitivity
@@ -212,7 +227,7 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     layers = [(layer.node, layer.op_type) for layer in result.plan.layers]
     bar = _bar(2 * len(layers) + 1, "sensitivity") if progress else None
     try:
-        return run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method), local, progress=bar)
+        return run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime), local, progress=bar)
     finally:
         if bar is not None:
             bar.close()
