@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quant.cli.common import stdout
-from quant.core.config import METHODS
+from quant.core.config import METHODS, REDUCE_RANGE, TARGETS
 
 
 def register(subparsers) -> None:
@@ -16,6 +16,8 @@ def register(subparsers) -> None:
     parser.add_argument("--output", "-o", metavar="DIR", help="output folder (default: FOLDER-<method>)")
     parser.add_argument("--model", help="the FP32 model, if it moved since calibration (sha256 is checked)")
     parser.add_argument("--percentile", type=float, help="percentile for --method percentile")
+    parser.add_argument("--target", choices=TARGETS, help="which model(s) to write (default: the folder's own)")
+    parser.add_argument("--reduce-range", choices=REDUCE_RANGE, help="ort-cpu: 7-bit weights (default: the folder's own)")
     parser.set_defaults(run=run)
 
 
@@ -24,10 +26,13 @@ def run(args) -> int:
 
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     overrides = {} if args.percentile is None else {"percentile": args.percentile}
+    overrides.update({k: v for k, v in (("target", args.target), ("reduce_range", args.reduce_range)) if v})
     result = recalibrate(args.folder, methods, model=args.model, **overrides)
     folder = Path(args.folder)
     output = args.output or str(folder.parent / f"{folder.name}-{'-'.join(methods)}")
     folders = result.save(output, protect=(folder,))
+    files = (["model.int8.onnx", "calibration.cache"] if "tensorrt" in result.config.targets else []) + \
+        (["model.ort-cpu.int8.onnx"] if "ort-cpu" in result.config.targets else []) + ["quant.json", "histograms.npz"]
     for method, out in zip(result.methods, folders):
-        stdout(f"{method}: {out}/model.int8.onnx, calibration.cache, quant.json, histograms.npz")
+        stdout(f"{method}: {out}/{', '.join(files)}")
     return 0

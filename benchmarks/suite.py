@@ -1,0 +1,474 @@
+"""The peer benchmark suite: quant against ONNX Runtime, NNCF and Model Optimizer on real models. Not a test.
+
+    apt-get install fortunes fonts-dejavu-core        # text for the PP-OCR data (Debian packages)
+    pip install -e '.[dev]' torch==2.13.0 scikit-image   # torch exports MTCNN; scikit-image ships lfw_subset
+    python benchmarks/suite.py                          # about 45-60 minutes here, the first time longer
+
+One command: it makes the peers' virtual environments under benchmarks/.cache/venvs (NNCF; Model
+Optimizer with the CPU torch wheel) unless they exist, prepares every model and data set under
+benchmarks/.cache/suite, runs each tool in its own process (wall time and peak RSS sampled from outside,
+a memory cap turns a run into "over cap" instead of a crash), then evaluates every INT8 model in this
+process: the task metric with exact Q/DQ emulation and with ONNX Runtime's integer kernels, ORT CPU
+latency at batch 1 and 16 on 2 threads (all models of a task alternating in one run), and the number of
+Q/DQ pairs and float weighted layers. Writes benchmarks/results/suite.json and the suite's section of
+benchmarks/RESULTS.md.
+
+    python benchmarks/suite.py --tasks digits,ppocr-cls --tools quant,ort-minmax   # a subset
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+CACHE = HERE / ".cache"
+VENVS = CACHE / "venvs"
+METHODS = ("entropy", "minmax", "percentile", "mse")
+PEERS = ("ort-minmax", "ort-entropy", "ort-percentile", "nncf", "modelopt-entropy", "modelopt-max")
+TOOLS = ("quant",) + PEERS
+FALLBACK = {  # task -> (metric key of the task's score, bound on its drop, higher is better)
+    "digits": ("top1", 1.0, True), "ppocr-cls": ("accuracy", 1.0, True), "ppocr-rec": ("cer", 0.01, False),
+    "mtcnn-rnet": ("accuracy", 1.0, True), "mtcnn-onet": ("accuracy", 1.0, True),
+}
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+# ------------------------------------------------------------------ environments
+def venv_python(tool: str) -> str | None:
+    """The interpreter that runs ``tool``: this one for quant and ORT, a venv of its own for the others."""
+    if tool == "quant" or tool.startswith("ort-"):
+        return sys.executable
+    name = "nncf" if tool == "nncf" else "modelopt"
+    python = VENVS / name / "bin" / "python"
+    marker = VENVS / f"{name}.ok"
+    if marker.exists() and python.exists():
+        return str(python)
+    if (VENVS / f"{name}.failed").exists():
+        return None
+    VENVS.mkdir(parents=True, exist_ok=True)
+    packages = {"nncf": ["nncf", "onnx", f"onnxruntime=={_version('onnxruntime')}"],
+                # Model Optimizer's [onnx] extra pulls torch: the CPU wheel, not several GB of CUDA builds
+                "modelopt": ["nvidia-modelopt[onnx]", "torch==2.13.0"]}[name]
+    print(f"making the {name} environment (once) ...", flush=True)
+    done = subprocess.run([sys.executable, "-m", "venv", str(VENVS / name)], capture_output=True, text=True)
+    if done.returncode == 0:
+        done = subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], capture_output=True, text=True)
+    if done.returncode != 0:
+        (VENVS / f"{name}.failed").write_text(done.stderr[-2000:])
+        return None
+    marker.write_text(" ".join(packages))
+    return str(python)
+
+
+def _version(package: str) -> str:
+    import importlib.metadata as md
+
+    return md.version(package)
+
+
+# ------------------------------------------------------------------ measured subprocess
+def run_measured(command: list[str], cap_mb: float, timeout: float, cwd: str | None = None) -> dict:
+    """Run a command, sampling its RSS (children included); stop it above ``cap_mb``."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    start, peak, status = time.perf_counter(), 0.0, None
+    while proc.poll() is None:
+        peak = max(peak, _tree_rss_mb(proc.pid))
+        if peak > cap_mb:
+            _kill_tree(proc.pid)
+            status = f"over cap ({cap_mb / 1024:.0f} GB RSS after {time.perf_counter() - start:.0f} s)"
+        elif time.perf_counter() - start > timeout:
+            _kill_tree(proc.pid)
+            status = f"timeout ({timeout:.0f} s)"
+        time.sleep(0.1)
+    seconds = time.perf_counter() - start
+    out, err = proc.communicate()
+    if status:
+        return {"status": status, "seconds": seconds, "peak_rss_mb": peak}
+    last = next((l for l in reversed(out.strip().splitlines()) if l.startswith("{")), None)
+    result = json.loads(last) if last else {"status": f"crashed: {(err.strip().splitlines() or ['?'])[-1][:200]}"}
+    if proc.returncode != 0 and result.get("status") == "ok":
+        result["status"] = f"crashed: exit code {proc.returncode}"
+    result.update(seconds=seconds, peak_rss_mb=peak)
+    return result
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    kids = [int(p) for p in text.split()]
+    return kids + [g for k in kids for g in _children(k)]
+
+
+def _tree_rss_mb(pid: int) -> float:
+    total = 0.0
+    for p in [pid] + _children(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
+
+
+def _kill_tree(pid: int) -> None:
+    import signal
+
+    for p in reversed([pid] + _children(pid)):
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------------ quant worker (this interpreter)
+def quant_worker(fp32: str, calibration: str, out: str) -> None:
+    import quant
+    from quant.datasets import DataSource
+    from suite_worker import samples
+
+    items = samples(calibration)
+
+    class Items(DataSource):
+        description = f"{len(items)} calibration samples"
+
+        def __len__(self):
+            return len(items)
+
+        @property
+        def keys(self):
+            return list(items[0])
+
+        def sample(self, index):
+            return items[index]
+
+    result = quant.calibrate(fp32, Items(), methods=METHODS, target="all")
+    result.save(out)
+    print(json.dumps({"status": "ok"}))
+
+
+# ------------------------------------------------------------------ evaluation (this interpreter)
+def outputs_of(runner, samples: list[dict]) -> list[list[np.ndarray]]:
+    return [runner.run({k: v[None] for k, v in s.items()}) for s in samples]
+
+
+def structure(path: Path) -> dict:
+    """Q/DQ pairs (activation QuantizeLinear nodes and weight DequantizeLinear nodes) and float weighted ops."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    producers = {o: n for n in model.graph.node for o in n.output}
+    weighted = [n for n in model.graph.node if n.op_type in WEIGHTED]
+
+    def from_dq(tensor: str) -> bool:
+        node = producers.get(tensor)
+        return node is not None and node.op_type == "DequantizeLinear"
+
+    float_layers = sum(1 for node in weighted if not all(from_dq(t) for t in node.input[:2]))
+    return {"quantize_nodes": sum(n.op_type == "QuantizeLinear" for n in model.graph.node),
+            "dequantize_nodes": sum(n.op_type == "DequantizeLinear" for n in model.graph.node),
+            "weighted_ops": len(weighted), "float_weighted_ops": float_layers}
+
+
+def evaluate_model(task, path: Path, fp32_outputs) -> dict:
+    from quant.backends.onnxruntime import OrtRunner
+
+    row = {}
+    for mode in ("emulate", "ort-int8"):
+        try:
+            row[mode] = task.score(outputs_of(OrtRunner(path, mode=mode), task.heldout), task.labels, fp32_outputs)
+        except Exception as exc:  # a peer's model that ORT cannot run is recorded as such
+            row[mode] = {"error": str(exc).splitlines()[0][:200]}
+    row["structure"] = structure(path)
+    return row
+
+
+def latency(task, fp32: Path, models: dict[str, Path], repeat: int) -> dict:
+    from quant.bench import bench
+
+    names = list(models)
+    out = {}
+    for batch in (1, 16):
+        shapes = {k: [batch] + v for k, v in task.latency_shape.items()}
+        runs = repeat if batch == 1 else max(5, repeat // 3)
+        result = bench(fp32, [models[n] for n in names], runtimes=("ort",), batches=(batch,), threads=2,
+                       repeat=runs, warmup=3, shapes=shapes)
+        fp32_row = next(r for r in result.rows if r.model == "fp32")
+        out[f"fp32_bs{batch}_ms"] = fp32_row.median_ms
+        for name, row in zip(names, [r for r in result.rows if r.model != "fp32"]):
+            out.setdefault(name, {})[f"bs{batch}_ms"] = row.median_ms
+    return out
+
+
+def run_fallback(task, folder: Path, bound) -> dict:
+    import quant
+    from quant.datasets import DataSource
+
+    key, max_drop, higher = bound
+    held, labels = task.heldout, task.labels
+
+    class Held(DataSource):
+        description = f"{len(held)} held-out samples"
+
+        def __len__(self):
+            return len(held)
+
+        @property
+        def keys(self):
+            return list(held[0]) + ["label"]
+
+        def sample(self, index):
+            return dict(held[index], label=np.asarray(labels[index]))
+
+        def column(self, name):
+            return np.asarray(labels) if name == "label" else None
+
+    def metric(outputs, batch_labels):
+        per = [[o[i:i + 1] for o in outputs] for i in range(len(outputs[0]))]
+        value = task.score(per, list(batch_labels), per)[key]
+        return value * len(per), len(per)
+
+    metric.__name__ = key
+    metric.higher_is_better = higher
+    start = time.perf_counter()
+    result, outcome = quant.fallback(task.fp32, folder / "entropy", Held(), metric=metric, max_drop=max_drop,
+                                     batch_size=16)
+    seconds = time.perf_counter() - start
+    keep = [layer["node"] for layer in outcome.float_layers]
+    target = folder.parent / "quant-fallback"
+    if outcome:
+        result.save(target, keep_float=keep)
+    return {"passed": bool(outcome), "float_layers": len(keep), "seconds": seconds, "bound": f"{key} drop <= {max_drop}",
+            "model": str(target / "model.int8.onnx") if outcome else None}
+
+
+# ------------------------------------------------------------------ driver
+def prepare(task, folder: Path) -> tuple[Path, Path]:
+    """The normalized FP32 model every tool gets (opset >= 13, Constant nodes as initializers) and the data."""
+    import onnx
+
+    from quant.core.onnx_model import load_model, normalize
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = folder / "fp32.onnx"
+    onnx.save(normalize(load_model(task.fp32)), str(fp32))
+    calibration = folder / "calibration.npz"
+    np.savez(calibration, **{f"{k}::{i}": v for i, s in enumerate(task.calibration) for k, v in s.items()})
+    return fp32, calibration
+
+
+def main() -> None:
+    import suite_models
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", default=",".join(suite_models.TASKS))
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--memory-cap", type=float, default=12.0, help="GB of RSS after which a run is stopped")
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--repeat", type=int, default=20, help="timed latency runs at batch 1")
+    parser.add_argument("--worker-quant", nargs=3, metavar=("FP32", "CALIBRATION", "OUT"))
+    args = parser.parse_args()
+    if args.worker_quant:
+        quant_worker(*args.worker_quant)
+        return
+
+    from quant.backends.onnxruntime import OrtRunner
+
+    results = {"machine": machine(), "tasks": {}}
+    output = HERE / "results" / "suite.json"
+    for name in args.tasks.split(","):
+        print(f"== {name}", flush=True)
+        task = suite_models.TASKS[name](CACHE / "suite" / "models")
+        folder = CACHE / "suite" / name
+        fp32, calibration = prepare(task, folder)
+        fp32_outputs = outputs_of(OrtRunner(fp32), task.heldout)
+        entry = {"description": task.description, "primary": task.primary, "higher_is_better": task.higher_is_better,
+                 "calibration_samples": len(task.calibration), "heldout_samples": len(task.heldout),
+                 "fp32": task.score(fp32_outputs, task.labels, fp32_outputs), "fp32_structure": structure(fp32),
+                 "tools": {}, "models": {}}
+        models: dict[str, Path] = {}
+        for tool in args.tools.split(","):
+            out = folder / tool
+            python = venv_python(tool)
+            if python is None:
+                entry["tools"][tool] = {"status": "not installed: " + (VENVS / f"{'nncf' if tool == 'nncf' else 'modelopt'}"
+                                                                       ".failed").read_text().strip().splitlines()[-1][:200]}
+                continue
+            if tool == "quant":
+                command = [python, __file__, "--worker-quant", str(fp32), str(calibration), str(out)]
+            else:
+                command = [python, str(HERE / "suite_worker.py"), tool, str(fp32), str(calibration),
+                           str(folder / f"{tool}.onnx")]
+            _clear(out, folder / f"{tool}.onnx")
+            run = run_measured(command, args.memory_cap * 1024, args.timeout)
+            entry["tools"][tool] = run
+            print(tool, json.dumps(run), flush=True)
+            if run["status"] != "ok":
+                continue
+            if tool == "quant":
+                for method in METHODS:
+                    models[f"quant-{method}"] = out / method / "model.int8.onnx"
+                models["quant-entropy/ort-cpu"] = out / "entropy" / "model.ort-cpu.int8.onnx"
+            else:
+                models[tool] = folder / f"{tool}.onnx"
+        for label, path in models.items():
+            entry["models"][label] = evaluate_model(task, path, fp32_outputs)
+            print(label, json.dumps(entry["models"][label]), flush=True)
+        if "quant" in models or any(k.startswith("quant-") for k in models):
+            if name in FALLBACK:
+                fb = run_fallback(task, folder / "quant", FALLBACK[name])
+                entry["fallback"] = fb
+                print("fallback", json.dumps(fb), flush=True)
+                if fb["model"]:
+                    models["quant-entropy+fallback"] = Path(fb["model"])
+                    entry["models"]["quant-entropy+fallback"] = evaluate_model(task, Path(fb["model"]), fp32_outputs)
+        entry["latency"] = latency(task, fp32, models, args.repeat)
+        print("latency", json.dumps(entry["latency"]), flush=True)
+        results["tasks"][name] = entry
+        output.parent.mkdir(exist_ok=True)
+        output.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
+        write_section(results)
+
+
+def _clear(*paths: Path) -> None:
+    import shutil
+
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)
+
+
+def machine() -> dict:
+    import importlib.metadata as md
+
+    info = {"python": platform.python_version(), "cores": os.cpu_count(), "machine": platform.machine()}
+    for package in ("quant", "onnxruntime", "onnx", "numpy"):
+        try:
+            info[package] = md.version(package)
+        except md.PackageNotFoundError:
+            info[package] = None
+    for name, package in (("nncf", "nncf"), ("modelopt", "nvidia-modelopt")):
+        python = VENVS / name / "bin" / "python"
+        if python.exists():
+            done = subprocess.run([str(python), "-c", f"import importlib.metadata as m; print(m.version('{package}'))"],
+                                  capture_output=True, text=True)
+            info[package] = done.stdout.strip() or None
+    return info
+
+
+# ------------------------------------------------------------------ RESULTS.md
+def _fmt(value, digits=2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1 and value != 0 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def best_by_family(entry: dict) -> dict[str, tuple[str, float]]:
+    """Best emulated primary metric per tool family (quant, ort, nncf, modelopt)."""
+    key, higher = entry["primary"], entry["higher_is_better"]
+    best: dict[str, tuple[str, float]] = {}
+    for label, row in entry["models"].items():
+        value = row.get("emulate", {}).get(key)
+        if value is None:
+            continue
+        family = label.split("-")[0].split("+")[0]
+        if family not in best or (value > best[family][1] if higher else value < best[family][1]):
+            best[family] = (label, value)
+    return best
+
+
+def write_section(results: dict) -> None:
+    m = results["machine"]
+    lines = ["## Peer suite on real models (benchmarks/suite.py)", "",
+             f"Machine: {m['cores']} cores ({m['machine']}), Python {m['python']}; quant {m.get('quant')}, onnxruntime "
+             f"{m.get('onnxruntime')}, nncf {m.get('nncf')}, nvidia-modelopt {m.get('nvidia-modelopt')}. Every tool "
+             "gets the same normalized FP32 model (opset >= 13, constants as initializers) and the same calibration "
+             "samples; each runs in its own process (wall time includes its imports; peak RSS of the process tree). "
+             "ORT quantize_static: QDQ, per-channel, symmetric int8, Conv/Gemm/MatMul only (quantizing its default "
+             "op set breaks PP-OCR recognition). NNCF: `nncf.quantize` defaults on the ONNX model. Model Optimizer: "
+             "`python -m modelopt.onnx.quantization --quantize_mode int8` on CPU. quant: all four methods from one "
+             "pass (one wall time for the four, TensorRT form and ort-cpu form both written; quant-entropy/ort-cpu is the "
+             "u8 form for ORT's CPU kernels). INT8 task metrics: `emulated` = exact Q/DQ in float (ORT with graph "
+             "optimizations off, the arithmetic TensorRT performs), `ORT int8` = ONNX Runtime's CPU integer "
+             "kernels. Latency: ORT CPU, 2 threads, median, all models of a task alternating in one run.", ""]
+    for name, entry in results["tasks"].items():
+        key = entry["primary"]
+        arrow = "higher is better" if entry["higher_is_better"] else "lower is better"
+        metrics = list(entry["fp32"])
+        lines += [f"### {name}", "", f"{entry['description']}. {entry['calibration_samples']} calibration, "
+                  f"{entry['heldout_samples']} held-out samples. Primary metric: {key} ({arrow}).", "",
+                  "| tool / method | " + " | ".join(f"{k} emulated" for k in metrics) + " | " +
+                  " | ".join(f"{k} ORT int8" for k in metrics) +
+                  " | calibration s | peak RSS GB | Q / DQ nodes | float weighted ops | ORT ms bs1 | ORT ms bs16 |",
+                  "| --- |" + " --- |" * (2 * len(metrics) + 6)]
+        lat = entry.get("latency", {})
+        lines.append("| FP32 | " + " | ".join(_fmt(entry["fp32"][k]) for k in metrics) + " | " +
+                     " | ".join("-" for _ in metrics) + f" | - | - | 0 / 0 | {entry['fp32_structure']['weighted_ops']} | "
+                     f"{_fmt(lat.get('fp32_bs1_ms'))} | {_fmt(lat.get('fp32_bs16_ms'))} |")
+        for tool, run in entry["tools"].items():
+            labels = [f"quant-{m}" for m in METHODS] + ["quant-entropy/ort-cpu"] if tool == "quant" else [tool]
+            if tool == "quant" and "quant-entropy+fallback" in entry["models"]:
+                labels.append("quant-entropy+fallback")
+            if run.get("status") != "ok":
+                lines.append(f"| {tool} | {run.get('status')} |" + " |" * (2 * len(metrics) + 5))
+                continue
+            for index, label in enumerate(labels):
+                row = entry["models"].get(label, {})
+                emu, kern, st = row.get("emulate", {}), row.get("ort-int8", {}), row.get("structure", {})
+                cost = (f"{run['seconds']:.1f} | {run['peak_rss_mb'] / 1024:.2f}" if index == 0 else
+                        (f"{entry['fallback']['seconds']:.1f} (search) | -" if label.endswith("fallback") else "〃 | 〃"))
+                l = lat.get(label, {})
+                emu_cells = " | ".join(_fmt(emu.get(k)) if "error" not in emu else "error" for k in metrics)
+                kern_cells = " | ".join(_fmt(kern.get(k)) if "error" not in kern else "error" for k in metrics)
+                lines.append(f"| {label} | {emu_cells} | {kern_cells} | {cost} | {st.get('quantize_nodes')} / "
+                             f"{st.get('dequantize_nodes')} | {st.get('float_weighted_ops')} | {_fmt(l.get('bs1_ms'))} | "
+                             f"{_fmt(l.get('bs16_ms'))} |")
+        best = best_by_family(entry)
+        if "quant" in best:
+            q_label, q_value = best["quant"]
+            beaten = [(f, lbl, v) for f, (lbl, v) in best.items() if f != "quant" and
+                      (v > q_value if entry["higher_is_better"] else v < q_value)]
+            verdict = ("at least as accurate as every peer's best" if not beaten else
+                       "behind " + ", ".join(f"{lbl} ({_fmt(v)})" for _, lbl, v in beaten))
+            lines += ["", f"Best emulated {key}: quant {q_label} {_fmt(q_value)}; " +
+                      ", ".join(f"{f} {lbl} {_fmt(v)}" for f, (lbl, v) in best.items() if f != "quant") +
+                      f". quant is {verdict}."]
+        if "fallback" in entry:
+            fb = entry["fallback"]
+            lines.append(f"Fallback on quant-entropy ({fb['bound']}): {'met' if fb['passed'] else 'not met'} with "
+                         f"{fb['float_layers']} layer(s) in float.")
+        lines.append("")
+    text = "\n".join(lines) + "\n"
+    results_md = HERE / "RESULTS.md"
+    existing = results_md.read_text() if results_md.exists() else "# Benchmark results\n"
+    marker = "## Peer suite on real models"
+    if marker in existing:
+        head, rest = existing.split(marker, 1)
+        tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
+        existing = head.rstrip() + "\n\n" + tail.lstrip("\n")
+    results_md.write_text(existing.rstrip() + "\n\n" + text)
+
+
+if __name__ == "__main__":
+    main()
