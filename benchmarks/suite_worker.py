@@ -98,6 +98,10 @@ def main() -> None:
         print(json.dumps({"status": "ok"}))
     except BaseException as exc:  # recorded, not raised: the suite goes on with the next tool
         last = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames and not isinstance(exc, RuntimeError):  # where inside the tool it broke
+            frame = frames[-1]
+            last += f" (in {frame.name}, {Path(frame.filename).parent.name}/{Path(frame.filename).name}:{frame.lineno})"
         traceback.print_exc(file=sys.stderr)
         print(json.dumps({"status": f"failed: {last[:300]}"}))
 
