@@ -218,6 +218,9 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr, sensitivity as run_sensitivity
 
+    if runtime not in SEARCH_RUNTIMES:
+        raise QuantError(f"runtime '{runtime}' cannot be used for sensitivity and fallback",
+                         hint=f"choose from: {', '.join(SEARCH_RUNTIMES)}")
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
     scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better)

@@ -160,3 +160,27 @@ def test_cli_bench_bad_options_exit_2_with_one_line(digits, args, message):
     done = run_cli(["bench", digits["model"], digits["model"], *args])
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_gate_and_sensitivity_run_on_openvino(both, digits):
+    pytest.importorskip("openvino")
+    from quant import pipeline
+
+    _, out = both
+    gated = pipeline.gate(digits["model"], out / "entropy" / "model.int8.onnx", digits["heldout"], metric="top1",
+                          max_drop=1.0, runtime="openvino")
+    assert gated.passed and gated.runtime == "openvino" and gated.int8 > 97.0
+    report = pipeline.sensitivity(digits["model"], out / "entropy", digits["heldout"], metric="agreement",
+                                  runtime="openvino", batch_size=540)
+    nodes = {n.name for n in onnx.load(str(digits["model"])).graph.node if n.op_type in ("Conv", "Gemm")}
+    assert {layer.node for layer in report.layers} == nodes
+    assert report.fp32 == 100.0 and 90.0 < report.all_quantized <= 100.0
+
+
+def test_sensitivity_refuses_a_runtime_it_cannot_search_with(both, digits):
+    from quant import pipeline
+
+    _, out = both
+    with pytest.raises(quant.QuantError, match="cannot be used for sensitivity"):
+        pipeline.sensitivity(digits["model"], out / "entropy", digits["heldout"], metric="agreement",
+                             runtime="tensorrt")
