@@ -350,13 +350,20 @@ def main() -> None:
                 entry["tools"][tool] = {"status": "not installed: " + (VENVS / f"{'nncf' if tool == 'nncf' else 'modelopt'}"
                                                                        ".failed").read_text().strip().splitlines()[-1][:200]}
                 continue
+            _clear(out, folder / f"{tool}.onnx", folder / f"{tool}.input")
+            given = fp32
+            if tool != "quant":  # each peer gets its own copy: a tool that writes next to or into its input
+                (folder / f"{tool}.input").mkdir()  # cannot touch what the others read
+                given = folder / f"{tool}.input" / "fp32.onnx"
+                given.write_bytes(fp32.read_bytes())
             if tool == "quant":
                 command = [python, __file__, "--worker-quant", str(fp32), str(calibration), str(out)]
             else:
-                command = [python, str(HERE / "suite_worker.py"), tool, str(fp32), str(calibration),
+                command = [python, str(HERE / "suite_worker.py"), tool, str(given), str(calibration),
                            str(folder / f"{tool}.onnx")]
-            _clear(out, folder / f"{tool}.onnx")
             run = run_measured(command, args.memory_cap * 1024, args.timeout)
+            if given != fp32 and given.read_bytes() != fp32.read_bytes():
+                run["modified_its_input_model"] = True
             entry["tools"][tool] = run
             print(tool, json.dumps(run), flush=True)
             if run["status"] != "ok":

@@ -149,7 +149,7 @@ class CalibrationResult:
         return {
             "format": "quant-calibration/1",
             "tool": {"name": "quant", "version": __version__, **_versions()},
-            "model": {"path": str(self.model_path) if self.model_path else None, "sha256": self.model_sha256,
+            "model": {"path": str(self.model_path.resolve()) if self.model_path else None, "sha256": self.model_sha256,
                       "opset": opset_version(self.model)},
             "data": self.data,
             "method": method,
@@ -395,6 +395,9 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     model_ref = model if model is not None else manifest["model"]["path"]
     if model_ref is None:
         raise QuantError("the calibration folder does not record the model's path", hint="pass --model FP32_MODEL")
+    if model is None and not Path(model_ref).exists():
+        raise QuantError(f"the FP32 model recorded in '{manifest_path}' ({model_ref}) does not exist any more",
+                         hint="pass --model with its new path (its sha256 is checked)")
     proto, path, digest = prepare_model(model_ref)
     if digest != manifest["model"]["sha256"]:
         raise QuantError(f"the model '{model_ref}' is not the one '{folder}' was calibrated with (sha256 differs)",

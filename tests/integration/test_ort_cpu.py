@@ -184,3 +184,18 @@ def test_sensitivity_refuses_a_runtime_it_cannot_search_with(both, digits):
     with pytest.raises(quant.QuantError, match="cannot be used for sensitivity"):
         pipeline.sensitivity(digits["model"], out / "entropy", digits["heldout"], metric="agreement",
                              runtime="tensorrt")
+
+
+def test_recalibrate_after_the_model_moved_names_the_fix(digits, tmp_path):
+    moved = tmp_path / "model.onnx"
+    moved.write_bytes(digits["model"].read_bytes())
+    quant.calibrate(moved, digits["calibration"], target="all").save(tmp_path / "cal")
+    manifest = json.loads((tmp_path / "cal" / "quant.json").read_text())
+    assert manifest["model"]["path"] == str(moved.resolve())  # absolute: works from any folder
+    moved.rename(tmp_path / "elsewhere.onnx")
+    done = run_cli(["recalibrate", tmp_path / "cal", "--method", "mse", "--output", tmp_path / "new"], cwd=tmp_path)
+    assert done.returncode == 2 and "does not exist any more" in done.stderr and "--model" in done.stderr
+    done = run_cli(["recalibrate", tmp_path / "cal", "--method", "mse", "--output", tmp_path / "new", "--model",
+                    tmp_path / "elsewhere.onnx"])
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "new" / "model.ort-cpu.int8.onnx").exists() and (tmp_path / "new" / "model.int8.onnx").exists()
