@@ -26,6 +26,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 SHAPE = (3, 224, 224)
 TOOLS = ("quant", "ort-minmax", "ort-entropy", "ort-percentile")
+HEADER = "# Benchmark results\n\nRegenerate all of it with `bash benchmarks/run_all.sh` (about 90 minutes here).\n"
 
 
 def sample(index: int) -> np.ndarray:
@@ -145,7 +146,7 @@ def versions() -> dict:
 def write_results(rows: list[dict], meta: dict) -> None:
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "calibration.json").write_text(json.dumps({"machine": meta, "rows": rows}, indent=2) + "\n")
-    lines = ["# Benchmark results", "", "## Calibration cost (benchmarks/calibration.py)", "",
+    lines = ["## Calibration cost (benchmarks/calibration.py)", "",
              f"Machine: {meta['cores']} cores, {meta['cpu']}, Python {meta['python']}; onnxruntime {meta['onnxruntime']}, "
              f"onnx {meta['onnx']}, numpy {meta['numpy']}, quant {meta['quant']}. Memory cap per run: "
              f"{meta['cap_gb']} GB. Synthetic 224x224 images, the same for every tool, each run in its own process; "
@@ -164,13 +165,14 @@ def write_results(rows: list[dict], meta: dict) -> None:
                      f"{row['peak_rss_mb'] / 1024:.2f} | {row['status']} | {ratio} |")
     text = "\n".join(lines) + "\n"
     results = HERE / "RESULTS.md"
-    existing = results.read_text() if results.exists() else ""
+    existing = results.read_text() if results.exists() else HEADER
     marker = "## Calibration cost"
-    if marker in existing:  # keep other sections of RESULTS.md
-        head = existing.split(marker)[0].rstrip().removesuffix("# Benchmark results").rstrip()
-        rest = existing.split(marker, 1)[1]
+    if marker in existing:  # replace this section in place, keep the others
+        head, rest = existing.split(marker, 1)
         tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-        text = (head + "\n\n" if head else "") + text + tail
+        text = head.rstrip() + "\n\n" + text + tail
+    else:
+        text = existing.rstrip() + "\n\n" + text
     results.write_text(text)
 
 
