@@ -26,7 +26,6 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 SHAPE = (3, 224, 224)
 TOOLS = ("quant", "ort-minmax", "ort-entropy", "ort-percentile")
-HEADER = "# Benchmark results\n\nRegenerate all of it with `bash benchmarks/run_all.sh` (about 90 minutes here).\n"
 
 
 def sample(index: int) -> np.ndarray:
@@ -163,17 +162,9 @@ def write_results(rows: list[dict], meta: dict) -> None:
         seconds = f"{row['seconds']:.1f}" if row["status"] == "ok" else "-"
         lines.append(f"| {row['model']} | {row['images']} | {row['tool']} | {seconds} | "
                      f"{row['peak_rss_mb'] / 1024:.2f} | {row['status']} | {ratio} |")
-    text = "\n".join(lines) + "\n"
-    results = HERE / "RESULTS.md"
-    existing = results.read_text() if results.exists() else HEADER
-    marker = "## Calibration cost"
-    if marker in existing:  # replace this section in place, keep the others
-        head, rest = existing.split(marker, 1)
-        tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-        text = head.rstrip() + "\n\n" + text + tail
-    else:
-        text = existing.rstrip() + "\n\n" + text
-    results.write_text(text)
+    from results_md import write_section
+
+    write_section("## Calibration cost", "\n".join(lines))
 
 
 def main() -> None:

@@ -152,15 +152,9 @@ def write_section(out: dict) -> None:
               "| path | " + " | ".join(out["digits"]) + " |", "| --- |" + " --- |" * len(out["digits"])]
     for label in labels:
         lines.append(f"| {label} | " + " | ".join(f"{v[label]['top1'] * 100:.2f}%" for v in out["digits"].values()) + " |")
-    text = "\n".join(lines) + "\n"
-    results = HERE / "RESULTS.md"
-    existing = results.read_text() if results.exists() else "# Benchmark results\n"
-    marker = "## CPU deployment"
-    if marker in existing:
-        head, rest = existing.split(marker, 1)
-        tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-        existing = head.rstrip() + "\n\n" + tail.lstrip("\n")
-    results.write_text(existing.rstrip() + "\n\n" + text)
+    from results_md import write_section as replace
+
+    replace("## CPU deployment", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -124,16 +124,9 @@ def write_section(summary: dict, method: str, max_drop: float) -> None:
               + ", ".join(f"`{l['node']}`" for l in fb["float_layers"]) + ".",
               f"Naive search on the same model: keeping the first N layers in float needs N = {naive['first_n']}, "
               f"the last N needs N = {naive['last_n']} (None = never).", ""]
-    results = HERE / "RESULTS.md"
-    text = results.read_text() if results.exists() else "# Benchmark results\n"
-    marker = "## PP-OCRv4 recognition"
-    if marker in text:
-        head, rest = text.split(marker, 1)
-        tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-        text = head.rstrip() + "\n\n" + "\n".join(lines) + tail
-    else:
-        text = text.rstrip() + "\n\n" + "\n".join(lines)
-    results.write_text(text.rstrip() + "\n")
+    from results_md import write_section as replace
+
+    replace("## PP-OCRv4 recognition", "\n".join(lines))
 
 
 if __name__ == "__main__":

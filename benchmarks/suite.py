@@ -136,25 +136,9 @@ def _kill_tree(pid: int) -> None:
 # ------------------------------------------------------------------ quant worker (this interpreter)
 def quant_worker(fp32: str, calibration: str, out: str) -> None:
     import quant
-    from quant.datasets import DataSource
     from suite_worker import samples
 
-    items = samples(calibration)
-
-    class Items(DataSource):
-        description = f"{len(items)} calibration samples"
-
-        def __len__(self):
-            return len(items)
-
-        @property
-        def keys(self):
-            return list(items[0])
-
-        def sample(self, index):
-            return items[index]
-
-    result = quant.calibrate(fp32, Items(), methods=METHODS, target="all")
+    result = quant.calibrate(fp32, list_source(samples(calibration)), methods=METHODS, target="all")
     result.save(out)
     print(json.dumps({"status": "ok"}))
 
@@ -214,26 +198,9 @@ def latency(task, fp32: Path, models: dict[str, Path], repeat: int) -> dict:
 
 def run_fallback(task, fp32: Path, folder: Path, method: str, bound) -> dict:
     import quant
-    from quant.datasets import DataSource
 
     key, max_drop, higher = bound
-    held, labels = task.heldout, task.labels
-
-    class Held(DataSource):
-        description = f"{len(held)} held-out samples"
-
-        def __len__(self):
-            return len(held)
-
-        @property
-        def keys(self):
-            return list(held[0]) + ["label"]
-
-        def sample(self, index):
-            return dict(held[index], label=np.asarray(labels[index]))
-
-        def column(self, name):
-            return np.asarray(labels) if name == "label" else None
+    held = list_source(task.heldout, task.labels)
 
     if key == "map_iou":
         from quant.eval.scoring import Metric
@@ -248,7 +215,7 @@ def run_fallback(task, fp32: Path, folder: Path, method: str, bound) -> dict:
 
         metric = MapIoU(name="map_iou", unit="%")
         start = time.perf_counter()
-        result, outcome = quant.fallback(fp32, folder / method, Held() if labels else _unlabelled_source(held),
+        result, outcome = quant.fallback(fp32, folder / method, held,
                                          metric=metric, max_drop=max_drop, batch_size=8)
         return _fallback_summary(result, outcome, folder, method, key, max_drop, time.perf_counter() - start)
 
@@ -264,28 +231,35 @@ def run_fallback(task, fp32: Path, folder: Path, method: str, bound) -> dict:
     metric.__name__ = key
     metric.higher_is_better = higher
     start = time.perf_counter()
-    result, outcome = quant.fallback(fp32, folder / method, Held(), metric=metric, max_drop=max_drop,
+    result, outcome = quant.fallback(fp32, folder / method, held, metric=metric, max_drop=max_drop,
                                      batch_size=16)
     return _fallback_summary(result, outcome, folder, method, key, max_drop, time.perf_counter() - start)
 
 
-def _unlabelled_source(held):
+def list_source(samples: list[dict], labels: list | None = None):
+    """In-memory samples (and labels, as a 'label' column) as a quant data source."""
     from quant.datasets import DataSource
 
-    class Unlabelled(DataSource):
-        description = f"{len(held)} held-out samples"
+    class ListSource(DataSource):
+        description = f"{len(samples)} samples"
 
         def __len__(self):
-            return len(held)
+            return len(samples)
 
         @property
         def keys(self):
-            return list(held[0])
+            return list(samples[0]) + (["label"] if labels is not None else [])
 
         def sample(self, index):
-            return held[index]
+            item = dict(samples[index])
+            if labels is not None:
+                item["label"] = np.asarray(labels[index])
+            return item
 
-    return Unlabelled()
+        def column(self, name):
+            return np.asarray(labels) if name == "label" and labels is not None else None
+
+    return ListSource()
 
 
 def _fallback_summary(result, outcome, folder: Path, method: str, key: str, max_drop: float, seconds: float) -> dict:
@@ -330,8 +304,10 @@ def main() -> None:
 
     from quant.backends.onnxruntime import OrtRunner
 
-    results = {"machine": machine(), "tasks": {}}
     output = HERE / "results" / "suite.json"
+    results = {"machine": machine(), "tasks": {}}
+    if output.exists():  # a run over some tasks replaces those and keeps the others
+        results["tasks"] = json.loads(output.read_text()).get("tasks", {})
     for name in args.tasks.split(","):
         print(f"== {name}", flush=True)
         task = suite_models.TASKS[name](CACHE / "suite" / "models")
@@ -544,15 +520,9 @@ def write_section(results: dict) -> None:
                          f"({fb['bound']}): {'met' if fb['passed'] else 'not met'} with {fb['float_layers']} layer(s) "
                          f"in float, {fb['evaluations']} evaluations, {fb['seconds']:.0f} s.")
         lines.append("")
-    text = "\n".join(lines) + "\n"
-    results_md = HERE / "RESULTS.md"
-    existing = results_md.read_text() if results_md.exists() else "# Benchmark results\n"
-    marker = "## Peer suite on real models"
-    if marker in existing:
-        head, rest = existing.split(marker, 1)
-        tail = rest[rest.find("\n## "):] if "\n## " in rest else ""
-        existing = head.rstrip() + "\n\n" + tail.lstrip("\n")
-    results_md.write_text(existing.rstrip() + "\n\n" + text)
+    from results_md import write_section as replace
+
+    replace("## Peer suite on real models", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Latency and throughput of FP32 and INT8 models on CPU runtimes, measured side by side.
 
 Runs of the models alternate (FP32, INT8 a, INT8 b, FP32, ...) so that a slow spell of a shared machine
-hits every model alike; each figure is the median over the timed runs after warm-up.
+hits every model alike; each figure is the median over the timed runs after warm-up. ONNX Runtime's
+threads do not spin between runs (session.intra_op.allow_spinning = 0), for every model alike.
 """
 from __future__ import annotations
 
@@ -78,7 +79,10 @@ def _runner(path, runtime: str, threads: int | None):
     if runtime == "ort":
         from quant.backends.onnxruntime import OrtRunner
 
-        return OrtRunner(path, mode="fp32", threads=threads)  # all optimizations: Q/DQ fused where ORT can
+        # All optimizations (Q/DQ fused where ORT can). No spinning: with several sessions alive and runs
+        # alternating, idle threads busy-waiting after one model's run slow the next model down (measured here:
+        # ResNet-18 FP32 at batch 1 took 48-63 ms with spinning threads around, 13-16 ms without).
+        return OrtRunner(path, mode="fp32", threads=threads, spin=False)
     if runtime == "openvino":
         from quant.backends.openvino import OpenVinoRunner
 

@@ -28,15 +28,7 @@ def build_qdq_model(model, plan: QuantPlan, activation_amax: dict[str, float],
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
-    taken = {t for node in graph.node for t in list(node.input) + list(node.output)}
-    taken |= {init.name for init in graph.initializer} | {v.name for v in graph.input}
-
-    def fresh(name: str) -> str:
-        candidate, suffix = name, 1
-        while candidate in taken:
-            candidate, suffix = f"{name}_{suffix}", suffix + 1
-        taken.add(candidate)
-        return candidate
+    fresh = name_allocator(graph)
 
     # Which (node, input index) pairs are rewired to which tensor's DQ output.
     rewire: dict[tuple[str, int], str] = {}
@@ -83,6 +75,21 @@ def build_qdq_model(model, plan: QuantPlan, activation_amax: dict[str, float],
     del graph.node[:]
     graph.node.extend(new_nodes)
     return out
+
+
+def name_allocator(graph):
+    """``fresh(name)``: ``name``, or ``name_1``, ``name_2`` ... whichever no tensor or node of ``graph`` uses yet."""
+    taken = {t for node in graph.node for t in list(node.input) + list(node.output)}
+    taken |= {init.name for init in graph.initializer} | {v.name for v in graph.input} | {n.name for n in graph.node}
+
+    def fresh(name: str) -> str:
+        candidate, suffix = name, 1
+        while candidate in taken:
+            candidate, suffix = f"{name}_{suffix}", suffix + 1
+        taken.add(candidate)
+        return candidate
+
+    return fresh
 
 
 def _input_index(model, node_name: str, tensor: str) -> int:

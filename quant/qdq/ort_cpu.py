@@ -27,6 +27,7 @@ import numpy as np
 
 from quant.core.lazy import require
 from quant.core.onnx_model import initializers
+from quant.qdq.insert import name_allocator
 from quant.qdq.placement import QuantPlan, _float_tensors
 
 # Ops ORT runs on u8 data when their inputs come through DQ and their output goes to Q.
@@ -229,15 +230,7 @@ def build_ort_cpu_model(model, plan: OrtCpuPlan, ranges: dict[str, tuple[float, 
     out.CopyFrom(model)
     graph = out.graph
     constants = initializers(out)
-    taken = {t for node in graph.node for t in list(node.input) + list(node.output)}
-    taken |= {init.name for init in graph.initializer} | {v.name for v in graph.input}
-
-    def fresh(name: str) -> str:
-        candidate, suffix = name, 1
-        while candidate in taken:
-            candidate, suffix = f"{name}_{suffix}", suffix + 1
-        taken.add(candidate)
-        return candidate
+    fresh = name_allocator(graph)
 
     params = {t: u8_params(*ranges[src]) for t, src in plan.pairs.items()}
     levels = weight_levels(reduce_range)
