@@ -53,3 +53,34 @@ def no_weighted_ops(path):
     graph = helper.make_graph(nodes, "relu_only", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])])
     return _save(graph, path)
+
+
+def pooled_residual(path, seed=0):
+    """x [N, 3, 16, 16] -> Conv -> Relu -> MaxPool -> Conv -> Add(skip) -> Relu -> Sigmoid -> Conv -> GAP -> Flatten -> Gemm.
+
+    Exercises the ort-cpu placement: a folded ReLU, a pass-through MaxPool, a residual Add with a folded
+    ReLU after it, and an op without an integer kernel (Sigmoid) in the middle.
+    """
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.4, "w1"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "b1"),
+             numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2, "w2"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "b2"),
+             numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32) * 0.3, "w3"),
+             numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "wfc"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "bfc")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("MaxPool", ["r1"], ["m1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["m1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c2", "m1"], ["s"], name="add"),
+             helper.make_node("Relu", ["s"], ["r2"], name="relu2"),
+             helper.make_node("Sigmoid", ["r2"], ["g"], name="gate"),
+             helper.make_node("Conv", ["g", "w3"], ["c3"], name="conv3"),
+             helper.make_node("GlobalAveragePool", ["c3"], ["p"], name="gap"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "wfc", "bfc"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "pooled_residual",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    return _save(graph, path)

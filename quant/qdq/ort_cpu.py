@@ -132,18 +132,15 @@ def _root(tensor: str, source: dict[str, str]) -> str:
 
 
 def _bias(node, constants, weight) -> str | None:
+    """The constant 1-D bias of a Conv, or of a Gemm whose weight is B, one value per output channel."""
     if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or not node.input[2]:
+        return None
+    if node.input[1] != weight.tensor:  # Gemm with a constant A: the bias runs along another axis
         return None
     bias = node.input[2]
     if bias not in constants or tuple(constants[bias].dims) != (weight.channels,):
         return None
-    if node.op_type == "Gemm" and weight.axis != 0 and _gemm_attr(node, "transB"):
-        return None
     return bias
-
-
-def _gemm_attr(node, name: str) -> int:
-    return next((a.i for a in node.attribute if a.name == name), 0)
 
 
 def u8_params(low: float, high: float, amax: float) -> tuple[np.float32, np.uint8]:
