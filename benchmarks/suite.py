@@ -160,10 +160,11 @@ def structure(path: Path) -> dict:
         node = producers.get(tensor)
         return node is not None and node.op_type == "DequantizeLinear"
 
-    float_layers = sum(1 for node in weighted if not all(from_dq(t) for t in node.input[:2]))
+    float_names = [node.name for node in weighted if not all(from_dq(t) for t in node.input[:2])]
+    float_layers = len(float_names)
     return {"quantize_nodes": sum(n.op_type == "QuantizeLinear" for n in model.graph.node),
             "dequantize_nodes": sum(n.op_type == "DequantizeLinear" for n in model.graph.node),
-            "weighted_ops": len(weighted), "float_weighted_ops": float_layers}
+            "weighted_ops": len(weighted), "float_weighted_ops": float_layers, "float_names": float_names}
 
 
 def evaluate_model(task, path: Path, fp32_outputs) -> dict:
@@ -234,6 +235,38 @@ def run_fallback(task, fp32: Path, folder: Path, method: str, bound) -> dict:
     result, outcome = quant.fallback(fp32, folder / method, held, metric=metric, max_drop=max_drop,
                                      batch_size=16)
     return _fallback_summary(result, outcome, folder, method, key, max_drop, time.perf_counter() - start)
+
+
+def same_float_layers(entry: dict, fp32: Path, folder: Path, task) -> dict[str, Path]:
+    """For each peer ahead of quant's best method: quant's best method with the layers that peer keeps in float.
+
+    Tells apart a better range from a different precision choice (e.g. a final classifier left in float).
+    """
+    import quant
+
+    key, higher = entry["primary"], entry["higher_is_better"]
+    ranked = {m: entry["models"][f"quant-{m}"]["emulate"].get(key) for m in METHODS if f"quant-{m}" in entry["models"]}
+    ranked = {m: v for m, v in ranked.items() if v is not None}
+    if not ranked:
+        return {}
+    method = (max if higher else min)(ranked, key=lambda m: ranked[m])
+    out = {}
+    for label, row in list(entry["models"].items()):
+        if label.startswith("quant") or "emulate" not in row or row["emulate"].get(key) is None:
+            continue
+        value = row["emulate"][key]
+        if not (value > ranked[method] if higher else value < ranked[method]):
+            continue
+        result = quant.load_calibration(folder / "quant" / method, model=fp32)
+        layers = {layer.node for layer in result.plan.layers}
+        keep = [name for name in row["structure"]["float_names"] if name in layers]
+        if not keep or len(keep) != len(row["structure"]["float_names"]):
+            continue  # names differ (the peer got the published file): no like-for-like model
+        target = folder / f"quant-{method}-as-{label}"
+        _clear(target)
+        result.save(target, keep_float=keep)
+        out[f"quant-{method} (float as {label})"] = target / "model.int8.onnx"
+    return out
 
 
 def list_source(samples: list[dict], labels: list | None = None):
@@ -351,12 +384,18 @@ def main() -> None:
             if tool == "quant":
                 for method in METHODS:
                     models[f"quant-{method}"] = out / method / "model.int8.onnx"
-                models["quant-entropy/ort-cpu"] = out / "entropy" / "model.ort-cpu.int8.onnx"
             else:
                 models[tool] = folder / f"{tool}.onnx"
         for label, path in models.items():
             entry["models"][label] = evaluate_model(task, path, fp32_outputs)
             print(label, json.dumps(entry["models"][label]), flush=True)
+        ranked = {m: entry["models"][f"quant-{m}"]["emulate"].get(task.primary) for m in METHODS
+                  if f"quant-{m}" in entry["models"]}
+        if ranked:  # the ort-cpu form (u8, for ORT's CPU kernels) of quant's best method
+            best = (max if task.higher_is_better else min)(ranked, key=lambda m: ranked[m])
+            models[f"quant-{best}/ort-cpu"] = folder / "quant" / best / "model.ort-cpu.int8.onnx"
+            entry["models"][f"quant-{best}/ort-cpu"] = evaluate_model(task, models[f"quant-{best}/ort-cpu"],
+                                                                      fp32_outputs)
         if "quant" in models or any(k.startswith("quant-") for k in models):
             if name in FALLBACK:  # from quant's best method (TensorRT form)
                 ranked = {m: entry["models"][f"quant-{m}"]["emulate"].get(task.primary) for m in METHODS
@@ -368,6 +407,10 @@ def main() -> None:
                 if fb["model"]:
                     models["quant+fallback"] = Path(fb["model"])
                     entry["models"]["quant+fallback"] = evaluate_model(task, Path(fb["model"]), fp32_outputs)
+        for label, path in same_float_layers(entry, fp32, folder, task).items():
+            models[label] = path
+            entry["models"][label] = evaluate_model(task, path, fp32_outputs)
+            print(label, json.dumps(entry["models"][label]), flush=True)
         entry["latency"] = latency(task, fp32, models, args.repeat)
         print("latency", json.dumps(entry["latency"]), flush=True)
         results["tasks"][name] = entry
@@ -436,7 +479,7 @@ def best_by_family(entry: dict) -> dict[str, tuple[str, float]]:
 def verdict(entry: dict) -> str:
     """quant's best method (all layers INT8) against each peer's best, in words, with the reason where behind."""
     key, higher = entry["primary"], entry["higher_is_better"]
-    best = best_by_family({**entry, "models": {k: v for k, v in entry["models"].items() if k != "quant+fallback"}})
+    best = best_by_family({**entry, "models": {k: v for k, v in entry["models"].items() if k != "quant+fallback" and " (float as " not in k}})
     if "quant" not in best:
         return "quant produced no model here."
     q_label, q_value = best["quant"]
@@ -457,6 +500,10 @@ def verdict(entry: dict) -> str:
     reason = "; ".join(f"{label} is ahead ({_fmt(value)}) and keeps {floats} weighted ops in float"
                        for label, value, floats in behind)
     text += f"quant's best method is NOT the most accurate here: {reason}."
+    for label, row in entry["models"].items():
+        if " (float as " in label:
+            text += (f" With the same layers in float as {label.split(' (float as ')[1].rstrip(')')}, "
+                     f"{label.split(' (')[0]} reaches {_fmt(row['emulate'].get(key))}.")
     if fb is not None:
         count = entry.get("fallback", {}).get("float_layers")
         ahead = all(not better(value, fb) for _, value, _ in behind)
@@ -477,8 +524,8 @@ def write_section(results: dict) -> None:
              "ORT quantize_static: QDQ, per-channel, symmetric int8, Conv/Gemm/MatMul only (quantizing its default "
              "op set breaks PP-OCR recognition). NNCF: `nncf.quantize` defaults on the ONNX model. Model Optimizer: "
              "`python -m modelopt.onnx.quantization --quantize_mode int8` on CPU. quant: all four methods from one "
-             "pass (one wall time for the four, TensorRT form and ort-cpu form both written; quant-entropy/ort-cpu is the "
-             "u8 form for ORT's CPU kernels). INT8 task metrics: `emulated` = exact Q/DQ in float (ORT with graph "
+             "pass (one wall time for the four, TensorRT form and ort-cpu form both written; quant-<best>/ort-cpu is the "
+             "u8 form for ORT's CPU kernels of the best method). INT8 task metrics: `emulated` = exact Q/DQ in float (ORT with graph "
              "optimizations off, the arithmetic TensorRT performs), `ORT int8` = ONNX Runtime's CPU integer "
              "kernels. Latency: ORT CPU, 2 threads, median, all models of a task alternating in one run.", ""]
     for name, entry in results["tasks"].items():
@@ -496,9 +543,12 @@ def write_section(results: dict) -> None:
                      " | ".join("-" for _ in metrics) + f" | - | - | 0 / 0 | {entry['fp32_structure']['weighted_ops']} | "
                      f"{_fmt(lat.get('fp32_bs1_ms'))} | {_fmt(lat.get('fp32_bs16_ms'))} |")
         for tool, run in entry["tools"].items():
-            labels = [f"quant-{m}" for m in METHODS] + ["quant-entropy/ort-cpu"] if tool == "quant" else [tool]
+            labels = ([f"quant-{m}" for m in METHODS] + [k for k in entry["models"] if k.endswith("/ort-cpu")]
+                      if tool == "quant" else [tool])
             if tool == "quant" and "quant+fallback" in entry["models"]:
                 labels.append("quant+fallback")
+            if tool == "quant":
+                labels += [k for k in entry["models"] if " (float as " in k]
             if run.get("status") != "ok":
                 lines.append(f"| {tool} | {run.get('status')} |" + " |" * (2 * len(metrics) + 5))
                 continue
@@ -506,7 +556,8 @@ def write_section(results: dict) -> None:
                 row = entry["models"].get(label, {})
                 emu, kern, st = row.get("emulate", {}), row.get("ort-int8", {}), row.get("structure", {})
                 cost = (f"{run['seconds']:.1f} | {run['peak_rss_mb'] / 1024:.2f}" if index == 0 else
-                        (f"{entry['fallback']['seconds']:.1f} (search) | -" if label.endswith("fallback") else "〃 | 〃"))
+                        (f"{entry['fallback']['seconds']:.1f} (search) | -" if label.endswith("fallback") else
+                         "- | -" if " (float as " in label else "〃 | 〃"))
                 l = lat.get(label, {})
                 emu_cells = " | ".join(_fmt(emu.get(k)) if "error" not in emu else "error" for k in metrics)
                 kern_cells = " | ".join(_fmt(kern.get(k)) if "error" not in kern else "error" for k in metrics)
