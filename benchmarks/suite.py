@@ -41,6 +41,13 @@ FALLBACK = {  # task -> (metric key of the task's score, bound on its drop, high
     "ppocr-det": ("map_iou", 5.0, True),  # against FP32's own map: uses the cached FP32 outputs
 }
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+NOTES = {  # what was checked by hand where quant is behind (kept with the generated text)
+    "ppocr-det": "Checked by hand: Model Optimizer max's activation amax equal quant minmax's on all 68 tensors both "
+                 "quantize, so its lead comes from elsewhere (it also puts Q/DQ on Add, Mul, GlobalAveragePool and "
+                 "Resize inputs and its weight scales differ in shape); not explained yet. NNCF applies its fast "
+                 "bias correction, which quant does not have; giving quant NNCF's 21 float layers does not close "
+                 "the gap (80.38), so that is the likelier cause.",
+}
 
 
 # ------------------------------------------------------------------ environments
@@ -330,7 +337,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--repeat", type=int, default=20, help="timed latency runs at batch 1")
     parser.add_argument("--worker-quant", nargs=3, metavar=("FP32", "CALIBRATION", "OUT"))
+    parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results/suite.json")
     args = parser.parse_args()
+    if args.report_only:
+        write_section(json.loads((HERE / "results" / "suite.json").read_text()))
+        return
     if args.worker_quant:
         quant_worker(*args.worker_quant)
         return
@@ -477,9 +488,11 @@ def best_by_family(entry: dict) -> dict[str, tuple[str, float]]:
 
 
 def verdict(entry: dict) -> str:
-    """quant's best method (all layers INT8) against each peer's best, in words, with the reason where behind."""
+    """quant's best method (TensorRT form) against each peer's best, in words, with the reason where behind."""
     key, higher = entry["primary"], entry["higher_is_better"]
-    best = best_by_family({**entry, "models": {k: v for k, v in entry["models"].items() if k != "quant+fallback" and " (float as " not in k}})
+    methods = {k: v for k, v in entry["models"].items() if k in {f"quant-{m}" for m in METHODS}}
+    best = best_by_family({**entry, "models": {k: v for k, v in entry["models"].items()
+                                               if not k.startswith("quant") or k in methods}})
     if "quant" not in best:
         return "quant produced no model here."
     q_label, q_value = best["quant"]
@@ -492,23 +505,27 @@ def verdict(entry: dict) -> str:
         parts.append(f"{label} {_fmt(value)} ({floats} weighted ops left in float)")
         if better(value, q_value):
             behind.append((label, value, floats))
-    text = (f"Best emulated {key}: quant {q_label} {_fmt(q_value)} (every weighted op INT8 but those quant's "
-            f"placement leaves out); peers' best: {', '.join(parts) or 'none ran'}. ")
+    text = (f"Best emulated {key}, TensorRT form: quant {q_label} {_fmt(q_value)}; peers' best: "
+            f"{', '.join(parts) or 'none ran'}. ")
     if not behind:
-        return text + "quant's best method is at least as accurate as every peer's best."
-    fb = entry["models"].get("quant+fallback", {}).get("emulate", {}).get(key)
-    reason = "; ".join(f"{label} is ahead ({_fmt(value)}) and keeps {floats} weighted ops in float"
-                       for label, value, floats in behind)
-    text += f"quant's best method is NOT the most accurate here: {reason}."
+        text += "quant's best method is at least as accurate as every peer's best."
+    else:
+        reason = "; ".join(f"{label} is ahead ({_fmt(value)}) with {floats} weighted ops in float"
+                           for label, value, floats in behind)
+        text += f"quant's best method is NOT the most accurate here: {reason}."
+        for label, row in entry["models"].items():
+            if " (float as " in label:
+                text += (f" With the same layers in float as {label.split(' (float as ')[1].rstrip(')')}, "
+                         f"{label.split(' (')[0]} reaches {_fmt(row['emulate'].get(key))}.")
+        fb = entry["models"].get("quant+fallback", {}).get("emulate", {}).get(key)
+        if fb is not None:
+            count = entry.get("fallback", {}).get("float_layers")
+            ahead = all(not better(value, fb) for _, value, _ in behind)
+            text += (f" With its automatic fallback quant reaches {_fmt(fb)} with {count} layer(s) in float"
+                     f"{', ahead of all of them' if ahead else ', still behind'}.")
     for label, row in entry["models"].items():
-        if " (float as " in label:
-            text += (f" With the same layers in float as {label.split(' (float as ')[1].rstrip(')')}, "
-                     f"{label.split(' (')[0]} reaches {_fmt(row['emulate'].get(key))}.")
-    if fb is not None:
-        count = entry.get("fallback", {}).get("float_layers")
-        ahead = all(not better(value, fb) for _, value, _ in behind)
-        text += (f" With its automatic fallback quant reaches {_fmt(fb)} with {count} layer(s) in float"
-                 f"{', as accurate as or better than all of them' if ahead else ', still behind'}.")
+        if label.endswith("/ort-cpu") and row.get("emulate", {}).get(key) is not None:
+            text += f" quant's u8 CPU form ({label}) scores {_fmt(row['emulate'][key])}."
     return text
 
 
@@ -564,7 +581,7 @@ def write_section(results: dict) -> None:
                 lines.append(f"| {label} | {emu_cells} | {kern_cells} | {cost} | {st.get('quantize_nodes')} / "
                              f"{st.get('dequantize_nodes')} | {st.get('float_weighted_ops')} | {_fmt(l.get('bs1_ms'))} | "
                              f"{_fmt(l.get('bs16_ms'))} |")
-        lines += ["", verdict(entry)]
+        lines += ["", verdict(entry) + (f" {NOTES[name]}" if name in NOTES else "")]
         if "fallback" in entry:
             fb = entry["fallback"]
             lines.append(f"quant+fallback: the automatic mixed-precision fallback from quant-{fb['method']} "
