@@ -43,10 +43,10 @@ FALLBACK = {  # task -> (metric key of the task's score, bound on its drop, high
 WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 NOTES = {  # what was checked by hand where quant is behind (kept with the generated text)
     "ppocr-det": "Checked by hand: Model Optimizer max's activation amax equal quant minmax's on all 68 tensors both "
-                 "quantize, so its lead comes from elsewhere (it also puts Q/DQ on Add, Mul, GlobalAveragePool and "
-                 "Resize inputs and its weight scales differ in shape); not explained yet. NNCF applies its fast "
-                 "bias correction, which quant does not have; giving quant NNCF's 21 float layers does not close "
-                 "the gap (80.38), so that is the likelier cause.",
+                 "quantize, and its weights are per-tensor (quant's per output channel), yet it scores higher; it also "
+                 "puts Q/DQ on Add, Mul, GlobalAveragePool and Resize inputs. Not explained yet. NNCF applies its fast "
+                 "bias correction, which quant does not have; giving quant NNCF's 21 float layers does not close the "
+                 "gap (80.38), so bias correction is the likelier cause there.",
 }
 
 
