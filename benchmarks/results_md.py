@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-HEADER = "# Benchmark results\n\nRegenerate all of it with `bash benchmarks/run_all.sh` (about 90 minutes here).\n"
+HEADER = "# Benchmark results\n\nRegenerate all of it with `bash benchmarks/run_all.sh` (about an hour here).\n"
 
 
 def write_section(marker: str, text: str, path: Path = RESULTS) -> None:

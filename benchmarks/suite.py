@@ -2,7 +2,7 @@
 
     apt-get install fortunes fonts-dejavu-core        # text for the PP-OCR data (Debian packages)
     pip install -e '.[dev]' torch==2.13.0 scikit-image   # torch exports MTCNN; scikit-image ships lfw_subset
-    python benchmarks/suite.py                          # about 45-60 minutes here, the first time longer
+    python benchmarks/suite.py                          # about 20 minutes here, the first time ~5 more
 
 One command: it makes the peers' virtual environments under benchmarks/.cache/venvs (NNCF; Model
 Optimizer with the CPU torch wheel) unless they exist, prepares every model and data set under
