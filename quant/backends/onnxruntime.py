@@ -21,6 +21,13 @@ MODES = {
 
 INTEGER_OPS = {"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat",
                "QGemm", "QLinearAdd", "DynamicQuantizeMatMul", "QLinearGlobalAveragePool"}
+
+
+def is_integer_kernel(op_type: str) -> bool:
+    """Whether an op of ORT's optimized graph computes on integers (any QLinear* op included)."""
+    return op_type in INTEGER_OPS or op_type.startswith("QLinear")
+
+
 FLOAT_WEIGHTED_OPS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul", "ConvTranspose"}
 
 
@@ -66,7 +73,7 @@ class OrtRunner:
 
     def integer_kernel_note(self) -> str:
         """Which ops ORT ran with integer kernels after its Q/DQ fusion (ort-int8 mode only)."""
-        integer = {op: n for op, n in sorted(self.optimized_ops.items()) if op in INTEGER_OPS}
+        integer = {op: n for op, n in sorted(self.optimized_ops.items()) if is_integer_kernel(op)}
         floating = {op: n for op, n in sorted(self.optimized_ops.items()) if op in FLOAT_WEIGHTED_OPS}
         left = {op: n for op, n in sorted(self.optimized_ops.items()) if op in ("QuantizeLinear", "DequantizeLinear")}
         return (f"ORT's optimized graph: integer kernels {integer or 'none'}; float weighted ops {floating or 'none'}; "

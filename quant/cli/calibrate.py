@@ -68,14 +68,8 @@ def run(args) -> int:
            f"weighted ops left in float: {len(plan.excluded)}")
     if len(result.methods) > 1:
         stdout(_comparison(result))
-    files = []
-    if "tensorrt" in config.targets:
-        files += ["model.int8.onnx", "calibration.cache"]
-    if "ort-cpu" in config.targets:
-        files += ["model.ort-cpu.int8.onnx"]
-    files += ["quant.json", "histograms.npz"]
     for method, folder in zip(result.methods, folders):
-        stdout(f"{method}: {folder}/{', '.join(files)}")
+        stdout(f"{method}: {folder}/{', '.join(result.files())}")
     if "ort-cpu" in config.targets:
         _ort_cpu_lines(result, folders)
     return 0

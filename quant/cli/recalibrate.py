@@ -31,8 +31,6 @@ def run(args) -> int:
     folder = Path(args.folder)
     output = args.output or str(folder.parent / f"{folder.name}-{'-'.join(methods)}")
     folders = result.save(output, protect=(folder,))
-    files = (["model.int8.onnx", "calibration.cache"] if "tensorrt" in result.config.targets else []) + \
-        (["model.ort-cpu.int8.onnx"] if "ort-cpu" in result.config.targets else []) + ["quant.json", "histograms.npz"]
     for method, out in zip(result.methods, folders):
-        stdout(f"{method}: {out}/{', '.join(files)}")
+        stdout(f"{method}: {out}/{', '.join(result.files())}")
     return 0

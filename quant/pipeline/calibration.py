@@ -81,7 +81,7 @@ class CalibrationResult:
         """Run the ort-cpu model with ORT's integer kernels and exactly emulated, on a few calibration samples."""
         if not self.validation_feeds:
             return {"validated": False, "why": "no calibration samples at hand (recalibrated from histograms)"}
-        from quant.backends.onnxruntime import OrtRunner
+        from quant.backends.onnxruntime import OrtRunner, is_integer_kernel
         from quant.eval.metrics import sqnr_db
 
         kernels = OrtRunner(model, mode="ort-int8")
@@ -92,7 +92,7 @@ class CalibrationResult:
             a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
             outputs[name] = {"sqnr_db_ort_kernels_vs_emulated":
                              round(sqnr_db(float(np.sum(b * b)), float(np.sum((a - b) ** 2))), 2)}
-        integer = {op: n for op, n in kernels.optimized_ops.items() if op.startswith("QLinear") or op in ("QGemm",)}
+        integer = {op: n for op, n in kernels.optimized_ops.items() if is_integer_kernel(op)}
         worst = min(v["sqnr_db_ort_kernels_vs_emulated"] for v in outputs.values())
         return {"validated": True, "samples": int(next(iter(self.validation_feeds.values())).shape[0]),
                 "outputs": outputs, "integer_kernels": integer, "agrees": bool(worst >= MIN_KERNEL_SQNR_DB),
@@ -167,6 +167,12 @@ class CalibrationResult:
             "residual_adds": [r for r in self.plan.residuals if r["node"] in residual_adds],
             "unquantized": unquantized,
         }
+
+    def files(self) -> list[str]:
+        """The files ``save`` writes into each method's folder (besides ``extra_files``)."""
+        files = [TRT_MODEL, "calibration.cache"] if "tensorrt" in self.config.targets else []
+        files += [ORT_CPU_MODEL] if "ort-cpu" in self.config.targets else []
+        return files + ["quant.json", "histograms.npz"]
 
     def _targets_manifest(self, method: str, keep_float: Sequence[str]) -> dict:
         out = {}

@@ -122,10 +122,8 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     from quant.backends.onnxruntime import OrtRunner
     from quant.eval import compare
 
-    if runtime not in RUNTIMES:
-        raise QuantError(f"unknown INT8 runtime '{runtime}'", hint=f"choose from: {', '.join(RUNTIMES)}")
     fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
-    candidate = int8_runner(int8_model, runtime)
+    candidate = int8_runner(int8_model, runtime)  # checks the runtime name
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
     reference = OrtRunner(fp32_proto, mode="fp32")
     bar = _bar(len(held.indices), "evaluating") if progress else None
@@ -192,14 +190,18 @@ def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | N
 SEARCH_RUNTIMES = ("emulate", "ort-int8", "openvino")
 
 
+def _check_search_runtime(runtime: str) -> None:
+    if runtime not in SEARCH_RUNTIMES:
+        raise QuantError(f"runtime '{runtime}' cannot be used for sensitivity and fallback",
+                         hint=f"choose from: {', '.join(SEARCH_RUNTIMES)}")
+
+
 def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "emulate"):
     """``make(keep_float) -> runner`` of the Q/DQ model with those layers in float (one session alive).
 
     ``runtime``: emulate (exact Q/DQ in float, TensorRT's arithmetic), ort-int8 or openvino.
     """
-    if runtime not in SEARCH_RUNTIMES:
-        raise QuantError(f"runtime '{runtime}' cannot be used for sensitivity and fallback",
-                         hint=f"choose from: {', '.join(SEARCH_RUNTIMES)}")
+    _check_search_runtime(runtime)
     cache: dict[frozenset, object] = {}
 
     def make(keep_float: frozenset):
@@ -218,9 +220,7 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr, sensitivity as run_sensitivity
 
-    if runtime not in SEARCH_RUNTIMES:
-        raise QuantError(f"runtime '{runtime}' cannot be used for sensitivity and fallback",
-                         hint=f"choose from: {', '.join(SEARCH_RUNTIMES)}")
+    _check_search_runtime(runtime)
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
     scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better)

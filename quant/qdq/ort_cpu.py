@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from quant.core.lazy import require
-from quant.core.onnx_model import initializers
+from quant.core.onnx_model import initializers, to_array
 from quant.qdq.insert import name_allocator
 from quant.qdq.placement import QuantPlan, _float_tensors
 
@@ -252,7 +252,7 @@ def build_ort_cpu_model(model, plan: OrtCpuPlan, ranges: dict[str, tuple[float, 
     top: list = []
     for weight, (node_name, axis) in plan.weights.items():
         scale = weight_scales[weight]
-        values = _array(constants[weight])
+        values = to_array(constants[weight])
         shape = [1] * values.ndim
         shape[axis] = -1
         quantized = np.clip(np.round(values / scale.reshape(shape)), -levels, levels).astype(np.int8)
@@ -267,7 +267,7 @@ def build_ort_cpu_model(model, plan: OrtCpuPlan, ranges: dict[str, tuple[float, 
         x_scale = np.float64(params[plan.rewired.get(activation, activation)][0])
         scale = (x_scale * weight_scales[weight].astype(np.float64)).astype(np.float32)
         safe = np.where(scale > 0, scale.astype(np.float64), 1.0)
-        values = np.clip(np.round(_array(constants[bias]).astype(np.float64) / safe), -2**31, 2**31 - 1).astype(np.int32)
+        values = np.clip(np.round(to_array(constants[bias]).astype(np.float64) / safe), -2**31, 2**31 - 1).astype(np.int32)
         q_name, s_name, z_name = fresh(f"{bias}_quantized"), fresh(f"{bias}_scale"), fresh(f"{bias}_zero_point")
         graph.initializer.extend([numpy_helper.from_array(values, q_name), numpy_helper.from_array(scale, s_name),
                                   numpy_helper.from_array(np.zeros(scale.shape, np.int32), z_name)])
@@ -300,9 +300,3 @@ def build_ort_cpu_model(model, plan: OrtCpuPlan, ranges: dict[str, tuple[float, 
     del graph.initializer[:]
     graph.initializer.extend(keep)
     return out
-
-
-def _array(tensor) -> np.ndarray:
-    from quant.core.onnx_model import to_array
-
-    return to_array(tensor)
