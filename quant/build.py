@@ -9,14 +9,14 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from quant.backends import tensorrt as trt_backend
 from quant.core.errors import QuantError
-from quant.core.io import dumps, write_file_atomic
+from quant.core.io import dumps, temp_file_beside, write_file_atomic
+from quant.core.ownership import read_manifest, register
 from quant.core.onnx_model import file_hash, input_specs, load_model
 from quant.qdq.cache import read_cache
 
@@ -110,7 +110,7 @@ def build(target: str | Path, output: str | Path, shapes: Sequence[str] = (), wo
 
 def _run_trtexec(plan: BuildPlan, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.tmp-", dir=output.parent)
+    fd, tmp = temp_file_beside(output)  # the umask decides the engine's mode, as for a plain open()
     os.close(fd)
     command = [arg if not arg.startswith("--saveEngine=") else f"--saveEngine={tmp}" for arg in plan.command]
     log = output.with_name(output.name + ".log")
@@ -122,6 +122,8 @@ def _run_trtexec(plan: BuildPlan, output: Path) -> None:
             raise QuantError(f"trtexec failed (exit {proc.returncode}): {(errors or ['no error line'])[-1].strip()}",
                              hint=f"the full log is in {log}")
         os.replace(tmp, output)
+        if read_manifest(output.parent) is not None:  # keep a calibration folder provably quant's
+            register(output)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

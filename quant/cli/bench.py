@@ -1,7 +1,7 @@
 """quant bench: latency and throughput of FP32 and INT8 models on CPU runtimes, side by side."""
 from __future__ import annotations
 
-from quant.cli.common import stdout
+from quant.cli.common import add_force_option, input_files, stdout
 
 
 def register(subparsers) -> None:
@@ -22,6 +22,7 @@ def register(subparsers) -> None:
                         help="full shape of an input with dynamic dimensions besides the batch (repeatable)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--output-json", metavar="FILE", help="also write the results as JSON (atomically)")
+    add_force_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -54,12 +55,15 @@ def _shapes(items: list[str]) -> dict[str, list[int]]:
 
 def run(args) -> int:
     from quant.bench import bench
-    from quant.core.io import dumps, write_file_atomic
+    from quant.core.io import check_output_file, dumps, json_output, write_file_atomic, writing
 
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
+    if args.output_json:  # fail fast, before the measurements
+        check_output_file(args.output_json, input_files(args.fp32_model, *args.int8_models), args.force, "--output-json")
     result = bench(args.fp32_model, args.int8_models, runtimes=runtimes, batches=_ints(args.batch, "--batch"),
                    threads=args.threads, repeat=args.repeat, warmup=args.warmup, shapes=_shapes(args.shape))
     if args.output_json:
-        write_file_atomic(args.output_json, dumps(result.to_json()))
+        with writing(force=args.force):
+            write_file_atomic(args.output_json, json_output(result.to_json()))
     stdout(dumps(result.to_json()) if args.json else result.format_text())
     return 0

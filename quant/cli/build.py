@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import shlex
 
-from quant.cli.common import stdout
+from quant.cli.common import add_force_option, input_files, stdout
 
 
 def register(subparsers) -> None:
@@ -21,14 +21,18 @@ def register(subparsers) -> None:
     parser.add_argument("--implicit", action="store_true",
                         help="TensorRT <= 10 only: build the FP32 model with INT8 and the calibration.cache "
                              "(legacy implicit quantization); refused on TensorRT 11")
+    add_force_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     from quant.build import build
+    from quant.core.io import check_output_file, writing
 
-    plan = build(args.target, args.output, shapes=args.shapes, workspace_mib=args.workspace, implicit=args.implicit,
-                 max_batch=args.max_batch)
+    check_output_file(args.output, input_files(args.target), args.force, "--output")
+    with writing(force=args.force):
+        plan = build(args.target, args.output, shapes=args.shapes, workspace_mib=args.workspace,
+                     implicit=args.implicit, max_batch=args.max_batch)
     stdout(f"built {args.output} with TensorRT {'.'.join(map(str, plan.version))} ({plan.via})")
     if plan.via == "trtexec":
         stdout(f"command: {shlex.join(plan.command)}")

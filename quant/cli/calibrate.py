@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import add_data_options, input_map_from_args, preprocess_from_args, stdout
+from quant.cli.common import add_data_options, input_files, input_map_from_args, preprocess_from_args, stdout
 from quant.core.config import METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS
 
 
@@ -54,10 +54,11 @@ def run(args) -> int:
     preprocess = preprocess_from_args(args)
     from quant.core.io import check_output_dir
 
-    check_output_dir(args.output, protect=(Path(args.model), Path(args.data)))  # fail fast, before the pass
+    inputs = input_files(args.model, args.data, args.preprocess)
+    check_output_dir(args.output, protect=tuple(inputs))  # fail fast, before the pass
     result = calibrate(args.model, args.data, config, input_map=input_map_from_args(args), preprocess=preprocess,
                        split=args.split, progress=True)
-    folders = result.save(args.output, protect=(Path(args.data),))
+    folders = result.save(args.output, protect=tuple(inputs))
     if args.json:
         stdout(dumps({"outputs": {m: str(f) for m, f in zip(result.methods, folders)}, **result.summary()}))
         return 0

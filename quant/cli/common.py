@@ -92,3 +92,44 @@ def stdout(text: str = "") -> None:
 
 def stderr(text: str = "") -> None:
     sys.stderr.write(text + "\n")
+
+
+def add_force_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite existing output files that quant cannot prove it wrote (never an input)")
+
+
+def input_files(*paths) -> list[Path]:
+    """The inputs a command reads, for the output checks: the paths given (that exist) and, for ONNX
+    models, their external data files."""
+    out = []
+    for path in paths:
+        if path is None or not isinstance(path, (str, Path)) or not str(path):
+            continue
+        path = Path(path)
+        try:
+            if not path.exists():
+                continue
+        except (OSError, ValueError):  # a symlink loop, a NUL byte: reported when the input is read
+            continue
+        out.append(path)
+        if path.suffix == ".onnx" and path.is_file():
+            out += _external_data_files(path)
+    return out
+
+
+def _external_data_files(model: Path) -> list[Path]:
+    try:
+        import onnx
+
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # not readable: the command itself reports that
+        return []
+    from quant.core.onnx_model import _external_tensors
+
+    files = set()
+    for tensor in _external_tensors(proto):
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if location and "\0" not in location:
+            files.add(model.parent / location)
+    return sorted(files)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from quant.cli.common import add_data_options, stdout, stderr
+from quant.cli.common import add_data_options, input_files, stdout, stderr
 from quant.cli.gate import add_metric_options, data_options
 
 
@@ -26,12 +26,13 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from quant.core.errors import QuantError
-    from quant.core.io import check_output_dir, dumps
+    from quant.core.io import check_output_dir, json_output
     from quant.pipeline import fallback
 
     if args.max_drop is None and args.min_value is None:
         raise QuantError("fallback needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
-    check_output_dir(args.output, protect=(Path(args.fp32_model), Path(args.data), Path(args.calibration)))
+    inputs = tuple(input_files(args.fp32_model, args.data, args.calibration, args.labels, args.preprocess))
+    check_output_dir(args.output, protect=inputs)  # fail fast, before the search
     ranking = None
     sensitivity_file = Path(args.calibration) / "sensitivity.json"
     if sensitivity_file.exists():  # a ranking computed by 'quant sensitivity' for the same metric is reused
@@ -47,7 +48,7 @@ def run(args) -> int:
         stderr(f"No set of float layers met the bound ({outcome.criterion}); nothing was written.")
         return 1
     keep = [layer["node"] for layer in outcome.float_layers]
-    result.save(args.output, protect=(Path(args.data),), keep_float=keep,
-                extra_files={"fallback.json": dumps(outcome.to_json())})
+    result.save(args.output, protect=inputs, keep_float=keep,
+                extra_files={"fallback.json": json_output(outcome.to_json())})
     stdout(f"wrote {args.output}/model.int8.onnx with {len(keep)} layer(s) in float: {', '.join(keep) or 'none'}")
     return 0

@@ -1,7 +1,8 @@
 """quant gate: the release check. Exit 0 when INT8 is within the bound, 1 when not, 2 on bad input."""
 from __future__ import annotations
 
-from quant.cli.common import add_data_options, input_map_from_args, preprocess_from_args, stdout
+from quant.cli.common import (add_data_options, add_force_option, input_files, input_map_from_args,
+                              preprocess_from_args, stdout)
 
 
 def add_metric_options(parser, with_bound: bool = True) -> None:
@@ -34,22 +35,43 @@ def register(subparsers) -> None:
     parser.add_argument("--runtime", default="emulate", choices=["emulate", "ort-int8", "openvino", "tensorrt"])
     parser.add_argument("--json-out", metavar="FILE", help="write the result as JSON")
     parser.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per metric)")
+    add_force_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     from quant.core.errors import QuantError
-    from quant.core.io import dumps, write_file_atomic
+    from quant.core.io import json_output, write_file_atomic, writing, xml_output
     from quant.pipeline import gate
 
     if args.max_drop is None and args.min_value is None:
         raise QuantError("the gate needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
+    check_output_files(args, {"--json-out": args.json_out, "--junit": args.junit},
+                       (args.fp32_model, args.int8_model, args.data, args.labels, args.preprocess))
     result = gate(args.fp32_model, args.int8_model, args.data, metric=args.metric, max_drop=args.max_drop,
                   relative=args.relative, min_value=args.min_value, labels=args.labels, runtime=args.runtime,
                   lower_is_better=args.lower_is_better, **data_options(args))
-    if args.json_out:
-        write_file_atomic(args.json_out, dumps(result.to_json()))
-    if args.junit:
-        write_file_atomic(args.junit, result.to_junit())
+    with writing(force=args.force):
+        if args.json_out:
+            write_file_atomic(args.json_out, json_output(result.to_json()))
+        if args.junit:
+            write_file_atomic(args.junit, xml_output(result.to_junit()))
     stdout(result.format_text())
     return 0 if result else 1
+
+
+def check_output_files(args, outputs: dict, inputs) -> None:
+    """Fail fast, before the evaluation: each output may be written, and no two name the same file."""
+    import os
+
+    from quant.core.errors import QuantError
+    from quant.core.io import check_output_file
+
+    given = {flag: path for flag, path in outputs.items() if path}
+    seen = {}
+    for flag, path in given.items():
+        real = os.path.realpath(path) if "\0" not in str(path) else str(path)
+        if real in seen:
+            raise QuantError(f"{seen[real]} and {flag} name the same file '{path}'", hint="give each output its own path")
+        seen[real] = flag
+        check_output_file(path, input_files(*inputs), args.force, flag)

@@ -25,6 +25,8 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     signal.signal(signal.SIGTERM, _terminate)
+    if hasattr(signal, "SIGHUP"):  # a closed terminal or ssh session: clean up as for SIGTERM
+        signal.signal(signal.SIGHUP, _terminate)
     try:
         args = parser.parse_args(argv)
         if not getattr(args, "command", None):
@@ -39,6 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         stderr("Interrupted: nothing was written.")
         return 130
+    except OSError as exc:  # the safety net: the common cases already have their own message
+        from quant.core.oserrors import os_error
+
+        error = os_error(exc, "access", exc.filename if exc.filename is not None else "?")
+        stderr(f"Error: {error.message}")
+        stderr(f"Hint: {error.hint}")
+        return 2
+    except ValueError as exc:
+        if "null byte" not in str(exc):
+            raise
+        stderr(f"Error: a path contains a NUL byte ({exc})")
+        stderr("Hint: paths cannot contain NUL bytes")
+        return 2
 
 
 def _terminate(signum, frame) -> None:
