@@ -15,8 +15,8 @@ def test_calibrate_then_eval_prints_fp32_and_int8_top1(digits, tmp_path):
     proc = run_cli(["calibrate", digits["model"], "--data", digits["calibration"], "--method", "entropy",
                     "--output", out])
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["calibration.cache", "histograms.npz", "model.int8.onnx",
-                                                     "quant.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".quant-manifest.json", "calibration.cache", "histograms.npz",
+                                                     "model.int8.onnx", "quant.json"]
     proc = run_cli(["eval", digits["model"], out / "model.int8.onnx", "--data", digits["heldout"],
                     "--output-json", tmp_path / "eval.json"])
     assert proc.returncode == 0, proc.stderr
@@ -33,7 +33,8 @@ def test_several_methods_write_one_folder_each_and_recalibrate(digits, tmp_path)
     proc = run_cli(["calibrate", digits["model"], "--data", digits["calibration"], "--method", "entropy,percentile,mse,minmax",
                     "--output", out, "--batch-size", "7"])
     assert proc.returncode == 0, proc.stderr
-    assert {p.name for p in out.iterdir()} == {"entropy", "percentile", "mse", "minmax", "summary.json"}
+    assert {p.name for p in out.iterdir()} == {"entropy", "percentile", "mse", "minmax", "summary.json",
+                                               ".quant-manifest.json"}
     assert "absmax" in proc.stdout  # the comparison table
     proc = run_cli(["recalibrate", out / "entropy", "--method", "mse", "--output", tmp_path / "re"])
     assert proc.returncode == 0, proc.stderr
