@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from quant.cli.common import add_force_option, input_files, stdout
 
@@ -29,7 +30,9 @@ def run(args) -> int:
     from quant.build import build
     from quant.core.io import check_output_file, writing
 
-    check_output_file(args.output, input_files(args.target), args.force, "--output")
+    target = Path(args.target)
+    reads = [target / n for n in ("model.int8.onnx", "calibration.cache", "quant.json")] if target.is_dir() else [target]
+    check_output_file(args.output, input_files(*reads), args.force, "--output")  # never over what the build reads
     with writing(force=args.force):
         plan = build(args.target, args.output, shapes=args.shapes, workspace_mib=args.workspace,
                      implicit=args.implicit, max_batch=args.max_batch)

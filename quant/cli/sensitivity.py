@@ -28,7 +28,7 @@ def run(args) -> int:
     from quant.pipeline import sensitivity
 
     out = Path(args.output or args.calibration)
-    inputs = input_files(args.fp32_model, args.calibration, args.data, args.labels, args.preprocess)
+    inputs = input_files(args.fp32_model, args.data, args.labels, args.preprocess)  # (it writes into --calibration)
     for name in ("sensitivity.json", "sensitivity.csv"):  # fail fast, before the evaluations
         check_output_file(out / name, inputs, args.force)
     report = sensitivity(args.fp32_model, args.calibration, args.data, metric=args.metric, labels=args.labels,

@@ -205,7 +205,9 @@ def remove_stale_staging(parent: str | Path) -> list[str]:
     uid = os.getuid() if hasattr(os, "getuid") else None
     with os.scandir(parent) as entries:
         for entry in entries:
-            if not entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            if not entry.name.startswith(".") or (".tmp-" not in entry.name and ".old-" not in entry.name):
+                continue
+            if not entry.is_dir(follow_symlinks=False):
                 continue
             if uid is not None and entry.stat(follow_symlinks=False).st_uid != uid:
                 continue
