@@ -58,11 +58,11 @@ def run(args) -> int:
     from quant.core.io import check_output_file, dumps, json_output, write_file_atomic, writing
 
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
-    if args.output_json:  # fail fast, before the measurements
+    if args.output_json is not None:  # fail fast, before the measurements
         check_output_file(args.output_json, input_files(args.fp32_model, *args.int8_models), args.force, "--output-json")
     result = bench(args.fp32_model, args.int8_models, runtimes=runtimes, batches=_ints(args.batch, "--batch"),
                    threads=args.threads, repeat=args.repeat, warmup=args.warmup, shapes=_shapes(args.shape))
-    if args.output_json:
+    if args.output_json is not None:
         with writing(force=args.force):
             write_file_atomic(args.output_json, json_output(result.to_json()))
     stdout(dumps(result.to_json()) if args.json else result.format_text())

@@ -35,7 +35,7 @@ def run(args) -> int:
         topk = tuple(int(k) for k in args.topk.split(","))
     except ValueError:
         raise QuantError(f"--topk takes comma-separated integers, got '{args.topk}'", hint="e.g. --topk 1,5") from None
-    if args.output_json:  # fail fast, before the evaluation
+    if args.output_json is not None:  # fail fast, before the evaluation
         check_output_file(args.output_json, input_files(args.fp32_model, args.int8_model, args.data, args.labels,
                                                         args.preprocess), args.force, "--output-json")
     report = evaluate(args.fp32_model, args.int8_model, args.data, labels=args.labels, runtime=args.runtime,
@@ -43,7 +43,7 @@ def run(args) -> int:
                       input_map=input_map_from_args(args), preprocess=preprocess_from_args(args), split=args.split,
                       topk=topk, progress=True)
     text = dumps(report.to_json())
-    if args.output_json:
+    if args.output_json is not None:
         with writing(force=args.force):
             write_file_atomic(args.output_json, json_output(report.to_json()))
     stdout(text.rstrip() if args.json else report.format_text())

@@ -52,9 +52,9 @@ def run(args) -> int:
                   relative=args.relative, min_value=args.min_value, labels=args.labels, runtime=args.runtime,
                   lower_is_better=args.lower_is_better, **data_options(args))
     with writing(force=args.force):
-        if args.json_out:
+        if args.json_out is not None:
             write_file_atomic(args.json_out, json_output(result.to_json()))
-        if args.junit:
+        if args.junit is not None:
             write_file_atomic(args.junit, xml_output(result.to_junit()))
     stdout(result.format_text())
     return 0 if result else 1
@@ -67,7 +67,7 @@ def check_output_files(args, outputs: dict, inputs) -> None:
     from quant.core.errors import QuantError
     from quant.core.io import check_output_file
 
-    given = {flag: path for flag, path in outputs.items() if path}
+    given = {flag: path for flag, path in outputs.items() if path is not None}
     seen = {}
     for flag, path in given.items():
         real = os.path.realpath(path) if "\0" not in str(path) else str(path)

@@ -70,6 +70,13 @@ def _check_parent(path: Path, shown) -> None:
     if not existing.is_dir():
         raise QuantError(f"cannot write to the output folder '{shown}': '{existing}' is not a folder",
                          hint="choose a folder you can write to (--output)")
+    try:
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        read_only = False
+    if read_only:
+        raise QuantError(f"cannot write to the output folder '{shown}': '{existing}' is on a read-only file system",
+                         hint="choose an output on a writable file system")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise QuantError(f"cannot write to the output folder '{shown}': '{existing}' is not a writable folder",
                          hint="choose a folder you can write to (--output)")
@@ -97,6 +104,8 @@ def check_output_dir(path: str | Path, protect: tuple[Path, ...] = ()) -> None:
     the inputs: none may lie inside ``path``, and ``path`` may not lie inside an input folder.
     """
     check_path_text(path, "output folder")
+    if not str(path):
+        raise QuantError("the output folder is an empty path", hint="name a folder, e.g. --output out")
     info = _stat(path, "output folder")
     target = os.path.realpath(path)
     for item in protect:
@@ -228,6 +237,8 @@ def check_output_file(path: str | Path, inputs=(), force: bool | None = None, wh
     """
     force = _POLICY.get().force if force is None else force
     check_path_text(path, what)
+    if not str(path):
+        raise QuantError(f"{what} is an empty path", hint="name a file, e.g. result.json")
     info = _stat(path, what)
     for item in inputs:
         if item is None:

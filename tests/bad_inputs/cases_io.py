@@ -238,6 +238,14 @@ def nul_in_external_data_location(d: Path):
     return ["calibrate", d / "nul.onnx", "--data", CALIBRATION, "--output", d / "out"]
 
 
+def empty_output_folder(d: Path):
+    return ["calibrate", MODEL, "--data", CALIBRATION, "--output", ""]
+
+
+def empty_output_json(d: Path):
+    return ["eval", MODEL, MODEL, "--data", HELDOUT, "--output-json", ""]
+
+
 CASES = [
     Case("io_rerun_with_user_files", rerun_with_user_files, "which was not written by quant"),
     Case("io_forged_quant_json", forged_quant_json, "which was not written by quant"),
@@ -269,4 +277,6 @@ CASES = [
     Case("io_eloop_output_json", eval_json_symlink_loop, "symlink loop"),
     Case("io_eloop_output_folder", output_folder_symlink_loop, "symlink loop"),
     Case("io_nul_in_external_data_location", nul_in_external_data_location, "NUL byte"),
+    Case("io_empty_output_folder", empty_output_folder, "empty path"),
+    Case("io_empty_output_json", empty_output_json, "empty path"),
 ]

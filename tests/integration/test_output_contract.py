@@ -295,6 +295,40 @@ def test_sighup_mid_save_exits_130_and_leaves_nothing(digits, tmp_path):
 
 
 @pytest.fixture
+def tmpfs(tmp_path):
+    """Mount a small tmpfs (needs root and mount(8); skipped elsewhere): real ENOSPC, EROFS, mount points."""
+    import shutil
+
+    mounted = []
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+
+    def mount(name, options):
+        path = tmp_path / name
+        path.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+        if proc.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+        mounted.append(path)
+        return path
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def test_real_full_disk_read_only_disk_and_mount_point(digits, tmp_path, tmpfs):
+    full, read_only = tmpfs("full", "size=64k"), tmpfs("ro", "size=64k,ro")
+    proc = run_cli(["calibrate", digits["model"], "--data", digits["calibration"], "--output", full / "out"])
+    one_error(proc.stderr, "no space left on the device")
+    assert list(full.iterdir()) == []  # the staging folder is gone with its half-written files
+    proc = run_cli(["eval", digits["model"], digits["model"], "--data", digits["heldout"], "--num-samples", "20",
+                    "--output-json", read_only / "eval.json"])
+    one_error(proc.stderr, "read-only file system")
+    proc = run_cli(["calibrate", digits["model"], "--data", digits["calibration"], "--output", full])
+    one_error(proc.stderr, "is a mount point")
+
+
+@pytest.fixture
 def in_process(monkeypatch, capsys):
     """Run `quant ARGS` in this process (so OS calls can be made to fail); returns (exit code, stderr)."""
     from quant.cli.main import main
