@@ -92,3 +92,15 @@ def stdout(text: str = "") -> None:
 
 def stderr(text: str = "") -> None:
     sys.stderr.write(text + "\n")
+
+
+def print_warnings(result, keep_float=()) -> None:
+    """stderr lines for tensors whose scale is a guess or was raised (also in each quant.json, under warnings)."""
+    from quant.pipeline.checks import warning_lines
+
+    seen = set()
+    for method in result.methods:
+        for line in warning_lines(result.warnings(method, keep_float)):
+            if line not in seen:
+                seen.add(line)
+                stderr(line)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import stdout
+from quant.cli.common import print_warnings, stdout
 from quant.core.config import METHODS, REDUCE_RANGE, TARGETS
 
 
@@ -31,6 +31,7 @@ def run(args) -> int:
     folder = Path(args.folder)
     output = args.output or str(folder.parent / f"{folder.name}-{'-'.join(methods)}")
     folders = result.save(output, protect=(folder,))
+    print_warnings(result)
     for method, out in zip(result.methods, folders):
         stdout(f"{method}: {out}/{', '.join(result.files())}")
     return 0

@@ -19,9 +19,10 @@ from quant.core.io import atomic_output_dir, dumps
 from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, try_serialize, with_outputs
 from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select
 from quant.qdq import QuantPlan, build_qdq_model, format_cache, plan_qdq, scale_from_amax
-from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, trt_version_number
+from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, check_cache_names, trt_version_number
 from quant.qdq.ort_cpu import OrtCpuPlan, build_ort_cpu_model, default_reduce_range, plan_ort_cpu
 from quant.qdq.placement import weight_array
+from quant.pipeline.checks import check_ranges, check_weights, range_warnings
 
 TRT_MODEL = "model.int8.onnx"
 ORT_CPU_MODEL = "model.ort-cpu.int8.onnx"
@@ -166,7 +167,18 @@ class CalibrationResult:
             "layers": [entry for entry in self.plan.to_json()["layers"] if entry["node"] in layers],
             "residual_adds": [r for r in self.plan.residuals if r["node"] in residual_adds],
             "unquantized": unquantized,
+            "warnings": self.warnings(method, keep_float),
         }
+
+    def warnings(self, method: str | None = None, keep_float: Sequence[str] = ()) -> list[dict]:
+        """Tensors whose scale is a guess (all zeros, no values) or was raised to a normal float32 (see checks)."""
+        method = self._method(method)
+        tensors = self.quantized_tensors(keep_float)
+        amax = {t: v for t, v in self.activation_amax[method].items() if t in tensors}
+        layers = {layer.node for layer in self.plan.layers} - set(keep_float)
+        weights = {l.weight.tensor: self.weight_amax[l.weight.tensor] for l in self.plan.layers
+                   if l.weight is not None and l.node in layers}
+        return range_warnings(self.histograms, amax, weights)
 
     def files(self) -> list[str]:
         """The files ``save`` writes into each method's folder (besides ``extra_files``)."""
@@ -219,7 +231,8 @@ class CalibrationResult:
                     save_model(self.qdq_model(method, keep_float), folder / TRT_MODEL, self.config.external_data)
                     tensors = self.quantized_tensors(keep_float)
                     cache_amax = {t: v for t, v in self.activation_amax[method].items() if t in tensors}
-                    (folder / "calibration.cache").write_text(format_cache(cache_amax, method, self.config.trt_version))
+                    (folder / "calibration.cache").write_bytes(
+                        format_cache(cache_amax, method, self.config.trt_version).encode("utf-8"))
                 if "ort-cpu" in self.config.targets:
                     model = self.ort_cpu_model(method, keep_float)
                     manifest["targets"]["ort-cpu"]["validation"] = self.validate_ort_cpu(model)
@@ -309,6 +322,9 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if not plan.layers:
         raise QuantError("nothing to quantize: the model has no Conv, ConvTranspose, Gemm or MatMul with a "
                          "quantizable input", hint="quant inserts Q/DQ only around these ops; see --exclude")
+    check_weights(proto, plan)
+    if "tensorrt" in config.targets:
+        check_cache_names(plan.activations)  # before the pass, not after it
     source = open_source(data, preprocess, split)
     inputs = input_specs(proto)
     exclude_keys = [k for k in LABEL_KEYS if k in source.keys and k not in {s.name for s in inputs}]
@@ -381,6 +397,7 @@ def compute_ranges(result: CalibrationResult) -> None:
     result.weight_amax = {tensor: weight_amax(weight_array(result.model, spec), spec.axis, config.weight_method,
                                               bins=config.bins, **weight_params)
                           for tensor, spec in result.plan.weights.items()}
+    check_ranges(result.activation_amax, result.weight_amax)
 
 
 def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=None, **overrides) -> CalibrationResult:
@@ -413,6 +430,7 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     config = old.replace(methods=methods, **overrides)
     plan = plan_qdq(proto, exclude=set(config.exclude))
+    check_weights(proto, plan)
     tensors = needed_tensors(proto, plan, config)
     missing = [t for t in tensors if t not in histograms]
     if missing:
