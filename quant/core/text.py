@@ -20,3 +20,13 @@ def printable(text: str, limit: int | None = None) -> str:
     if not any(is_unsafe_char(c) for c in text):
         return text
     return "".join(ascii(c)[1:-1] if is_unsafe_char(c) else c for c in text)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_field(text) -> str:
+    """A CSV text field a spreadsheet cannot run as a formula: a leading apostrophe before '=', '+', '-', '@',
+    tab or CR (OWASP), control characters as escapes (one record per line). Quoting is the csv module's job."""
+    text = printable(str(text))
+    return "'" + text if text.startswith(_FORMULA_START) else text
