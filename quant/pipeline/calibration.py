@@ -15,6 +15,7 @@ from quant.calibrators import get as get_calibrator, weight_amax
 from quant.core.config import CalibrationConfig
 from quant.core.errors import QuantError
 from quant.core.histogram import Histogram, load_histograms, save_histograms
+from quant.core.histogram_file import histogram_names
 from quant.core.io import atomic_output_dir, dumps
 from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, try_serialize, with_outputs
 from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select
@@ -414,7 +415,8 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         old = CalibrationConfig.from_json(manifest["config"])
     except (ValueError, KeyError) as exc:
         raise QuantError(f"'{manifest_path}' is damaged: {exc}", hint="recalibrate from the model") from None
-    histograms = load_histograms(folder / "histograms.npz")
+    histogram_file = folder / "histograms.npz"
+    stored = set(histogram_names(histogram_file))  # only the names: the arrays are read once the model says which
     model_ref = model if model is not None else manifest["model"]["path"]
     if model_ref is None:
         raise QuantError("the calibration folder does not record the model's path", hint="pass --model FP32_MODEL")
@@ -432,13 +434,14 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     plan = plan_qdq(proto, exclude=set(config.exclude))
     check_weights(proto, plan)
     tensors = needed_tensors(proto, plan, config)
-    missing = [t for t in tensors if t not in histograms]
+    missing = [t for t in tensors if t not in stored]
     if missing:
         hint = ("the folder was collected for --target tensorrt: calibrate again with --target ort-cpu or all"
                 if config.target != old.target else
                 "the folder was made for another model or other exclusions; calibrate again")
         raise QuantError(f"histograms.npz lacks tensors {missing[:3]} that the model needs", hint=hint)
-    result = CalibrationResult(proto, path, digest, plan, {t: histograms[t] for t in tensors}, config,
+    histograms = load_histograms(histogram_file, names=tensors, bins=old.bins)
+    result = CalibrationResult(proto, path, digest, plan, histograms, config,
                                dict(manifest.get("data", {}), recalibrated_from=str(folder)))
     compute_ranges(result)
     return result

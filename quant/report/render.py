@@ -43,7 +43,9 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
         raise QuantError(f"'{folder}' is not a quant calibration folder (no quant.json)",
                          hint="pass one method's folder written by 'quant calibrate' or 'quant fallback'")
     out = Path(output or folder)
-    histograms = load_histograms(folder / "histograms.npz")
+    bins = (manifest.get("config") or {}).get("bins")
+    histograms = load_histograms(folder / "histograms.npz", names=list(manifest.get("activations", {})),
+                                 bins=bins if isinstance(bins, int) else None)
     sections: list[tuple[str, str, list[tuple[str, bytes]]]] = []  # (title, markdown body, [(png name, bytes)])
 
     model = manifest["model"]
