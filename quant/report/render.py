@@ -51,8 +51,8 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
     model = manifest["model"]
     body = [f"- model: {md_code(model['path'])} (sha256 {md_code(str(model['sha256'])[:16] + '...')}, "
             f"opset {md_text(model['opset'])})",
-            f"- data: {md_text(manifest['data'].get('source'))}, {md_text(manifest['data'].get('samples'))} samples",
-            f"- method: **{md_text(manifest['method'])}** {md_text(manifest.get('parameters', {}))}",
+            f"- data: {md_code(manifest['data'].get('source'))}, {md_text(manifest['data'].get('samples'))} samples",
+            f"- method: **{md_text(manifest['method'])}** {md_code(manifest.get('parameters', {}))}",
             f"- quantized layers: {len(manifest['layers'])}, residual Adds: {len(manifest['residual_adds'])}, "
             f"nodes without Q/DQ: {len(manifest['unquantized'])}"]
     floats = [u for u in manifest["unquantized"] if "fallback" in u["reason"]]
