@@ -86,12 +86,19 @@ def existing_file(path: str, what: str) -> Path:
     return p
 
 
+def _terminal(text: str) -> str:
+    """Lines as printed: a name's control characters (ESC, CR, NUL, ...) shown as escapes, never sent to the terminal."""
+    from quant.core.text import printable
+
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def stdout(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(_terminal(text) + "\n")
 
 
 def stderr(text: str = "") -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(_terminal(text) + "\n")
 
 
 def print_warnings(result, keep_float=()) -> None:
