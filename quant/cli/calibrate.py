@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import add_data_options, input_files, input_map_from_args, preprocess_from_args, stdout
+from quant.cli.common import (add_data_options, input_files, input_map_from_args, preprocess_from_args,
+                               print_warnings, stdout)
 from quant.core.config import METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS
 
 
@@ -59,6 +60,7 @@ def run(args) -> int:
     result = calibrate(args.model, args.data, config, input_map=input_map_from_args(args), preprocess=preprocess,
                        split=args.split, progress=True)
     folders = result.save(args.output, protect=tuple(inputs))
+    print_warnings(result)
     if args.json:
         stdout(dumps({"outputs": {m: str(f) for m, f in zip(result.methods, folders)}, **result.summary()}))
         return 0

@@ -86,12 +86,19 @@ def existing_file(path: str, what: str) -> Path:
     return p
 
 
+def _terminal(text: str) -> str:
+    """Lines as printed: a name's control characters (ESC, CR, NUL, ...) shown as escapes, never sent to the terminal."""
+    from quant.core.text import printable
+
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def stdout(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(_terminal(text) + "\n")
 
 
 def stderr(text: str = "") -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(_terminal(text) + "\n")
 
 
 def add_force_option(parser: argparse.ArgumentParser) -> None:
@@ -133,3 +140,15 @@ def _external_data_files(model: Path) -> list[Path]:
         if location and "\0" not in location:
             files.add(model.parent / location)
     return sorted(files)
+
+
+def print_warnings(result, keep_float=()) -> None:
+    """stderr lines for tensors whose scale is a guess or was raised (also in each quant.json, under warnings)."""
+    from quant.pipeline.checks import warning_lines
+
+    seen = set()
+    for method in result.methods:
+        for line in warning_lines(result.warnings(method, keep_float)):
+            if line not in seen:
+                seen.add(line)
+                stderr(line)

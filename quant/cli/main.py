@@ -7,6 +7,7 @@ import sys
 from quant.cli import bench, build, calibrate, eval as eval_cmd, fallback, gate, recalibrate, report, sensitivity
 from quant.cli.common import Parser, stderr
 from quant.core.errors import QuantError
+from quant.core.text import printable
 
 COMMANDS = (calibrate, recalibrate, eval_cmd, gate, sensitivity, fallback, report, build, bench)
 
@@ -34,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return int(args.run(args) or 0)
     except QuantError as exc:
-        stderr(f"Error: {exc.message}")
+        stderr(f"Error: {printable(exc.message)}")  # one line whatever names the message quotes
         if exc.hint:
-            stderr(f"Hint: {exc.hint}")
+            stderr(f"Hint: {printable(exc.hint)}")
         return 2
     except KeyboardInterrupt:
         stderr("Interrupted: nothing was written.")

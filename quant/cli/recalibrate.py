@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from quant.cli.common import input_files, stdout
+from quant.cli.common import input_files, print_warnings, stdout
 from quant.core.config import METHODS, REDUCE_RANGE, TARGETS
 
 
@@ -38,6 +38,7 @@ def run(args) -> int:
     check_output_dir(output, protect=inputs)  # fail fast
     result = recalibrate(args.folder, methods, model=args.model, **overrides)
     folders = result.save(output, protect=inputs)
+    print_warnings(result)
     for method, out in zip(result.methods, folders):
         stdout(f"{method}: {out}/{', '.join(result.files())}")
     return 0
