@@ -79,23 +79,43 @@ def run(args) -> int:
 
 
 def _ort_cpu_lines(result, folders) -> None:
-    import json
-
     from quant.cli.common import stderr
 
     reduce, why = result.reduce_range()
     stdout(f"ort-cpu: {'7-bit' if reduce else '8-bit'} weights ({why})")
     for method, folder in zip(result.methods, folders):
-        check = json.loads((Path(folder) / "quant.json").read_text())["targets"]["ort-cpu"]["validation"]
+        check = result.ort_cpu_validation.get(method) or {}
         if not check.get("validated"):
             continue
-        worst = min(v["sqnr_db_ort_kernels_vs_emulated"] for v in check["outputs"].values())
-        kernels = ", ".join(f"{n} {op}" for op, n in sorted(check["integer_kernels"].items())) or "none"
-        stdout(f"ort-cpu {method}: ORT integer kernels {kernels}; on {check['samples']} calibration samples "
-               f"ORT's kernels vs exact Q/DQ: SQNR {worst:.1f} dB")
-        if not check["agrees"]:
-            stderr(f"warning: ORT's integer kernels disagree with the exact Q/DQ result ({worst:.1f} dB): they "
+        line, warning = ort_cpu_check_lines(method, check)
+        stdout(line)
+        if warning:
+            stderr(warning)
+
+
+def ort_cpu_check_lines(method: str, check: dict) -> tuple[str, str | None]:
+    """(result line, warning or None) for the ort-cpu validation recorded in quant.json."""
+    from quant.pipeline.calibration import worst_kernel_sqnr
+
+    samples = check.get("samples")
+    if not check.get("integer_kernels"):
+        return (f"ort-cpu {method}: ONNX Runtime runs no integer kernel on this model (it keeps every Q/DQ as "
+                f"float ops: no INT8 speed-up on its CPU provider); kernel-vs-exact SQNR not available"), None
+    kernels = ", ".join(f"{n} {op}" for op, n in sorted(check["integer_kernels"].items()))
+    outputs = check.get("outputs", {})
+    worst = worst_kernel_sqnr(outputs)
+    parts = [f"SQNR {worst:.1f} dB"] if worst is not None else []
+    if worst is None and any(v.get("identical") for v in outputs.values() if "equal_fraction" not in v):
+        parts.append("float outputs identical")
+    parts += [f"{name} {100 * v['equal_fraction']:.1f}% equal" for name, v in outputs.items() if "equal_fraction" in v]
+    line = (f"ort-cpu {method}: ORT integer kernels {kernels}; on {samples} calibration samples ORT's kernels vs "
+            f"exact Q/DQ: {'; '.join(parts) or 'no output to compare'}")
+    warning = None
+    if not check.get("agrees"):
+        what = f"{worst:.1f} dB" if worst is not None else "; ".join(parts)
+        warning = (f"warning: ORT's integer kernels disagree with the exact Q/DQ result ({what}): they "
                    "probably saturate on this CPU; calibrate again with --reduce-range on")
+    return line, warning
 
 
 def _comparison(result) -> str:

@@ -37,6 +37,35 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMu
 
 MIN_CALIBRATION_SAMPLES = 2
 MIN_KERNEL_SQNR_DB = 25.0  # ORT's integer kernels vs the same Q/DQ in float: below this, something saturates
+MIN_EQUAL_FRACTION = 0.9  # non-float outputs (class indices, masks): share of values both runs agree on
+
+
+def compare_kernel_output(fast, exact) -> dict:
+    """One output of ORT's integer kernels against the exact Q/DQ emulation (see validate_ort_cpu)."""
+    from quant.eval.metrics import sqnr_db
+
+    fast, exact = np.asarray(fast), np.asarray(exact)
+    if fast.shape != exact.shape:
+        return {"sqnr_db_ort_kernels_vs_emulated": None, "identical": False,
+                "why": f"shapes differ: {list(fast.shape)} vs {list(exact.shape)}", "equal_fraction": 0.0}
+    if np.issubdtype(exact.dtype, np.floating):
+        a, b = fast.astype(np.float64), exact.astype(np.float64)
+        identical = bool(np.array_equal(a, b, equal_nan=True))
+        sqnr = None if identical else sqnr_db(float(np.sum(b * b)), float(np.sum((a - b) ** 2)))
+        sqnr = None if sqnr is None or not np.isfinite(sqnr) else round(sqnr, 2)
+        if sqnr is None and not identical:  # the emulated output is all zeros and the kernels' is not
+            return {"sqnr_db_ort_kernels_vs_emulated": None, "identical": False, "equal_fraction":
+                    float(np.mean(a == b)) if a.size else 1.0}
+        return {"sqnr_db_ort_kernels_vs_emulated": sqnr, "identical": identical}
+    equal = float(np.mean(fast == exact)) if exact.size else 1.0
+    return {"dtype": str(exact.dtype), "equal_fraction": round(equal, 6), "identical": equal == 1.0}
+
+
+def worst_kernel_sqnr(outputs: dict) -> float | None:
+    """The lowest SQNR over the float outputs that differ; None when none differs (or none is float)."""
+    values = [v["sqnr_db_ort_kernels_vs_emulated"] for v in outputs.values()
+              if isinstance(v.get("sqnr_db_ort_kernels_vs_emulated"), (int, float))]
+    return min(values) if values else None
 
 
 @dataclass
@@ -53,6 +82,7 @@ class CalibrationResult:
     activation_amax: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> tensor -> amax
     weight_amax: dict[str, np.ndarray] = field(default_factory=dict)
     validation_feeds: dict[str, np.ndarray] | None = None  # a few calibration samples to validate ort-cpu models
+    ort_cpu_validation: dict[str, dict] = field(default_factory=dict)  # method -> the check save() recorded
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -80,25 +110,27 @@ class CalibrationResult:
         return build_ort_cpu_model(self.model, plan, ranges, self.weight_amax, self.reduce_range()[0])
 
     def validate_ort_cpu(self, model) -> dict:
-        """Run the ort-cpu model with ORT's integer kernels and exactly emulated, on a few calibration samples."""
+        """Run the ort-cpu model with ORT's integer kernels and exactly emulated, on a few calibration samples.
+
+        Float outputs are compared by SQNR (None with ``identical`` when both runs agree bit for bit, as
+        when ORT fused nothing); other outputs (int64 indices, bool masks) by the fraction of equal values.
+        ``integer_kernels`` is empty when ORT ran every op in float: then the kernels were not checked.
+        """
         if not self.validation_feeds:
             return {"validated": False, "why": "no calibration samples at hand (recalibrated from histograms)"}
         from quant.backends.onnxruntime import OrtRunner, is_integer_kernel
-        from quant.eval.metrics import sqnr_db
 
         kernels = OrtRunner(model, mode="ort-int8")
         emulated = OrtRunner(model, mode="emulate")
         fast, exact = kernels.run(self.validation_feeds), emulated.run(self.validation_feeds)
-        outputs = {}
-        for name, a, b in zip(kernels.output_names, fast, exact):
-            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-            outputs[name] = {"sqnr_db_ort_kernels_vs_emulated":
-                             round(sqnr_db(float(np.sum(b * b)), float(np.sum((a - b) ** 2))), 2)}
+        outputs = {name: compare_kernel_output(a, b) for name, a, b in zip(kernels.output_names, fast, exact)}
         integer = {op: n for op, n in kernels.optimized_ops.items() if is_integer_kernel(op)}
-        worst = min(v["sqnr_db_ort_kernels_vs_emulated"] for v in outputs.values())
+        worst = worst_kernel_sqnr(outputs)
+        equal = [v["equal_fraction"] for v in outputs.values() if "equal_fraction" in v]
+        agrees = (worst is None or worst >= MIN_KERNEL_SQNR_DB) and all(f >= MIN_EQUAL_FRACTION for f in equal)
         return {"validated": True, "samples": int(next(iter(self.validation_feeds.values())).shape[0]),
-                "outputs": outputs, "integer_kernels": integer, "agrees": bool(worst >= MIN_KERNEL_SQNR_DB),
-                "note": kernels.integer_kernel_note()}
+                "outputs": outputs, "integer_kernels": integer, "agrees": bool(agrees),
+                "worst_sqnr_db": worst, "note": kernels.integer_kernel_note()}
 
     def qdq_model(self, method: str | None = None, keep_float: Sequence[str] = ()):
         """The Q/DQ ONNX model (onnx.ModelProto) for one method; ``keep_float`` names layers left in float."""
@@ -236,7 +268,8 @@ class CalibrationResult:
                         format_cache(cache_amax, method, self.config.trt_version).encode("utf-8"))
                 if "ort-cpu" in self.config.targets:
                     model = self.ort_cpu_model(method, keep_float)
-                    manifest["targets"]["ort-cpu"]["validation"] = self.validate_ort_cpu(model)
+                    check = self.validate_ort_cpu(model)
+                    manifest["targets"]["ort-cpu"]["validation"] = self.ort_cpu_validation[method] = check
                     save_model(model, folder / ORT_CPU_MODEL, self.config.external_data)
                 (folder / "quant.json").write_text(dumps(manifest))
                 for name, text in (extra_files or {}).items():
@@ -320,6 +353,11 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if unknown:
         raise QuantError(f"--exclude names nodes the model does not have: {', '.join(unknown)}",
                          hint="use ONNX node names as listed in quant.json (layers / unquantized)")
+    if not plan.layers and plan.excluded:
+        first = plan.excluded[0]
+        raise QuantError(f"nothing to quantize: every weighted op is left in float ({len(plan.excluded)}; "
+                         f"{first['node']}: {first['reason']})",
+                         hint="an INT8 model whose layers all stay in float gains nothing; check --exclude")
     if not plan.layers:
         raise QuantError("nothing to quantize: the model has no Conv, ConvTranspose, Gemm or MatMul with a "
                          "quantizable input", hint="quant inserts Q/DQ only around these ops; see --exclude")
