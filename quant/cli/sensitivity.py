@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quant.cli.common import add_data_options, stdout
-from quant.cli.gate import add_metric_options, data_options
+from quant.cli.gate import add_metric_options, data_options, single_metric
 
 
 def register(subparsers) -> None:
@@ -26,8 +26,9 @@ def run(args) -> int:
     from quant.core.io import dumps, write_file_atomic
     from quant.pipeline import sensitivity
 
-    report = sensitivity(args.fp32_model, args.calibration, args.data, metric=args.metric, labels=args.labels,
-                         lower_is_better=args.lower_is_better, progress=True, runtime=args.runtime,
+    report = sensitivity(args.fp32_model, args.calibration, args.data, metric=single_metric(args, "sensitivity"),
+                         labels=args.labels, lower_is_better=args.lower_is_better, progress=True, runtime=args.runtime,
+                         output_name=args.output_name, class_axis=args.class_axis,
                          **data_options(args))
     out = Path(args.output or args.calibration)
     write_file_atomic(out / "sensitivity.json", dumps(report.to_json()))

@@ -111,20 +111,26 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
 
 
 def _metric_table(folder: Path) -> str:
+    """FP32 vs INT8 from eval.json (percent, pp) and gate.json (one line per gated metric), each naming its output."""
     evaluation, gate = _load(folder, "eval.json"), _load(folder, "gate.json")
     lines = []
     if evaluation:
         lines += [f"Runtime: {evaluation['runtime']['int8']} ({evaluation['samples']} held-out samples).", "",
-                  "| metric | FP32 | INT8 | drop |", "|---|---|---|---|"]
+                  "| metric | output | FP32 | INT8 | drop |", "|---|---|---|---|---|"]
         for name, value in evaluation.get("task", {}).items():
-            lines.append(f"| {name} | {100 * value['fp32']:.2f}% | {100 * value['int8']:.2f}% | {value['drop_points']:.2f} pts |")
+            lines.append(f"| {name} | `{value['output']}` | {_f(value['fp32'], '.2f')}% | {_f(value['int8'], '.2f')}% | "
+                         f"{_f(value['drop'], '.2f')} pp |")
+        lines += ["", "| output | shape | agreement | cosine | SQNR (dB) | max abs error |", "|---|---|---|---|---|---|"]
         for name, value in evaluation["outputs"].items():
-            agreement = "-" if value["agreement"] is None else f"{100 * value['agreement']:.2f}%"
-            lines.append(f"| output `{name}` agreement / cosine / SQNR | | {agreement} / {value['cosine']:.5f} / "
-                         f"{value['sqnr_db']:.2f} dB | |")
+            agreement = "n/a" if value["agreement"] is None else f"{value['agreement']:.2f}% (axis {value['class_axis']})"
+            lines.append(f"| `{name}` | {value.get('shape') or ''} | {agreement} | {_f(value['cosine'], '.5f')} | "
+                         f"{_f(value['sqnr_db'], '.2f')} | {_f(value['max_abs_error'], '.4g')} |")
     if gate:
-        lines += ["", f"Gate: **{'PASS' if gate['passed'] else 'FAIL'}** on {gate['metric']}: FP32 {gate['fp32']}, "
-                      f"INT8 {gate['int8']}; {gate['criterion']}"]
+        if gate.get("error"):
+            lines += ["", f"Gate: **ERROR**: {gate['error']['message']}"]
+        for check in gate.get("checks", []):
+            lines += ["", f"Gate: **{'PASS' if check['passed'] else 'FAIL'}** on {check['metric']}@`{check['output']}`: "
+                          f"FP32 {_f(check['fp32'])}, INT8 {_f(check['int8'])} {check['unit']}; {check['criterion']}"]
     return "\n".join(lines).strip()
 
 
