@@ -3,7 +3,7 @@
 * ``features_then_logits``: an MLP trained with numpy on scikit-learn's digits; its outputs are
   ``features`` [N, 32] (the hidden ReLU layer) first and ``logits`` [N, 10] second.
 * ``class_map``: an NCHW detector head: ``boxes`` [N, 4, H, W] (a regression) first and
-  ``prob`` [N, 2, H, W] (softmax over axis 1, a per-pixel class map) second.
+  ``facemap`` [N, 2, H, W] (softmax over axis 1, a per-pixel class map, named so that only its values tell) second.
 """
 from functools import lru_cache
 
@@ -79,7 +79,7 @@ def features_then_logits(path):
 
 
 def class_map(path, seed=0):
-    """x [N, 3, H, W] -> Conv3x3(8) -> Relu -> Conv1x1(4) = boxes, Conv1x1(2) -> Softmax(axis=1) = prob."""
+    """x [N, 3, H, W] -> Conv3x3(8) -> Relu -> Conv1x1(4) = boxes, Conv1x1(2) -> Softmax(axis=1) = facemap."""
     rng = np.random.default_rng(seed)
     inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.5, "w1"),
              numpy_helper.from_array(rng.standard_normal(8).astype(np.float32) * 0.1, "b1"),
@@ -89,9 +89,9 @@ def class_map(path, seed=0):
              helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
              helper.make_node("Conv", ["r1", "wbox"], ["boxes"], name="box_head"),
              helper.make_node("Conv", ["r1", "wcls"], ["cls"], name="cls_head"),
-             helper.make_node("Softmax", ["cls"], ["prob"], name="softmax", axis=1)]
+             helper.make_node("Softmax", ["cls"], ["facemap"], name="softmax", axis=1)]
     graph = helper.make_graph(nodes, "class_map",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
                               [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, ["N", 4, 12, 12]),
-                               helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["N", 2, 12, 12])], inits)
+                               helper.make_tensor_value_info("facemap", TensorProto.FLOAT, ["N", 2, 12, 12])], inits)
     return _save(graph, path)
