@@ -106,7 +106,7 @@ def run(args) -> int:
     return 0 if result else 1
 
 
-def write_error_reports(args, exc: QuantError) -> None:
+def write_error_reports(args, exc: QuantError, extra_protected: list[str] = ()) -> None:
     """On bad input (exit 2) still write gate.json and the JUnit file with the error, so CI shows a report.
 
     Never onto one of the command's inputs; a file that cannot be written is skipped (the error is the news)."""
@@ -116,6 +116,7 @@ def write_error_reports(args, exc: QuantError) -> None:
     from quant.eval.gate import error_json, error_junit
 
     inputs = [getattr(args, name, None) for name in ("fp32_model", "int8_model", "data", "labels")]
+    inputs += list(extra_protected)
     protected = {Path(p).resolve() for p in inputs if isinstance(p, str)}
     for path, text in ((getattr(args, "output_json", None), lambda: dumps(error_json(exc.message, exc.hint))),
                        (getattr(args, "junit", None), lambda: error_junit(exc.message, exc.hint))):
@@ -125,3 +126,21 @@ def write_error_reports(args, exc: QuantError) -> None:
             write_file_atomic(path, text())
         except QuantError:
             pass
+
+
+def write_error_reports_from_argv(argv: list[str], exc: QuantError) -> None:
+    """The command line did not parse: find --output-json/--junit in it and write the error reports there."""
+    import argparse as _argparse
+    from pathlib import Path
+
+    finder = _argparse.ArgumentParser(add_help=False)
+    finder.add_argument("--output-json", "--json-out", dest="output_json")
+    finder.add_argument("--junit")
+    try:
+        found, rest = finder.parse_known_args(argv)
+    except SystemExit:
+        return
+    inputs = [token for token in rest if not token.startswith("-") and Path(token).exists()]
+    args = _argparse.Namespace(output_json=found.output_json, junit=found.junit, fp32_model=None, int8_model=None,
+                               data=None, labels=None)
+    write_error_reports(args, exc, extra_protected=inputs)
