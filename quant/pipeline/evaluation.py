@@ -14,7 +14,7 @@ from quant.datasets import DataSource, Preprocess, iter_batches, open_source, re
 from quant.pipeline.calibration import LABEL_KEYS, CalibrationResult, load_calibration
 
 RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
-            "openvino": "OpenVINO's CPU runtime (its own INT8 kernels; pip install 'quant[openvino]')",
+            "openvino": "OpenVINO's CPU runtime (its own INT8 kernels; pip install 'quant-trt[openvino]')",
             "tensorrt": "a TensorRT engine on the GPU (INT8_MODEL is the .engine file)"}
 
 

@@ -107,7 +107,7 @@ def test_build_without_tensorrt_prints_the_exact_trtexec_command(digits, tmp_pat
     assert proc.returncode == 2 and not engine.exists()
     error, hint = proc.stderr.strip().splitlines()[-2:]
     assert error == "Error: TensorRT was not found: no 'tensorrt' Python module and no 'trtexec' on PATH"
-    assert hint.startswith("Hint: install it with pip install 'quant[tensorrt]'") and "--print-command" in hint
+    assert hint.startswith("Hint: install it with pip install 'quant-trt[tensorrt]'") and "--print-command" in hint
     proc = run_cli(["build", tmp_path / "cal", "--output", engine, "--print-command"])
     assert proc.returncode == 0 and not engine.exists()
     command = shlex.split(proc.stdout)

@@ -17,7 +17,7 @@ from typing import Sequence
 
 from quant.core.errors import QuantError
 
-INSTALL_HINT = "pip install 'quant[tensorrt]'"
+INSTALL_HINT = "pip install 'quant-trt[tensorrt]'"
 DEFAULT_VERSION = (10, 3, 0)  # what the printed command targets when no TensorRT is found
 
 
