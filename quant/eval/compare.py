@@ -24,10 +24,12 @@ class EvalReport:
     worst_output: str = ""
 
     def to_json(self) -> dict:
-        return to_jsonable({"runtime": {"int8": self.runtime, "description": self.runtime_description},
+        from quant.schemas import stamp
+
+        return to_jsonable(stamp("eval", {"runtime": {"int8": self.runtime, "description": self.runtime_description},
                 "samples": self.samples, "labels": self.labels_source, "task": self.task,
                 "outputs": self.outputs, "worst_samples": self.worst_samples,
-                "worst_samples_output": self.worst_output, "notes": self.notes})
+                "worst_samples_output": self.worst_output, "notes": self.notes}))
 
     def format_text(self) -> str:
         lines = [f"INT8 runtime: {self.runtime} - {self.runtime_description}",

@@ -13,8 +13,9 @@ from quant.core.errors import QuantError
 from quant.core.io import to_jsonable
 from quant.eval.scoring import Metric
 
-FORMAT_VERSION = 1
-SCHEMA = "quant/schemas/gate.schema.json"
+from quant.schemas import FORMAT_VERSION, schema_id
+
+SCHEMA = schema_id("gate")
 
 
 def drop_unit(unit: str, relative: bool) -> str:

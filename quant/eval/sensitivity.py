@@ -39,11 +39,18 @@ class SensitivityReport:
     layers: list[LayerScore]  # ranked, most sensitive first
     rank_correlation: float  # Spearman: one-pass score vs exhaustive (only-this harm)
     notes: list[str] = field(default_factory=list)
+    output: str | None = None  # the output the metric scored (None: a user metric given every output)
+    output_basis: str = ""
+    unit: str = ""
 
     def to_json(self) -> dict:
-        return to_jsonable({"metric": self.metric, "higher_is_better": self.higher_is_better, "fp32": self.fp32,
-                "all_quantized": self.all_quantized, "rank_correlation_one_pass_vs_exhaustive": self.rank_correlation,
-                "layers": [vars(l) for l in self.layers], "notes": self.notes})
+        from quant.schemas import stamp
+
+        return to_jsonable(stamp("sensitivity", {"metric": self.metric, "output": self.output,
+                "output_basis": self.output_basis, "unit": self.unit, "higher_is_better": self.higher_is_better,
+                "fp32": self.fp32, "all_quantized": self.all_quantized,
+                "rank_correlation_one_pass_vs_exhaustive": self.rank_correlation,
+                "layers": [vars(l) for l in self.layers], "notes": self.notes}))
 
     def to_csv(self) -> str:
         rows = ["rank,node,op_type,only_this,all_but_this,recovery,harm,local_sqnr_db"]

@@ -146,7 +146,9 @@ class CalibrationResult:
             for node in self.model.graph.node
             if node.name not in layers | float_layers and node.name not in {r["node"] for r in self.plan.residuals}
             and node.name not in excluded_names]
-        return {
+        from quant.schemas import stamp
+
+        return stamp("quant", {
             "format": "quant-calibration/1",
             "tool": {"name": "quant", "version": __version__, **_versions()},
             "model": {"path": str(self.model_path.resolve()) if self.model_path else None, "sha256": self.model_sha256,
@@ -166,7 +168,7 @@ class CalibrationResult:
             "layers": [entry for entry in self.plan.to_json()["layers"] if entry["node"] in layers],
             "residual_adds": [r for r in self.plan.residuals if r["node"] in residual_adds],
             "unquantized": unquantized,
-        }
+        })
 
     def files(self) -> list[str]:
         """The files ``save`` writes into each method's folder (besides ``extra_files``)."""
@@ -235,9 +237,11 @@ class CalibrationResult:
 
     def summary(self) -> dict:
         """amax of every tensor under every method, side by side."""
-        return {"methods": list(self.methods), "data": self.data,
+        from quant.schemas import stamp
+
+        return stamp("summary", {"methods": list(self.methods), "data": self.data,
                 "activations": {t: {m: float(np.float32(self.activation_amax[m][t])) for m in self.methods}
-                                | {"absmax": self.histograms[t].absmax} for t in self.histograms}}
+                                | {"absmax": self.histograms[t].absmax} for t in self.histograms}})
 
     def evaluate(self, data, method: str | None = None, **kwargs):
         """Evaluate this result's Q/DQ model against FP32 (see :func:`quant.pipeline.evaluation.evaluate`)."""

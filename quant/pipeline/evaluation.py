@@ -291,7 +291,11 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     layers = [(layer.node, layer.op_type) for layer in result.plan.layers]
     bar = _bar(2 * len(layers) + 1, "sensitivity") if progress else None
     try:
-        return run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime), local, progress=bar)
+        report = run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime), local,
+                                 progress=bar)
+        report.output, report.output_basis, report.unit = scorer.output_name, scorer.basis, scorer.unit
+        report.notes.insert(0, scorer.description)
+        return report
     finally:
         if bar is not None:
             bar.close()
@@ -322,6 +326,8 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
         outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float, progress=bar)
         if naive:
             outcome.naive = naive_first_last(heldout, scorer, names, make, max_drop, relative, min_value, progress=bar)
+        outcome.output, outcome.output_basis, outcome.unit = scorer.output_name, scorer.basis, scorer.unit
+        outcome.relative = relative
     finally:
         if bar is not None:
             bar.close()
