@@ -1,6 +1,7 @@
 """quant build: a TensorRT engine from a calibration folder or Q/DQ model (Python API or trtexec)."""
 from __future__ import annotations
 
+import argparse
 import shlex
 
 from quant.cli.common import stdout
@@ -15,7 +16,8 @@ def register(subparsers) -> None:
                                                "without TensorRT a build exits 2 and names that command.")
     parser.add_argument("target", metavar="DIR|MODEL", help="a 'quant calibrate' folder or a Q/DQ .onnx model")
     parser.add_argument("--output", "-o", required=True, metavar="ENGINE", help="engine file to write (atomically)")
-    parser.add_argument("--shape", "--shapes", dest="shapes", action="append", default=[],
+    parser.add_argument("--shapes", dest="shapes", action="append", default=[], help=argparse.SUPPRESS)  # = --shape
+    parser.add_argument("--shape", dest="shapes", action="append", default=[],
                         metavar="NAME:DxDxD[/DxDxD/DxDxD]",
                         help="shape of an input (repeatable): one shape, or MIN/OPT/MAX for the optimization profile, "
                              "e.g. input:8x3x224x224 or input:1x3x224x224/8x3x224x224/32x3x224x224 "
@@ -35,17 +37,23 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from quant.build import build, plan_build
-    from quant.cli.common import stderr
 
     plan = plan_build(args.target, args.output, shapes=args.shapes, workspace_mib=args.workspace,
                       implicit=args.implicit, max_batch=args.max_batch, trt_version=args.trt_version)
-    for note in plan.notes:
-        stderr(note if note.startswith("warning:") else f"note: {note}")
     if args.print_command:
+        _notes(plan)
         stdout(shlex.join(plan.command))
         return 0
-    plan = build(args.target, args.output, plan=plan)
+    plan = build(args.target, args.output, plan=plan)  # on bad input: the Error and Hint lines alone
+    _notes(plan)
     stdout(f"built {args.output} with TensorRT {'.'.join(map(str, plan.version))} ({plan.via})")
     if plan.via == "trtexec":
         stdout(f"command: {shlex.join(plan.command)}")
     return 0
+
+
+def _notes(plan) -> None:
+    from quant.cli.common import stderr
+
+    for note in plan.notes:
+        stderr(note if note.startswith("warning:") else f"note: {note}")

@@ -77,8 +77,9 @@ def register(subparsers) -> None:
     add_data_options(parser)
     add_metric_options(parser)
     parser.add_argument("--runtime", default="emulate", choices=["emulate", "ort-int8", "openvino", "tensorrt"])
-    parser.add_argument("--output-json", "--json-out", dest="output_json", metavar="FILE",
-                        help="write the result as JSON (atomically)")
+    parser.add_argument("--output-json", dest="output_json", metavar="FILE",
+                        help="write the result as JSON (atomically), as 'quant eval --output-json'")
+    parser.add_argument("--json-out", dest="output_json", help=argparse.SUPPRESS)  # the old name, kept working
     parser.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per gated metric)")
     parser.set_defaults(run=run)
 
