@@ -67,6 +67,7 @@ class SensitivityReport:
             lines.append(f"{rank:>4}  {name:<40} {l.op_type:<8} {l.only_this:>10.4f} {l.all_but_this:>12.4f} "
                          f"{l.local_sqnr_db:>8.2f}dB")
         lines.append(f"rank correlation (Spearman) of the one-pass score with the exhaustive one: {self.rank_correlation:.3f}")
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
