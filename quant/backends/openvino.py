@@ -2,7 +2,7 @@
 
 OpenVINO reads the TensorRT-form model (symmetric s8 Q/DQ on the inputs of weighted ops) as it is and
 runs the quantized convolutions and matmuls on integer kernels (its low-precision transformations), so
-the same model.int8.onnx serves TensorRT and CPU servers. Install with `pip install 'quant[openvino]'`.
+the same model.int8.onnx serves TensorRT and CPU servers. Install with `pip install 'quant-trt[openvino]'`.
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """quant bench: latency and throughput of FP32 and INT8 models on CPU runtimes, side by side."""
 from __future__ import annotations
 
+import argparse
+
 from quant.cli.common import add_force_option, input_files, stdout
 
 
@@ -19,7 +21,9 @@ def register(subparsers) -> None:
     parser.add_argument("--repeat", type=int, default=30, help="timed runs per model (default 30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     parser.add_argument("--shape", action="append", default=[], metavar="NAME:DxDxD",
-                        help="full shape of an input with dynamic dimensions besides the batch (repeatable)")
+                        help="full shape of an input with dynamic dimensions besides the batch (repeatable; "
+                             "the syntax of 'quant build --shape')")
+    parser.add_argument("--shapes", dest="shape", action="append", default=[], help=argparse.SUPPRESS)  # = --shape
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--output-json", metavar="FILE", help="also write the results as JSON (atomically)")
     add_force_option(parser)

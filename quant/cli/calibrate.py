@@ -61,6 +61,7 @@ def run(args) -> int:
                        split=args.split, progress=True)
     folders = result.save(args.output, protect=tuple(inputs))
     print_warnings(result)
+    _warn_cache_version(args.trt_version)
     if args.json:
         stdout(dumps({"outputs": {m: str(f) for m, f in zip(result.methods, folders)}, **result.summary()}))
         return 0
@@ -128,3 +129,14 @@ def _comparison(result) -> str:
         values = " ".join(f"{result.activation_amax[m][tensor]:>10.4g}" for m in methods)
         lines.append(f"{name:<{width}} {result.histograms[tensor].absmax:>10.4g} {values}")
     return "\n".join(lines)
+
+
+def _warn_cache_version(trt_version: str) -> None:
+    """calibration.cache is read by implicit calibration only, which TensorRT 11 removed."""
+    from quant.backends.tensorrt import parse_version
+    from quant.cli.common import stderr
+
+    version = parse_version(trt_version)
+    if version is not None and version[0] >= 11:
+        stderr(f"note: calibration.cache is for TensorRT <= 10 (implicit calibration was removed in 11.0); "
+               f"TensorRT {trt_version} builds model.int8.onnx (quant build DIR)")

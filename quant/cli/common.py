@@ -39,6 +39,16 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True, bat
     pre.add_argument("--dtype", help="array dtype (default float32)")
 
 
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """--output-name and --class-axis: which output a metric scores and where its classes lie."""
+    group = parser.add_argument_group("outputs")
+    group.add_argument("--output-name", metavar="NAME",
+                       help="the model output that labels and metrics score (default: the one output that fits the "
+                            "labels, or the only output; a metric can name its own as METRIC@NAME)")
+    group.add_argument("--class-axis", type=int, metavar="AXIS",
+                       help="axis of the classes for argmax agreement (default 1: [N, C] scores and [N, C, H, W] maps)")
+
+
 def _floats(text: str, flag: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))

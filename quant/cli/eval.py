@@ -1,8 +1,8 @@
 """quant eval: FP32 vs INT8 on held-out data, printed and written as JSON."""
 from __future__ import annotations
 
-from quant.cli.common import (add_data_options, add_force_option, input_files, input_map_from_args,
-                              preprocess_from_args, stdout)
+from quant.cli.common import (add_data_options, add_force_option, add_output_options, input_files,
+                              input_map_from_args, preprocess_from_args, stdout)
 
 
 def register(subparsers) -> None:
@@ -20,6 +20,7 @@ def register(subparsers) -> None:
                              "default); ort-int8 = ONNX Runtime's integer kernels; openvino = OpenVINO's CPU INT8 kernels; "
                              "tensorrt = a built engine on the GPU")
     parser.add_argument("--topk", default="1", metavar="K[,K]", help="top-k accuracies to report (default 1)")
+    add_output_options(parser)
     parser.add_argument("--output-json", metavar="FILE", help="also write the results as JSON (atomically)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_force_option(parser)
@@ -41,7 +42,7 @@ def run(args) -> int:
     report = evaluate(args.fp32_model, args.int8_model, args.data, labels=args.labels, runtime=args.runtime,
                       batch_size=args.batch_size, num_samples=args.num_samples, seed=args.seed,
                       input_map=input_map_from_args(args), preprocess=preprocess_from_args(args), split=args.split,
-                      topk=topk, progress=True)
+                      topk=topk, progress=True, output_name=args.output_name, class_axis=args.class_axis)
     text = dumps(report.to_json())
     if args.output_json is not None:
         with writing(force=args.force):

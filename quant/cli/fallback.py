@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from quant.cli.common import add_data_options, input_files, stdout, stderr
-from quant.cli.gate import add_metric_options, data_options
+from quant.cli.gate import add_metric_options, data_options, single_metric
 
 
 def register(subparsers) -> None:
@@ -31,18 +31,20 @@ def run(args) -> int:
 
     if args.max_drop is None and args.min_value is None:
         raise QuantError("fallback needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
+    metric = single_metric(args, "fallback")
     inputs = tuple(input_files(args.fp32_model, args.data, args.calibration, args.labels, args.preprocess))
     check_output_dir(args.output, protect=inputs)  # fail fast, before the search
     ranking = None
     sensitivity_file = Path(args.calibration) / "sensitivity.json"
     if sensitivity_file.exists():  # a ranking computed by 'quant sensitivity' for the same metric is reused
         saved = json.loads(sensitivity_file.read_text())
-        if saved.get("metric") == args.metric:
+        if saved.get("metric") == metric:
             ranking = [layer["node"] for layer in saved["layers"]]
-    result, outcome = fallback(args.fp32_model, args.calibration, args.data, metric=args.metric,
+    result, outcome = fallback(args.fp32_model, args.calibration, args.data, metric=metric,
                                max_drop=args.max_drop, relative=args.relative, min_value=args.min_value,
                                labels=args.labels, lower_is_better=args.lower_is_better, ranking=ranking,
-                               naive=args.naive, max_float=args.max_float_layers, progress=True, **data_options(args))
+                               naive=args.naive, max_float=args.max_float_layers, progress=True,
+                               output_name=args.output_name, class_axis=args.class_axis, **data_options(args))
     stdout(outcome.format_text())
     if not outcome:
         stderr(f"No set of float layers met the bound ({outcome.criterion}); nothing was written.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quant.cli.common import add_data_options, add_force_option, input_files, stdout
-from quant.cli.gate import add_metric_options, data_options
+from quant.cli.gate import add_metric_options, data_options, single_metric
 
 
 def register(subparsers) -> None:
@@ -31,8 +31,9 @@ def run(args) -> int:
     inputs = input_files(args.fp32_model, args.data, args.labels, args.preprocess)  # (it writes into --calibration)
     for name in ("sensitivity.json", "sensitivity.csv"):  # fail fast, before the evaluations
         check_output_file(out / name, inputs, args.force)
-    report = sensitivity(args.fp32_model, args.calibration, args.data, metric=args.metric, labels=args.labels,
-                         lower_is_better=args.lower_is_better, progress=True, runtime=args.runtime,
+    report = sensitivity(args.fp32_model, args.calibration, args.data, metric=single_metric(args, "sensitivity"),
+                         labels=args.labels, lower_is_better=args.lower_is_better, progress=True, runtime=args.runtime,
+                         output_name=args.output_name, class_axis=args.class_axis,
                          **data_options(args))
     with writing(force=args.force, register=True):  # a folder output: its files are listed in its manifest
         write_file_atomic(out / "sensitivity.json", json_output(report.to_json()))

@@ -40,11 +40,18 @@ class SensitivityReport:
     layers: list[LayerScore]  # ranked, most sensitive first
     rank_correlation: float  # Spearman: one-pass score vs exhaustive (only-this harm)
     notes: list[str] = field(default_factory=list)
+    output: str | None = None  # the output the metric scored (None: a user metric given every output)
+    output_basis: str = ""
+    unit: str = ""
 
     def to_json(self) -> dict:
-        return to_jsonable({"metric": self.metric, "higher_is_better": self.higher_is_better, "fp32": self.fp32,
-                "all_quantized": self.all_quantized, "rank_correlation_one_pass_vs_exhaustive": self.rank_correlation,
-                "layers": [vars(l) for l in self.layers], "notes": self.notes})
+        from quant.schemas import stamp
+
+        return to_jsonable(stamp("sensitivity", {"metric": self.metric, "output": self.output,
+                "output_basis": self.output_basis, "unit": self.unit, "higher_is_better": self.higher_is_better,
+                "fp32": self.fp32, "all_quantized": self.all_quantized,
+                "rank_correlation_one_pass_vs_exhaustive": self.rank_correlation,
+                "layers": [vars(l) for l in self.layers], "notes": self.notes}))
 
     def to_csv(self) -> str:
         """RFC 4180 CSV (quoted where needed); node names that a spreadsheet would run as a formula get a
@@ -69,6 +76,7 @@ class SensitivityReport:
             lines.append(f"{rank:>4}  {name:<40} {l.op_type:<8} {l.only_this:>10.4f} {l.all_but_this:>12.4f} "
                          f"{l.local_sqnr_db:>8.2f}dB")
         lines.append(f"rank correlation (Spearman) of the one-pass score with the exhaustive one: {self.rank_correlation:.3f}")
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 

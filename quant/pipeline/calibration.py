@@ -180,7 +180,9 @@ class CalibrationResult:
             for node in self.model.graph.node
             if node.name not in layers | float_layers and node.name not in {r["node"] for r in self.plan.residuals}
             and node.name not in excluded_names]
-        return {
+        from quant.schemas import stamp
+
+        return stamp("quant", {
             "format": "quant-calibration/1",
             "tool": {"name": "quant", "version": __version__, **_versions()},
             "model": {"path": str(self.model_path.resolve()) if self.model_path else None, "sha256": self.model_sha256,
@@ -201,7 +203,7 @@ class CalibrationResult:
             "residual_adds": [r for r in self.plan.residuals if r["node"] in residual_adds],
             "unquantized": unquantized,
             "warnings": self.warnings(method, keep_float),
-        }
+        })
 
     def warnings(self, method: str | None = None, keep_float: Sequence[str] = ()) -> list[dict]:
         """Tensors whose scale is a guess (all zeros, no values) or was raised to a normal float32 (see checks)."""
@@ -282,9 +284,11 @@ class CalibrationResult:
 
     def summary(self) -> dict:
         """amax of every tensor under every method, side by side."""
-        return {"methods": list(self.methods), "data": self.data,
+        from quant.schemas import stamp
+
+        return stamp("summary", {"methods": list(self.methods), "data": self.data,
                 "activations": {t: {m: float(np.float32(self.activation_amax[m][t])) for m in self.methods}
-                                | {"absmax": self.histograms[t].absmax} for t in self.histograms}}
+                                | {"absmax": self.histograms[t].absmax} for t in self.histograms}})
 
     def evaluate(self, data, method: str | None = None, **kwargs):
         """Evaluate this result's Q/DQ model against FP32 (see :func:`quant.pipeline.evaluation.evaluate`)."""

@@ -14,7 +14,7 @@ from quant.datasets import DataSource, Preprocess, iter_batches, open_source, re
 from quant.pipeline.calibration import LABEL_KEYS, CalibrationResult, load_calibration
 
 RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
-            "openvino": "OpenVINO's CPU runtime (its own INT8 kernels; pip install 'quant[openvino]')",
+            "openvino": "OpenVINO's CPU runtime (its own INT8 kernels; pip install 'quant-trt[openvino]')",
             "tensorrt": "a TensorRT engine on the GPU (INT8_MODEL is the .engine file)"}
 
 
@@ -117,8 +117,11 @@ def _held_out_source(proto, data, labels, num_samples, seed, input_map, preproce
 def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate", batch_size: int = 32,
              num_samples: int | None = None, seed: int = 0, input_map: dict[str, str] | None = None,
              preprocess: Preprocess | None = None, split: str | None = None, topk: Sequence[int] = (1,),
-             progress: bool = False):
-    """Run FP32 and INT8 models over held-out data; returns an :class:`quant.eval.EvalReport`."""
+             progress: bool = False, output_name: str | None = None, class_axis: int | None = None):
+    """Run FP32 and INT8 models over held-out data; returns an :class:`quant.eval.EvalReport`.
+
+    ``output_name``: the output labels score (default: the one that fits, see quant.eval.outputs);
+    ``class_axis``: the axis argmax agreement takes (default 1)."""
     from quant.backends.onnxruntime import OrtRunner
     from quant.eval import compare
 
@@ -129,7 +132,8 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     bar = _bar(len(held.indices), "evaluating") if progress else None
     try:
         report = compare(reference, candidate, held.batches(batch_size), labels=held.labels, topk=topk,
-                         runtime=runtime, runtime_description=RUNTIMES[runtime], progress=bar)
+                         runtime=runtime, runtime_description=RUNTIMES[runtime], progress=bar,
+                         output_name=output_name, class_axis=class_axis)
     finally:
         if bar is not None:
             bar.close()
@@ -159,32 +163,88 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
 
 def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | None = None, relative: bool = False,
          min_value: float | None = None, labels=None, runtime: str = "emulate", lower_is_better: bool | None = None,
+         checks: Sequence[dict] | None = None, output_name: str | None = None, class_axis: int | None = None,
          **data_options):
-    """Score FP32 and INT8 on held-out data and decide pass/fail; returns a truthy-when-passing GateResult."""
-    from quant.eval.gate import GateResult, decide
+    """Score FP32 and INT8 on held-out data in one pass each and decide pass/fail; a truthy-when-passing GateResult.
+
+    ``checks``: several gated metrics, each a dict ``{metric, max_drop, relative, min_value, lower_is_better}``
+    (default: the one given by ``metric`` and its bounds). Every metric names the output it scores
+    (``top1@logits``, else ``output_name``, else its default: see quant.eval.outputs). The metrics not
+    gated (top-1 with labels, agreement, cosine, SQNR) are reported for each output where they apply.
+    """
+    import time
+
+    from quant.eval.gate import CheckResult, GateResult, decide
     from quant.eval.scoring import get_metric
 
-    gated = get_metric(metric, None if lower_is_better is None else not lower_is_better)
-    decide(gated, 0.0, 0.0, max_drop, relative, min_value) if not gated.has_reference_value else None
-    heldout = load_heldout(fp32_model, data, labels, need_labels=gated.needs_labels,
-                           integer_labels=gated.needs_labels, **data_options)
+    checks = list(checks) if checks else [{"metric": metric, "max_drop": max_drop, "relative": relative,
+                                           "min_value": min_value, "lower_is_better": lower_is_better}]
+    gated = []
+    for check in checks:
+        lower = check.get("lower_is_better")
+        scorer = get_metric(check.get("metric") or "top1", None if lower is None else not lower, output=output_name,
+                            class_axis=class_axis)
+        decide(scorer, 1.0, 1.0, check.get("max_drop"), bool(check.get("relative")), check.get("min_value"))
+        gated.append((scorer, check))
+    needs_labels = any(scorer.needs_labels for scorer, _ in gated)
+    start = time.perf_counter()
+    heldout = load_heldout(fp32_model, data, labels, need_labels=needs_labels, integer_labels=needs_labels,
+                           **data_options)
     candidate = int8_runner(int8_model, runtime)
+    int8_outputs = heldout.run(candidate)
+    results = []
+    for scorer, check in gated:
+        began = time.perf_counter()
+        fp32 = heldout.fp32_score(scorer) if scorer.has_reference_value else float("nan")
+        int8 = heldout.score_outputs(int8_outputs, scorer)
+        relative_drop = bool(check.get("relative"))
+        passed, drop, criterion = decide(scorer, fp32, int8, check.get("max_drop"), relative_drop,
+                                         check.get("min_value"))
+        results.append(CheckResult(scorer.name, scorer.unit, fp32, int8, drop, passed, criterion,
+                                   check.get("max_drop"), relative_drop, check.get("min_value"), scorer.output_name,
+                                   scorer.axis, scorer.basis, time.perf_counter() - began))
+    reported = _reported_metrics(heldout, int8_outputs, gated, class_axis)
+    return GateResult(results, runtime, heldout.samples, reported, time.perf_counter() - start)
+
+
+def _reported_metrics(heldout, int8_outputs, gated, class_axis) -> list[dict]:
+    """top-1 (with integer labels), agreement (class-score outputs), cosine and SQNR per output, not gated."""
+    from quant.eval.scoring import get_metric
+
+    done = {(scorer.name, scorer.output_name) for scorer, _ in gated}
     integer_labels = heldout.labels is not None and heldout.labels.dtype.kind in "iu"
-    report_names = [m for m in (["top1"] if integer_labels else []) + ["agreement", "cosine", "sqnr"]
-                    if m != gated.name]
-    fp32 = heldout.fp32_score(gated) if gated.has_reference_value else float("nan")
-    int8 = heldout.score(candidate, gated)
-    passed, drop, criterion = decide(gated, fp32, int8, max_drop, relative, min_value)
-    others = {}
-    for name in report_names:
-        other = get_metric(name)
+    reported = []
+    candidates = [get_metric("top1")] if integer_labels else []
+    for name in heldout.output_names:
+        candidates += [get_metric(f"agreement@{name}", class_axis=class_axis), get_metric(f"cosine@{name}"),
+                       get_metric(f"sqnr@{name}")]
+    for other in candidates:
         try:
-            others[name] = {"fp32": heldout.fp32_score(other) if other.has_reference_value else float("nan"),
-                            "int8": heldout.score(candidate, other)}
+            heldout.bind(other)
+            if (other.name, other.output_name) in done:
+                continue
+            if other.name == "agreement" and not _holds_class_scores(heldout, other):
+                continue  # argmax agreement of an embedding or a regression would look like accuracy
+            reported.append({"metric": other.name, "output": other.output_name, "class_axis": other.axis,
+                             "unit": other.unit,
+                             "fp32": heldout.fp32_score(other) if other.has_reference_value else float("nan"),
+                             "int8": heldout.score_outputs(int8_outputs, other)})
         except QuantError:
-            continue  # e.g. agreement on a non-classification output
-    return GateResult(gated.name, gated.unit, fp32, int8, drop, passed, criterion, max_drop, relative, min_value,
-                      runtime, heldout.samples, others)
+            continue  # e.g. top-1 when no output fits the labels: nothing to report
+    return reported
+
+
+def _holds_class_scores(heldout, metric) -> bool:
+    from quant.eval.outputs import class_scores_reason, label_output
+
+    index = metric.output_index
+    if heldout.labels is not None and heldout.labels.dtype.kind in "iu":
+        try:
+            if label_output(heldout.output_names, [np.shape(r) for r in heldout.reference[0]], heldout.labels)[0] == index:
+                return True
+        except QuantError:
+            pass
+    return class_scores_reason(metric.output_name, np.asarray(heldout.reference[0][index]), metric.axis) is not None
 
 
 SEARCH_RUNTIMES = ("emulate", "ort-int8", "openvino")
@@ -215,7 +275,7 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
 
 def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1", labels=None,
                 lower_is_better: bool | None = None, progress: bool = False, runtime: str = "emulate",
-                **data_options):
+                output_name: str | None = None, class_axis: int | None = None, **data_options):
     """Per-layer sensitivity (both directions) and the one-pass local SQNR, ranked."""
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr, sensitivity as run_sensitivity
@@ -223,14 +283,19 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     _check_search_runtime(runtime)
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
-    scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better)
+    scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
+                        class_axis=class_axis)
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
                            integer_labels=scorer.needs_labels, **data_options)
     local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
     layers = [(layer.node, layer.op_type) for layer in result.plan.layers]
     bar = _bar(2 * len(layers) + 1, "sensitivity") if progress else None
     try:
-        return run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime), local, progress=bar)
+        report = run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime), local,
+                                 progress=bar)
+        report.output, report.output_basis, report.unit = scorer.output_name, scorer.basis, scorer.unit
+        report.notes.insert(0, scorer.description)
+        return report
     finally:
         if bar is not None:
             bar.close()
@@ -239,7 +304,7 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
 def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", max_drop: float | None = None,
              relative: bool = False, min_value: float | None = None, labels=None, lower_is_better: bool | None = None,
              ranking: Sequence[str] | None = None, naive: bool = False, max_float: int | None = None,
-             progress: bool = False, **data_options):
+             progress: bool = False, output_name: str | None = None, class_axis: int | None = None, **data_options):
     """Greedy mixed-precision fallback; returns (CalibrationResult, FallbackResult)."""
     from quant.eval.fallback import fallback as run_fallback, naive_first_last
     from quant.eval.scoring import get_metric
@@ -247,7 +312,8 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
 
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
-    scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better)
+    scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
+                        class_axis=class_axis)
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
                            integer_labels=scorer.needs_labels, **data_options)
     names = [layer.node for layer in result.plan.layers]
@@ -260,6 +326,8 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
         outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float, progress=bar)
         if naive:
             outcome.naive = naive_first_last(heldout, scorer, names, make, max_drop, relative, min_value, progress=bar)
+        outcome.output, outcome.output_basis, outcome.unit = scorer.output_name, scorer.basis, scorer.unit
+        outcome.relative = relative
     finally:
         if bar is not None:
             bar.close()

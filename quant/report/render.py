@@ -117,20 +117,27 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
 
 
 def _metric_table(folder: Path) -> str:
+    """FP32 vs INT8 from eval.json (percent, pp) and gate.json (one line per gated metric), each naming its output."""
     evaluation, gate = _load(folder, "eval.json"), _load(folder, "gate.json")
     lines = []
     if evaluation:
         lines += [f"Runtime: {md_text(evaluation['runtime']['int8'])} ({md_text(evaluation['samples'])} held-out samples).", "",
-                  "| metric | FP32 | INT8 | drop |", "|---|---|---|---|"]
+                  "| metric | output | FP32 | INT8 | drop |", "|---|---|---|---|---|"]
         for name, value in evaluation.get("task", {}).items():
-            lines.append(f"| {md_text(name)} | {100 * value['fp32']:.2f}% | {100 * value['int8']:.2f}% | {value['drop_points']:.2f} pts |")
+            lines.append(f"| {md_text(name)} | {md_code(value['output'], table=True)} | {_f(value['fp32'], '.2f')}% | "
+                         f"{_f(value['int8'], '.2f')}% | {_f(value['drop'], '.2f')} pp |")
+        lines += ["", "| output | shape | agreement | cosine | SQNR (dB) | max abs error |", "|---|---|---|---|---|---|"]
         for name, value in evaluation["outputs"].items():
-            agreement = "-" if value["agreement"] is None else f"{100 * value['agreement']:.2f}%"
-            lines.append(f"| output {md_code(name, table=True)} agreement / cosine / SQNR | | {agreement} / {value['cosine']:.5f} / "
-                         f"{value['sqnr_db']:.2f} dB | |")
+            agreement = "n/a" if value["agreement"] is None else f"{value['agreement']:.2f}% (axis {value['class_axis']})"
+            lines.append(f"| {md_code(name, table=True)} | {md_text(value.get('shape') or '')} | {agreement} | "
+                         f"{_f(value['cosine'], '.5f')} | {_f(value['sqnr_db'], '.2f')} | {_f(value['max_abs_error'], '.4g')} |")
     if gate:
-        lines += ["", f"Gate: **{'PASS' if gate['passed'] else 'FAIL'}** on {md_text(gate['metric'])}: FP32 "
-                      f"{md_text(gate['fp32'])}, INT8 {md_text(gate['int8'])}; {md_text(gate['criterion'])}"]
+        if gate.get("error"):
+            lines += ["", f"Gate: **ERROR**: {md_text(gate['error']['message'])}"]
+        for check in gate.get("checks", []):
+            lines += ["", f"Gate: **{'PASS' if check['passed'] else 'FAIL'}** on {md_text(check['metric'])}@"
+                          f"{md_code(check['output'])}: FP32 {md_text(_f(check['fp32']))}, INT8 {md_text(_f(check['int8']))} "
+                          f"{md_text(check['unit'])}; {md_text(check['criterion'])}"]
     return "\n".join(lines).strip()
 
 

@@ -23,7 +23,7 @@ def test_calibrate_then_eval_prints_fp32_and_int8_top1(digits, tmp_path):
     assert "INT8 runtime: emulate" in proc.stdout and "top1" in proc.stdout
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["runtime"]["int8"] == "emulate" and result["samples"] == 540
-    assert abs(result["task"]["top1"]["drop_points"]) <= 1.0
+    assert abs(result["task"]["top1"]["drop"]) <= 1.0
     assert set(result["outputs"]["logits"]) >= {"agreement", "cosine", "sqnr_db", "max_abs_error"}
     assert len(result["worst_samples"]) == 5
 
