@@ -18,6 +18,7 @@ from quant.core.histogram import Histogram, load_histograms, save_histograms
 from quant.core.io import atomic_output_dir, dumps
 from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, try_serialize, with_outputs
 from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select
+from quant.datasets.keyed import fit_to_inputs
 from quant.qdq import QuantPlan, build_qdq_model, format_cache, plan_qdq, scale_from_amax
 from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, trt_version_number
 from quant.qdq.ort_cpu import OrtCpuPlan, build_ort_cpu_model, default_reduce_range, plan_ort_cpu
@@ -309,8 +310,8 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if not plan.layers:
         raise QuantError("nothing to quantize: the model has no Conv, ConvTranspose, Gemm or MatMul with a "
                          "quantizable input", hint="quant inserts Q/DQ only around these ops; see --exclude")
-    source = open_source(data, preprocess, split)
     inputs = input_specs(proto)
+    source = fit_to_inputs(open_source(data, preprocess, split), [spec.name for spec in inputs])
     exclude_keys = [k for k in LABEL_KEYS if k in source.keys and k not in {s.name for s in inputs}]
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
     indices = select(len(source), config.num_samples, config.seed)

@@ -11,6 +11,7 @@ from quant.backends.onnxruntime import MODES as ORT_MODES
 from quant.core.errors import QuantError
 from quant.core.onnx_model import input_specs, load_model
 from quant.datasets import DataSource, Preprocess, iter_batches, open_source, resolve_input_map, select
+from quant.datasets.keyed import fit_to_inputs
 from quant.pipeline.calibration import LABEL_KEYS, CalibrationResult, load_calibration
 
 RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
@@ -106,8 +107,8 @@ class _HeldOutSource:
 def _held_out_source(proto, data, labels, num_samples, seed, input_map, preprocess, split,
                      integer: bool) -> _HeldOutSource:
     """Open held-out data for a model: its labels, the input mapping (label columns excluded), the samples."""
-    source = open_source(data, preprocess, split)
     inputs = input_specs(proto)
+    source = fit_to_inputs(open_source(data, preprocess, split), [spec.name for spec in inputs])
     label_array, label_name = find_labels(source, labels, inputs, integer=integer)
     exclude_keys = [k for k in LABEL_KEYS if k in source.keys] + ([label_name] if label_name in source.keys else [])
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
