@@ -47,9 +47,10 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 
 
 def preprocess_from_args(args):
+    """What the user asked for: None (nothing: the recorded or default spec applies), a dict of the fields
+    given as flags, or a full Preprocess when --preprocess SPEC.json is given (flags change it)."""
     from quant.datasets import Preprocess
 
-    spec = Preprocess.from_json(args.preprocess) if args.preprocess else Preprocess()
     changes = {}
     if args.resize:
         values = _floats(args.resize, "--resize")
@@ -62,11 +63,12 @@ def preprocess_from_args(args):
     for flag in ("mean", "std"):
         if getattr(args, flag) is not None:
             changes[flag] = _floats(getattr(args, flag), f"--{flag}")
-    if not changes:
-        return spec
-    merged = spec.to_dict()
-    merged.update(changes)
-    return Preprocess(**merged)
+    if args.preprocess:
+        spec = Preprocess.from_json(args.preprocess)
+        return Preprocess(**{**spec.to_dict(), **changes}) if changes else spec
+    if changes:
+        Preprocess(**changes)  # validate the values now, before any work
+    return changes or None
 
 
 def input_map_from_args(args) -> dict[str, str]:

@@ -7,20 +7,44 @@ from quant.core.errors import QuantError
 from quant.datasets.arrays import ArraySource, open_arrays
 from quant.datasets.base import DataSource, InputSpec, iter_batches, resolve_input_map, select
 from quant.datasets.images import IMAGE_SUFFIXES, ImageFolderSource, Preprocess
+from quant.datasets.recorded import PreprocessChoice, choose_preprocess
 from quant.datasets.split import split_indices
 
 __all__ = ["ArraySource", "DataSource", "ImageFolderSource", "InputSpec", "Preprocess", "iter_batches",
-           "open_source", "resolve_input_map", "select", "split_indices"]
+           "PreprocessChoice", "choose_preprocess", "open_source", "resolve_input_map", "uses_preprocess", "select", "split_indices"]
 
 
-def open_source(data: "str | Path | DataSource", preprocess: Preprocess | None = None,
+def open_source(data: "str | Path | DataSource", preprocess: "Preprocess | dict | PreprocessChoice | None" = None,
                 split: str | None = None) -> DataSource:
     """Open calibration or evaluation data.
 
     Accepts a DataSource, a ``.npy``/``.npz`` file, a folder of ``.npy`` files (one per key), a folder of
     images (class sub-folders give labels), a folder saved by Hugging Face ``save_to_disk``, or a local
-    ``.parquet``/``.arrow`` file.
+    ``.parquet``/``.arrow`` file. ``preprocess`` (for images): a full spec, a dict of fields changed from
+    the default, or a :class:`PreprocessChoice`; options given for array data are refused.
     """
+    choice = choose_preprocess(preprocess)
+    source = _open(data, choice.spec if choice else None, split)
+    if choice is not None and choice.explicit and not uses_preprocess(source):
+        raise QuantError(f"image preprocessing options (--resize, --mean, --std, ...) were given, but the data "
+                         f"{source.description or data} holds arrays, not images: they would be ignored",
+                         hint="drop the preprocessing options, or apply them to the arrays before saving them")
+    if choice is not None and uses_preprocess(source):
+        from quant.core.notes import note
+
+        for text in choice.notes:
+            note(text)
+    return source
+
+
+def uses_preprocess(source: DataSource) -> bool:
+    """Whether the source turns images into arrays (an image folder, image columns of a table)."""
+    if isinstance(source, ImageFolderSource):
+        return True
+    return bool(getattr(source, "image_columns", ()))
+
+
+def _open(data, preprocess: Preprocess | None, split: str | None) -> DataSource:
     if isinstance(data, DataSource):
         return data
     path = Path(data)

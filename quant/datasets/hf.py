@@ -24,6 +24,15 @@ class TableSource(DataSource):
         return len(self.table) if not hasattr(self.table, "num_rows") else int(self.table.num_rows)
 
     @property
+    def image_columns(self) -> list[str]:
+        """Columns holding encoded images (HF Image features; parquet structs with a 'bytes' field)."""
+        if hasattr(self.table, "features"):
+            return [name for name, feature in self.table.features.items() if type(feature).__name__ == "Image"]
+        pa = require("pyarrow")
+        return [f.name for f in self.table.schema
+                if pa.types.is_struct(f.type) and any(f.type.field(i).name == "bytes" for i in range(f.type.num_fields))]
+
+    @property
     def keys(self) -> list[str]:
         return list(self.table.column_names)
 

@@ -17,8 +17,9 @@ from quant.core.errors import QuantError
 from quant.core.histogram import Histogram, load_histograms, save_histograms
 from quant.core.io import atomic_output_dir, dumps
 from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, try_serialize, with_outputs
-from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select
+from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select, uses_preprocess
 from quant.datasets.keyed import fit_to_inputs
+from quant.datasets.recorded import choose_preprocess
 from quant.qdq import QuantPlan, build_qdq_model, format_cache, plan_qdq, scale_from_amax
 from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, trt_version_number
 from quant.qdq.ort_cpu import OrtCpuPlan, build_ort_cpu_model, default_reduce_range, plan_ort_cpu
@@ -311,6 +312,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
         raise QuantError("nothing to quantize: the model has no Conv, ConvTranspose, Gemm or MatMul with a "
                          "quantizable input", hint="quant inserts Q/DQ only around these ops; see --exclude")
     inputs = input_specs(proto)
+    preprocess = choose_preprocess(preprocess)
     source = fit_to_inputs(open_source(data, preprocess, split), [spec.name for spec in inputs])
     exclude_keys = [k for k in LABEL_KEYS if k in source.keys and k not in {s.name for s in inputs}]
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
@@ -337,6 +339,8 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
                  "selection": "all" if config.num_samples is None or config.num_samples >= len(source)
                  else f"{len(indices)} of {len(source)}, seed {config.seed}",
                  "input_map": mapping, "input_shapes": collected.shapes, "batches": collected.batches}
+    if uses_preprocess(source):  # recorded so that eval, gate, sensitivity and fallback apply the same
+        data_info["preprocess"] = (preprocess.spec if preprocess else Preprocess()).to_dict()
     result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info,
                                validation_feeds=validation or None)
     compute_ranges(result)

@@ -12,6 +12,7 @@ from quant.core.errors import QuantError
 from quant.core.onnx_model import input_specs, load_model
 from quant.datasets import DataSource, Preprocess, iter_batches, open_source, resolve_input_map, select
 from quant.datasets.keyed import fit_to_inputs
+from quant.datasets.recorded import choose_preprocess
 from quant.pipeline.calibration import LABEL_KEYS, CalibrationResult, load_calibration
 
 RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
@@ -125,6 +126,7 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
 
     fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
     candidate = int8_runner(int8_model, runtime)  # checks the runtime name
+    preprocess = choose_preprocess(preprocess, int8_model if isinstance(int8_model, (str, Path)) else None)
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
     reference = OrtRunner(fp32_proto, mode="fp32")
     bar = _bar(len(held.indices), "evaluating") if progress else None
@@ -167,6 +169,8 @@ def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | N
 
     gated = get_metric(metric, None if lower_is_better is None else not lower_is_better)
     decide(gated, 0.0, 0.0, max_drop, relative, min_value) if not gated.has_reference_value else None
+    data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"),
+                                                   int8_model if isinstance(int8_model, (str, Path)) else None)
     heldout = load_heldout(fp32_model, data, labels, need_labels=gated.needs_labels,
                            integer_labels=gated.needs_labels, **data_options)
     candidate = int8_runner(int8_model, runtime)
@@ -224,6 +228,7 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     _check_search_runtime(runtime)
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
+    data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"), calibration)
     scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better)
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
                            integer_labels=scorer.needs_labels, **data_options)
@@ -248,6 +253,7 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
 
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
+    data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"), calibration)
     scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better)
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
                            integer_labels=scorer.needs_labels, **data_options)
