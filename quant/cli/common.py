@@ -17,9 +17,14 @@ class Parser(argparse.ArgumentParser):
 
 def add_data_options(parser: argparse.ArgumentParser, required: bool = True, batch_default: int | None = 32) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--data", required=required, metavar="PATH",
-                       help=".npy/.npz file, folder of .npy files, image folder (class sub-folders = labels), "
-                            "Hugging Face dataset saved to disk, or .parquet/.arrow file")
+    where = group.add_mutually_exclusive_group(required=required)
+    where.add_argument("--data", metavar="PATH",
+                       help=".npy/.npz file (one array per input, or one key per sample x_0000, x_0001, ...), folder "
+                            "of .npy files, image folder (class sub-folders = labels), Hugging Face dataset saved "
+                            "to disk, .parquet/.arrow file, or Polygraphy's --save-inputs .json")
+    where.add_argument("--data-loader-script", dest="data", metavar="FILE.py[:FUNC]",
+                       help="Polygraphy-style data loader: FUNC() (default load_data) returns or yields feed dicts "
+                            "{input name: array}, one per batch")
     group.add_argument("--input-map", action="append", default=[], metavar="INPUT=KEY",
                        help="feed model input INPUT from data key/column KEY (repeatable)")
     group.add_argument("--split", help="split of a saved Hugging Face DatasetDict")

@@ -18,9 +18,11 @@ def open_source(data: "str | Path | DataSource", preprocess: "Preprocess | dict 
                 split: str | None = None) -> DataSource:
     """Open calibration or evaluation data.
 
-    Accepts a DataSource, a ``.npy``/``.npz`` file, a folder of ``.npy`` files (one per key), a folder of
-    images (class sub-folders give labels), a folder saved by Hugging Face ``save_to_disk``, or a local
-    ``.parquet``/``.arrow`` file. ``preprocess`` (for images): a full spec, a dict of fields changed from
+    Accepts a DataSource, a ``.npy``/``.npz`` file, a folder of ``.npy`` files (one per key, or one per
+    sample ``x_0000.npy``...), a folder of images (class sub-folders give labels), a folder saved by
+    Hugging Face ``save_to_disk``, a local ``.parquet``/``.arrow`` file, Polygraphy's saved inputs
+    (``.json``) or data loader script (``loader.py[:load_data]``), or in-memory data: a NumPy array or
+    tensor, a dict of arrays, an iterable or generator of feeds, a torch DataLoader. ``preprocess`` (for images): a full spec, a dict of fields changed from
     the default, or a :class:`PreprocessChoice`; options given for array data are refused.
     """
     choice = choose_preprocess(preprocess)
@@ -45,8 +47,17 @@ def uses_preprocess(source: DataSource) -> bool:
 
 
 def _open(data, preprocess: Preprocess | None, split: str | None) -> DataSource:
-    if isinstance(data, DataSource):
+    if type(data).__module__.startswith("quant.datasets"):  # one of ours
         return data
+    if not isinstance(data, (str, Path)):
+        from quant.datasets.feeds import UserSource, from_python, is_user_source
+
+        return UserSource(data) if is_user_source(data) else from_python(data)
+    from quant.datasets.feeds import open_loader_script, open_polygraphy_inputs, parse_loader_spec
+
+    script = parse_loader_spec(str(data))
+    if script is not None:
+        return open_loader_script(*script)
     path = Path(data)
     if not path.exists():
         raise QuantError(f"data '{path}' does not exist", hint="pass --data a .npz/.npy file, an image folder, "
@@ -55,11 +66,14 @@ def _open(data, preprocess: Preprocess | None, split: str | None) -> DataSource:
         suffix = path.suffix.lower()
         if suffix in (".npy", ".npz"):
             return open_arrays(path)
+        if suffix == ".json":
+            return open_polygraphy_inputs(path)
         if suffix in (".parquet", ".arrow"):
             from quant.datasets.hf import open_table_file
             return open_table_file(path, preprocess)
         raise QuantError(f"data '{path}' has an unsupported type '{suffix}'",
-                         hint="use .npy, .npz, .parquet, .arrow, an image folder or a saved HF dataset")
+                         hint="use .npy, .npz, .parquet, .arrow, Polygraphy's inputs .json, a loader.py[:function], "
+                              "an image folder or a saved HF dataset")
     if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists():
         from quant.datasets.hf import open_hf
         return open_hf(path, split, preprocess)

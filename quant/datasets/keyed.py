@@ -106,9 +106,14 @@ class KeyedSamplesSource(DataSource):
         return ArraySource({key: member.open() for key, member in self.members.items()}, self.description)
 
 
-def fit_to_inputs(source: DataSource, input_names: Sequence[str]) -> DataSource:
-    """A source whose keys include the model's input names: a per-sample reading is undone when the
-    model's inputs are themselves named ``<name>_<index>`` (e.g. ``input_1``, ``input_2``)."""
-    if isinstance(source, KeyedSamplesSource) and all(n in source.members for n in input_names):
+def fit_to_inputs(source: DataSource, inputs: Sequence) -> DataSource:
+    """The source read the way the model's inputs (InputSpecs) need it.
+
+    Per-sample keys are read as plain rows when the model's inputs are themselves named ``<name>_<index>``
+    (e.g. ``input_1``, ``input_2``); sources with a ``fit_to_inputs`` method (feeds) decide for themselves.
+    """
+    names = [getattr(spec, "name", spec) for spec in inputs]
+    if isinstance(source, KeyedSamplesSource) and all(n in source.members for n in names):
         return source.as_rows()
-    return source
+    fit = getattr(source, "fit_to_inputs", None)
+    return fit(inputs) if callable(fit) else source

@@ -19,6 +19,7 @@ from quant.core.io import atomic_output_dir, dumps
 from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, try_serialize, with_outputs
 from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select, uses_preprocess
 from quant.datasets.keyed import fit_to_inputs
+from quant.datasets.labels import LABEL_KEYS, label_keys
 from quant.datasets.recorded import choose_preprocess
 from quant.qdq import QuantPlan, build_qdq_model, format_cache, plan_qdq, scale_from_amax
 from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, trt_version_number
@@ -29,7 +30,6 @@ TRT_MODEL = "model.int8.onnx"
 ORT_CPU_MODEL = "model.ort-cpu.int8.onnx"
 VALIDATION_SAMPLES = 8
 
-LABEL_KEYS = ("label", "labels")
 
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
@@ -313,8 +313,8 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
                          "quantizable input", hint="quant inserts Q/DQ only around these ops; see --exclude")
     inputs = input_specs(proto)
     preprocess = choose_preprocess(preprocess)
-    source = fit_to_inputs(open_source(data, preprocess, split), [spec.name for spec in inputs])
-    exclude_keys = [k for k in LABEL_KEYS if k in source.keys and k not in {s.name for s in inputs}]
+    source = fit_to_inputs(open_source(data, preprocess, split), inputs)
+    exclude_keys = label_keys(source, [spec.name for spec in inputs])
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
     indices = select(len(source), config.num_samples, config.seed)
     if len(indices) < MIN_CALIBRATION_SAMPLES:

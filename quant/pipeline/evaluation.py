@@ -12,6 +12,7 @@ from quant.core.errors import QuantError
 from quant.core.onnx_model import input_specs, load_model
 from quant.datasets import DataSource, Preprocess, iter_batches, open_source, resolve_input_map, select
 from quant.datasets.keyed import fit_to_inputs
+from quant.datasets.labels import LABEL_FILES, default_label_key, label_keys, normalize_labels, read_label_file
 from quant.datasets.recorded import choose_preprocess
 from quant.pipeline.calibration import LABEL_KEYS, CalibrationResult, load_calibration
 
@@ -37,41 +38,31 @@ def int8_runner(int8_model, runtime: str):
 
 
 def find_labels(source: DataSource, labels, inputs, integer: bool = True) -> tuple[np.ndarray | None, str | None]:
-    """Labels from a .npy path, a column name, an array, or (when None) a 'label'/'labels' column if there is one.
+    """Labels from a .npy/.txt/.csv path, a column name, an array, or (when None) a 'label'/'labels' column
+    or the data's one ClassLabel column. One-hot, [N, 1] and integral float labels become class indices.
 
     ``integer``: class indices are required (top-k); otherwise strings are accepted too (user metrics)."""
     input_names = {spec.name for spec in inputs}
     if labels is None:
-        key = next((k for k in LABEL_KEYS if k in source.keys and k not in input_names), None)
+        key = default_label_key(source, sorted(input_names))
         if key is None:
             return None, None
         labels = key
     if isinstance(labels, np.ndarray):
         array, name = labels, "array"
-    elif isinstance(labels, (str, Path)) and str(labels).endswith(".npy"):
-        path = Path(labels)
-        if not path.exists():
-            raise QuantError(f"labels file '{path}' does not exist", hint="pass a .npy array or a column of the data")
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise QuantError(f"cannot read labels '{path}': {exc}", hint="save labels with numpy.save") from None
-        name = str(path)
+    elif isinstance(labels, (str, Path)) and Path(labels).suffix.lower() in LABEL_FILES:
+        array, name = read_label_file(Path(labels), source), str(labels)
     else:
         array = source.column(str(labels))
         if array is None:
             raise QuantError(f"the data has no labels column '{labels}' (keys: {', '.join(source.keys)})",
-                             hint="pass --labels with a .npy file or the name of the data's label column")
+                             hint="pass --labels with a .npy/.txt/.csv file or the name of the data's label column")
         name = str(labels)
-    array = np.asarray(array)
-    if array.ndim != 1 or array.dtype.kind not in ("iu" if integer else "iuUSb"):
-        kind = "integer (class index)" if integer else "integer or string"
-        raise QuantError(f"labels '{name}' must be a 1-D {kind} array, got shape {list(array.shape)} {array.dtype}",
-                         hint="store one label per sample" + (" as a class index" if integer else ""))
+    array = normalize_labels(array, name, integer, classes=getattr(source, "classes", None) or None)
     if len(array) != len(source):
         raise QuantError(f"labels '{name}' has {len(array)} entries but the data has {len(source)} samples",
                          hint="give exactly one label per sample")
-    return (array.astype(np.int64) if array.dtype.kind in "iub" else array), name
+    return array, name
 
 
 def _tensorrt_runner(engine):
@@ -109,9 +100,9 @@ def _held_out_source(proto, data, labels, num_samples, seed, input_map, preproce
                      integer: bool) -> _HeldOutSource:
     """Open held-out data for a model: its labels, the input mapping (label columns excluded), the samples."""
     inputs = input_specs(proto)
-    source = fit_to_inputs(open_source(data, preprocess, split), [spec.name for spec in inputs])
+    source = fit_to_inputs(open_source(data, preprocess, split), inputs)
     label_array, label_name = find_labels(source, labels, inputs, integer=integer)
-    exclude_keys = [k for k in LABEL_KEYS if k in source.keys] + ([label_name] if label_name in source.keys else [])
+    exclude_keys = label_keys(source) + ([label_name] if label_name in source.keys else [])
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
     return _HeldOutSource(source, inputs, mapping, select(len(source), num_samples, seed), label_array, label_name)
 
