@@ -27,8 +27,8 @@ from quant.datasets.base import DataSource
 FORMS = ("a dict {name: array}, a tuple (inputs, labels), or an array")
 
 
-def to_array(value, where: str) -> np.ndarray:
-    """A NumPy array from an array, a torch tensor or a nested list of numbers."""
+def to_array(value, where: str, numeric: bool = True) -> np.ndarray:
+    """A NumPy array from an array, a torch tensor or a nested list of numbers (or strings: ``numeric=False``)."""
     if isinstance(value, np.ndarray):
         array = value
     elif hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor, without importing torch
@@ -39,7 +39,7 @@ def to_array(value, where: str) -> np.ndarray:
         except ValueError:
             raise QuantError(f"{where} holds ragged nested lists that do not form an array",
                              hint="give arrays or tensors") from None
-    if array.dtype.kind == "O":
+    if array.dtype.kind not in ("biufc" if numeric else "biufcUS"):
         raise QuantError(f"{where} is a {type(value).__name__} that is not an array of numbers",
                          hint=f"give each feed as {FORMS}")
     return array
@@ -48,12 +48,13 @@ def to_array(value, where: str) -> np.ndarray:
 def to_feed(item, where: str) -> dict[str, np.ndarray]:
     """One item of a data loader as ``{key: array}``."""
     if isinstance(item, Mapping):
-        return {str(k): to_array(v, f"{where} key '{k}'") for k, v in item.items()}
+        return {str(k): to_array(v, f"{where} key '{k}'", numeric=str(k) not in ("label", "labels"))
+                for k, v in item.items()}
     if isinstance(item, (tuple, list)) and len(item) in (1, 2) and not _is_number_list(item):
         inputs = item[0]
         feed = to_feed(inputs, where) if isinstance(inputs, Mapping) else {"input": to_array(inputs, f"{where} inputs")}
         if len(item) == 2:
-            feed["label"] = to_array(item[1], f"{where} labels")
+            feed["label"] = to_array(item[1], f"{where} labels", numeric=False)
         return feed
     if isinstance(item, np.ndarray) or hasattr(item, "detach"):
         return {"input": to_array(item, where)}
