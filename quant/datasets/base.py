@@ -143,6 +143,10 @@ def select(count: int, num_samples: int | None, seed: int) -> np.ndarray:
     """Indices of the samples to use: all, or ``num_samples`` drawn without replacement (seeded), sorted."""
     if count == 0:
         raise QuantError("the data source is empty", hint="point --data at a file or folder with samples")
+    if num_samples is not None and num_samples > count:
+        from quant.core.notes import note
+
+        note(f"--num-samples {num_samples} is more than the {count} samples of the data: all {count} are used")
     if num_samples is None or num_samples >= count:
         return np.arange(count)
     if num_samples < 1:

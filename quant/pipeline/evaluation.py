@@ -37,6 +37,17 @@ def int8_runner(int8_model, runtime: str):
     return OrtRunner(proto, mode=runtime)
 
 
+def check_not_quantized(proto, given) -> None:
+    """Refuse a Q/DQ model where the FP32 reference belongs (the two models given in swapped order)."""
+    from quant.pipeline.calibration import QDQ_OPS
+
+    found = sorted({n.op_type for n in proto.graph.node if n.op_type in QDQ_OPS or n.op_type.startswith("QLinear")})
+    if found:
+        where = f"'{given}'" if isinstance(given, (str, Path)) else "given as FP32"
+        raise QuantError(f"the FP32 model {where} contains quantization nodes ({', '.join(found)}): it is an INT8 model",
+                         hint="give the FP32 model first and the INT8 model second (quant eval FP32_MODEL INT8_MODEL)")
+
+
 def find_labels(source: DataSource, labels, inputs, integer: bool = True) -> tuple[np.ndarray | None, str | None]:
     """Labels from a .npy/.txt/.csv path, a column name, an array, or (when None) a 'label'/'labels' column
     or the data's one ClassLabel column. One-hot, [N, 1] and integral float labels become class indices.
@@ -116,6 +127,7 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     from quant.eval import compare
 
     fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
+    check_not_quantized(fp32_proto, fp32_model)
     candidate = int8_runner(int8_model, runtime)  # checks the runtime name
     preprocess = choose_preprocess(preprocess, int8_model if isinstance(int8_model, (str, Path)) else None)
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
@@ -141,6 +153,7 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
     from quant.eval.heldout import HeldOut
 
     proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
+    check_not_quantized(proto, fp32_model)
     held = _held_out_source(proto, data, labels, num_samples, seed, input_map, preprocess, split, integer_labels)
     if need_labels and held.labels is None:
         raise QuantError("this metric needs labels and the data has none",
