@@ -61,6 +61,10 @@ def find_labels(source: DataSource, labels, inputs, integer: bool = True) -> tup
         labels = key
     if isinstance(labels, np.ndarray):
         array, name = labels, "array"
+    elif not isinstance(labels, (str, Path)):  # a list, a tensor
+        from quant.datasets.feeds import to_array
+
+        array, name = to_array(labels, "labels", numeric=False), "array"
     elif isinstance(labels, (str, Path)) and Path(labels).suffix.lower() in LABEL_FILES:
         array, name = read_label_file(Path(labels), source), str(labels)
     else:
