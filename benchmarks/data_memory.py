@@ -61,6 +61,11 @@ def peak_rss_mb(code_root: Path, model: Path, data: Path, out: Path) -> float | 
     return usage.ru_maxrss / 1024.0
 
 
+def _revision(root: Path) -> str:
+    proc = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip() or "?"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", default="64,512,2048")
@@ -72,7 +77,9 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     from models import dynamic_conv
 
-    codes = {"this branch": ROOT} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
+    codes = {f"this branch {_revision(ROOT)}": ROOT}
+    if args.baseline:
+        codes[f"baseline {_revision(args.baseline)}"] = args.baseline.resolve()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -81,7 +88,7 @@ def main() -> None:
             paths = write_data(tmp, samples)
             for layout, path in paths.items():
                 for code, root in codes.items():
-                    mb = peak_rss_mb(root, model, path, tmp / f"out_{code.replace(' ', '_')}_{samples}_{len(rows)}")
+                    mb = peak_rss_mb(root, model, path, tmp / f"out_{samples}_{len(rows)}")
                     rows.append({"samples": samples, "layout": layout, "code": code, "file_mb": path.stat().st_size / 2**20,
                                  "peak_rss_mb": mb})
                     print(f"{samples:>5} {layout:<20} {code:<12} file {rows[-1]['file_mb']:7.1f} MB  peak RSS "
@@ -100,7 +107,7 @@ def table(rows: list[dict], codes: list[str]) -> str:
     lines = ["## Data memory (benchmarks/data_memory.py)", "",
              f"Peak RSS of one `quant calibrate --method minmax --batch-size 32` process (kernel ru_maxrss) on N "
              f"samples of {'x'.join(map(str, SHAPE))} float32 (dynamic_conv test model). 'failed': the run exited "
-             "with an error (the baseline refuses one key per sample).", "",
+             "with an error (before this branch, one key per sample was refused).", "",
              "| data | code | " + " | ".join(f"N={n}" for n in samples) + " |",
              "| --- | --- | " + " | ".join("---" for _ in samples) + " |"]
     for layout in LAYOUTS:

@@ -76,7 +76,13 @@ def open_arrays(path: Path) -> DataSource:
             members = open_npz(path)
         groups = sample_groups(list(members))
         if groups:
-            return KeyedSamplesSource(members, groups, f"{path}")
+            try:
+                return KeyedSamplesSource(members, groups, f"{path}")
+            except QuantError as keyed_error:  # keys like meta_1, meta_2 beside arrays of N rows: plain rows
+                try:
+                    return ArraySource({key: member.open() for key, member in members.items()}, f"{path}")
+                except QuantError:
+                    raise keyed_error from None
         arrays = {key: member.open() for key, member in members.items()}
     except QuantError:
         raise

@@ -106,13 +106,14 @@ class KeyedSamplesSource(DataSource):
         return ArraySource({key: member.open() for key, member in self.members.items()}, self.description)
 
 
-def fit_to_inputs(source: DataSource, inputs: Sequence) -> DataSource:
+def fit_to_inputs(source: DataSource, inputs: Sequence, input_map: dict[str, str] | None = None) -> DataSource:
     """The source read the way the model's inputs (InputSpecs) need it.
 
     Per-sample keys are read as plain rows when the model's inputs are themselves named ``<name>_<index>``
-    (e.g. ``input_1``, ``input_2``); sources with a ``fit_to_inputs`` method (feeds) decide for themselves.
+    (e.g. ``input_1``, ``input_2``) or ``input_map`` points at such keys; sources with a ``fit_to_inputs``
+    method (feeds) decide for themselves.
     """
-    names = [getattr(spec, "name", spec) for spec in inputs]
+    names = [(input_map or {}).get(getattr(spec, "name", spec), getattr(spec, "name", spec)) for spec in inputs]
     if isinstance(source, KeyedSamplesSource) and all(n in source.members for n in names):
         return source.as_rows()
     fit = getattr(source, "fit_to_inputs", None)

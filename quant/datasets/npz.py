@@ -3,9 +3,10 @@
 ``np.load(file.npz)[key]`` decompresses and copies the whole member into memory, so calibrating on an
 archive costs memory in the number of samples. ``np.savez`` stores members uncompressed (ZIP_STORED): their
 bytes sit contiguously in the file, after the zip local header and the ``.npy`` header, so row i is one
-positioned read at a known offset (:class:`StoredArray`; ``.memmap()`` maps the whole member). ``np.savez_compressed`` deflates them: :class:`CompressedMember` decompresses the
-member front to back and hands out rows, re-opening the member only when asked for an earlier row (the
-pipeline reads sorted indices, so a pass decompresses each member once).
+positioned read at a known offset (:class:`StoredArray`; ``.memmap()`` maps the whole member).
+``np.savez_compressed`` deflates them: :class:`CompressedMember` decompresses the member front to back
+and hands out rows, re-opening the member only when asked for an earlier row (the pipeline reads sorted
+indices, so a pass decompresses each member once).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ _CHUNK = 1 << 20  # bytes read from a compressed member per step when skipping f
 def open_npz(path: Path) -> dict[str, "Member"]:
     """Every ``.npy`` member of the archive by key, as a :class:`Member` (the header read, not the data)."""
     members: dict[str, Member] = {}
+    shared = _SharedArchive(path)
     with zipfile.ZipFile(path) as archive:
         for info in archive.infolist():
             if not info.filename.endswith(".npy"):
@@ -34,8 +36,26 @@ def open_npz(path: Path) -> dict[str, "Member"]:
                 raise ValueError(f"member '{key}' is encrypted")
             with archive.open(info) as stream:
                 shape, fortran, dtype, header_size = _read_header(stream, key)
-            members[key] = Member(path, info, shape, fortran, dtype, header_size)
+            members[key] = Member(path, info, shape, fortran, dtype, header_size, shared)
     return members
+
+
+class _SharedArchive:
+    """One open ZipFile for reading many small members (one key per sample) without re-reading the
+    archive's directory for each."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._zip: zipfile.ZipFile | None = None
+
+    def open(self, info: zipfile.ZipInfo):
+        if self._zip is None:
+            self._zip = zipfile.ZipFile(self.path)
+        return self._zip.open(info)
+
+    def __del__(self) -> None:
+        if getattr(self, "_zip", None) is not None:
+            self._zip.close()
 
 
 class Member:
@@ -43,9 +63,10 @@ class Member:
     (a :class:`StoredArray` when stored, a :class:`CompressedMember` when deflated); ``read()`` the whole array."""
 
     def __init__(self, path: Path, info: zipfile.ZipInfo, shape, fortran: bool, dtype: np.dtype,
-                 header_size: int) -> None:
+                 header_size: int, shared: _SharedArchive) -> None:
         self.path, self.info, self.shape, self.fortran, self.dtype = path, info, shape, fortran, dtype
         self.header_size = header_size
+        self._shared = shared
 
     @property
     def stored(self) -> bool:
@@ -53,11 +74,12 @@ class Member:
 
     def open(self):
         if self.stored:
-            return _memmap(self.path, self.info, self.shape, self.fortran, self.dtype, self.header_size)
+            offset = _data_offset(self.path, self.info, self.header_size)
+            return StoredArray(self.path, offset, self.shape, self.fortran, self.dtype)
         return CompressedMember(self.path, self.info.filename, self.shape, self.fortran, self.dtype)
 
     def read(self) -> np.ndarray:
-        with zipfile.ZipFile(self.path) as archive, archive.open(self.info) as stream:
+        with self._shared.open(self.info) as stream:
             return np.lib.format.read_array(stream, allow_pickle=False)
 
 
@@ -84,10 +106,6 @@ def _data_offset(path: Path, info: zipfile.ZipInfo, header_size: int) -> int:
         raise ValueError(f"member '{info.filename}' has a damaged zip header")
     name_length, extra_length = fields[-2], fields[-1]
     return info.header_offset + _LOCAL_HEADER.size + name_length + extra_length + header_size
-
-
-def _memmap(path: Path, info: zipfile.ZipInfo, shape, fortran: bool, dtype: np.dtype, header_size: int):
-    return StoredArray(path, _data_offset(path, info, header_size), shape, fortran, dtype)
 
 
 class StoredArray:

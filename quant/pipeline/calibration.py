@@ -313,7 +313,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
                          "quantizable input", hint="quant inserts Q/DQ only around these ops; see --exclude")
     inputs = input_specs(proto)
     preprocess = choose_preprocess(preprocess)
-    source = fit_to_inputs(open_source(data, preprocess, split), inputs)
+    source = fit_to_inputs(open_source(data, preprocess, split), inputs, input_map)
     exclude_keys = label_keys(source, [spec.name for spec in inputs])
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
     indices = select(len(source), config.num_samples, config.seed)

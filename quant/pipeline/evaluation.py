@@ -115,7 +115,7 @@ def _held_out_source(proto, data, labels, num_samples, seed, input_map, preproce
                      integer: bool) -> _HeldOutSource:
     """Open held-out data for a model: its labels, the input mapping (label columns excluded), the samples."""
     inputs = input_specs(proto)
-    source = fit_to_inputs(open_source(data, preprocess, split), inputs)
+    source = fit_to_inputs(open_source(data, preprocess, split), inputs, input_map)
     label_array, label_name = find_labels(source, labels, inputs, integer=integer)
     exclude_keys = label_keys(source) + ([label_name] if label_name in source.keys else [])
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)

@@ -126,6 +126,15 @@ def test_models_whose_inputs_are_named_like_per_sample_keys_read_rows(tmp_path):
     assert result.data["samples"] == 6 and result.data["input_map"] == {"in_1": "in_1", "in_2": "in_2"}
 
 
+def test_input_map_to_keys_that_look_per_sample_reads_rows(tmp_path):
+    model = two_inputs(tmp_path / "two.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", layer_1=rng.standard_normal((6, 4)).astype(np.float32),
+             layer_2=rng.standard_normal((6, 6)).astype(np.float32))
+    result = quant.calibrate(model, tmp_path / "d.npz", methods=("minmax",), input_map={"a": "layer_1", "b": "layer_2"})
+    assert result.data["samples"] == 6
+
+
 def test_per_sample_keys_with_different_counts_are_refused(tmp_path):
     np.savez(tmp_path / "d.npz", x_0=np.zeros(3), x_1=np.zeros(4), y_0=np.zeros(2), y_1=np.zeros(2), y_2=np.zeros(1))
     with pytest.raises(QuantError, match="different numbers of samples"):

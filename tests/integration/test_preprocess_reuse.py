@@ -61,10 +61,13 @@ def test_explicit_options_win_and_are_named(calibrated):
     assert "resize 12x12" in proc.stderr  # the rest still comes from the record
 
 
-def test_sensitivity_and_gate_reuse_the_calibration_folder(calibrated):
+def test_sensitivity_and_gate_reuse_the_calibration_folder(calibrated, capsys):
     root, model, images = calibrated
     report = quant.sensitivity(model, root / "cal", images, metric="cosine")
-    assert report.layers  # ran on 12x12 inputs: without the record the images would be 20x16 (still valid)
+    assert len(report.layers) == 3
+    assert f"preprocessing from {root / 'cal' / 'quant.json'} (as calibrated): resize 12x12" in capsys.readouterr().err
+    _, outcome = quant.fallback(model, root / "cal", images, metric="cosine", min_value=0.0)
+    assert outcome and "resize 12x12" in capsys.readouterr().err
     proc = run_cli(["gate", model, root / "cal" / "model.int8.onnx", "--data", images, "--metric", "cosine",
                     "--min-value", "0.5"])
     assert proc.returncode == 0, proc.stderr
