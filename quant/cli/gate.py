@@ -5,7 +5,8 @@ from quant.cli.common import add_data_options, input_map_from_args, preprocess_f
 
 
 def add_metric_options(parser, with_bound: bool = True) -> None:
-    parser.add_argument("--labels", help="labels: a .npy file or a column/key of the data (default: a 'label' column)")
+    parser.add_argument("--labels", help="labels: a .npy/.txt/.csv file or a column/key of the data (default: a 'label' "
+                                         "column, or the data's one ClassLabel column)")
     parser.add_argument("--metric", default="top1",
                         help="top1, topK (e.g. top5), agreement, cosine, sqnr, or module:function (default top1)")
     parser.add_argument("--lower-is-better", action="store_true", default=None,
