@@ -103,6 +103,8 @@ class FeedSource(DataSource):
         """Feeds are batches when their arrays have the model input's rank, single samples when one less."""
         names = [spec.name for spec in inputs]
         keys = [k for k in self._keys if k not in ("label", "labels")]
+        if not keys:
+            return self
         pairs = [(spec, spec.name if spec.name in keys else keys[0]) for spec in inputs
                  if spec.name in keys or (len(names) == 1 and len(keys) == 1)]
         first = self._feed(0)
@@ -221,6 +223,10 @@ def from_python(data) -> DataSource:
         raise QuantError(f"data of type {type(data).__name__} is not supported",
                          hint="pass a path, a NumPy array, a dict of arrays, an iterable of feeds "
                               "(dicts, (x, y) tuples or arrays), a torch DataLoader or a quant.datasets.DataSource")
+    if hasattr(data, "features") and hasattr(data, "column_names") and hasattr(data, "cast_column"):
+        from quant.datasets.hf import TableSource  # a Hugging Face datasets.Dataset in memory
+
+        return TableSource(data, f"datasets.Dataset ({len(data)} rows)")
     sampler = getattr(data, "sampler", None)
     if type(sampler).__name__ == "RandomSampler":
         raise QuantError("the DataLoader shuffles (shuffle=True): its samples change order on every pass",

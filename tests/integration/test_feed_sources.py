@@ -176,3 +176,10 @@ def test_user_data_sources_with_keys_as_property_or_method(model, reference):
 def test_unsupported_python_data_is_a_quant_error(model, bad):
     with pytest.raises(QuantError):
         quant.calibrate(model, bad)
+
+
+def test_hugging_face_dataset_in_memory(model, reference):
+    datasets = pytest.importorskip("datasets")
+    table = datasets.Dataset.from_dict({"x": DATA.tolist()},
+                                       features=datasets.Features({"x": datasets.Array3D((3, 6, 6), "float32")}))
+    assert quant.calibrate(model, table, methods=("entropy",), batch_size=4).activation_amax == reference
