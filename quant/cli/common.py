@@ -35,6 +35,9 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True, bat
     group.add_argument("--seed", type=int, default=0, help="seed for drawing --num-samples (default: 0)")
     pre = parser.add_argument_group("image preprocessing (image folders and image columns)")
     pre.add_argument("--preprocess", metavar="SPEC.json", help="JSON with resize, color, scale, mean, std, layout, dtype")
+    pre.add_argument("--preprocess-from", metavar="DIR",
+                     help="apply the preprocessing recorded in DIR/quant.json by 'quant calibrate' (automatic when "
+                          "the INT8 model sits in a calibration folder, and with --calibration DIR)")
     pre.add_argument("--resize", metavar="H,W", help="resize images to H x W")
     pre.add_argument("--color", choices=["RGB", "BGR", "L"], help="channel order, or L for grayscale (default RGB)")
     pre.add_argument("--scale", type=float, help="multiply pixels by this first (default 1/255)")
@@ -70,10 +73,20 @@ def preprocess_from_args(args):
             changes[flag] = _floats(getattr(args, flag), f"--{flag}")
     if args.preprocess:
         spec = Preprocess.from_json(args.preprocess)
-        return Preprocess(**{**spec.to_dict(), **changes}) if changes else spec
-    if changes:
-        Preprocess(**changes)  # validate the values now, before any work
-    return changes or None
+        given = Preprocess(**{**spec.to_dict(), **changes}) if changes else spec
+    else:
+        if changes:
+            Preprocess(**changes)  # validate the values now, before any work
+        given = changes or None
+    if getattr(args, "preprocess_from", None):
+        from quant.datasets import choose_preprocess
+        from quant.datasets.recorded import recorded_preprocess
+
+        if recorded_preprocess(args.preprocess_from)[0] is None:
+            raise QuantError(f"'{args.preprocess_from}' has no quant.json with recorded image preprocessing",
+                             hint="pass a folder written by 'quant calibrate' on image data")
+        return choose_preprocess(given, args.preprocess_from)
+    return given
 
 
 def input_map_from_args(args) -> dict[str, str]:

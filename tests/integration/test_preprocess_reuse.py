@@ -53,6 +53,19 @@ def test_eval_of_a_model_in_the_folder_reuses_it_and_says_so(calibrated):
     assert json.loads(plain.stdout)["outputs"] != json.loads(explicit.stdout)["outputs"]
 
 
+def test_preprocess_from_a_folder_for_a_model_elsewhere(calibrated):
+    root, model, images = calibrated
+    elsewhere = root / "moved.int8.onnx"
+    elsewhere.write_bytes((root / "cal" / "model.int8.onnx").read_bytes())
+    moved = run_cli(["eval", model, elsewhere, "--data", images, "--json", "--preprocess-from", root / "cal"])
+    inside = run_cli(["eval", model, root / "cal" / "model.int8.onnx", "--data", images, "--json"])
+    assert moved.returncode == 0, moved.stderr
+    assert json.loads(moved.stdout)["outputs"] == json.loads(inside.stdout)["outputs"]
+    assert "preprocessing from" in moved.stderr
+    bad = run_cli(["eval", model, elsewhere, "--data", images, "--preprocess-from", root])
+    assert bad.returncode == 2 and "has no quant.json with recorded image preprocessing" in bad.stderr
+
+
 def test_explicit_options_win_and_are_named(calibrated):
     root, model, images = calibrated
     proc = run_cli(["eval", model, root / "cal" / "model.int8.onnx", "--data", images, "--mean", "0.5"])
