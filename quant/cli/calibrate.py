@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("--method", default="entropy", metavar="M[,M...]",
                         help=f"calibration method(s), comma-separated: {', '.join(METHODS)} (default: entropy)")
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (written atomically)")
-    parser.add_argument("--percentile", type=float, default=99.99, help="percentile for --method percentile (default 99.99)")
+    parser.add_argument("--percentile", type=float, help="percentile for --method percentile (default 99.99)")
     parser.add_argument("--weight-method", default="minmax", choices=WEIGHT_METHODS,
                         help="per-channel weight ranges (default: minmax = max |w|)")
     parser.add_argument("--bins", type=int, default=4096, help="histogram bins on the dyadic grid (default 4096)")
@@ -46,7 +46,8 @@ def run(args) -> int:
     from quant.pipeline import calibrate
 
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
-    config = CalibrationConfig(methods=methods, percentile=args.percentile, bins=args.bins, batch_size=args.batch_size,
+    percentile = _percentile(args, methods)
+    config = CalibrationConfig(methods=methods, percentile=percentile, bins=args.bins, batch_size=args.batch_size,
                                memory_budget_mb=args.memory_budget,
                                num_samples=args.num_samples, seed=args.seed, weight_method=args.weight_method,
                                exclude=tuple(args.exclude), trt_version=args.trt_version,
@@ -77,6 +78,19 @@ def run(args) -> int:
     if "ort-cpu" in config.targets:
         _ort_cpu_lines(result, folders)
     return 0
+
+
+def _percentile(args, methods) -> float:
+    """--percentile only means something to the percentile method (activations or weights): refused elsewhere."""
+    if args.percentile is None:
+        return 99.99
+    if "percentile" not in methods and args.weight_method != "percentile":
+        from quant.core.errors import QuantError
+
+        raise QuantError(f"--percentile applies to the percentile method, but --method is {','.join(methods)} and "
+                         f"--weight-method {args.weight_method}: it would be ignored",
+                         hint="add percentile to --method (e.g. --method entropy,percentile) or drop --percentile")
+    return args.percentile
 
 
 def _ort_cpu_lines(result, folders) -> None:

@@ -13,8 +13,8 @@ def register(subparsers) -> None:
     parser.add_argument("fp32_model", help="FP32 ONNX model")
     parser.add_argument("int8_model", help="INT8 Q/DQ ONNX model (model.int8.onnx), or the engine for --runtime tensorrt")
     add_data_options(parser)
-    parser.add_argument("--labels", help="labels: a .npy file or a column/key of the data (default: a 'label' column "
-                                         "if there is one)")
+    parser.add_argument("--labels", help="labels: a .npy/.txt/.csv file or a column/key of the data (default: a 'label' "
+                                         "column, or the data's one ClassLabel column)")
     parser.add_argument("--runtime", default="emulate", choices=["emulate", "ort-int8", "openvino", "tensorrt"],
                         help="how to run the INT8 model: emulate = exact Q/DQ in float (TensorRT's arithmetic, "
                              "default); ort-int8 = ONNX Runtime's integer kernels; openvino = OpenVINO's CPU INT8 kernels; "

@@ -94,6 +94,12 @@ class TopK:
     count: int = 0
 
     def update(self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> None:
+        classes = np.shape(reference)[-1]
+        if self.k > 1 and self.k >= classes:
+            from quant.core.errors import QuantError
+
+            raise QuantError(f"top-{self.k} accuracy on an output of {classes} classes is 100% whatever the model "
+                             "does", hint=f"choose --topk values below {classes}")
         self.fp32_correct += topk_hits(reference, labels, self.k)
         self.int8_correct += topk_hits(candidate, labels, self.k)
         self.count += len(np.asarray(labels).reshape(-1))

@@ -18,7 +18,10 @@ from quant.core.histogram import Histogram, load_histograms, save_histograms
 from quant.core.histogram_file import histogram_names
 from quant.core.io import atomic_output_dir, dumps
 from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, try_serialize, with_outputs
-from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select
+from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select, uses_preprocess
+from quant.datasets.keyed import fit_to_inputs
+from quant.datasets.labels import LABEL_KEYS, label_keys
+from quant.datasets.recorded import choose_preprocess
 from quant.qdq import QuantPlan, build_qdq_model, format_cache, plan_qdq, scale_from_amax
 from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, check_cache_names, trt_version_number
 from quant.qdq.ort_cpu import OrtCpuPlan, build_ort_cpu_model, default_reduce_range, plan_ort_cpu
@@ -29,7 +32,6 @@ TRT_MODEL = "model.int8.onnx"
 ORT_CPU_MODEL = "model.ort-cpu.int8.onnx"
 VALIDATION_SAMPLES = 8
 
-LABEL_KEYS = ("label", "labels")
 
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
@@ -368,9 +370,10 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     check_weights(proto, plan)
     if "tensorrt" in config.targets:
         check_cache_names(plan.activations)  # before the pass, not after it
-    source = open_source(data, preprocess, split)
     inputs = input_specs(proto)
-    exclude_keys = [k for k in LABEL_KEYS if k in source.keys and k not in {s.name for s in inputs}]
+    preprocess = choose_preprocess(preprocess)
+    source = fit_to_inputs(open_source(data, preprocess, split), inputs, input_map)
+    exclude_keys = label_keys(source, [spec.name for spec in inputs])
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
     indices = select(len(source), config.num_samples, config.seed)
     if len(indices) < MIN_CALIBRATION_SAMPLES:
@@ -395,6 +398,8 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
                  "selection": "all" if config.num_samples is None or config.num_samples >= len(source)
                  else f"{len(indices)} of {len(source)}, seed {config.seed}",
                  "input_map": mapping, "input_shapes": collected.shapes, "batches": collected.batches}
+    if uses_preprocess(source):  # recorded so that eval, gate, sensitivity and fallback apply the same
+        data_info["preprocess"] = (preprocess.spec if preprocess else Preprocess()).to_dict()
     result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info,
                                validation_feeds=validation or None)
     compute_ranges(result)

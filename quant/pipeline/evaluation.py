@@ -11,6 +11,9 @@ from quant.backends.onnxruntime import MODES as ORT_MODES
 from quant.core.errors import QuantError
 from quant.core.onnx_model import input_specs, load_model
 from quant.datasets import DataSource, Preprocess, iter_batches, open_source, resolve_input_map, select
+from quant.datasets.keyed import fit_to_inputs
+from quant.datasets.labels import LABEL_FILES, default_label_key, label_keys, normalize_labels, read_label_file
+from quant.datasets.recorded import choose_preprocess
 from quant.pipeline.calibration import LABEL_KEYS, CalibrationResult, load_calibration
 
 RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
@@ -34,42 +37,47 @@ def int8_runner(int8_model, runtime: str):
     return OrtRunner(proto, mode=runtime)
 
 
+def check_not_quantized(proto, given) -> None:
+    """Refuse a Q/DQ model where the FP32 reference belongs (the two models given in swapped order)."""
+    from quant.pipeline.calibration import QDQ_OPS
+
+    found = sorted({n.op_type for n in proto.graph.node if n.op_type in QDQ_OPS or n.op_type.startswith("QLinear")})
+    if found:
+        where = f"'{given}'" if isinstance(given, (str, Path)) else "given as FP32"
+        raise QuantError(f"the FP32 model {where} contains quantization nodes ({', '.join(found)}): it is an INT8 model",
+                         hint="give the FP32 model first and the INT8 model second (quant eval FP32_MODEL INT8_MODEL)")
+
+
 def find_labels(source: DataSource, labels, inputs, integer: bool = True) -> tuple[np.ndarray | None, str | None]:
-    """Labels from a .npy path, a column name, an array, or (when None) a 'label'/'labels' column if there is one.
+    """Labels from a .npy/.txt/.csv path, a column name, an array, or (when None) a 'label'/'labels' column
+    or the data's one ClassLabel column. One-hot, [N, 1] and integral float labels become class indices.
 
     ``integer``: class indices are required (top-k); otherwise strings are accepted too (user metrics)."""
     input_names = {spec.name for spec in inputs}
     if labels is None:
-        key = next((k for k in LABEL_KEYS if k in source.keys and k not in input_names), None)
+        key = default_label_key(source, sorted(input_names))
         if key is None:
             return None, None
         labels = key
     if isinstance(labels, np.ndarray):
         array, name = labels, "array"
-    elif isinstance(labels, (str, Path)) and str(labels).endswith(".npy"):
-        path = Path(labels)
-        if not path.exists():
-            raise QuantError(f"labels file '{path}' does not exist", hint="pass a .npy array or a column of the data")
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise QuantError(f"cannot read labels '{path}': {exc}", hint="save labels with numpy.save") from None
-        name = str(path)
+    elif not isinstance(labels, (str, Path)):  # a list, a tensor
+        from quant.datasets.feeds import to_array
+
+        array, name = to_array(labels, "labels", numeric=False), "array"
+    elif isinstance(labels, (str, Path)) and Path(labels).suffix.lower() in LABEL_FILES:
+        array, name = read_label_file(Path(labels), source), str(labels)
     else:
         array = source.column(str(labels))
         if array is None:
             raise QuantError(f"the data has no labels column '{labels}' (keys: {', '.join(source.keys)})",
-                             hint="pass --labels with a .npy file or the name of the data's label column")
+                             hint="pass --labels with a .npy/.txt/.csv file or the name of the data's label column")
         name = str(labels)
-    array = np.asarray(array)
-    if array.ndim != 1 or array.dtype.kind not in ("iu" if integer else "iuUSb"):
-        kind = "integer (class index)" if integer else "integer or string"
-        raise QuantError(f"labels '{name}' must be a 1-D {kind} array, got shape {list(array.shape)} {array.dtype}",
-                         hint="store one label per sample" + (" as a class index" if integer else ""))
+    array = normalize_labels(array, name, integer, classes=getattr(source, "classes", None) or None)
     if len(array) != len(source):
         raise QuantError(f"labels '{name}' has {len(array)} entries but the data has {len(source)} samples",
                          hint="give exactly one label per sample")
-    return (array.astype(np.int64) if array.dtype.kind in "iub" else array), name
+    return array, name
 
 
 def _tensorrt_runner(engine):
@@ -106,10 +114,10 @@ class _HeldOutSource:
 def _held_out_source(proto, data, labels, num_samples, seed, input_map, preprocess, split,
                      integer: bool) -> _HeldOutSource:
     """Open held-out data for a model: its labels, the input mapping (label columns excluded), the samples."""
-    source = open_source(data, preprocess, split)
     inputs = input_specs(proto)
+    source = fit_to_inputs(open_source(data, preprocess, split), inputs, input_map)
     label_array, label_name = find_labels(source, labels, inputs, integer=integer)
-    exclude_keys = [k for k in LABEL_KEYS if k in source.keys] + ([label_name] if label_name in source.keys else [])
+    exclude_keys = label_keys(source) + ([label_name] if label_name in source.keys else [])
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
     return _HeldOutSource(source, inputs, mapping, select(len(source), num_samples, seed), label_array, label_name)
 
@@ -126,7 +134,9 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     from quant.eval import compare
 
     fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
+    check_not_quantized(fp32_proto, fp32_model)
     candidate = int8_runner(int8_model, runtime)  # checks the runtime name
+    preprocess = choose_preprocess(preprocess, int8_model if isinstance(int8_model, (str, Path)) else None)
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
     reference = OrtRunner(fp32_proto, mode="fp32")
     bar = _bar(len(held.indices), "evaluating") if progress else None
@@ -151,6 +161,7 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
     from quant.eval.heldout import HeldOut
 
     proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
+    check_not_quantized(proto, fp32_model)
     held = _held_out_source(proto, data, labels, num_samples, seed, input_map, preprocess, split, integer_labels)
     if need_labels and held.labels is None:
         raise QuantError("this metric needs labels and the data has none",
@@ -187,6 +198,8 @@ def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | N
         decide(scorer, 1.0, 1.0, check.get("max_drop"), bool(check.get("relative")), check.get("min_value"))
         gated.append((scorer, check))
     needs_labels = any(scorer.needs_labels for scorer, _ in gated)
+    data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"),
+                                                   int8_model if isinstance(int8_model, (str, Path)) else None)
     start = time.perf_counter()
     heldout = load_heldout(fp32_model, data, labels, need_labels=needs_labels, integer_labels=needs_labels,
                            **data_options)
@@ -283,6 +296,7 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     _check_search_runtime(runtime)
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
+    data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"), calibration)
     scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
                         class_axis=class_axis)
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
@@ -312,6 +326,7 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
 
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
+    data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"), calibration)
     scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
                         class_axis=class_axis)
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
