@@ -302,6 +302,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
         raise QuantError(f"the model already contains quantization nodes ({', '.join(already)}): it is quantized",
                          hint="calibrate the FP32 model it was made from")
     plan = plan_qdq(proto, exclude=set(config.exclude))
+    check_float_types(proto, plan, config)
     unknown = sorted(set(config.exclude) - {n.name for n in proto.graph.node})
     if unknown:
         raise QuantError(f"--exclude names nodes the model does not have: {', '.join(unknown)}",
@@ -340,6 +341,18 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
                                validation_feeds=validation or None)
     compute_ranges(result)
     return result
+
+
+def check_float_types(proto, plan: QuantPlan, config: CalibrationConfig) -> None:
+    """Refuse, before the pass, float types quant cannot write Q/DQ for (see quant.qdq.float_types)."""
+    from quant.qdq.float_types import FLOAT, TYPE_NAMES, check_quantizable_types, quantized_types
+
+    types = quantized_types(proto, plan)
+    check_quantizable_types(types)
+    other = sorted({TYPE_NAMES[e] for e in types.values() if e != FLOAT and e in TYPE_NAMES})
+    if other and "ort-cpu" in config.targets:
+        raise QuantError(f"--target {config.target}: the ort-cpu form is written for float32 models, this one "
+                         f"quantizes {', '.join(other)} tensors", hint="use --target tensorrt for this model")
 
 
 def needed_tensors(proto, plan: QuantPlan, config: CalibrationConfig) -> list[str]:

@@ -23,10 +23,15 @@ def build_qdq_model(model, plan: QuantPlan, activation_amax: dict[str, float],
     Layers named in ``keep_float`` stay float: their activation and weight Q/DQ, and the residual Q/DQ of
     the Add fused into them, are left out (a tensor still shared with a quantized layer keeps its pair there).
     """
+    from quant.qdq.float_types import check_quantizable_types, quantized_types, raise_versions, required_opset, scale_array
+
     onnx = require("onnx")
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    types = quantized_types(model, plan)
+    check_quantizable_types(types)
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    out = raise_versions(out, required_opset(types))  # float16 scales need opset 19; IR version to match
     graph = out.graph
     fresh = name_allocator(graph)
 
@@ -52,7 +57,8 @@ def build_qdq_model(model, plan: QuantPlan, activation_amax: dict[str, float],
         if key in dq_output:
             return dq_output[key]
         scale_name, zero_name = fresh(f"{tensor}_scale"), fresh(f"{tensor}_zero_point")
-        graph.initializer.append(numpy_helper.from_array(np.asarray(scale, dtype=np.float32), scale_name))
+        # QuantizeLinear's scale has its input's type, and DequantizeLinear returns the scale's type
+        graph.initializer.append(numpy_helper.from_array(scale_array(scale, types[tensor]), scale_name))
         graph.initializer.append(numpy_helper.from_array(np.zeros(np.shape(scale), dtype=np.int8), zero_name))
         quantized, dequantized = fresh(f"{tensor}_quantized"), fresh(f"{tensor}_dequantized")
         extra = {} if axis is None else {"axis": axis}

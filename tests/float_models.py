@@ -1,0 +1,64 @@
+"""Test models in other float types and IR versions (built with onnx.helper, no torch)."""
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from models import dynamic_conv
+
+
+def as_float16(src, path):
+    """``src`` (a float32 model file) with every float32 initializer and graph input/output in float16; no Cast."""
+    model = onnx.load(str(src))
+    for init in model.graph.initializer:
+        if init.data_type == TensorProto.FLOAT:
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), init.name))
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def float16_conv(path, seed=0):
+    """dynamic_conv (Conv -> Relu -> Conv + skip -> GAP -> Flatten -> Gemm) entirely in float16."""
+    fp32 = dynamic_conv(str(path) + ".fp32.onnx", seed=seed)
+    return as_float16(fp32, path)
+
+
+def bfloat16_conv(path, seed=0):
+    """dynamic_conv in bfloat16 (opset 22: Conv takes bfloat16 from there)."""
+    import ml_dtypes
+
+    model = onnx.load(str(dynamic_conv(str(path) + ".fp32.onnx", seed=seed)))
+    for init in model.graph.initializer:
+        array = numpy_helper.to_array(init).astype(ml_dtypes.bfloat16)
+        init.CopyFrom(helper.make_tensor(init.name, TensorProto.BFLOAT16, array.shape,
+                                         array.view(np.uint16).tobytes(), raw=True))
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.elem_type = TensorProto.BFLOAT16
+    model.opset_import[0].version, model.ir_version = 22, 10
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def ir3_conv_matmul(path, seed=0):
+    """IR version 3, opset 8 (initializers listed as graph inputs, as IR < 4 requires): Conv -> Relu -> Reshape -> MatMul."""
+    rng = np.random.default_rng(seed)
+    w1 = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, "w1")
+    wfc = numpy_helper.from_array(rng.standard_normal((8 * 10 * 10, 5)).astype(np.float32) * 0.1, "wfc")
+    shape = numpy_helper.from_array(np.array([0, -1], np.int64), "shape")
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+             helper.make_node("Reshape", ["r1", "shape"], ["f"], name="reshape"),
+             helper.make_node("MatMul", ["f", "wfc"], ["y"], name="fc")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 12, 12])]
+    inputs += [helper.make_tensor_value_info(i.name, i.data_type, list(i.dims)) for i in (w1, wfc, shape)]
+    graph = helper.make_graph(nodes, "ir3", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+                              [w1, wfc, shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)])
+    model.ir_version = 3
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
