@@ -62,3 +62,26 @@ def ir3_conv_matmul(path, seed=0):
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return path
+
+
+def shared_weight(path, seed=0):
+    """x [N, 6] -> MatMul(x, W) [N, 8] -> Transpose -> MatMul(W, .) [6, N] -> Transpose -> y [N, 6], plus
+    MatMul(V, .) with V used once on the left (its channels on its first axis). W [6, 8] is shared by a
+    use whose output channels are W's columns and one whose output channels are W's rows."""
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((6, 8)).astype(np.float32) * np.linspace(0.2, 2, 8, dtype=np.float32), "W")
+    v = numpy_helper.from_array((rng.standard_normal((5, 6)) * np.array([[0.1], [0.5], [1.0], [2.0], [4.0]]))
+                                .astype(np.float32), "V")  # rows (its output channels) of very different ranges
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm_right"),
+             helper.make_node("Transpose", ["h"], ["ht"], name="t1", perm=[1, 0]),
+             helper.make_node("MatMul", ["W", "ht"], ["z"], name="mm_left"),
+             helper.make_node("Relu", ["z"], ["zr"], name="relu"),
+             helper.make_node("MatMul", ["V", "zr"], ["u"], name="mm_v"),
+             helper.make_node("Transpose", ["u"], ["y"], name="t2", perm=[1, 0])]
+    graph = helper.make_graph(nodes, "shared_weight", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], [w, v])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path

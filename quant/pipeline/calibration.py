@@ -133,6 +133,8 @@ class CalibrationResult:
             weights[tensor] = {"axis": spec.axis, "channels": spec.channels, "method": self.config.weight_method,
                                "scale_min": float(scales.min()), "scale_max": float(scales.max()),
                                "scale_mean": float(scales.mean()), "zero_channels": int(np.sum(self.weight_amax[tensor] == 0))}
+            if tensor in self.plan.per_tensor_weights:
+                weights[tensor]["per_tensor"] = self.plan.per_tensor_weights[tensor]
         residual_adds = {r["node"] for r in self.plan.residuals if r["layer"] not in float_layers}
         excluded_names = {e["node"] for e in self.plan.excluded}
         kept = [{"node": l.node, "op_type": l.op_type, "reason": "kept in float by the accuracy fallback"}
@@ -391,9 +393,16 @@ def compute_ranges(result: CalibrationResult) -> None:
     for (method, tensor), value in zip(jobs, values):
         result.activation_amax[method][tensor] = value
     weight_params = config.params(config.weight_method)
-    result.weight_amax = {tensor: weight_amax(weight_array(result.model, spec), spec.axis, config.weight_method,
-                                              bins=config.bins, **weight_params)
+    result.weight_amax = {tensor: _weight_amax(weight_array(result.model, spec), spec.axis, config.weight_method,
+                                               bins=config.bins, **weight_params)
                           for tensor, spec in result.plan.weights.items()}
+
+
+def _weight_amax(weight: np.ndarray, axis: int | None, method: str, **params) -> np.ndarray:
+    """Per-channel amax along ``axis``; one amax (a 0-d array) for the whole tensor when ``axis`` is None."""
+    if axis is None:
+        return weight_amax(np.asarray(weight).reshape(1, -1), 0, method, **params).reshape(())
+    return weight_amax(weight, axis, method, **params)
 
 
 def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=None, **overrides) -> CalibrationResult:

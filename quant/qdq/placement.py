@@ -20,8 +20,10 @@ MIN_CONV_CHANNELS = 4
 
 @dataclass
 class WeightSpec:
+    """A weight's Q/DQ: per channel along ``axis`` (its output-channel axis), or per tensor when ``axis`` is None."""
+
     tensor: str
-    axis: int
+    axis: int | None
     channels: int
 
 
@@ -42,6 +44,7 @@ class QuantPlan:
     excluded: list[dict] = field(default_factory=list)  # {"node", "op_type", "reason"}
     # tensor -> [(node name, input index)] whose input is replaced by the tensor's DQ output
     consumers: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    per_tensor_weights: dict[str, str] = field(default_factory=dict)  # weight -> why it is quantized per tensor
 
     @property
     def activations(self) -> list[str]:
@@ -59,6 +62,7 @@ class QuantPlan:
                        for l in self.layers],
             "residual_adds": self.residuals,
             "excluded": self.excluded,
+            **({"per_tensor_weights": self.per_tensor_weights} if self.per_tensor_weights else {}),
         }
 
 
@@ -100,6 +104,7 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
             add_consumer(tensor, node, index)
         plan.layers.append(Layer(node.name, node.op_type, [t for _, t in activations], weight))
         quantized_nodes.add(node.name)
+    _per_tensor_where_axes_differ(plan)
 
     for node in model.graph.node:
         if node.op_type != "Add" or len(node.input) != 2 or node.name in exclude:
@@ -115,6 +120,24 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
         # The residual Q/DQ belongs to the conv TensorRT fuses the Add into: it goes to float with it.
         plan.residuals.append({"node": node.name, "tensor": tensor, "layer": convs[1 - index]})
     return plan
+
+
+def _per_tensor_where_axes_differ(plan: QuantPlan) -> None:
+    """A weight shared by layers whose output channels lie on different axes gets one per-tensor scale.
+
+    E.g. W in MatMul(x, W) (channels on W's last axis) and MatMul(W, a) (channels on its first): one Q/DQ
+    per weight tensor serves every use, and no single axis is right for both.
+    """
+    axes: dict[str, set] = {}
+    for layer in plan.layers:
+        if layer.weight is not None:
+            axes.setdefault(layer.weight.tensor, set()).add(layer.weight.axis)
+    for layer in plan.layers:
+        if layer.weight is not None and len(axes[layer.weight.tensor]) > 1:
+            layer.weight = WeightSpec(layer.weight.tensor, None, 1)
+            plan.per_tensor_weights[layer.weight.tensor] = (
+                f"shared by layers whose output channels lie on different axes {sorted(axes[layer.weight.tensor])}: "
+                "one per-tensor scale")
 
 
 def _conv_before(tensor: str, producers: dict, quantized: set[str]) -> str | None:
