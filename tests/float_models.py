@@ -85,3 +85,30 @@ def shared_weight(path, seed=0):
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return path
+
+
+def narrow_conv_resize(path, seed=0):
+    """x [N, 3, 8, 8] -> Conv(2 output channels) -> Relu -> Resize(x2, float32 scales) -> Conv(8) -> GAP -> Flatten -> Gemm(4).
+
+    The first conv has too few output channels for the speed heuristic (kept in float unless --include);
+    Resize's `scales` input is float32-only in ONNX (stays float32 under --high-precision fp16)."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32) * 0.4, "w_narrow"),
+             numpy_helper.from_array(rng.standard_normal((8, 2, 3, 3)).astype(np.float32) * 0.4, "w2"),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+             numpy_helper.from_array(rng.standard_normal((4, 8)).astype(np.float32), "wfc"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32) * 0.1, "bfc")]
+    nodes = [helper.make_node("Conv", ["x", "w_narrow"], ["c1"], name="narrow", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
+             helper.make_node("Resize", ["r1", "", "scales"], ["up"], name="resize", mode="nearest"),
+             helper.make_node("Conv", ["up", "w2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c2"], ["p"], name="gap"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "wfc", "bfc"], ["y"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "narrow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path

@@ -101,8 +101,13 @@ class CalibrationResult:
     def qdq_model(self, method: str | None = None, keep_float: Sequence[str] = ()):
         """The Q/DQ ONNX model (onnx.ModelProto) for one method; ``keep_float`` names layers left in float."""
         method = self._method(method)
-        return build_qdq_model(self.model, self.plan, self.activation_amax[method], self.weight_amax,
-                               keep_float=frozenset(keep_float))
+        model = build_qdq_model(self.model, self.plan, self.activation_amax[method], self.weight_amax,
+                                keep_float=frozenset(keep_float), weight_storage=self.config.weight_storage)
+        if self.config.high_precision == "fp16":
+            from quant.qdq.float16 import to_float16
+
+            model = to_float16(model)
+        return model
 
     def _method(self, method: str | None) -> str:
         if method is None:
@@ -158,7 +163,8 @@ class CalibrationResult:
             "parameters": get_calibrator(method, **self.config.params(method)).get_params(),
             "config": self.config.to_json(),
             "quantization": {"dtype": "int8", "symmetric": True, "zero_point": 0, "scale": "amax / 127",
-                             "activations": "per-tensor", "weights": "per-channel (output-channel axis)"},
+                             "activations": "per-tensor", "weights": "per-channel (output-channel axis)",
+                             **self._storage_manifest()},
             "calibration_cache": {"file": "calibration.cache",
                                   "header": f"TRT-{trt_version_number(self.config.trt_version)}-"
                                             f"{ALGORITHMS.get(method, DEFAULT_ALGORITHM)}"},
@@ -169,6 +175,17 @@ class CalibrationResult:
             "residual_adds": [r for r in self.plan.residuals if r["node"] in residual_adds],
             "unquantized": unquantized,
         }
+
+    def _storage_manifest(self) -> dict:
+        """How model.int8.onnx stores weights and in which float type its unquantized layers run."""
+        from quant.qdq.float_types import TYPE_NAMES, model_float_type
+
+        float_type = "float16" if self.config.high_precision == "fp16" else TYPE_NAMES.get(model_float_type(self.model))
+        return {"weight_storage": ("int8 initializers read by DequantizeLinear" if self.config.weight_storage == "int8"
+                                   else "float initializers with QuantizeLinear + DequantizeLinear"),
+                "high_precision": float_type,
+                "io_types": "as the FP32 model (Casts at the inputs and outputs)"
+                            if self.config.high_precision == "fp16" else "as the model"}
 
     def files(self) -> list[str]:
         """The files ``save`` writes into each method's folder (besides ``extra_files``)."""
@@ -303,12 +320,8 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if already:
         raise QuantError(f"the model already contains quantization nodes ({', '.join(already)}): it is quantized",
                          hint="calibrate the FP32 model it was made from")
-    plan = plan_qdq(proto, exclude=set(config.exclude))
+    plan = make_plan(proto, config)
     check_float_types(proto, plan, config)
-    unknown = sorted(set(config.exclude) - {n.name for n in proto.graph.node})
-    if unknown:
-        raise QuantError(f"--exclude names nodes the model does not have: {', '.join(unknown)}",
-                         hint="use ONNX node names as listed in quant.json (layers / unquantized)")
     if not plan.layers:
         raise QuantError("nothing to quantize: the model has no Conv, ConvTranspose, Gemm or MatMul with a "
                          "quantizable input", hint="quant inserts Q/DQ only around these ops; see --exclude")
@@ -343,6 +356,36 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
                                validation_feeds=validation or None)
     compute_ranges(result)
     return result
+
+
+def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
+    """The Q/DQ plan with the user's exclusions and inclusions, each checked against the model first."""
+    nodes = {n.name: n for n in proto.graph.node}
+    for flag, names in (("--exclude", config.exclude), ("--include", config.include)):
+        unknown = sorted(set(names) - set(nodes))
+        if unknown:
+            raise QuantError(f"{flag} names nodes the model does not have: {', '.join(unknown)}",
+                             hint="use ONNX node names as listed in quant.json (layers / unquantized)")
+    from quant.qdq.placement import WEIGHTED_OPS
+
+    not_weighted = sorted(n for n in config.include if nodes[n].op_type not in WEIGHTED_OPS)
+    if not_weighted:
+        raise QuantError(f"--include {not_weighted[0]}: a {nodes[not_weighted[0]].op_type} node; quant quantizes "
+                         f"the inputs of {', '.join(WEIGHTED_OPS)} only", hint="--include names such a layer")
+    op_types = {n.op_type for n in proto.graph.node}
+    absent = sorted(set(config.exclude_op_types) - op_types)
+    if absent:
+        raise QuantError(f"--exclude-op-type {absent[0]}: the model has no {absent[0]} node",
+                         hint=f"op types in this model: {', '.join(sorted(op_types))}")
+    import re
+
+    for pattern in config.exclude_patterns:
+        if not any(re.search(pattern, name) for name in nodes):
+            raise QuantError(f"--exclude-regex '{pattern}' matches no node name of the model",
+                             hint="node names are listed in quant.json (layers / unquantized); the pattern is "
+                                  "searched anywhere in the name (anchor it with ^)")
+    return plan_qdq(proto, exclude=set(config.exclude), exclude_op_types=config.exclude_op_types,
+                    exclude_patterns=config.exclude_patterns, include=config.include)
 
 
 def check_float_types(proto, plan: QuantPlan, config: CalibrationConfig) -> None:
@@ -434,7 +477,7 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         methods = manifest.get("method") or old.methods
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     config = old.replace(methods=methods, **overrides)
-    plan = plan_qdq(proto, exclude=set(config.exclude))
+    plan = make_plan(proto, config)
     tensors = needed_tensors(proto, plan, config)
     missing = [t for t in tensors if t not in histograms]
     if missing:
