@@ -40,7 +40,8 @@ class EvalReport:
             lines.append(f"output '{name}': {agreement}cosine {value['cosine']:.5f}, SQNR {value['sqnr_db']:.2f} dB, "
                          f"max abs error {value['max_abs_error']:.4g}, mean abs error {value['mean_abs_error']:.4g}")
         if self.worst_samples:
-            worst = ", ".join(f"#{w['index']} ({w['sqnr_db']:.1f} dB)" for w in self.worst_samples)
+            worst = ", ".join(f"#{w['index']}" + (f" {w['file']}" if w.get("file") else "") + f" ({w['sqnr_db']:.1f} dB)"
+                              for w in self.worst_samples)
             lines.append(f"worst samples by SQNR: {worst}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
