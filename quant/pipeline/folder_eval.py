@@ -111,7 +111,7 @@ class FolderEval:
                 lines.append(f"{f'{output!r} {title}':<{label}} {'':>{width}} " + " ".join(f"{c:>{width}}" for c in cells))
         best = self.best()
         if best:
-            lines.append(f"highest INT8 {best[1]}: {best[0]} (differences of a few samples are noise)")
+            lines.append(f"highest INT8 {best[1]}: {best[0]} {best[2]} (a difference of a few samples is noise)")
         for method in methods:
             worst = self.reports[method].worst_samples[:3]
             if worst:
@@ -120,17 +120,17 @@ class FolderEval:
         lines += [f"note: {n}" for n in notes]
         return "\n".join(lines)
 
-    def best(self) -> tuple[str, str] | None:
-        """(method, why): highest top-1 when labels were given, else highest SQNR of the first output."""
+    def best(self) -> tuple[str, str, str] | None:
+        """(method, metric, value): highest top-1 when labels were given, else highest SQNR of the first output."""
         first = next(iter(self.reports.values()))
         if "top1" in first.task:
             method = max(self.reports, key=lambda m: (self.reports[m].task["top1"]["int8"], -list(self.reports).index(m)))
-            return method, f"top1 ({100 * self.reports[method].task['top1']['int8']:.2f}%)"
+            return method, "top1", f"{100 * self.reports[method].task['top1']['int8']:.2f}%"
         if first.outputs:
             output = next(iter(first.outputs))
             method = max(self.reports, key=lambda m: (self.reports[m].outputs[output]["sqnr_db"],
                                                       -list(self.reports).index(m)))
-            return method, f"SQNR of output '{output}' ({self.reports[method].outputs[output]['sqnr_db']:.2f} dB)"
+            return method, f"SQNR of output '{output}'", f"{self.reports[method].outputs[output]['sqnr_db']:.2f} dB"
         return None
 
 
