@@ -303,7 +303,12 @@ def prepare_model(model) -> tuple[object, Path | None, str]:
         import hashlib
 
         digest = hashlib.sha256(model.SerializeToString()).hexdigest()
-    return normalize(proto), path, digest
+    proto = normalize(proto)
+    from quant.qdq.float_types import FLOAT16, FLOAT16_QDQ_OPSET, model_float_type, raise_versions
+
+    if model_float_type(proto) == FLOAT16:  # float16 Q/DQ needs opset 19: upgrade (or refuse) before the pass
+        proto = raise_versions(proto, FLOAT16_QDQ_OPSET)
+    return proto, path, digest
 
 
 def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map: dict[str, str] | None = None,

@@ -86,7 +86,8 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
 
     ``exclude`` names nodes, ``exclude_op_types`` op types and ``exclude_patterns`` regular expressions
     (``re.search`` on the node name) kept in float; ``include`` names layers quantized although a heuristic
-    (few channels, GEMV shape) would keep them in float.
+    (few channels, GEMV shape) or an op-type/regex exclusion would keep them in float (the more specific
+    selection wins; a node both included and excluded by name is refused by the config).
     """
     excluded_by = _exclusion(exclude, exclude_op_types, exclude_patterns)
     include = set(include)
@@ -108,6 +109,8 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
         if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx"):
             continue
         why = excluded_by(node)
+        if why and node.name in include:  # a node named by --include beats an op-type or regex exclusion
+            why = ""
         if why:
             skip(node, why)
             continue

@@ -202,3 +202,10 @@ def test_include_quantizes_a_layer_the_heuristic_keeps_in_float(tmp_path):
     assert manifest["weights"]["w_narrow"]["axis"] == 0 and manifest["weights"]["w_narrow"]["channels"] == 2
     assert "narrow" in _weight_dq_consumers(tmp_path / "inc")
     assert manifest["config"]["include"] == ["narrow"]
+
+
+def test_include_beats_an_op_type_exclusion(digits, tmp_path):
+    out = _calibrate(digits, tmp_path / "o", "--method", "minmax", "--exclude-op-type", "Conv",
+                     "--include", "/stem/stem.0/Conv")
+    layers, _ = _layers(out)
+    assert layers == {"/stem/stem.0/Conv", "/head/Gemm"}
