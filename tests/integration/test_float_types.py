@@ -146,3 +146,17 @@ def test_float16_float_weight_storage_matches_int8_storage(fp16):
     # moves, so the two graphs round differently inside (not bit-equal as in float32, see test_modelopt_features).
     x = np.load(d / "heldout.npz")["x"]
     assert _sqnr(_session(int8).run(None, {"x": x})[0], _session(path).run(None, {"x": x})[0]) > 40.0
+
+
+def test_float16_sensitivity_scores_every_layer(fp16, tmp_path):
+    import json
+    import shutil
+
+    d, model, _ = fp16
+    folder = tmp_path / "calib"
+    shutil.copytree(d / "out", folder)
+    proc = run_cli(["sensitivity", model, "--calibration", folder, "--data", d / "heldout.npz", "--metric", "sqnr"])
+    assert proc.returncode == 0, proc.stderr
+    layers = json.loads((folder / "sensitivity.json").read_text())["layers"]
+    assert sorted(l["node"] for l in layers) == ["conv1", "conv2", "fc"]
+    assert all(l["local_sqnr_db"] is not None and 20 < l["local_sqnr_db"] < 80 for l in layers)
