@@ -112,3 +112,21 @@ def narrow_conv_resize(path, seed=0):
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return path
+
+
+def mixed_float16_island(path, seed=0):
+    """float32 I/O, opset 13: Cast -> float16 Conv -> Cast -> float32 Conv (a float16 island in a float32 model)."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float16), "w16"),
+             numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.3).astype(np.float32), "w32")]
+    nodes = [helper.make_node("Cast", ["x"], ["x16"], name="to16", to=TensorProto.FLOAT16),
+             helper.make_node("Conv", ["x16", "w16"], ["y16"], name="conv16", pads=[1, 1, 1, 1]),
+             helper.make_node("Cast", ["y16"], ["y32"], name="to32", to=TensorProto.FLOAT),
+             helper.make_node("Conv", ["y32", "w32"], ["y"], name="conv32")]
+    graph = helper.make_graph(nodes, "mixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 6, 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path

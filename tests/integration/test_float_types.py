@@ -160,3 +160,20 @@ def test_float16_sensitivity_scores_every_layer(fp16, tmp_path):
     layers = json.loads((folder / "sensitivity.json").read_text())["layers"]
     assert sorted(l["node"] for l in layers) == ["conv1", "conv2", "fc"]
     assert all(l["local_sqnr_db"] is not None and 20 < l["local_sqnr_db"] < 80 for l in layers)
+
+
+def test_float16_island_in_a_float32_model_gets_scales_of_each_tensors_type(tmp_path):
+    from float_models import mixed_float16_island
+
+    model = mixed_float16_island(tmp_path / "mixed.onnx")
+    x = np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    proc = run_cli(["calibrate", model, "--data", tmp_path / "x.npy", "--method", "max", "--output", tmp_path / "o"])
+    assert proc.returncode == 0, proc.stderr
+    out = onnx.load(str(tmp_path / "o" / "model.int8.onnx"))
+    onnx.checker.check_model(out, full_check=True)
+    inits = {i.name: i for i in out.graph.initializer}
+    scale_type = {n.input[0]: inits[n.input[1]].data_type for n in out.graph.node if n.op_type == "QuantizeLinear"}
+    assert scale_type == {"x16": TensorProto.FLOAT16, "y32": TensorProto.FLOAT}
+    assert _sqnr(_session(model, optimize=True).run(None, {"x": x})[0],
+                 _session(tmp_path / "o" / "model.int8.onnx").run(None, {"x": x})[0]) > 30.0
