@@ -397,7 +397,7 @@ def check_float_types(proto, plan: QuantPlan, config: CalibrationConfig) -> None
     """Refuse, before the pass, float types quant cannot write Q/DQ for (see quant.qdq.float_types)."""
     from quant.qdq.float_types import FLOAT, TYPE_NAMES, check_quantizable_types, quantized_types
 
-    types = quantized_types(proto, plan)
+    types = plan.tensor_types = quantized_types(proto, plan)
     check_quantizable_types(types)
     other = sorted({TYPE_NAMES[e] for e in types.values() if e != FLOAT and e in TYPE_NAMES})
     if other and "ort-cpu" in config.targets:

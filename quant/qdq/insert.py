@@ -46,7 +46,9 @@ def build_qdq_model(model, plan: QuantPlan, activation_amax: dict[str, float],
 
     onnx = require("onnx")
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
-    types = quantized_types(model, plan)
+    if not plan.tensor_types:  # type inference once per plan (sensitivity/fallback build many models)
+        plan.tensor_types = quantized_types(model, plan)
+    types = plan.tensor_types
     check_quantizable_types(types)
     out = onnx.ModelProto()
     out.CopyFrom(model)

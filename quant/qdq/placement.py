@@ -47,6 +47,7 @@ class QuantPlan:
     # tensor -> [(node name, input index)] whose input is replaced by the tensor's DQ output
     consumers: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
     per_tensor_weights: dict[str, str] = field(default_factory=dict)  # weight -> why it is quantized per tensor
+    tensor_types: dict[str, int] = field(default_factory=dict)  # quantized tensor -> ONNX element type (cached)
 
     @property
     def activations(self) -> list[str]:

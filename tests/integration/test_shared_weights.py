@@ -11,11 +11,12 @@ from float_models import shared_weight
 
 
 def _qdq_of(model, tensor):
+    """(scale, axis, DQ output) of a weight stored as INT8 initializer '<tensor>_quantized' behind a DequantizeLinear."""
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor)
-    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == q.output[0])
-    axis = next((a.i for a in q.attribute if a.name == "axis"), None)
-    return inits[q.input[1]], axis, dq.output[0]
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] == f"{tensor}_quantized")
+    assert inits[dq.input[0]].dtype == np.int8
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), None)
+    return inits[dq.input[1]], axis, dq.output[0]
 
 
 def test_shared_weight_scale_fits_every_use(tmp_path):
