@@ -64,7 +64,8 @@ def to_float16(model):
             init.CopyFrom(numpy_helper.from_array(values, name))
 
     inputs = {v.name for v in graph.input if v.type.tensor_type.elem_type == FLOAT and v.name not in initializers}
-    outputs = {v.name for v in graph.output if v.type.tensor_type.elem_type == FLOAT}
+    produced = {t for node in graph.node for t in node.output}
+    outputs = {v.name for v in graph.output if v.type.tensor_type.elem_type == FLOAT and v.name in produced}
     renamed_outputs = {name: fresh(f"{name}_fp16") for name in outputs}
     input_casts = {name: fresh(f"{name}_fp16") for name in inputs}
     new_nodes = [helper.make_node("Cast", [name], [cast], name=fresh(f"{name}_Cast_fp16"), to=FLOAT16)
