@@ -24,7 +24,8 @@ def register(subparsers) -> None:
                         help="per-channel weight ranges (default: minmax = max |w|)")
     parser.add_argument("--bins", type=int, default=4096, help="histogram bins on the dyadic grid (default 4096)")
     parser.add_argument("--exclude", action="append", default=[], metavar="NODE",
-                        help="ONNX node name to keep in float (repeatable)")
+                        help="ONNX node name to keep in float, or re:PATTERN for a regular expression as "
+                             "--exclude-regex takes (repeatable)")
     parser.add_argument("--exclude-op-type", action="append", default=[], metavar="OP",
                         help="keep every node of this op type in float, e.g. Conv (repeatable)")
     parser.add_argument("--exclude-regex", action="append", default=[], metavar="PATTERN",
@@ -66,10 +67,13 @@ def run(args) -> int:
     config = CalibrationConfig(methods=methods, percentile=args.percentile, bins=args.bins, batch_size=args.batch_size,
                                memory_budget_mb=args.memory_budget,
                                num_samples=args.num_samples, seed=args.seed, weight_method=args.weight_method,
-                               exclude=tuple(args.exclude), trt_version=args.trt_version,
+                               exclude=tuple(e for e in args.exclude if not e.startswith("re:")),
+                               trt_version=args.trt_version,
                                external_data=args.external_data, target=args.target,
                                reduce_range=args.reduce_range, exclude_op_types=tuple(args.exclude_op_type),
-                               exclude_patterns=tuple(args.exclude_regex), include=tuple(args.include),
+                               exclude_patterns=tuple(args.exclude_regex) + tuple(e[3:] for e in args.exclude
+                                                                                 if e.startswith("re:")),
+                               include=tuple(args.include),
                                weight_storage=args.weight_storage, high_precision=args.high_precision)
     preprocess = preprocess_from_args(args)
     from quant.core.io import check_output_dir

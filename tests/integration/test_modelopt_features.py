@@ -209,3 +209,11 @@ def test_include_beats_an_op_type_exclusion(digits, tmp_path):
                      "--include", "/stem/stem.0/Conv")
     layers, _ = _layers(out)
     assert layers == {"/stem/stem.0/Conv", "/head/Gemm"}
+
+
+def test_exclude_with_re_prefix_is_a_regex(digits, tmp_path):
+    out = _calibrate(digits, tmp_path / "o", "--method", "minmax", "--exclude", r"re:^/block2/conv\d/")
+    layers, unquantized = _layers(out)
+    assert "/block2/conv1/Conv" not in layers and "/block2/conv2/Conv" not in layers
+    assert r"--exclude-regex ^/block2/conv\d/" in unquantized["/block2/conv1/Conv"]
+    assert len(layers) == 5
