@@ -119,6 +119,7 @@ def normalize(model):
             raise QuantError(f"cannot upgrade the model from opset {opset_version(model)} to {MIN_OPSET} "
                              f"(needed for per-channel Q/DQ): {exc}",
                              hint=f"re-export the model with opset >= {MIN_OPSET}") from None
+    _raise_ir_version(model)
     graph = model.graph
     kept = []
     for node in graph.node:
@@ -145,6 +146,27 @@ def normalize(model):
     return model
 
 
+def _raise_ir_version(model) -> None:
+    """IR version at least what the opsets need (the version converter keeps the old one).
+
+    Below IR 4 every initializer had to be a graph input; those inputs are dropped when the IR is raised,
+    so the constants stay constants (and Q/DQ initializers added later need no input entry).
+    """
+    onnx = _onnx()
+    try:
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    except TypeError:  # older onnx without ignore_unknown
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    if model.ir_version >= needed:
+        return
+    if model.ir_version < 4:
+        names = {init.name for init in model.graph.initializer}
+        kept = [value for value in model.graph.input if value.name not in names]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+    model.ir_version = needed
+
+
 def initializers(model) -> dict[str, object]:
     return {init.name: init for init in model.graph.initializer}
 
@@ -160,11 +182,24 @@ def with_outputs(model, names: list[str]):
     augmented.CopyFrom(model)
     existing = {o.name for o in augmented.graph.output}
     types = {v.name: v.type.tensor_type.elem_type for v in list(augmented.graph.value_info) + list(augmented.graph.input)}
+    if any(name not in types and name not in existing for name in names):  # e.g. a float16 model: infer, not guess
+        types = _inferred_types(augmented) | types
     for name in names:
         if name not in existing:
             elem = types.get(name, onnx.TensorProto.FLOAT)
             augmented.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
     return augmented
+
+
+def _inferred_types(model) -> dict[str, int]:
+    """Element types from ONNX type inference ({} when it fails, e.g. on a model over 2 GB)."""
+    onnx = _onnx()
+    try:
+        graph = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    except Exception:  # unknown ops, protobuf limits: keep the declared types only
+        return {}
+    types = {v.name: v.type.tensor_type.elem_type for v in list(graph.value_info) + list(graph.output)}
+    return {name: elem for name, elem in types.items() if elem}
 
 
 def try_serialize(model) -> bytes | None:

@@ -150,6 +150,9 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     report.labels_source = held.label_name
     if runtime in ("ort-int8", "openvino"):
         report.notes.append(candidate.integer_kernel_note())
+    from quant.pipeline.folder_eval import name_worst_samples
+
+    name_worst_samples(report, held.source)
     return report
 
 

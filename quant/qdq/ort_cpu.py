@@ -254,14 +254,15 @@ def build_ort_cpu_model(model, plan: OrtCpuPlan, ranges: dict[str, tuple[float, 
         scale = weight_scales[weight]
         values = to_array(constants[weight])
         shape = [1] * values.ndim
-        shape[axis] = -1
+        if axis is not None:  # None: a per-tensor weight (shared by layers with different channel axes)
+            shape[axis] = -1
         quantized = np.clip(np.round(values / scale.reshape(shape)), -levels, levels).astype(np.int8)
         q_name, s_name, z_name = fresh(f"{weight}_quantized"), fresh(f"{weight}_scale"), fresh(f"{weight}_zero_point")
         graph.initializer.extend([numpy_helper.from_array(quantized, q_name), numpy_helper.from_array(scale, s_name),
                                   numpy_helper.from_array(np.zeros(scale.shape, np.int8), z_name)])
         dq = fresh(f"{weight}_dequantized")
         top.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [dq], name=fresh(f"{weight}_DQ"),
-                                    axis=axis))
+                                    **({} if axis is None else {"axis": axis})))
         replaced[(node_name, weight)] = dq
     for bias, (node_name, activation, weight) in plan.biases.items():
         x_scale = np.float64(params[plan.rewired.get(activation, activation)][0])
