@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from quant.cli.common import add_data_options, stdout, stderr
+from quant.cli.common import add_data_options, print_warnings, stdout, stderr
 from quant.cli.gate import add_metric_options, data_options
 
 
@@ -49,5 +49,6 @@ def run(args) -> int:
     keep = [layer["node"] for layer in outcome.float_layers]
     result.save(args.output, protect=(Path(args.data),), keep_float=keep,
                 extra_files={"fallback.json": dumps(outcome.to_json())})
+    print_warnings(result, keep_float=keep)
     stdout(f"wrote {args.output}/model.int8.onnx with {len(keep)} layer(s) in float: {', '.join(keep) or 'none'}")
     return 0

@@ -59,6 +59,9 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
     if floats:
         names = ", ".join(md_code(u["node"]) for u in floats)
         body.append(f"- layers kept in float by the fallback: {names}")
+    for warning in manifest.get("warnings") or []:
+        if isinstance(warning, dict):
+            body.append(f"- warning: tensor {md_code(warning.get('tensor'))} {md_text(warning.get('problem'))}")
     sections.append(("Calibration", "\n".join(body), []))
 
     table = _metric_table(folder)
