@@ -178,6 +178,7 @@ CASES = [
     Case("nul_in_tensor_name", nul_in_tensor_name, "holds the character '\\x00'"),
     Case("line_separator_in_tensor_name", line_separator_in_tensor_name, "holds the character '\\u2028'"),
     Case("non_utf8_tensor_name", non_utf8_tensor_name, "has a tensor name that is not valid UTF-8"),
+    Case("error_line_stays_one_line", lambda d: _calibrate(MODEL, d) + ["--exclude", "no\nsuch\rnode"], "no\\nsuch\\rnode"),
     Case("nan_weight", nan_weight, "initializer 'onnx::Conv_66' of node '/block1/conv1/Conv' holds NaN"),
     Case("inf_weight", inf_weight, "initializer 'head.weight' of node '/head/Gemm' holds Inf"),
     Case("inf_bias", inf_bias, "initializer 'onnx::Conv_64' of node '/stem/stem.0/Conv' holds Inf"),

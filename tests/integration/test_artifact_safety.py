@@ -20,7 +20,8 @@ from quant.pipeline import recalibrate
 TENSORS = {"/stem/stem.2/Relu_output_0": "<script>alert('t')</script>", "/down/down.2/Relu_output_0": "`a`|b **c**",
            "/block2/relu/Relu_output_0": "$x^$ \\alpha"}
 NODES = {"/block1/conv2/Conv": "<img src=x onerror=alert(1)>`x`|y\nz", "/down/down.0/Conv": '=HYPERLINK("http://x","y")',
-         "/block2/conv1/Conv": "$\\undefinedcommand$", "/stem/stem.0/Conv": "+SUM(A1),evil"}
+         "/block2/conv1/Conv": "$\\undefinedcommand$", "/stem/stem.0/Conv": "+SUM(A1),evil",
+         "/head/Gemm": "\x1b[2J\x1b[31mred\x07"}
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,7 @@ def hostile(tmp_path_factory, digits):
     quant.calibrate(model, digits["calibration"], methods=("minmax",)).save(out)
     proc = run_cli(["sensitivity", model, "--calibration", out, "--data", digits["heldout"], "--num-samples", "48"])
     assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout + proc.stderr and "\\x1b[31mred\\x07" in proc.stdout  # no terminal control
     proc = run_cli(["report", out])
     assert proc.returncode == 0, proc.stderr
     return out
