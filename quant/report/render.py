@@ -114,8 +114,8 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
             write_file_atomic(out / "plots" / name, data)
             md += [f"![{name}](plots/{name})", ""]
     md_path, html_path = out / "report.md", out / "report.html"
-    write_file_atomic(md_path, "\n".join(md))
-    write_file_atomic(html_path, _html(folder.name, sections))
+    write_file_atomic(md_path, "\n".join(md).encode("utf-8"))  # UTF-8 whatever the locale (the HTML says so)
+    write_file_atomic(html_path, _html(folder.name, sections).encode("utf-8"))
     return md_path, html_path
 
 
