@@ -34,6 +34,7 @@ def load_model(path: str | Path):
     if not model.HasField("graph") or len(model.graph.node) == 0:
         raise QuantError(f"'{path}' is not an ONNX model: it has no graph nodes",
                          hint="pass an .onnx file exported by torch.onnx.export or another ONNX exporter")
+    _check_utf8_names(model, path)
     base = path.resolve().parent
     for tensor in _external_tensors(model):
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
@@ -65,6 +66,19 @@ def load_model(path: str | Path):
             raise QuantError(f"'{path}' is not a valid ONNX model: {first}",
                              hint="re-export the model, or check it with onnx.checker.check_model") from None
     return model
+
+
+def _check_utf8_names(model, path: Path) -> None:
+    """ONNX names are UTF-8 strings; protobuf hands out invalid ones as bytes, which no output format can hold."""
+    graph = model.graph
+    named = [("node", n.name) for n in graph.node]
+    named += [("tensor", t) for n in graph.node for t in list(n.input) + list(n.output)]
+    named += [("tensor", v.name) for v in list(graph.input) + list(graph.output) + list(graph.value_info)]
+    named += [("initializer", i.name) for i in graph.initializer]
+    for kind, name in named:
+        if isinstance(name, bytes):
+            raise QuantError(f"'{path}' has a {kind} name that is not valid UTF-8: {name!r}",
+                             hint="rename it in the model: ONNX names are UTF-8 strings")
 
 
 def _external_tensors(model):

@@ -231,8 +231,9 @@ def build_ort_cpu_model(model, plan: OrtCpuPlan, ranges: dict[str, tuple[float, 
 
     params = {t: u8_params(*ranges[src]) for t, src in plan.pairs.items()}
     levels = weight_levels(reduce_range)
-    weight_scales = {w: (np.where(np.asarray(weight_amax[w]) > 0, np.asarray(weight_amax[w], np.float64), 1.0)
-                         / levels).astype(np.float32) for w in plan.weights}
+    weight_scales = {w: np.maximum((np.where(np.asarray(weight_amax[w]) > 0, np.asarray(weight_amax[w], np.float64), 1.0)
+                                    / levels).astype(np.float32), np.finfo(np.float32).tiny)  # never denormal
+                     for w in plan.weights}
 
     after: dict[str, list] = {}  # tensor -> nodes to emit right after its producer (or at the top)
     dq_of: dict[str, str] = {}

@@ -63,6 +63,9 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
     if floats:
         names = ", ".join(md_code(u["node"]) for u in floats)
         body.append(f"- layers kept in float by the fallback: {names}")
+    for warning in manifest.get("warnings") or []:
+        if isinstance(warning, dict):
+            body.append(f"- warning: tensor {md_code(warning.get('tensor'))} {md_text(warning.get('problem'))}")
     sections.append(("Calibration", "\n".join(body), []))
 
     table = _metric_table(folder)
@@ -115,8 +118,8 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
             write_file_atomic(out / "plots" / name, data)
             md += [f"![{name}](plots/{name})", ""]
     md_path, html_path = out / "report.md", out / "report.html"
-    write_file_atomic(md_path, "\n".join(md))
-    write_file_atomic(html_path, _html(folder.name, sections))
+    write_file_atomic(md_path, "\n".join(md).encode("utf-8"))  # UTF-8 whatever the locale (the HTML says so)
+    write_file_atomic(html_path, _html(folder.name, sections).encode("utf-8"))
     return md_path, html_path
 
 
