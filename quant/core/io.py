@@ -17,7 +17,7 @@ from typing import Iterator
 from quant.core.errors import QuantError
 from quant.core.oserrors import check_path_text, os_error
 from quant.core.ownership import (MANIFEST, XML_MARKER, _write_all, folder_lock, generator, is_dead_lock, lock_file,
-                                  read_manifest, register as register_file, remove_proven, unproven, write_manifest,
+                                  read_manifest, register as register_file, register_folder, remove_proven, unproven, write_manifest,
                                   written_by_quant)
 
 STAGING_LOCK = ".quant-staging"  # inside a staging folder, locked while its process lives
@@ -189,6 +189,7 @@ def _commit(staging: Path, target: Path, shown, protect) -> None:
     info = _stat(target, follow=False)
     if info is None:
         os.rename(staging, target)
+        register_folder(target)  # an output inside a quant folder keeps that folder provable
         return
     if not stat.S_ISDIR(info.st_mode):
         raise QuantError(f"the output '{shown}' exists and is not a folder; refusing to replace it",
@@ -204,6 +205,7 @@ def _commit(staging: Path, target: Path, shown, protect) -> None:
         os.rename(old, target)
         raise
     remove_proven(old)  # only files the manifests prove quant wrote, each hash checked again
+    register_folder(target)
 
 
 def remove_stale_staging(parent: str | Path) -> list[str]:
