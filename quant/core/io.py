@@ -17,8 +17,8 @@ from typing import Iterator
 from quant.core.errors import QuantError
 from quant.core.oserrors import check_path_text, os_error
 from quant.core.ownership import (MANIFEST, XML_MARKER, _write_all, folder_lock, generator, is_dead_lock, lock_file,
-                                  read_manifest, register as register_file, register_folder, remove_proven, unproven, write_manifest,
-                                  written_by_quant)
+                                  read_manifest, register as register_file, register_folder, remove_proven, unproven,
+                                  write_manifest, written_by_quant)
 
 STAGING_LOCK = ".quant-staging"  # inside a staging folder, locked while its process lives
 STAGING_PREFIX = "quant staging"
@@ -90,10 +90,14 @@ def _short(name: str) -> str:
 
 def _refuse_unproven(path, bad: list[str]) -> QuantError:
     more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    if read_manifest(path) is None:  # e.g. written by a quant without manifests, or copied without hidden files
+        hint = (f"choose a new or empty output folder; it has no {MANIFEST}, so quant cannot prove anything in it "
+                "is its own (delete it yourself if it holds nothing you need)")
+    else:
+        hint = (f"choose a new or empty output folder (quant replaces a folder only when its {MANIFEST} lists "
+                "every file in it)")
     return QuantError(f"the output folder '{path}' holds '{bad[0]}'{more}, which was not written by quant; "
-                      "refusing to replace the folder",
-                      hint="choose a new or empty output folder (quant replaces a folder only when its "
-                           f"{MANIFEST} lists every file in it)")
+                      "refusing to replace the folder", hint=hint)
 
 
 def check_output_dir(path: str | Path, protect: tuple[Path, ...] = ()) -> None:
