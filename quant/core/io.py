@@ -226,12 +226,21 @@ def remove_stale_staging(parent: str | Path) -> list[str]:
                 continue
             if uid is not None and entry.stat(follow_symlinks=False).st_uid != uid:
                 continue
-            if ".tmp-" in entry.name and is_dead_lock(Path(entry.path) / STAGING_LOCK, STAGING_PREFIX):
+            if ".tmp-" in entry.name and _dead_staging(Path(entry.path)):
                 shutil.rmtree(entry.path, ignore_errors=True)
             elif not (".old-" in entry.name and read_manifest(entry.path) is not None and remove_proven(entry.path)):
                 continue
             removed.append(entry.name)
     return removed
+
+
+def _dead_staging(staging: Path) -> bool:
+    """A staging folder made by quant (its lock file, under its final or its first name) whose process ended."""
+    try:
+        names = [n for n in os.listdir(staging) if n == STAGING_LOCK or n.startswith(STAGING_LOCK + ".new-")]
+    except OSError:
+        return False
+    return bool(names) and all(is_dead_lock(staging / name, STAGING_PREFIX) for name in names)
 
 
 def check_output_file(path: str | Path, inputs=(), force: bool | None = None, what: str = "output") -> None:
@@ -315,8 +324,13 @@ def temp_file_beside(path: Path) -> tuple[int, Path]:
 
 
 def _replace(path: Path, payload: bytes, info: os.stat_result | None) -> None:
-    fd, tmp = temp_file_beside(path)
+    """Write ``payload`` in a locked staging folder beside ``path``, then rename it over ``path``. The caller
+    holds the folder's lock; a staging folder a killed run left there is removed first."""
+    remove_stale_staging(path.parent)
+    staging, lock = _make_staging(path.parent, path.name)
     try:
+        tmp = staging / "content"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)  # the umask
         try:
             _write_all(fd, payload)
             if info is not None and stat.S_ISREG(info.st_mode):
@@ -324,10 +338,9 @@ def _replace(path: Path, payload: bytes, info: os.stat_result | None) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        os.close(lock)
 
 
 def json_output(value) -> str:

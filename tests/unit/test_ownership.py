@@ -93,3 +93,15 @@ def test_staging_and_outputs_get_the_umask_modes(tmp_path):
     assert stat.S_IMODE((tmp_path / "R").stat().st_mode) == 0o750
     assert stat.S_IMODE((tmp_path / "R" / MANIFEST).stat().st_mode) == 0o640
     assert stat.S_IMODE((tmp_path / "g.json").stat().st_mode) == 0o640
+
+
+def test_stale_staging_is_removed_only_with_quants_unlocked_lock(tmp_path):
+    from quant.core.io import STAGING_LOCK, STAGING_PREFIX, remove_stale_staging
+
+    for name, lock, text in [(".a.tmp-1", STAGING_LOCK, STAGING_PREFIX),
+                             (".b.tmp-1", STAGING_LOCK + ".new-7", STAGING_PREFIX),
+                             (".c.tmp-1", STAGING_LOCK, "someone else's"), (".d.tmp-1", "notes.txt", STAGING_PREFIX)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / lock).write_text(f"{text} pid 1\n")
+    assert sorted(remove_stale_staging(tmp_path)) == [".a.tmp-1", ".b.tmp-1"]  # killed before or after the rename
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".c.tmp-1", ".d.tmp-1"]
