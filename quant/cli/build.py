@@ -49,7 +49,8 @@ def run(args) -> int:
         return 0
     target = Path(args.target)
     reads = [target / n for n in ("model.int8.onnx", "calibration.cache", "quant.json")] if target.is_dir() else [target]
-    check_output_file(args.output, input_files(*reads), args.force, "--output")  # never over what the build reads
+    for path in (args.output, f"{args.output}.log"):  # the engine, and trtexec's log beside it
+        check_output_file(path, input_files(*reads), args.force, "--output")  # never over what the build reads
     with writing(force=args.force):
         plan = build(args.target, args.output, plan=plan)  # on bad input: the Error and Hint lines alone
     _notes(plan)

@@ -17,8 +17,8 @@ from typing import Iterator
 from quant.core.errors import QuantError
 from quant.core.oserrors import check_path_text, os_error
 from quant.core.ownership import (MANIFEST, XML_MARKER, _write_all, folder_lock, generator, is_dead_lock, lock_file,
-                                  read_manifest, register as register_file, remove_proven, unproven, write_manifest,
-                                  written_by_quant)
+                                  read_manifest, register as register_file, register_folder, remove_proven, unproven,
+                                  write_manifest, written_by_quant)
 
 STAGING_LOCK = ".quant-staging"  # inside a staging folder, locked while its process lives
 STAGING_PREFIX = "quant staging"
@@ -90,10 +90,14 @@ def _short(name: str) -> str:
 
 def _refuse_unproven(path, bad: list[str]) -> QuantError:
     more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    if read_manifest(path) is None:  # e.g. written by a quant without manifests, or copied without hidden files
+        hint = (f"choose a new or empty output folder; it has no {MANIFEST}, so quant cannot prove anything in it "
+                "is its own (delete it yourself if it holds nothing you need)")
+    else:
+        hint = (f"choose a new or empty output folder (quant replaces a folder only when its {MANIFEST} lists "
+                "every file in it)")
     return QuantError(f"the output folder '{path}' holds '{bad[0]}'{more}, which was not written by quant; "
-                      "refusing to replace the folder",
-                      hint="choose a new or empty output folder (quant replaces a folder only when its "
-                           f"{MANIFEST} lists every file in it)")
+                      "refusing to replace the folder", hint=hint)
 
 
 def check_output_dir(path: str | Path, protect: tuple[Path, ...] = ()) -> None:
@@ -189,6 +193,7 @@ def _commit(staging: Path, target: Path, shown, protect) -> None:
     info = _stat(target, follow=False)
     if info is None:
         os.rename(staging, target)
+        register_folder(target)  # an output inside a quant folder keeps that folder provable
         return
     if not stat.S_ISDIR(info.st_mode):
         raise QuantError(f"the output '{shown}' exists and is not a folder; refusing to replace it",
@@ -204,6 +209,7 @@ def _commit(staging: Path, target: Path, shown, protect) -> None:
         os.rename(old, target)
         raise
     remove_proven(old)  # only files the manifests prove quant wrote, each hash checked again
+    register_folder(target)
 
 
 def remove_stale_staging(parent: str | Path) -> list[str]:
@@ -220,12 +226,21 @@ def remove_stale_staging(parent: str | Path) -> list[str]:
                 continue
             if uid is not None and entry.stat(follow_symlinks=False).st_uid != uid:
                 continue
-            if ".tmp-" in entry.name and is_dead_lock(Path(entry.path) / STAGING_LOCK, STAGING_PREFIX):
+            if ".tmp-" in entry.name and _dead_staging(Path(entry.path)):
                 shutil.rmtree(entry.path, ignore_errors=True)
             elif not (".old-" in entry.name and read_manifest(entry.path) is not None and remove_proven(entry.path)):
                 continue
             removed.append(entry.name)
     return removed
+
+
+def _dead_staging(staging: Path) -> bool:
+    """A staging folder made by quant (its lock file, under its final or its first name) whose process ended."""
+    try:
+        names = [n for n in os.listdir(staging) if n == STAGING_LOCK or n.startswith(STAGING_LOCK + ".new-")]
+    except OSError:
+        return False
+    return bool(names) and all(is_dead_lock(staging / name, STAGING_PREFIX) for name in names)
 
 
 def check_output_file(path: str | Path, inputs=(), force: bool | None = None, what: str = "output") -> None:
@@ -309,8 +324,13 @@ def temp_file_beside(path: Path) -> tuple[int, Path]:
 
 
 def _replace(path: Path, payload: bytes, info: os.stat_result | None) -> None:
-    fd, tmp = temp_file_beside(path)
+    """Write ``payload`` in a locked staging folder beside ``path``, then rename it over ``path``. The caller
+    holds the folder's lock; a staging folder a killed run left there is removed first."""
+    remove_stale_staging(path.parent)
+    staging, lock = _make_staging(path.parent, path.name)
     try:
+        tmp = staging / "content"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)  # the umask
         try:
             _write_all(fd, payload)
             if info is not None and stat.S_ISREG(info.st_mode):
@@ -318,10 +338,9 @@ def _replace(path: Path, payload: bytes, info: os.stat_result | None) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        os.close(lock)
 
 
 def json_output(value) -> str:

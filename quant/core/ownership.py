@@ -168,7 +168,15 @@ def register(path: str | Path, create: bool = False) -> None:
     manifest = manifest or {"files": {}, "folders": []}
     manifest["files"][path.name] = sha256_file(path)
     _dump(folder, manifest["files"], manifest["folders"])
-    child, parent = folder, folder.parent
+    register_folder(folder)
+
+
+def register_folder(folder: str | Path) -> None:
+    """Record the folder ``folder`` (holding its own manifest) in the manifests above it that exist, so that
+    an output written inside a quant folder (``recalibrate out/entropy`` -> ``out/entropy-mse``) keeps that
+    folder provably quant's."""
+    child = Path(folder)
+    parent = child.parent
     while parent != child:
         above = read_manifest(parent)
         if above is None or child.name in above["folders"]:

@@ -269,6 +269,34 @@ def test_after_sigkill_mid_save_the_next_run_removes_what_was_left(digits, tmp_p
     assert live.returncode == 0 and (work / "L" / "a.txt").read_text() == "alive"
 
 
+KILLED_MID_WRITE = """
+import os, signal, sys
+from quant.core.io import json_output, write_file_atomic
+real = os.replace
+def replace(src, dst):
+    if os.path.basename(src) == "content":  # killed just before the content is renamed into place
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(src, dst)
+os.replace = replace
+write_file_atomic(sys.argv[1], json_output({"passed": True}))
+"""
+
+
+def test_after_sigkill_mid_write_the_next_write_removes_the_staging(digits, tmp_path):
+    (tmp_path / "gate.json").write_text(json.dumps({"generator": "quant 0", "passed": False}))
+    before = (tmp_path / "gate.json").read_bytes()
+    killed = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, str(tmp_path / "gate.json")], env=_env(tmp_path),
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (tmp_path / "gate.json").read_bytes() == before
+    assert sorted(p.name.split(".tmp-")[0] for p in tmp_path.iterdir()) == [".gate.json", "gate.json"]
+    proc = run_cli(["gate", digits["model"], digits["model"], "--data", digits["heldout"], "--max-drop", "1",
+                    "--num-samples", "20", "--json-out", tmp_path / "gate.json"])
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gate.json"]
+    assert json.loads((tmp_path / "gate.json").read_text())["passed"] is True
+
+
 SIGHUP_MID_SAVE = """
 import os, signal, sys
 import quant.pipeline.calibration as calibration
@@ -382,7 +410,8 @@ def test_os_errors_while_writing_a_file_keep_the_old_file(digits, tmp_path, in_p
     real = os.write
 
     def failing(fd, data):
-        if ".tmp-" in os.readlink(f"/proc/self/fd/{fd}"):
+        written = os.readlink(f"/proc/self/fd/{fd}")
+        if ".tmp-" in written and not Path(written).name.startswith(".quant-staging"):  # the content, not the lock
             raise _os_error(code)
         return real(fd, data)
 
