@@ -215,8 +215,11 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
 
 def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1", labels=None,
                 lower_is_better: bool | None = None, progress: bool = False, runtime: str = "emulate",
-                **data_options):
-    """Per-layer sensitivity (both directions) and the one-pass local SQNR, ranked."""
+                ray=None, **data_options):
+    """Per-layer sensitivity (both directions) and the one-pass local SQNR, ranked.
+
+    ``ray``: evaluate the variants as Ray tasks (True/"local", an address, or RayOptions); same report.
+    """
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr, sensitivity as run_sensitivity
 
@@ -230,16 +233,36 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     layers = [(layer.node, layer.op_type) for layer in result.plan.layers]
     bar = _bar(2 * len(layers) + 1, "sensitivity") if progress else None
     try:
-        return run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime), local, progress=bar)
+        with _cluster(ray) as cluster:
+            score_many = None if cluster is None else ray_scores(cluster, result, method, runtime, heldout, scorer, bar)
+            return run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime), local,
+                                   progress=bar, score_many=score_many)
     finally:
         if bar is not None:
             bar.close()
 
 
+def _cluster(ray):
+    """A RayCluster context for ``ray`` (see quant.distributed), or a null context when ray is None."""
+    import contextlib
+
+    if ray is None or ray is False:
+        return contextlib.nullcontext(None)
+    from quant.distributed.ray_cluster import RayCluster, as_options
+
+    return RayCluster(as_options(ray))
+
+
+def ray_scores(*args, **kwargs):
+    from quant.distributed.ray_cluster import ray_scores as scores
+
+    return scores(*args, **kwargs)
+
+
 def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", max_drop: float | None = None,
              relative: bool = False, min_value: float | None = None, labels=None, lower_is_better: bool | None = None,
              ranking: Sequence[str] | None = None, naive: bool = False, max_float: int | None = None,
-             progress: bool = False, **data_options):
+             progress: bool = False, ray=None, **data_options):
     """Greedy mixed-precision fallback; returns (CalibrationResult, FallbackResult)."""
     from quant.eval.fallback import fallback as run_fallback, naive_first_last
     from quant.eval.scoring import get_metric
@@ -257,7 +280,10 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     make = qdq_runner_factory(result, method)
     bar = _bar(None, "fallback") if progress else None
     try:
-        outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float, progress=bar)
+        with _cluster(ray) as cluster:
+            score_many = None if cluster is None else ray_scores(cluster, result, method, "emulate", heldout, scorer)
+            outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,
+                                   progress=bar, score_many=score_many)
         if naive:
             outcome.naive = naive_first_last(heldout, scorer, names, make, max_drop, relative, min_value, progress=bar)
     finally:

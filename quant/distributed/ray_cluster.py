@@ -1,0 +1,293 @@
+"""Ray tasks for quant: calibration shards and independent evaluations, with exact, ordered merges.
+
+Why Ray and not a scheduler of our own: ML teams already run Ray clusters, Ray retries a task whose
+worker died (``max_retries``), cancels tasks on Ctrl-C, and moves large values through its object store
+once (``ray.put``) instead of once per task.
+
+What must be shared: workers read ``--data`` by path, so a path must name the same files on every node
+(a shared file system or the same image); in-memory data from the Python API travels through the object
+store. A worker that cannot read the data ends the command with one ``Error:`` line naming the node.
+"""
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from quant.core.errors import QuantError
+from quant.core.lazy import require
+
+MAX_RETRIES = 3  # Ray re-runs a task this many times when its worker process dies
+FAULT_MARKER_ENV = "QUANT_RAY_FAULT_MARKER"
+FAULT_KILLS_ENV = "QUANT_RAY_FAULT_KILLS"
+"""Testing aid: with QUANT_RAY_FAULT_MARKER set to a file path, a task that starts while the file holds
+fewer than QUANT_RAY_FAULT_KILLS (default 1) bytes appends one byte and kills its own worker process
+with SIGKILL (a worker lost mid-task); Ray then retries the task on a new worker."""
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how finely to spread work.
+
+    address: a Ray cluster to connect to ("host:port", "auto" or "ray://..."); None starts a local one.
+    shards: calibration shards: a count, or explicit shard sizes (which must add up to the samples);
+        None: two per CPU of the cluster. Results never depend on it.
+    num_cpus: CPUs of a local cluster (None: all of this machine's).
+    """
+
+    address: str | None = None
+    shards: int | tuple[int, ...] | None = None
+    num_cpus: int | None = None
+
+    def __post_init__(self) -> None:
+        shards = self.shards
+        if isinstance(shards, (list, tuple)):
+            object.__setattr__(self, "shards", tuple(int(s) for s in shards))
+            if not shards or any(s < 1 for s in self.shards):
+                raise QuantError(f"Ray shard sizes must be >= 1, got {list(shards)}", hint="e.g. shards=(100, 28)")
+        elif shards is not None and (not isinstance(shards, int) or shards < 1):
+            raise QuantError(f"--ray-shards must be an integer >= 1, got {shards!r}", hint="e.g. --ray-shards 8")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise QuantError(f"a local Ray cluster needs at least 1 CPU, got {self.num_cpus}")
+
+
+def as_options(value) -> RayOptions | None:
+    """``ray=`` of the Python API: None/False (no Ray), True or "local", an address, or RayOptions."""
+    if value is None or value is False:
+        return None
+    if value is True or value == "local":
+        return RayOptions()
+    if isinstance(value, str):
+        return RayOptions(address=value)
+    if isinstance(value, RayOptions):
+        return value
+    raise QuantError(f"ray= takes True, an address string or RayOptions, got {type(value).__name__}",
+                     hint="e.g. quant.calibrate(model, data, ray='auto')")
+
+
+class RayCluster:
+    """A connection to a Ray cluster for the length of a ``with`` block (started locally if no address)."""
+
+    def __init__(self, options: RayOptions) -> None:
+        self.options = options
+        self._started = False
+
+    def __enter__(self) -> "RayCluster":
+        ray = require("ray")
+        if not ray.is_initialized():
+            kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            if self.options.address:
+                _check_reachable(self.options.address)
+                kwargs["address"] = self.options.address
+            else:
+                kwargs["address"] = "local"
+                if self.options.num_cpus:
+                    kwargs["num_cpus"] = self.options.num_cpus
+            faults = {k: os.environ[k] for k in (FAULT_MARKER_ENV, FAULT_KILLS_ENV) if k in os.environ}
+            if faults:  # reach workers of a cluster started elsewhere too
+                kwargs["runtime_env"] = {"env_vars": faults}
+            try:
+                ray.init(**kwargs)
+            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+                where = self.options.address or "a local cluster"
+                raise QuantError(f"cannot start or reach the Ray cluster ({where}): {str(exc).splitlines()[0]}",
+                                 hint="start one with 'ray start --head', or give --ray without an address "
+                                      "for a local cluster") from None
+            self._started = True
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._started:
+            require("ray").shutdown()
+
+    @property
+    def cpus(self) -> int:
+        return max(1, int(require("ray").cluster_resources().get("CPU", 1)))
+
+    def put(self, value):
+        """Put a value in the object store once; pass the reference to ``map`` instead of the value."""
+        return require("ray").put(value)
+
+    def map(self, function: Callable, calls: Sequence[tuple], what: Callable[[int], str],
+            on_done: Callable[[int], None] | None = None) -> list:
+        """``[function(*call) for call in calls]`` as Ray tasks, results in the order of ``calls``.
+
+        ``what(i)`` names call i in errors. A task whose worker dies is retried by Ray (MAX_RETRIES);
+        one that fails for good raises QuantError; Ctrl-C cancels every task.
+        """
+        ray = require("ray")
+        remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
+        refs = [remote.remote(function, *call) for call in calls]
+        index = {ref: i for i, ref in enumerate(refs)}
+        try:
+            pending = list(refs)
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                for ref in ready:
+                    _get(ray, ref, what(index[ref]))  # fail at the first task that failed for good
+                    if on_done is not None:
+                        on_done(index[ref])
+            return [_get(ray, ref, what(i)) for i, ref in enumerate(refs)]
+        except BaseException:
+            for ref in refs:
+                try:
+                    ray.cancel(ref, force=True)
+                except Exception:  # already finished, or the cluster is gone  # noqa: BLE001
+                    pass
+            raise
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when a host:port address has nothing listening (Ray retries for long)."""
+    import socket
+
+    host, sep, port = address.rpartition(":")
+    if address.startswith("ray://") or not sep or not port.isdigit():
+        return  # "auto", a Ray Client address, or a form Ray itself resolves
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise QuantError(f"cannot start or reach the Ray cluster ({address}): {exc.strerror or exc}",
+                         hint="start one with 'ray start --head' and pass the address it prints, or give --ray "
+                              "without an address for a local cluster") from None
+
+
+def _run_task(function: Callable, *args):
+    """Runs on the worker: the optional fault injection, then the task."""
+    marker = os.environ.get(FAULT_MARKER_ENV)
+    if marker:
+        fd = os.open(marker, os.O_CREAT | os.O_APPEND | os.O_WRONLY)
+        try:
+            kill = os.fstat(fd).st_size < int(os.environ.get(FAULT_KILLS_ENV, "1"))
+            if kill:
+                os.write(fd, b"k")
+        finally:
+            os.close(fd)
+        if kill:
+            os.kill(os.getpid(), signal.SIGKILL)
+    try:
+        return function(*args)
+    except QuantError as exc:  # say where it happened: a path may exist on the driver but not on a worker
+        import socket
+
+        raise QuantError(f"on Ray worker {socket.gethostname()}: {exc.message}",
+                         hint=(exc.hint + "; " if exc.hint else "") + "Ray workers read --data by path: it must "
+                              "be on storage every node sees (docs/cluster.md)") from None
+
+
+def _get(ray, ref, what: str):
+    exceptions = ray.exceptions
+    try:
+        return ray.get(ref)
+    except exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, QuantError):
+            raise QuantError(cause.message, hint=cause.hint) from None
+        raise QuantError(f"{what} failed on a Ray worker: {type(cause or exc).__name__}: "
+                         f"{str(cause or exc).splitlines()[0] if str(cause or exc) else ''}",
+                         hint="this is a bug in quant or the model; run without --ray to see the traceback") from None
+    except exceptions.WorkerCrashedError:
+        raise QuantError(f"the Ray worker running {what} died {MAX_RETRIES + 1} times",
+                         hint="check the nodes' memory and the workers' logs ('ray logs')") from None
+    except exceptions.TaskCancelledError:
+        raise KeyboardInterrupt from None
+    except exceptions.RayError as exc:
+        raise QuantError(f"{what} failed on the Ray cluster: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+                         hint="check the cluster's state ('ray status') and the workers' logs") from None
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+
+def shard_bounds(count: int, shards: int | tuple[int, ...]) -> list[tuple[int, int]]:
+    """[start, stop) ranges over ``count`` samples: ``shards`` near-equal parts, or the given sizes."""
+    if isinstance(shards, tuple):
+        if sum(shards) != count:
+            raise QuantError(f"Ray shard sizes {list(shards)} add up to {sum(shards)}, but {count} samples are used",
+                             hint="give sizes that add up to the number of samples, or a shard count")
+        sizes = list(shards)
+    else:
+        parts = max(1, min(shards, count))
+        sizes = [count // parts + (1 if i < count % parts else 0) for i in range(parts)]
+    bounds, start = [], 0
+    for size in sizes:
+        bounds.append((start, start + size))
+        start += size
+    return bounds
+
+
+def collect_shard(model, data, preprocess, split, indices, inputs, mapping, tensors, bins, batch_size,
+                  memory_budget_mb):
+    """One shard of the collection pass (runs on a worker): the FP32 model over ``indices``."""
+    from quant.backends.onnxruntime import OrtRunner
+    from quant.collect import AutoBatchSize, collect
+    from quant.datasets import iter_batches, open_source
+
+    source = open_source(data, preprocess, split)
+    runner = OrtRunner(model, mode="fp32", spin=False, threads=1)
+    auto = AutoBatchSize(int(memory_budget_mb * 2**20)) if batch_size is None else None
+    batches = iter_batches(source, indices, inputs, mapping, auto or batch_size)
+    return collect(runner, batches, tensors, bins=bins, progress=False, batch_size=auto)
+
+
+def collect_on_ray(options: RayOptions, model, data, preprocess, split, indices, inputs, mapping, tensors,
+                   config, progress: bool = False):
+    """The collection pass as Ray tasks over contiguous shards of ``indices``; merged in shard order."""
+    from quant.collect import merge_collections
+
+    if isinstance(data, (str, Path)):
+        data = str(Path(data).resolve())  # workers may start in another folder
+    with RayCluster(options) as cluster:
+        bounds = shard_bounds(len(indices), options.shards or 2 * cluster.cpus)
+        model_ref, data_ref = cluster.put(model), cluster.put(data)
+        calls = [(model_ref, data_ref, preprocess, split, [int(i) for i in indices[a:b]], inputs,
+                  mapping, list(tensors), config.bins, config.batch_size, config.memory_budget_mb)
+                 for a, b in bounds]
+        bar = _bar(len(indices), progress)
+        try:
+            parts = cluster.map(collect_shard, calls, lambda i: f"calibration shard {i + 1}/{len(bounds)} (samples "
+                                                        f"{int(indices[bounds[i][0]])}..{int(indices[bounds[i][1] - 1])})",
+                                on_done=(lambda i: bar.update(bounds[i][1] - bounds[i][0])) if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
+    return merge_collections(parts, tensors)
+
+
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="collecting on Ray", unit="sample", file=sys.stderr, leave=False, disable=None)
+
+
+# ---------------------------------------------------------------------------------------------- evaluations
+
+def score_candidate(result, method: str, runtime: str, heldout, metric, keep_float: frozenset) -> float:
+    """One evaluation (runs on a worker): the Q/DQ model with ``keep_float`` layers in float, scored."""
+    from quant.pipeline.evaluation import qdq_runner_factory
+
+    return heldout.score(qdq_runner_factory(result, method, runtime)(keep_float), metric)
+
+
+def ray_scores(cluster: RayCluster, result, method: str, runtime: str, heldout, metric, progress=None):
+    """``score_many(candidates)`` as Ray tasks; the calibration and the held-out data (FP32 outputs
+    included) go to the object store once."""
+    result_ref, heldout_ref = cluster.put(result), cluster.put(heldout)
+
+    def score_many(candidates):
+        candidates = list(candidates)
+
+        def what(i: int) -> str:
+            floats = sorted(candidates[i])
+            named = ", ".join(floats[:3]) + (" ..." if len(floats) > 3 else "")
+            return f"evaluation {i + 1}/{len(candidates)} (float layers: {named or 'none'})"
+
+        return cluster.map(score_candidate, [(result_ref, method, runtime, heldout_ref, metric, c) for c in candidates],
+                           what, on_done=(lambda i: progress.update(1)) if progress is not None else None)
+
+    return score_many
