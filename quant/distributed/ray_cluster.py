@@ -291,3 +291,55 @@ def ray_scores(cluster: RayCluster, result, method: str, runtime: str, heldout, 
                            what, on_done=(lambda i: progress.update(1)) if progress is not None else None)
 
     return score_many
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+def run_batches(fp32_model, int8_model, runtime: str, data, preprocess, split, groups, inputs, mapping):
+    """Both models over batches given by their sample indices (runs on a worker); outputs by name."""
+    from quant.backends.onnxruntime import OrtRunner
+    from quant.datasets import iter_batches, open_source
+    from quant.pipeline.evaluation import int8_runner
+
+    source = open_source(data, preprocess, split)
+    reference, candidate = OrtRunner(fp32_model, mode="fp32", threads=1), int8_runner(int8_model, runtime)
+    out = []
+    for group in groups:  # one group = one batch of one process: same shapes, so iter_batches keeps it whole
+        (_, feeds), = list(iter_batches(source, group, inputs, mapping, len(group)))
+        out.append((dict(zip(reference.output_names, reference.run(feeds))),
+                    dict(zip(candidate.output_names, candidate.run(feeds)))))
+    return out
+
+
+class ReplayRunner:
+    """Returns outputs computed elsewhere, batch after batch, in the order they are asked for."""
+
+    def __init__(self, output_names: list[str], outputs: list[dict]) -> None:
+        self.output_names = list(output_names)
+        self._outputs = iter(outputs)
+
+    def run(self, feeds, outputs=None):
+        values = next(self._outputs)
+        return [values[name] for name in (outputs or self.output_names)]
+
+
+def evaluate_on_ray(options: RayOptions, fp32_model, int8_model, runtime: str, data, preprocess, split, held,
+                    batch_size: int, progress=None):
+    """(reference, candidate) ReplayRunners and the batches: both models run as Ray tasks over shards of
+    whole batches (the batches one process makes), so every output is the one a single process computes."""
+    if isinstance(data, (str, Path)):
+        data = str(Path(data).resolve())
+    batches = [indices for indices, _ in held.batches(batch_size)]  # the batch boundaries of one process
+    with RayCluster(options) as cluster:
+        shards = shard_bounds(len(batches), options.shards or 2 * cluster.cpus)
+        refs = [cluster.put(v) for v in (fp32_model, int8_model, data)]
+        calls = [(refs[0], refs[1], runtime, refs[2], preprocess, split, batches[a:b], held.inputs, held.mapping)
+                 for a, b in shards]
+        parts = cluster.map(run_batches, calls, lambda i: f"evaluation shard {i + 1}/{len(shards)}",
+                            on_done=(lambda i: progress.update(sum(len(g) for g in batches[slice(*shards[i])])))
+                            if progress is not None else None)
+    pairs = [pair for part in parts for pair in part]
+    names = list(pairs[0][0]) if pairs else []
+    reference = ReplayRunner(names, [r for r, _ in pairs])
+    candidate = ReplayRunner(list(pairs[0][1]) if pairs else [], [c for _, c in pairs])
+    return reference, candidate, [(indices, {}) for indices in batches]

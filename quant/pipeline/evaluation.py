@@ -117,18 +117,32 @@ def _held_out_source(proto, data, labels, num_samples, seed, input_map, preproce
 def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate", batch_size: int = 32,
              num_samples: int | None = None, seed: int = 0, input_map: dict[str, str] | None = None,
              preprocess: Preprocess | None = None, split: str | None = None, topk: Sequence[int] = (1,),
-             progress: bool = False):
-    """Run FP32 and INT8 models over held-out data; returns an :class:`quant.eval.EvalReport`."""
+             progress: bool = False, ray=None):
+    """Run FP32 and INT8 models over held-out data; returns an :class:`quant.eval.EvalReport`.
+
+    ``ray``: run both models as Ray tasks over shards of the batches (see quant.distributed); same report.
+    """
     from quant.backends.onnxruntime import OrtRunner
     from quant.eval import compare
 
     fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
     candidate = int8_runner(int8_model, runtime)  # checks the runtime name
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
-    reference = OrtRunner(fp32_proto, mode="fp32")
     bar = _bar(len(held.indices), "evaluating") if progress else None
     try:
-        report = compare(reference, candidate, held.batches(batch_size), labels=held.labels, topk=topk,
+        if ray is not None and ray is not False:
+            from quant.distributed.ray_cluster import as_options, evaluate_on_ray
+
+            if runtime == "tensorrt":
+                raise QuantError("--ray does not run TensorRT engines", hint="evaluate the engine without --ray")
+            int8_proto = int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model)
+            reference, candidate, batches = evaluate_on_ray(
+                as_options(ray), fp32_proto, int8_proto, runtime, data if isinstance(data, (str, Path)) else
+                held.source, preprocess, split, held, batch_size, progress=bar)
+            bar = None if bar is None else bar.close()
+        else:
+            reference, batches = OrtRunner(fp32_proto, mode="fp32"), held.batches(batch_size)
+        report = compare(reference, candidate, batches, labels=held.labels, topk=topk,
                          runtime=runtime, runtime_description=RUNTIMES[runtime], progress=bar)
     finally:
         if bar is not None:

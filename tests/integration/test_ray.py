@@ -158,3 +158,12 @@ def test_an_unreachable_cluster_is_one_error_line(digits, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("Error: cannot start or reach the Ray cluster"), proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_eval_on_ray_reports_exactly_what_one_process_reports(digits, cluster, tmp_path):
+    folder = tmp_path / "cal"
+    quant.calibrate(digits["model"], digits["calibration"]).save(folder)
+    serial = quant.evaluate(digits["model"], folder / "model.int8.onnx", digits["heldout"], batch_size=50)
+    on_ray = quant.evaluate(digits["model"], folder / "model.int8.onnx", digits["heldout"], batch_size=50,
+                            ray=RayOptions(cluster, shards=(2, 9)))
+    assert on_ray.to_json() == serial.to_json() and serial.samples == 540
