@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -95,6 +96,9 @@ class RayCluster:
                 raise QuantError(f"cannot start or reach the Ray cluster ({where}): {str(exc).splitlines()[0]}",
                                  hint="start one with 'ray start --head', or give --ray without an address "
                                       "for a local cluster") from None
+            except BaseException:  # Ctrl-C while a local cluster starts: stop what was started of it
+                ray.shutdown()
+                raise
             self._started = True
         return self
 
@@ -121,10 +125,17 @@ class RayCluster:
         remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
         refs = [remote.remote(function, *call) for call in calls]
         index = {ref: i for i, ref in enumerate(refs)}
+        interrupted = []
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            # Ctrl-C is taken between waits, not inside Ray's native calls (which it can leave broken).
+            previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
         try:
             pending = list(refs)
             while pending:
-                ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+                if interrupted:
+                    raise KeyboardInterrupt
                 for ref in ready:
                     _get(ray, ref, what(index[ref]))  # fail at the first task that failed for good
                     if on_done is not None:
@@ -137,6 +148,9 @@ class RayCluster:
                 except Exception:  # already finished, or the cluster is gone  # noqa: BLE001
                     pass
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
