@@ -123,30 +123,57 @@ class RayCluster:
         """
         ray = require("ray")
         remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
-        refs = [remote.remote(function, *call) for call in calls]
-        index = {ref: i for i, ref in enumerate(refs)}
-        interrupted = []
+        return self.drive(len(calls), lambda i: remote.remote(function, *calls[i]), what, on_done)
+
+    def drive(self, count: int, submit: Callable[[int], object], what: Callable[[int], str],
+              on_done: Callable[[int], None] | None = None, window: int | None = None,
+              release: Callable[[int], None] | None = None, cancel: Callable[[], None] | None = None) -> list:
+        """Results of ``submit(i)`` (an ObjectRef) for i < count, in order; at most ``window`` in flight.
+
+        ``release(i)`` runs when call i is done (before the next is submitted); ``cancel()`` on failure
+        or Ctrl-C, after the submitted tasks were cancelled.
+        """
+        ray = require("ray")
+        refs: list = []
+        index: dict = {}
+        interrupted: list = []
         previous = None
         if threading.current_thread() is threading.main_thread():
             # Ctrl-C is taken between waits, not inside Ray's native calls (which it can leave broken).
             previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+
+        def launch() -> object:
+            ref = submit(len(refs))
+            index[ref] = len(refs)
+            refs.append(ref)
+            return ref
+
         try:
-            pending = list(refs)
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+            in_flight = [launch() for _ in range(count if window is None else min(window, count))]
+            while in_flight:
+                ready, in_flight = ray.wait(in_flight, num_returns=1, timeout=0.5)
                 if interrupted:
                     raise KeyboardInterrupt
                 for ref in ready:
-                    _get(ray, ref, what(index[ref]))  # fail at the first task that failed for good
+                    _get(ray, ref, what(index[ref]))  # fail at the first call that failed for good
+                    if release is not None:
+                        release(index[ref])
                     if on_done is not None:
                         on_done(index[ref])
+                    if len(refs) < count:
+                        in_flight.append(launch())
             return [_get(ray, ref, what(i)) for i, ref in enumerate(refs)]
         except BaseException:
             for ref in refs:
                 try:
                     ray.cancel(ref, force=True)
-                except Exception:  # already finished, or the cluster is gone  # noqa: BLE001
-                    pass
+                except Exception:  # an actor task (no force), already finished, or the cluster is gone  # noqa: BLE001
+                    try:
+                        ray.cancel(ref)
+                    except Exception:  # noqa: BLE001
+                        pass
+            if cancel is not None:
+                cancel()
             raise
         finally:
             if previous is not None:
@@ -170,6 +197,11 @@ def _check_reachable(address: str, timeout: float = 5.0) -> None:
 
 def _run_task(function: Callable, *args):
     """Runs on the worker: the optional fault injection, then the task."""
+    _inject_fault()
+    return _on_worker(function, *args)
+
+
+def _inject_fault() -> None:
     marker = os.environ.get(FAULT_MARKER_ENV)
     if marker:
         fd = os.open(marker, os.O_CREAT | os.O_APPEND | os.O_WRONLY)
@@ -181,6 +213,9 @@ def _run_task(function: Callable, *args):
             os.close(fd)
         if kill:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _on_worker(function: Callable, *args):
     try:
         return function(*args)
     except QuantError as exc:  # say where it happened: a path may exist on the driver but not on a worker
@@ -202,7 +237,7 @@ def _get(ray, ref, what: str):
         raise QuantError(f"{what} failed on a Ray worker: {type(cause or exc).__name__}: "
                          f"{str(cause or exc).splitlines()[0] if str(cause or exc) else ''}",
                          hint="this is a bug in quant or the model; run without --ray to see the traceback") from None
-    except exceptions.WorkerCrashedError:
+    except (exceptions.WorkerCrashedError, exceptions.RayActorError):
         raise QuantError(f"the Ray worker running {what} died {MAX_RETRIES + 1} times",
                          hint="check the nodes' memory and the workers' logs ('ray logs')") from None
     except exceptions.TaskCancelledError:
@@ -281,28 +316,52 @@ def _bar(total: int, enabled: bool):
 
 # ---------------------------------------------------------------------------------------------- evaluations
 
-def score_candidate(result, method: str, runtime: str, heldout, metric, keep_float: frozenset) -> float:
-    """One evaluation (runs on a worker): the Q/DQ model with ``keep_float`` layers in float, scored."""
-    from quant.pipeline.evaluation import qdq_runner_factory
+class Evaluator:
+    """A Ray actor's state for a search: the calibration, the held-out data (FP32 outputs included) and
+    the runner factory with its caches, deserialized once per worker instead of once per evaluation."""
 
-    return heldout.score(qdq_runner_factory(result, method, runtime)(keep_float), metric)
+    def __init__(self, result, method: str, runtime: str, heldout, metric) -> None:
+        from quant.pipeline.evaluation import qdq_runner_factory
+
+        self.make = qdq_runner_factory(result, method, runtime)
+        self.heldout, self.metric = heldout, metric
+
+    def score(self, keep_float: frozenset) -> float:
+        _inject_fault()
+        return _on_worker(lambda: self.heldout.score(self.make(keep_float), self.metric))
 
 
 def ray_scores(cluster: RayCluster, result, method: str, runtime: str, heldout, metric, progress=None):
-    """``score_many(candidates)`` as Ray tasks; the calibration and the held-out data (FP32 outputs
-    included) go to the object store once."""
-    result_ref, heldout_ref = cluster.put(result), cluster.put(heldout)
+    """``score_many(candidates)`` on a pool of Ray actors (one per CPU of the cluster, created at the first
+    call); the calibration and the held-out data go to the object store once. An actor whose process dies
+    is restarted and its evaluation retried (MAX_RETRIES)."""
+    ray = require("ray")
+    refs = (cluster.put(result), cluster.put(heldout))
+    actors: list = []
 
     def score_many(candidates):
         candidates = list(candidates)
+        if not actors:
+            remote = ray.remote(num_cpus=1, max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)(Evaluator)
+            actors.extend(remote.remote(refs[0], method, runtime, refs[1], metric) for _ in range(cluster.cpus))
+        free, owner = list(actors), {}
+
+        def submit(i: int):
+            owner[i] = free.pop()
+            return owner[i].score.remote(candidates[i])
 
         def what(i: int) -> str:
             floats = sorted(candidates[i])
             named = ", ".join(floats[:3]) + (" ..." if len(floats) > 3 else "")
             return f"evaluation {i + 1}/{len(candidates)} (float layers: {named or 'none'})"
 
-        return cluster.map(score_candidate, [(result_ref, method, runtime, heldout_ref, metric, c) for c in candidates],
-                           what, on_done=(lambda i: progress.update(1)) if progress is not None else None)
+        def cancel() -> None:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+            actors.clear()
+
+        return cluster.drive(len(candidates), submit, what, window=len(actors), release=lambda i: free.append(owner[i]),
+                             on_done=(lambda i: progress.update(1)) if progress is not None else None, cancel=cancel)
 
     return score_many
 

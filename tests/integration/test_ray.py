@@ -167,3 +167,15 @@ def test_eval_on_ray_reports_exactly_what_one_process_reports(digits, cluster, t
     on_ray = quant.evaluate(digits["model"], folder / "model.int8.onnx", digits["heldout"], batch_size=50,
                             ray=RayOptions(cluster, shards=(2, 9)))
     assert on_ray.to_json() == serial.to_json() and serial.samples == 540
+
+
+def test_an_evaluation_actor_killed_mid_sweep_is_restarted_and_the_report_is_identical(digits, cluster, tmp_path,
+                                                                                        monkeypatch):
+    calibration = tmp_path / "cal"
+    quant.calibrate(digits["model"], digits["calibration"]).save(calibration)
+    args = (digits["model"], calibration, digits["heldout"])
+    serial = sensitivity(*args, metric="sqnr")
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(FAULT_MARKER_ENV, str(marker))
+    on_ray = sensitivity(*args, metric="sqnr", ray=cluster)
+    assert marker.read_bytes() == b"k" and on_ray.to_json() == serial.to_json()
