@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import add_data_options, add_ray_options, input_map_from_args, preprocess_from_args, ray_from_args, stdout
-from quant.core.config import METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS
+from quant.cli.common import (add_data_options, add_ray_options, input_files, input_map_from_args,
+                               preprocess_from_args, print_warnings, ray_from_args, stdout)
+from quant.core.config import HIGH_PRECISION, METHOD_ALIASES, METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS, WEIGHT_STORAGE
 
 
 def register(subparsers) -> None:
@@ -15,14 +16,33 @@ def register(subparsers) -> None:
     parser.add_argument("model", help="FP32 ONNX model")
     add_data_options(parser, batch_default=None)
     parser.add_argument("--method", default="entropy", metavar="M[,M...]",
-                        help=f"calibration method(s), comma-separated: {', '.join(METHODS)} (default: entropy)")
+                        help=f"calibration method(s), comma-separated: {', '.join(METHODS)}; Model Optimizer's "
+                             f"names {', '.join(f'{a} (= {m})' for a, m in METHOD_ALIASES.items())} are accepted "
+                             "(default: entropy)")
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (written atomically)")
-    parser.add_argument("--percentile", type=float, default=99.99, help="percentile for --method percentile (default 99.99)")
+    parser.add_argument("--percentile", type=float, help="percentile for --method percentile (default 99.99)")
     parser.add_argument("--weight-method", default="minmax", choices=WEIGHT_METHODS,
                         help="per-channel weight ranges (default: minmax = max |w|)")
     parser.add_argument("--bins", type=int, default=4096, help="histogram bins on the dyadic grid (default 4096)")
     parser.add_argument("--exclude", action="append", default=[], metavar="NODE",
-                        help="ONNX node name to keep in float (repeatable)")
+                        help="ONNX node name to keep in float, or re:PATTERN for a regular expression as "
+                             "--exclude-regex takes (repeatable)")
+    parser.add_argument("--exclude-op-type", action="append", default=[], metavar="OP",
+                        help="keep every node of this op type in float, e.g. Conv (repeatable)")
+    parser.add_argument("--exclude-regex", action="append", default=[], metavar="PATTERN",
+                        help=r"keep nodes whose name matches this Python regular expression in float, searched "
+                             r"anywhere in the name, e.g. '^/encoder/layer\.0/' (repeatable)")
+    parser.add_argument("--include", action="append", default=[], metavar="NODE",
+                        help="quantize this Conv/Gemm/MatMul although a speed heuristic (few channels, GEMV "
+                             "shape) keeps it in float (repeatable)")
+    parser.add_argument("--weight-storage", default="int8", choices=WEIGHT_STORAGE,
+                        help="int8: weights stored as INT8 initializers read by DequantizeLinear only (Model "
+                             "Optimizer's dq_only; the file is about a quarter of the float one); float: float "
+                             "weights with QuantizeLinear + DequantizeLinear (default: int8)")
+    parser.add_argument("--high-precision", default="fp32", choices=HIGH_PRECISION,
+                        help="type of the layers left unquantized in model.int8.onnx: fp16 converts them (and the "
+                             "Q/DQ scales) to float16 as Model Optimizer's high_precision_dtype does, keeping the "
+                             "model's float32 inputs and outputs (default: fp32, the model as it is)")
     parser.add_argument("--trt-version", default="10.3.0", help="TensorRT version for the cache header (default 10.3.0)")
     parser.add_argument("--memory-budget", type=float, default=128.0, metavar="MB",
                         help="activation memory per batch when --batch-size is not given (default 128 MB)")
@@ -46,19 +66,28 @@ def run(args) -> int:
     from quant.pipeline import calibrate
 
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
-    config = CalibrationConfig(methods=methods, percentile=args.percentile, bins=args.bins, batch_size=args.batch_size,
+    percentile = _percentile(args, methods)
+    config = CalibrationConfig(methods=methods, percentile=percentile, bins=args.bins, batch_size=args.batch_size,
                                memory_budget_mb=args.memory_budget,
                                num_samples=args.num_samples, seed=args.seed, weight_method=args.weight_method,
-                               exclude=tuple(args.exclude), trt_version=args.trt_version,
+                               exclude=tuple(e for e in args.exclude if not e.startswith("re:")),
+                               trt_version=args.trt_version,
                                external_data=args.external_data, target=args.target,
-                               reduce_range=args.reduce_range)
+                               reduce_range=args.reduce_range, exclude_op_types=tuple(args.exclude_op_type),
+                               exclude_patterns=tuple(args.exclude_regex) + tuple(e[3:] for e in args.exclude
+                                                                                 if e.startswith("re:")),
+                               include=tuple(args.include),
+                               weight_storage=args.weight_storage, high_precision=args.high_precision)
     preprocess = preprocess_from_args(args)
     from quant.core.io import check_output_dir
 
-    check_output_dir(args.output, protect=(Path(args.model), Path(args.data)))  # fail fast, before the pass
+    inputs = input_files(args.model, args.data, args.preprocess)
+    check_output_dir(args.output, protect=tuple(inputs))  # fail fast, before the pass
     result = calibrate(args.model, args.data, config, input_map=input_map_from_args(args), preprocess=preprocess,
                        split=args.split, progress=True, ray=ray_from_args(args))
-    folders = result.save(args.output, protect=(Path(args.data),))
+    folders = result.save(args.output, protect=tuple(inputs))
+    print_warnings(result)
+    _warn_cache_version(args.trt_version)
     if args.json:
         stdout(dumps({"outputs": {m: str(f) for m, f in zip(result.methods, folders)}, **result.summary()}))
         return 0
@@ -76,24 +105,57 @@ def run(args) -> int:
     return 0
 
 
-def _ort_cpu_lines(result, folders) -> None:
-    import json
+def _percentile(args, methods) -> float:
+    """--percentile only means something to the percentile method (activations or weights): refused elsewhere."""
+    if args.percentile is None:
+        return 99.99
+    if "percentile" not in methods and args.weight_method != "percentile":
+        from quant.core.errors import QuantError
 
+        raise QuantError(f"--percentile applies to the percentile method, but --method is {','.join(methods)} and "
+                         f"--weight-method {args.weight_method}: it would be ignored",
+                         hint="add percentile to --method (e.g. --method entropy,percentile) or drop --percentile")
+    return args.percentile
+
+
+def _ort_cpu_lines(result, folders) -> None:
     from quant.cli.common import stderr
 
     reduce, why = result.reduce_range()
     stdout(f"ort-cpu: {'7-bit' if reduce else '8-bit'} weights ({why})")
     for method, folder in zip(result.methods, folders):
-        check = json.loads((Path(folder) / "quant.json").read_text())["targets"]["ort-cpu"]["validation"]
+        check = result.ort_cpu_validation.get(method) or {}
         if not check.get("validated"):
             continue
-        worst = min(v["sqnr_db_ort_kernels_vs_emulated"] for v in check["outputs"].values())
-        kernels = ", ".join(f"{n} {op}" for op, n in sorted(check["integer_kernels"].items())) or "none"
-        stdout(f"ort-cpu {method}: ORT integer kernels {kernels}; on {check['samples']} calibration samples "
-               f"ORT's kernels vs exact Q/DQ: SQNR {worst:.1f} dB")
-        if not check["agrees"]:
-            stderr(f"warning: ORT's integer kernels disagree with the exact Q/DQ result ({worst:.1f} dB): they "
+        line, warning = ort_cpu_check_lines(method, check)
+        stdout(line)
+        if warning:
+            stderr(warning)
+
+
+def ort_cpu_check_lines(method: str, check: dict) -> tuple[str, str | None]:
+    """(result line, warning or None) for the ort-cpu validation recorded in quant.json."""
+    from quant.pipeline.calibration import worst_kernel_sqnr
+
+    samples = check.get("samples")
+    if not check.get("integer_kernels"):
+        return (f"ort-cpu {method}: ONNX Runtime runs no integer kernel on this model (it keeps every Q/DQ as "
+                f"float ops: no INT8 speed-up on its CPU provider); kernel-vs-exact SQNR not available"), None
+    kernels = ", ".join(f"{n} {op}" for op, n in sorted(check["integer_kernels"].items()))
+    outputs = check.get("outputs", {})
+    worst = worst_kernel_sqnr(outputs)
+    parts = [f"SQNR {worst:.1f} dB"] if worst is not None else []
+    if worst is None and any(v.get("identical") for v in outputs.values() if "equal_fraction" not in v):
+        parts.append("float outputs identical")
+    parts += [f"{name} {100 * v['equal_fraction']:.1f}% equal" for name, v in outputs.items() if "equal_fraction" in v]
+    line = (f"ort-cpu {method}: ORT integer kernels {kernels}; on {samples} calibration samples ORT's kernels vs "
+            f"exact Q/DQ: {'; '.join(parts) or 'no output to compare'}")
+    warning = None
+    if not check.get("agrees"):
+        what = f"{worst:.1f} dB" if worst is not None else "; ".join(parts)
+        warning = (f"warning: ORT's integer kernels disagree with the exact Q/DQ result ({what}): they "
                    "probably saturate on this CPU; calibrate again with --reduce-range on")
+    return line, warning
 
 
 def _comparison(result) -> str:
@@ -106,3 +168,14 @@ def _comparison(result) -> str:
         values = " ".join(f"{result.activation_amax[m][tensor]:>10.4g}" for m in methods)
         lines.append(f"{name:<{width}} {result.histograms[tensor].absmax:>10.4g} {values}")
     return "\n".join(lines)
+
+
+def _warn_cache_version(trt_version: str) -> None:
+    """calibration.cache is read by implicit calibration only, which TensorRT 11 removed."""
+    from quant.backends.tensorrt import parse_version
+    from quant.cli.common import stderr
+
+    version = parse_version(trt_version)
+    if version is not None and version[0] >= 11:
+        stderr(f"note: calibration.cache is for TensorRT <= 10 (implicit calibration was removed in 11.0); "
+               f"TensorRT {trt_version} builds model.int8.onnx (quant build DIR)")

@@ -63,8 +63,9 @@ def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndar
     result = CollectionResult(histograms)
     sample_digests: list[bytes] = []
     bar = _progress(total, progress)
+    ahead = _run_ahead(runner, batches, tensors, batch_size)
     try:
-        for indices, feeds, values, _keepalive in _run_ahead(runner, batches, tensors, batch_size):
+        for indices, feeds, values, _keepalive in ahead:
             for name in tensors:
                 try:
                     histograms[name].update(values[name], name=f"tensor '{name}'")
@@ -88,6 +89,7 @@ def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndar
             if bar is not None:
                 bar.update(len(indices))
     finally:
+        ahead.close()  # joins the worker now, not when the garbage collector gets to the generator
         if bar is not None:
             bar.close()
     if result.samples == 0:
@@ -132,6 +134,11 @@ def _run_ahead(runner: Runner, batches, tensors: Sequence[str], batch_size: Auto
     ONNX Runtime and NumPy release the GIL, so reading data and the forward pass of batch k+1 overlap the
     histograms of batch k. At most two batches of activations are alive. The order of batches is kept
     (and the histograms would not depend on it anyway).
+
+    However the consumer stops (end of data, an error such as NaN in a batch, Ctrl-C), the worker is told
+    to stop and joined before this generator finishes: a thread left inside ONNX Runtime's native run at
+    interpreter exit is killed by pthread_exit, which aborts the process ("terminate called without an
+    active exception", exit 134) after the Error line was already printed.
     """
     slots: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
@@ -154,11 +161,13 @@ def _run_ahead(runner: Runner, batches, tensors: Sequence[str], batch_size: Auto
                     batch_size.observe(sum(values[n].nbytes for n in tensors)
                                        + sum(v.nbytes for v in feeds.values()), len(indices))
                 _put(slots, (indices, feeds, values, keepalive), stop)
+                if stop.is_set():
+                    return
             _put(slots, done, stop)
         except BaseException as exc:  # handed to the consumer, which re-raises it
             _put(slots, exc, stop)
 
-    worker = threading.Thread(target=work, name="quant-collect", daemon=True)
+    worker = threading.Thread(target=work, name="quant-collect")
     worker.start()
     try:
         while True:
@@ -174,6 +183,19 @@ def _run_ahead(runner: Runner, batches, tensors: Sequence[str], batch_size: Auto
             slots.get_nowait()
         except queue.Empty:
             pass
+        _join(worker)
+
+
+def _join(worker: threading.Thread) -> None:
+    """Wait for the worker to finish its current batch; a second Ctrl-C while waiting does not skip the wait."""
+    interrupted = None
+    while worker.is_alive():
+        try:
+            worker.join()
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 def _put(slots: queue.Queue, item, stop: threading.Event) -> None:

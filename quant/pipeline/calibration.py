@@ -15,19 +15,23 @@ from quant.calibrators import get as get_calibrator, weight_amax
 from quant.core.config import CalibrationConfig
 from quant.core.errors import QuantError
 from quant.core.histogram import Histogram, load_histograms, save_histograms
+from quant.core.histogram_file import histogram_names
 from quant.core.io import atomic_output_dir, dumps
 from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, try_serialize, with_outputs
-from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select
+from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select, uses_preprocess
+from quant.datasets.keyed import fit_to_inputs
+from quant.datasets.labels import LABEL_KEYS, label_keys
+from quant.datasets.recorded import choose_preprocess
 from quant.qdq import QuantPlan, build_qdq_model, format_cache, plan_qdq, scale_from_amax
-from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, trt_version_number
+from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, check_cache_names, trt_version_number
 from quant.qdq.ort_cpu import OrtCpuPlan, build_ort_cpu_model, default_reduce_range, plan_ort_cpu
 from quant.qdq.placement import weight_array
+from quant.pipeline.checks import check_ranges, check_weights, range_warnings
 
 TRT_MODEL = "model.int8.onnx"
 ORT_CPU_MODEL = "model.ort-cpu.int8.onnx"
 VALIDATION_SAMPLES = 8
 
-LABEL_KEYS = ("label", "labels")
 
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
@@ -35,6 +39,35 @@ QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMu
 
 MIN_CALIBRATION_SAMPLES = 2
 MIN_KERNEL_SQNR_DB = 25.0  # ORT's integer kernels vs the same Q/DQ in float: below this, something saturates
+MIN_EQUAL_FRACTION = 0.9  # non-float outputs (class indices, masks): share of values both runs agree on
+
+
+def compare_kernel_output(fast, exact) -> dict:
+    """One output of ORT's integer kernels against the exact Q/DQ emulation (see validate_ort_cpu)."""
+    from quant.eval.metrics import sqnr_db
+
+    fast, exact = np.asarray(fast), np.asarray(exact)
+    if fast.shape != exact.shape:
+        return {"sqnr_db_ort_kernels_vs_emulated": None, "identical": False,
+                "why": f"shapes differ: {list(fast.shape)} vs {list(exact.shape)}", "equal_fraction": 0.0}
+    if np.issubdtype(exact.dtype, np.floating):
+        a, b = fast.astype(np.float64), exact.astype(np.float64)
+        identical = bool(np.array_equal(a, b, equal_nan=True))
+        sqnr = None if identical else sqnr_db(float(np.sum(b * b)), float(np.sum((a - b) ** 2)))
+        sqnr = None if sqnr is None or not np.isfinite(sqnr) else round(sqnr, 2)
+        if sqnr is None and not identical:  # the emulated output is all zeros and the kernels' is not
+            return {"sqnr_db_ort_kernels_vs_emulated": None, "identical": False, "equal_fraction":
+                    float(np.mean(a == b)) if a.size else 1.0}
+        return {"sqnr_db_ort_kernels_vs_emulated": sqnr, "identical": identical}
+    equal = float(np.mean(fast == exact)) if exact.size else 1.0
+    return {"dtype": str(exact.dtype), "equal_fraction": round(equal, 6), "identical": equal == 1.0}
+
+
+def worst_kernel_sqnr(outputs: dict) -> float | None:
+    """The lowest SQNR over the float outputs that differ; None when none differs (or none is float)."""
+    values = [v["sqnr_db_ort_kernels_vs_emulated"] for v in outputs.values()
+              if isinstance(v.get("sqnr_db_ort_kernels_vs_emulated"), (int, float))]
+    return min(values) if values else None
 
 
 @dataclass
@@ -52,6 +85,7 @@ class CalibrationResult:
     weight_amax: dict[str, np.ndarray] = field(default_factory=dict)
     validation_feeds: dict[str, np.ndarray] | None = None  # a few calibration samples to validate ort-cpu models
     execution: dict = field(default_factory=dict)  # how the pass ran: batches, ray (not written to quant.json)
+    ort_cpu_validation: dict[str, dict] = field(default_factory=dict)  # method -> the check save() recorded
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -79,31 +113,38 @@ class CalibrationResult:
         return build_ort_cpu_model(self.model, plan, ranges, self.weight_amax, self.reduce_range()[0])
 
     def validate_ort_cpu(self, model) -> dict:
-        """Run the ort-cpu model with ORT's integer kernels and exactly emulated, on a few calibration samples."""
+        """Run the ort-cpu model with ORT's integer kernels and exactly emulated, on a few calibration samples.
+
+        Float outputs are compared by SQNR (None with ``identical`` when both runs agree bit for bit, as
+        when ORT fused nothing); other outputs (int64 indices, bool masks) by the fraction of equal values.
+        ``integer_kernels`` is empty when ORT ran every op in float: then the kernels were not checked.
+        """
         if not self.validation_feeds:
             return {"validated": False, "why": "no calibration samples at hand (recalibrated from histograms)"}
         from quant.backends.onnxruntime import OrtRunner, is_integer_kernel
-        from quant.eval.metrics import sqnr_db
 
         kernels = OrtRunner(model, mode="ort-int8")
         emulated = OrtRunner(model, mode="emulate")
         fast, exact = kernels.run(self.validation_feeds), emulated.run(self.validation_feeds)
-        outputs = {}
-        for name, a, b in zip(kernels.output_names, fast, exact):
-            a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-            outputs[name] = {"sqnr_db_ort_kernels_vs_emulated":
-                             round(sqnr_db(float(np.sum(b * b)), float(np.sum((a - b) ** 2))), 2)}
+        outputs = {name: compare_kernel_output(a, b) for name, a, b in zip(kernels.output_names, fast, exact)}
         integer = {op: n for op, n in kernels.optimized_ops.items() if is_integer_kernel(op)}
-        worst = min(v["sqnr_db_ort_kernels_vs_emulated"] for v in outputs.values())
+        worst = worst_kernel_sqnr(outputs)
+        equal = [v["equal_fraction"] for v in outputs.values() if "equal_fraction" in v]
+        agrees = (worst is None or worst >= MIN_KERNEL_SQNR_DB) and all(f >= MIN_EQUAL_FRACTION for f in equal)
         return {"validated": True, "samples": int(next(iter(self.validation_feeds.values())).shape[0]),
-                "outputs": outputs, "integer_kernels": integer, "agrees": bool(worst >= MIN_KERNEL_SQNR_DB),
-                "note": kernels.integer_kernel_note()}
+                "outputs": outputs, "integer_kernels": integer, "agrees": bool(agrees),
+                "worst_sqnr_db": worst, "note": kernels.integer_kernel_note()}
 
     def qdq_model(self, method: str | None = None, keep_float: Sequence[str] = ()):
         """The Q/DQ ONNX model (onnx.ModelProto) for one method; ``keep_float`` names layers left in float."""
         method = self._method(method)
-        return build_qdq_model(self.model, self.plan, self.activation_amax[method], self.weight_amax,
-                               keep_float=frozenset(keep_float))
+        model = build_qdq_model(self.model, self.plan, self.activation_amax[method], self.weight_amax,
+                                keep_float=frozenset(keep_float), weight_storage=self.config.weight_storage)
+        if self.config.high_precision == "fp16":
+            from quant.qdq.float16 import to_float16
+
+            model = to_float16(model)
+        return model
 
     def _method(self, method: str | None) -> str:
         if method is None:
@@ -134,6 +175,8 @@ class CalibrationResult:
             weights[tensor] = {"axis": spec.axis, "channels": spec.channels, "method": self.config.weight_method,
                                "scale_min": float(scales.min()), "scale_max": float(scales.max()),
                                "scale_mean": float(scales.mean()), "zero_channels": int(np.sum(self.weight_amax[tensor] == 0))}
+            if tensor in self.plan.per_tensor_weights:
+                weights[tensor]["per_tensor"] = self.plan.per_tensor_weights[tensor]
         residual_adds = {r["node"] for r in self.plan.residuals if r["layer"] not in float_layers}
         excluded_names = {e["node"] for e in self.plan.excluded}
         kept = [{"node": l.node, "op_type": l.op_type, "reason": "kept in float by the accuracy fallback"}
@@ -147,7 +190,9 @@ class CalibrationResult:
             for node in self.model.graph.node
             if node.name not in layers | float_layers and node.name not in {r["node"] for r in self.plan.residuals}
             and node.name not in excluded_names]
-        return {
+        from quant.schemas import stamp
+
+        return stamp("quant", {
             "format": "quant-calibration/1",
             "tool": {"name": "quant", "version": __version__, **_versions()},
             "model": {"path": str(self.model_path.resolve()) if self.model_path else None, "sha256": self.model_sha256,
@@ -157,7 +202,8 @@ class CalibrationResult:
             "parameters": get_calibrator(method, **self.config.params(method)).get_params(),
             "config": self.config.to_json(),
             "quantization": {"dtype": "int8", "symmetric": True, "zero_point": 0, "scale": "amax / 127",
-                             "activations": "per-tensor", "weights": "per-channel (output-channel axis)"},
+                             "activations": "per-tensor", "weights": "per-channel (output-channel axis)",
+                             **self._storage_manifest()},
             "calibration_cache": {"file": "calibration.cache",
                                   "header": f"TRT-{trt_version_number(self.config.trt_version)}-"
                                             f"{ALGORITHMS.get(method, DEFAULT_ALGORITHM)}"},
@@ -167,7 +213,29 @@ class CalibrationResult:
             "layers": [entry for entry in self.plan.to_json()["layers"] if entry["node"] in layers],
             "residual_adds": [r for r in self.plan.residuals if r["node"] in residual_adds],
             "unquantized": unquantized,
-        }
+            "warnings": self.warnings(method, keep_float),
+        })
+
+    def warnings(self, method: str | None = None, keep_float: Sequence[str] = ()) -> list[dict]:
+        """Tensors whose scale is a guess (all zeros, no values) or was raised to a normal float32 (see checks)."""
+        method = self._method(method)
+        tensors = self.quantized_tensors(keep_float)
+        amax = {t: v for t, v in self.activation_amax[method].items() if t in tensors}
+        layers = {layer.node for layer in self.plan.layers} - set(keep_float)
+        weights = {l.weight.tensor: self.weight_amax[l.weight.tensor] for l in self.plan.layers
+                   if l.weight is not None and l.node in layers}
+        return range_warnings(self.histograms, amax, weights)
+
+    def _storage_manifest(self) -> dict:
+        """How model.int8.onnx stores weights and in which float type its unquantized layers run."""
+        from quant.qdq.float_types import TYPE_NAMES, model_float_type
+
+        float_type = "float16" if self.config.high_precision == "fp16" else TYPE_NAMES.get(model_float_type(self.model))
+        return {"weight_storage": ("int8 initializers read by DequantizeLinear" if self.config.weight_storage == "int8"
+                                   else "float initializers with QuantizeLinear + DequantizeLinear"),
+                "high_precision": float_type,
+                "io_types": "as the FP32 model (Casts at the inputs and outputs)"
+                            if self.config.high_precision == "fp16" else "as the model"}
 
     def files(self) -> list[str]:
         """The files ``save`` writes into each method's folder (besides ``extra_files``)."""
@@ -220,10 +288,12 @@ class CalibrationResult:
                     save_model(self.qdq_model(method, keep_float), folder / TRT_MODEL, self.config.external_data)
                     tensors = self.quantized_tensors(keep_float)
                     cache_amax = {t: v for t, v in self.activation_amax[method].items() if t in tensors}
-                    (folder / "calibration.cache").write_text(format_cache(cache_amax, method, self.config.trt_version))
+                    (folder / "calibration.cache").write_bytes(
+                        format_cache(cache_amax, method, self.config.trt_version).encode("utf-8"))
                 if "ort-cpu" in self.config.targets:
                     model = self.ort_cpu_model(method, keep_float)
-                    manifest["targets"]["ort-cpu"]["validation"] = self.validate_ort_cpu(model)
+                    check = self.validate_ort_cpu(model)
+                    manifest["targets"]["ort-cpu"]["validation"] = self.ort_cpu_validation[method] = check
                     save_model(model, folder / ORT_CPU_MODEL, self.config.external_data)
                 (folder / "quant.json").write_text(dumps(manifest))
                 for name, text in (extra_files or {}).items():
@@ -236,9 +306,11 @@ class CalibrationResult:
 
     def summary(self) -> dict:
         """amax of every tensor under every method, side by side."""
-        return {"methods": list(self.methods), "data": self.data,
+        from quant.schemas import stamp
+
+        return stamp("summary", {"methods": list(self.methods), "data": self.data,
                 "activations": {t: {m: float(np.float32(self.activation_amax[m][t])) for m in self.methods}
-                                | {"absmax": self.histograms[t].absmax} for t in self.histograms}}
+                                | {"absmax": self.histograms[t].absmax} for t in self.histograms}})
 
     def evaluate(self, data, method: str | None = None, **kwargs):
         """Evaluate this result's Q/DQ model against FP32 (see :func:`quant.pipeline.evaluation.evaluate`)."""
@@ -285,7 +357,12 @@ def prepare_model(model) -> tuple[object, Path | None, str]:
         import hashlib
 
         digest = hashlib.sha256(model.SerializeToString()).hexdigest()
-    return normalize(proto), path, digest
+    proto = normalize(proto)
+    from quant.qdq.float_types import FLOAT16, FLOAT16_QDQ_OPSET, model_float_type, raise_versions
+
+    if model_float_type(proto) == FLOAT16:  # float16 Q/DQ needs opset 19: upgrade (or refuse) before the pass
+        proto = raise_versions(proto, FLOAT16_QDQ_OPSET)
+    return proto, path, digest
 
 
 def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map: dict[str, str] | None = None,
@@ -304,17 +381,23 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if already:
         raise QuantError(f"the model already contains quantization nodes ({', '.join(already)}): it is quantized",
                          hint="calibrate the FP32 model it was made from")
-    plan = plan_qdq(proto, exclude=set(config.exclude))
-    unknown = sorted(set(config.exclude) - {n.name for n in proto.graph.node})
-    if unknown:
-        raise QuantError(f"--exclude names nodes the model does not have: {', '.join(unknown)}",
-                         hint="use ONNX node names as listed in quant.json (layers / unquantized)")
+    plan = make_plan(proto, config)
+    check_float_types(proto, plan, config)
+    if not plan.layers and plan.excluded:
+        first = plan.excluded[0]
+        raise QuantError(f"nothing to quantize: every weighted op is left in float ({len(plan.excluded)}; "
+                         f"{first['node']}: {first['reason']})",
+                         hint="an INT8 model whose layers all stay in float gains nothing; check --exclude")
     if not plan.layers:
         raise QuantError("nothing to quantize: the model has no Conv, ConvTranspose, Gemm or MatMul with a "
                          "quantizable input", hint="quant inserts Q/DQ only around these ops; see --exclude")
-    source = open_source(data, preprocess, split)
+    check_weights(proto, plan)
+    if "tensorrt" in config.targets:
+        check_cache_names(plan.activations)  # before the pass, not after it
     inputs = input_specs(proto)
-    exclude_keys = [k for k in LABEL_KEYS if k in source.keys and k not in {s.name for s in inputs}]
+    preprocess = choose_preprocess(preprocess)
+    source = fit_to_inputs(open_source(data, preprocess, split), inputs, input_map)
+    exclude_keys = label_keys(source, [spec.name for spec in inputs])
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
     indices = select(len(source), config.num_samples, config.seed)
     if len(indices) < MIN_CALIBRATION_SAMPLES:
@@ -351,6 +434,8 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
                  "selection": "all" if config.num_samples is None or config.num_samples >= len(source)
                  else f"{len(indices)} of {len(source)}, seed {config.seed}",
                  "input_map": mapping, "input_shapes": collected.shapes}
+    if uses_preprocess(source):  # recorded so that eval, gate, sensitivity and fallback apply the same
+        data_info["preprocess"] = (preprocess.spec if preprocess else Preprocess()).to_dict()
     result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info,
                                validation_feeds=validation or None)
     # How the pass ran (not in quant.json, which stays the same whatever the batching or the workers).
@@ -365,6 +450,46 @@ def _ray_options(value):
     from quant.distributed.ray_cluster import as_options
 
     return as_options(value)
+def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
+    """The Q/DQ plan with the user's exclusions and inclusions, each checked against the model first."""
+    nodes = {n.name: n for n in proto.graph.node}
+    for flag, names in (("--exclude", config.exclude), ("--include", config.include)):
+        unknown = sorted(set(names) - set(nodes))
+        if unknown:
+            raise QuantError(f"{flag} names nodes the model does not have: {', '.join(unknown)}",
+                             hint="use ONNX node names as listed in quant.json (layers / unquantized)")
+    from quant.qdq.placement import WEIGHTED_OPS
+
+    not_weighted = sorted(n for n in config.include if nodes[n].op_type not in WEIGHTED_OPS)
+    if not_weighted:
+        raise QuantError(f"--include {not_weighted[0]}: a {nodes[not_weighted[0]].op_type} node; quant quantizes "
+                         f"the inputs of {', '.join(WEIGHTED_OPS)} only", hint="--include names such a layer")
+    op_types = {n.op_type for n in proto.graph.node}
+    absent = sorted(set(config.exclude_op_types) - op_types)
+    if absent:
+        raise QuantError(f"--exclude-op-type {absent[0]}: the model has no {absent[0]} node",
+                         hint=f"op types in this model: {', '.join(sorted(op_types))}")
+    import re
+
+    for pattern in config.exclude_patterns:
+        if not any(re.search(pattern, name) for name in nodes):
+            raise QuantError(f"--exclude-regex '{pattern}' matches no node name of the model",
+                             hint="node names are listed in quant.json (layers / unquantized); the pattern is "
+                                  "searched anywhere in the name (anchor it with ^)")
+    return plan_qdq(proto, exclude=set(config.exclude), exclude_op_types=config.exclude_op_types,
+                    exclude_patterns=config.exclude_patterns, include=config.include)
+
+
+def check_float_types(proto, plan: QuantPlan, config: CalibrationConfig) -> None:
+    """Refuse, before the pass, float types quant cannot write Q/DQ for (see quant.qdq.float_types)."""
+    from quant.qdq.float_types import FLOAT, TYPE_NAMES, check_quantizable_types, quantized_types
+
+    types = plan.tensor_types = quantized_types(proto, plan)
+    check_quantizable_types(types)
+    other = sorted({TYPE_NAMES[e] for e in types.values() if e != FLOAT and e in TYPE_NAMES})
+    if other and "ort-cpu" in config.targets:
+        raise QuantError(f"--target {config.target}: the ort-cpu form is written for float32 models, this one "
+                         f"quantizes {', '.join(other)} tensors", hint="use --target tensorrt for this model")
 
 
 def needed_tensors(proto, plan: QuantPlan, config: CalibrationConfig) -> list[str]:
@@ -403,9 +528,17 @@ def compute_ranges(result: CalibrationResult) -> None:
     for (method, tensor), value in zip(jobs, values):
         result.activation_amax[method][tensor] = value
     weight_params = config.params(config.weight_method)
-    result.weight_amax = {tensor: weight_amax(weight_array(result.model, spec), spec.axis, config.weight_method,
-                                              bins=config.bins, **weight_params)
+    result.weight_amax = {tensor: _weight_amax(weight_array(result.model, spec), spec.axis, config.weight_method,
+                                               bins=config.bins, **weight_params)
                           for tensor, spec in result.plan.weights.items()}
+    check_ranges(result.activation_amax, result.weight_amax)
+
+
+def _weight_amax(weight: np.ndarray, axis: int | None, method: str, **params) -> np.ndarray:
+    """Per-channel amax along ``axis``; one amax (a 0-d array) for the whole tensor when ``axis`` is None."""
+    if axis is None:
+        return weight_amax(np.asarray(weight).reshape(1, -1), 0, method, **params).reshape(())
+    return weight_amax(weight, axis, method, **params)
 
 
 def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=None, **overrides) -> CalibrationResult:
@@ -422,7 +555,8 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         old = CalibrationConfig.from_json(manifest["config"])
     except (ValueError, KeyError) as exc:
         raise QuantError(f"'{manifest_path}' is damaged: {exc}", hint="recalibrate from the model") from None
-    histograms = load_histograms(folder / "histograms.npz")
+    histogram_file = folder / "histograms.npz"
+    stored = set(histogram_names(histogram_file))  # only the names: the arrays are read once the model says which
     model_ref = model if model is not None else manifest["model"]["path"]
     if model_ref is None:
         raise QuantError("the calibration folder does not record the model's path", hint="pass --model FP32_MODEL")
@@ -437,15 +571,17 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         methods = manifest.get("method") or old.methods
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     config = old.replace(methods=methods, **overrides)
-    plan = plan_qdq(proto, exclude=set(config.exclude))
+    plan = make_plan(proto, config)
+    check_weights(proto, plan)
     tensors = needed_tensors(proto, plan, config)
-    missing = [t for t in tensors if t not in histograms]
+    missing = [t for t in tensors if t not in stored]
     if missing:
         hint = ("the folder was collected for --target tensorrt: calibrate again with --target ort-cpu or all"
                 if config.target != old.target else
                 "the folder was made for another model or other exclusions; calibrate again")
         raise QuantError(f"histograms.npz lacks tensors {missing[:3]} that the model needs", hint=hint)
-    result = CalibrationResult(proto, path, digest, plan, {t: histograms[t] for t in tensors}, config,
+    histograms = load_histograms(histogram_file, names=tensors, bins=old.bins)
+    result = CalibrationResult(proto, path, digest, plan, histograms, config,
                                dict(manifest.get("data", {}), recalibrated_from=str(folder)))
     compute_ranges(result)
     return result
