@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import (add_data_options, input_files, input_map_from_args, preprocess_from_args,
-                               print_warnings, stdout)
+from quant.cli.common import (add_data_options, add_ray_options, input_files, input_map_from_args,
+                               preprocess_from_args, print_warnings, ray_from_args, stdout)
 from quant.core.config import HIGH_PRECISION, METHOD_ALIASES, METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS, WEIGHT_STORAGE
 
 
@@ -56,6 +56,7 @@ def register(subparsers) -> None:
                         help="ort-cpu: 7-bit weights so x86 CPUs without VNNI do not saturate (auto: probe "
                              "this machine's ONNX Runtime kernels)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+    add_ray_options(parser, shards=True)
     parser.set_defaults(run=run)
 
 
@@ -83,7 +84,7 @@ def run(args) -> int:
     inputs = input_files(args.model, args.data, args.preprocess)
     check_output_dir(args.output, protect=tuple(inputs))  # fail fast, before the pass
     result = calibrate(args.model, args.data, config, input_map=input_map_from_args(args), preprocess=preprocess,
-                       split=args.split, progress=True)
+                       split=args.split, progress=True, ray=ray_from_args(args))
     folders = result.save(args.output, protect=tuple(inputs))
     print_warnings(result)
     _warn_cache_version(args.trt_version)

@@ -182,3 +182,35 @@ def print_warnings(result, keep_float=()) -> None:
             if line not in seen:
                 seen.add(line)
                 stderr(line)
+
+
+def add_ray_options(parser: argparse.ArgumentParser, shards: bool = False) -> None:
+    group = parser.add_argument_group("cluster (Ray; needs pip install ray)")
+    group.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="run the work as Ray tasks: on the cluster at ADDRESS ('auto', host:port, ray://...), "
+                            "or on a new local cluster when no address is given; results are identical to one process")
+    if shards:
+        group.add_argument("--ray-shards", type=_positive_int("--ray-shards"), metavar="N",
+                           help="calibration shards (default: two per CPU of the cluster); never changes a result")
+
+
+def _positive_int(flag: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} takes an integer >= 1, got '{text}'")
+        return value
+
+    return parse
+
+
+def ray_from_args(args):
+    """RayOptions from --ray/--ray-shards, or None without --ray."""
+    if getattr(args, "ray", None) is None:
+        return None
+    from quant.distributed.ray_cluster import RayOptions
+
+    return RayOptions(address=None if args.ray == "local" else args.ray, shards=getattr(args, "ray_shards", None))

@@ -1,8 +1,8 @@
 """quant eval: FP32 vs INT8 on held-out data, printed and written as JSON."""
 from __future__ import annotations
 
-from quant.cli.common import (add_data_options, add_force_option, add_output_options, input_files,
-                              input_map_from_args, preprocess_from_args, stdout)
+from quant.cli.common import (add_data_options, add_force_option, add_output_options, add_ray_options, input_files,
+                              input_map_from_args, preprocess_from_args, ray_from_args, stdout)
 
 
 def register(subparsers) -> None:
@@ -26,6 +26,7 @@ def register(subparsers) -> None:
     parser.add_argument("--output-json", metavar="FILE", help="also write the results as JSON (atomically)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_force_option(parser)
+    add_ray_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -48,15 +49,19 @@ def run(args) -> int:
     options = dict(labels=args.labels, runtime=args.runtime, batch_size=args.batch_size, num_samples=args.num_samples,
                    seed=args.seed, input_map=input_map_from_args(args), preprocess=preprocess_from_args(args),
                    split=args.split, topk=topk, progress=True, output_name=args.output_name, class_axis=args.class_axis)
+    ray = ray_from_args(args)
     int8_model = Path(args.int8_model)
     if int8_model.is_dir() and args.runtime != "tensorrt" and (int8_model / "model.int8.onnx").is_file():
         int8_model = int8_model / "model.int8.onnx"  # one method's folder: its model
     if int8_model.is_dir() and args.runtime != "tensorrt":
+        if ray is not None:
+            raise QuantError("--ray evaluates one INT8 model; a folder of several methods is evaluated in this process",
+                             hint="pass one method's model.int8.onnx, or drop --ray")
         report = evaluate_folder(args.fp32_model, int8_model, args.data, **options)
         data = report.to_json()
     else:
         report = evaluate(args.fp32_model, args.int8_model if args.runtime == "tensorrt" else int8_model, args.data,
-                          **options)
+                          ray=ray, **options)
         data = report.to_json()
         if Path(args.fp32_model).is_file() and int8_model.is_file():  # which models were compared
             data["models"] = {"fp32": model_identity(args.fp32_model), "int8": model_identity(int8_model)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from quant.cli.common import add_data_options, input_files, print_warnings, stdout, stderr
+from quant.cli.common import add_data_options, add_ray_options, input_files, print_warnings, ray_from_args, stdout, stderr
 from quant.cli.gate import add_metric_options, data_options, single_metric
 
 
@@ -21,6 +21,7 @@ def register(subparsers) -> None:
     parser.add_argument("--output", "-o", required=True, metavar="DIR")
     parser.add_argument("--max-float-layers", type=int, metavar="N", help="give up after N layers in float")
     parser.add_argument("--naive", action="store_true", help="also report the 'first/last N layers' search")
+    add_ray_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -44,7 +45,8 @@ def run(args) -> int:
                                max_drop=args.max_drop, relative=args.relative, min_value=args.min_value,
                                labels=args.labels, lower_is_better=args.lower_is_better, ranking=ranking,
                                naive=args.naive, max_float=args.max_float_layers, progress=True,
-                               output_name=args.output_name, class_axis=args.class_axis, **data_options(args))
+                               output_name=args.output_name, class_axis=args.class_axis, ray=ray_from_args(args),
+                               **data_options(args))
     stdout(outcome.format_text())
     if not outcome:
         stderr(f"No set of float layers met the bound ({outcome.criterion}); nothing was written.")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import add_data_options, add_force_option, input_files, stdout
+from quant.cli.common import add_data_options, add_force_option, add_ray_options, input_files, ray_from_args, stdout
 from quant.cli.gate import add_metric_options, data_options, single_metric
 
 
@@ -20,6 +20,7 @@ def register(subparsers) -> None:
     parser.add_argument("--runtime", default="emulate", choices=["emulate", "ort-int8", "openvino"],
                         help="where the INT8 variants run (default: emulate, TensorRT's arithmetic in float)")
     add_force_option(parser)
+    add_ray_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -33,7 +34,7 @@ def run(args) -> int:
         check_output_file(out / name, inputs, args.force)
     report = sensitivity(args.fp32_model, args.calibration, args.data, metric=single_metric(args, "sensitivity"),
                          labels=args.labels, lower_is_better=args.lower_is_better, progress=True, runtime=args.runtime,
-                         output_name=args.output_name, class_axis=args.class_axis,
+                         output_name=args.output_name, class_axis=args.class_axis, ray=ray_from_args(args),
                          **data_options(args))
     with writing(force=args.force, register=True):  # a folder output: its files are listed in its manifest
         write_file_atomic(out / "sensitivity.json", json_output(report.to_json()))

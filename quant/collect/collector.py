@@ -49,6 +49,7 @@ class CollectionResult:
     batches: int = 0
     shapes: dict[str, list[list[int]]] = field(default_factory=dict)  # distinct input shapes seen, per input
     data_hash: str = ""  # order-independent hash of the samples used
+    digests: list[bytes] = field(default_factory=list)  # one sha256 per sample (data_hash combines them sorted)
 
 
 def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndarray]]], tensors: Sequence[str],
@@ -93,11 +94,38 @@ def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndar
             bar.close()
     if result.samples == 0:
         raise QuantError("no calibration samples were read", hint="point --data at a non-empty data source")
-    combined = hashlib.sha256()
-    for digest in sorted(sample_digests):
-        combined.update(digest)
-    result.data_hash = combined.hexdigest()
+    result.digests = sample_digests
+    result.data_hash = combine_digests(sample_digests)
     return result
+
+
+def combine_digests(digests: Iterable[bytes]) -> str:
+    """The order-independent hash of a set of samples from their per-sample digests."""
+    combined = hashlib.sha256()
+    for digest in sorted(digests):
+        combined.update(digest)
+    return combined.hexdigest()
+
+
+def merge_collections(parts: Sequence[CollectionResult], tensors: Sequence[str]) -> CollectionResult:
+    """One CollectionResult from the results of consecutive shards, equal to one pass over all of them.
+
+    Histograms merge exactly (dyadic grid); input shapes keep the order in which the shards saw them.
+    """
+    histograms = {name: parts[0].histograms[name].copy() for name in tensors}
+    merged = CollectionResult(histograms)
+    for index, part in enumerate(parts):
+        if index:
+            for name in tensors:
+                histograms[name] = histograms[name].merge(part.histograms[name])
+        merged.samples += part.samples
+        merged.batches += part.batches
+        merged.digests += part.digests
+        for name, shapes in part.shapes.items():
+            seen = merged.shapes.setdefault(name, [])
+            seen += [shape for shape in shapes if shape not in seen]
+    merged.data_hash = combine_digests(merged.digests)
+    return merged
 
 
 def _run_ahead(runner: Runner, batches, tensors: Sequence[str], batch_size: AutoBatchSize | None):

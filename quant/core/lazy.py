@@ -17,6 +17,7 @@ _INSTALL_HINTS = {
     "sklearn": "pip install scikit-learn",
     "tqdm": "pip install tqdm",
     "openvino": "pip install 'quant-trt[openvino]'",
+    "ray": "pip install 'quant-trt[ray]'",
 }
 
 

@@ -56,7 +56,8 @@ class FallbackResult:
 
 def fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], make_runner: Callable[[frozenset], object],
              max_drop: float | None, relative: bool = False, min_value: float | None = None,
-             max_float: int | None = None, progress=None, log: Callable[[str], None] | None = None) -> FallbackResult:
+             max_float: int | None = None, progress=None, log: Callable[[str], None] | None = None,
+             score_many: Callable[[Sequence[frozenset]], list[float]] | None = None) -> FallbackResult:
     """Greedy search, then pruning.
 
     ``ranking`` lists layers most sensitive first. Each step returns the next layer to float; when that does
@@ -64,20 +65,31 @@ def fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], make_runn
     float set. When no single layer helps (a plateau: several layers are each enough to break the model),
     blocks of 2, 4, 8 ... next-ranked layers are tried until one helps. Once the bound holds, layers are
     returned to INT8 one by one (last added first) wherever the bound still holds without them.
+
+    ``score_many`` evaluates independent keep-float sets (the re-ranking trials) at once, e.g. as Ray
+    tasks; the search makes the same choices either way.
     """
     fp32 = heldout.fp32_score(metric)
     evaluations = 0
     cache: dict[frozenset, float] = {}
 
-    def evaluate(float_set: Sequence[str]) -> float:
+    def evaluate_many(float_sets: Sequence[Sequence[str]]) -> list[float]:
         nonlocal evaluations
-        key = frozenset(float_set)
-        if key not in cache:
-            evaluations += 1
-            if progress is not None:
-                progress.update(1)
-            cache[key] = heldout.score(make_runner(key), metric)
-        return cache[key]
+        keys = [frozenset(f) for f in float_sets]
+        todo = list(dict.fromkeys(k for k in keys if k not in cache))
+        if score_many is not None and len(todo) > 1:
+            values = score_many(todo)
+        else:
+            values = [heldout.score(make_runner(key), metric) for key in todo]
+        for key, new in zip(todo, values):
+            cache[key] = new
+        evaluations += len(todo)
+        if progress is not None and todo:
+            progress.update(len(todo))
+        return [cache[k] for k in keys]
+
+    def evaluate(float_set: Sequence[str]) -> float:
+        return evaluate_many([float_set])[0]
 
     def better(a: float, b: float) -> bool:
         return a > b if metric.higher_is_better else a < b
@@ -104,7 +116,7 @@ def fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], make_runn
         new_value = evaluate(float_set + added)
         action = f"+ {added[0]}"
         if not better(new_value, value):
-            trials = {layer: evaluate(float_set + [layer]) for layer in remaining}
+            trials = dict(zip(remaining, evaluate_many([float_set + [layer] for layer in remaining])))
             remaining = sorted(remaining, key=lambda layer: trials[layer], reverse=metric.higher_is_better)
             added, new_value = [remaining[0]], trials[remaining[0]]
             action = f"+ {added[0]} (re-ranked {len(remaining)} layers: the next in rank did not help)"

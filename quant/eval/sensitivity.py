@@ -85,24 +85,43 @@ def _better(metric: Metric, a: float, b: float) -> float:
     return (a - b) if metric.higher_is_better else (b - a)
 
 
+def serial_scores(heldout: HeldOut, metric: Metric, make_runner: Callable[[frozenset], object], progress=None):
+    """``score_many(candidates) -> [metric of each keep-float set]``, one evaluation after the other."""
+
+    def score_many(candidates: Sequence[frozenset]) -> list[float]:
+        values = []
+        for keep_float in candidates:
+            values.append(heldout.score(make_runner(keep_float), metric))
+            if progress is not None:
+                progress.update(1)
+        return values
+
+    return score_many
+
+
 def sensitivity(heldout: HeldOut, metric: Metric, layers: Sequence[tuple[str, str]],
                 make_runner: Callable[[frozenset], object], local_sqnr: dict[str, float],
-                progress=None) -> SensitivityReport:
-    """Score every layer both ways; ``make_runner(keep_float)`` gives a runner of the Q/DQ model."""
+                progress=None, score_many: Callable[[Sequence[frozenset]], list[float]] | None = None,
+                ) -> SensitivityReport:
+    """Score every layer both ways; ``make_runner(keep_float)`` gives a runner of the Q/DQ model.
+
+    ``score_many`` evaluates a list of keep-float sets (all independent: a Ray cluster runs them at once);
+    default: one after the other in this process. The report does not depend on which.
+    """
     names = [node for node, _ in layers]
     fp32 = heldout.fp32_score(metric)
-    everything = heldout.score(make_runner(frozenset()), metric)
+    candidates = [frozenset()]
+    for node, _ in layers:
+        candidates += [frozenset(n for n in names if n != node), frozenset([node])]
+    values = (score_many or serial_scores(heldout, metric, make_runner, progress))(candidates)
+    everything = values[0]
     scores = []
-    for node, op_type in layers:
-        others = frozenset(n for n in names if n != node)
-        only = heldout.score(make_runner(others), metric)
-        all_but = heldout.score(make_runner(frozenset([node])), metric)
+    for index, (node, op_type) in enumerate(layers):
+        only, all_but = values[1 + 2 * index], values[2 + 2 * index]
         # Without an FP32 value (SQNR vs FP32 is infinite for FP32) the harm is the metric itself, negated.
         harm = _better(metric, fp32, only) if metric.has_reference_value else -_better(metric, only, 0.0)
         scores.append(LayerScore(node, op_type, only, all_but, local_sqnr.get(node, float("nan")),
                                  recovery=_better(metric, all_but, everything), harm=harm))
-        if progress is not None:
-            progress.update(1)
     scores.sort(key=lambda s: (-s.recovery, -s.harm, s.local_sqnr_db))
     return SensitivityReport(metric.name, metric.higher_is_better, fp32, everything, scores,
                              spearman([-s.local_sqnr_db for s in scores], [s.harm for s in scores]))

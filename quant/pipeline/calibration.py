@@ -84,6 +84,7 @@ class CalibrationResult:
     activation_amax: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> tensor -> amax
     weight_amax: dict[str, np.ndarray] = field(default_factory=dict)
     validation_feeds: dict[str, np.ndarray] | None = None  # a few calibration samples to validate ort-cpu models
+    execution: dict = field(default_factory=dict)  # how the pass ran: batches, ray (not written to quant.json)
     ort_cpu_validation: dict[str, dict] = field(default_factory=dict)  # method -> the check save() recorded
 
     @property
@@ -366,11 +367,13 @@ def prepare_model(model) -> tuple[object, Path | None, str]:
 
 def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map: dict[str, str] | None = None,
               preprocess: Preprocess | None = None, split: str | None = None, progress: bool = False,
-              **overrides) -> CalibrationResult:
+              ray=None, **overrides) -> CalibrationResult:
     """Collect histograms in one FP32 pass over ``data`` and compute ranges with every configured method.
 
     ``model`` is a path or an onnx.ModelProto; ``data`` anything :func:`quant.datasets.open_source` takes.
     Keyword overrides set config fields, e.g. ``calibrate(m, d, methods=("entropy", "mse"))``.
+    ``ray``: run the pass as Ray tasks over shards of the data (True/"local", an address, or
+    :class:`quant.distributed.RayOptions`); the result is identical to one process.
     """
     config = (config or CalibrationConfig()).replace(**overrides) if overrides else (config or CalibrationConfig())
     proto, path, digest = prepare_model(model)
@@ -406,27 +409,47 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
 
     # No spinning: the histograms of one batch are computed while ORT runs the next (collect._run_ahead).
     tensors = needed_tensors(proto, plan, config)
-    runner = OrtRunner(with_outputs(proto, [t for t in tensors if t not in mapping]), mode="fp32", spin=False)
-    auto = AutoBatchSize(int(config.memory_budget_mb * 2**20)) if config.batch_size is None else None
-    batches = iter_batches(source, indices, inputs, mapping, auto or config.batch_size)
+    extended = with_outputs(proto, [t for t in tensors if t not in mapping])
     validation: dict[str, np.ndarray] = {}
-    if "ort-cpu" in config.targets:
-        batches = _keep_first(batches, validation, VALIDATION_SAMPLES)
-    collected = collect(runner, batches, tensors, bins=config.bins, total=len(indices), progress=progress,
-                        batch_size=auto)
-    del runner, batches  # release ONNX Runtime's session and arena before the next steps allocate
+    cluster = _ray_options(ray)
+    if cluster is not None:
+        from quant.distributed.ray_cluster import collect_on_ray
+
+        collected = collect_on_ray(cluster, extended, data if isinstance(data, (str, Path)) else source, preprocess,
+                                   split, indices, inputs, mapping, tensors, config, progress)
+        if "ort-cpu" in config.targets:  # the same samples one process keeps (shapes as the first sample's)
+            for _ in _keep_first(iter_batches(source, indices, inputs, mapping, 1), validation, VALIDATION_SAMPLES):
+                if len(next(iter(validation.values()))) >= VALIDATION_SAMPLES:
+                    break
+    else:
+        runner = OrtRunner(extended, mode="fp32", spin=False)
+        auto = AutoBatchSize(int(config.memory_budget_mb * 2**20)) if config.batch_size is None else None
+        batches = iter_batches(source, indices, inputs, mapping, auto or config.batch_size)
+        if "ort-cpu" in config.targets:
+            batches = _keep_first(batches, validation, VALIDATION_SAMPLES)
+        collected = collect(runner, batches, tensors, bins=config.bins, total=len(indices), progress=progress,
+                            batch_size=auto)
+        del runner, batches  # release ONNX Runtime's session and arena before the next steps allocate
     data_info = {"source": source.description, "samples": collected.samples, "sha256": collected.data_hash,
                  "selection": "all" if config.num_samples is None or config.num_samples >= len(source)
                  else f"{len(indices)} of {len(source)}, seed {config.seed}",
-                 "input_map": mapping, "input_shapes": collected.shapes, "batches": collected.batches}
+                 "input_map": mapping, "input_shapes": collected.shapes}
     if uses_preprocess(source):  # recorded so that eval, gate, sensitivity and fallback apply the same
         data_info["preprocess"] = (preprocess.spec if preprocess else Preprocess()).to_dict()
     result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info,
                                validation_feeds=validation or None)
+    # How the pass ran (not in quant.json, which stays the same whatever the batching or the workers).
+    result.execution = {"batches": collected.batches, "ray": cluster is not None}
     compute_ranges(result)
     return result
 
 
+def _ray_options(value):
+    if value is None or value is False:
+        return None
+    from quant.distributed.ray_cluster import as_options
+
+    return as_options(value)
 def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
     """The Q/DQ plan with the user's exclusions and inclusions, each checked against the model first."""
     nodes = {n.name: n for n in proto.graph.node}

@@ -125,23 +125,35 @@ def _held_out_source(proto, data, labels, num_samples, seed, input_map, preproce
 def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate", batch_size: int = 32,
              num_samples: int | None = None, seed: int = 0, input_map: dict[str, str] | None = None,
              preprocess: Preprocess | None = None, split: str | None = None, topk: Sequence[int] = (1,),
-             progress: bool = False, output_name: str | None = None, class_axis: int | None = None):
+             progress: bool = False, output_name: str | None = None, class_axis: int | None = None, ray=None):
     """Run FP32 and INT8 models over held-out data; returns an :class:`quant.eval.EvalReport`.
 
     ``output_name``: the output labels score (default: the one that fits, see quant.eval.outputs);
-    ``class_axis``: the axis argmax agreement takes (default 1)."""
+    ``class_axis``: the axis argmax agreement takes (default 1); ``ray``: run both models as Ray tasks over
+    shards of the batches (see quant.distributed); same report."""
     from quant.backends.onnxruntime import OrtRunner
     from quant.eval import compare
 
     fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
     check_not_quantized(fp32_proto, fp32_model)
-    candidate = int8_runner(int8_model, runtime)  # checks the runtime name
+    candidate = kernels = int8_runner(int8_model, runtime)  # checks the runtime name
     preprocess = choose_preprocess(preprocess, int8_model if isinstance(int8_model, (str, Path)) else None)
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
-    reference = OrtRunner(fp32_proto, mode="fp32")
     bar = _bar(len(held.indices), "evaluating") if progress else None
     try:
-        report = compare(reference, candidate, held.batches(batch_size), labels=held.labels, topk=topk,
+        if ray is not None and ray is not False:
+            from quant.distributed.ray_cluster import as_options, evaluate_on_ray
+
+            if runtime == "tensorrt":
+                raise QuantError("--ray does not run TensorRT engines", hint="evaluate the engine without --ray")
+            int8_proto = int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model)
+            reference, candidate, batches = evaluate_on_ray(
+                as_options(ray), fp32_proto, int8_proto, runtime, data if isinstance(data, (str, Path)) else
+                held.source, preprocess, split, held, batch_size, progress=bar)
+            bar = None if bar is None else bar.close()
+        else:
+            reference, batches = OrtRunner(fp32_proto, mode="fp32"), held.batches(batch_size)
+        report = compare(reference, candidate, batches, labels=held.labels, topk=topk,
                          runtime=runtime, runtime_description=RUNTIMES[runtime], progress=bar,
                          output_name=output_name, class_axis=class_axis)
     finally:
@@ -149,7 +161,7 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
             bar.close()
     report.labels_source = held.label_name
     if runtime in ("ort-int8", "openvino"):
-        report.notes.append(candidate.integer_kernel_note())
+        report.notes.append(kernels.integer_kernel_note())
     from quant.pipeline.folder_eval import name_worst_samples
 
     name_worst_samples(report, held.source)
@@ -296,8 +308,11 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
 
 def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1", labels=None,
                 lower_is_better: bool | None = None, progress: bool = False, runtime: str = "emulate",
-                output_name: str | None = None, class_axis: int | None = None, **data_options):
-    """Per-layer sensitivity (both directions) and the one-pass local SQNR, ranked."""
+                output_name: str | None = None, class_axis: int | None = None, ray=None, **data_options):
+    """Per-layer sensitivity (both directions) and the one-pass local SQNR, ranked.
+
+    ``ray``: evaluate the variants as Ray tasks (True/"local", an address, or RayOptions); same report.
+    """
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr, sensitivity as run_sensitivity
 
@@ -313,8 +328,10 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     layers = [(layer.node, layer.op_type) for layer in result.plan.layers]
     bar = _bar(2 * len(layers) + 1, "sensitivity") if progress else None
     try:
-        report = run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime), local,
-                                 progress=bar)
+        with _cluster(ray) as cluster:
+            score_many = None if cluster is None else ray_scores(cluster, result, method, runtime, heldout, scorer, bar)
+            report = run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime), local,
+                                     progress=bar, score_many=score_many)
         report.output, report.output_basis, report.unit = scorer.output_name, scorer.basis, scorer.unit
         report.notes.insert(0, scorer.description)
         return report
@@ -323,10 +340,28 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
             bar.close()
 
 
+def _cluster(ray):
+    """A RayCluster context for ``ray`` (see quant.distributed), or a null context when ray is None."""
+    import contextlib
+
+    if ray is None or ray is False:
+        return contextlib.nullcontext(None)
+    from quant.distributed.ray_cluster import RayCluster, as_options
+
+    return RayCluster(as_options(ray))
+
+
+def ray_scores(*args, **kwargs):
+    from quant.distributed.ray_cluster import ray_scores as scores
+
+    return scores(*args, **kwargs)
+
+
 def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", max_drop: float | None = None,
              relative: bool = False, min_value: float | None = None, labels=None, lower_is_better: bool | None = None,
              ranking: Sequence[str] | None = None, naive: bool = False, max_float: int | None = None,
-             progress: bool = False, output_name: str | None = None, class_axis: int | None = None, **data_options):
+             progress: bool = False, output_name: str | None = None, class_axis: int | None = None, ray=None,
+             **data_options):
     """Greedy mixed-precision fallback; returns (CalibrationResult, FallbackResult)."""
     from quant.eval.fallback import fallback as run_fallback, naive_first_last
     from quant.eval.scoring import get_metric
@@ -346,7 +381,10 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     make = qdq_runner_factory(result, method)
     bar = _bar(None, "fallback") if progress else None
     try:
-        outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float, progress=bar)
+        with _cluster(ray) as cluster:
+            score_many = None if cluster is None else ray_scores(cluster, result, method, "emulate", heldout, scorer)
+            outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,
+                                   progress=bar, score_many=score_many)
         if naive:
             outcome.naive = naive_first_last(heldout, scorer, names, make, max_drop, relative, min_value, progress=bar)
         outcome.output, outcome.output_basis, outcome.unit = scorer.output_name, scorer.basis, scorer.unit

@@ -143,6 +143,6 @@ def test_model_with_a_fixed_batch_of_one(digits, tmp_path):
     onnx.save(model, str(tmp_path / "batch1.onnx"))
     fixed = quant.calibrate(tmp_path / "batch1.onnx", digits["calibration"], batch_size=32)
     free = quant.calibrate(digits["model"], digits["calibration"])
-    assert fixed.data["batches"] == 200 and fixed.activation_amax == free.activation_amax
+    assert fixed.execution["batches"] == 200 and fixed.activation_amax == free.activation_amax
     report = quant.evaluate(tmp_path / "batch1.onnx", fixed.qdq_model(), digits["heldout"], batch_size=16)
     assert report.samples == 540

@@ -144,5 +144,5 @@ def test_automatic_batch_size_follows_the_memory_budget_and_changes_nothing(digi
     reference, _ = calibrated
     small = quant.calibrate(digits["model"], digits["calibration"], methods=METHODS, memory_budget_mb=0.05)
     large = quant.calibrate(digits["model"], digits["calibration"], methods=METHODS)
-    assert small.data["batches"] > large.data["batches"] >= 200 / 64
+    assert small.execution["batches"] > large.execution["batches"] >= 200 / 64
     assert small.activation_amax == large.activation_amax == reference.activation_amax
