@@ -7,7 +7,7 @@ written by np.savez (stored), np.savez_compressed (deflated), and the same sampl
 the same files. Writes benchmarks/results/data_memory.json and the "Data memory" section of RESULTS.md.
 
     python benchmarks/data_memory.py                       # 64, 512, 2048 samples (a few minutes here)
-    python benchmarks/data_memory.py --baseline /work/main
+    python benchmarks/data_memory.py --baseline /path/to/a/checkout/of/44ad119 --baseline-label 44ad119
 """
 from __future__ import annotations
 
@@ -70,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", default="64,512,2048")
     parser.add_argument("--baseline", type=Path, help="another checkout to compare (e.g. /work/main)")
+    parser.add_argument("--baseline-label", help="how to name the baseline in the table (default: its git revision)")
     parser.add_argument("--write", nargs=2, metavar=("N", "DIR"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.write:
@@ -79,7 +80,7 @@ def main() -> None:
 
     codes = {f"this branch {_revision(ROOT)}": ROOT}
     if args.baseline:
-        codes[f"baseline {_revision(args.baseline)}"] = args.baseline.resolve()
+        codes[f"baseline {args.baseline_label or _revision(args.baseline)}"] = args.baseline.resolve()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -89,4 +89,7 @@ def open_arrays(path: Path) -> DataSource:
     except Exception as exc:  # numpy raises ValueError, OSError, EOFError, BadZipFile, TokenError, SyntaxError ...
         raise QuantError(f"cannot read NumPy data from '{path}': {exc}",
                          hint="save arrays with numpy.save / numpy.savez (no pickled objects)") from None
-    return ArraySource(arrays, f"{path}")
+    source = ArraySource(arrays, f"{path}")
+    if path.is_file() and path.suffix == ".npy":
+        source.synthetic_keys = ("input",)
+    return source

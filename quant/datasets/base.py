@@ -14,6 +14,7 @@ class DataSource:
 
     description: str = ""
     feeds_may_have_batch_axis: bool = False  # a sample shaped [1, ...] like the model input is one sample
+    synthetic_keys: tuple[str, ...] = ()  # keys quant named itself (an image folder's 'input'): no note when used
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -56,7 +57,7 @@ def resolve_input_map(inputs: Sequence[InputSpec], source: DataSource, input_map
             key = spec.name
         elif len(inputs) == 1 and len(keys) == 1:
             key = keys[0]
-            if not input_map:
+            if not input_map and key not in getattr(source, "synthetic_keys", ()):
                 from quant.core.notes import note
 
                 note(f"data key '{key}' feeds model input '{spec.name}' (the only array and the only input)")

@@ -75,8 +75,10 @@ class FeedSource(DataSource):
         self._keys: list[str] | None = None
         self._rows: list[int] = []  # samples in each feed when feeds are batches; None entries: not batchable
         batchable = True
+        self._keys_made_up = False
         for position, item in enumerate(make_iter()):
             feed = to_feed(item, f"feed {position} of {description}")
+            self._keys_made_up = self._keys_made_up or not isinstance(item, Mapping)
             if self._keys is None:
                 self._keys = list(feed)
             elif set(feed) != set(self._keys):
@@ -88,6 +90,7 @@ class FeedSource(DataSource):
         if self._keys is None:
             raise QuantError(f"the data {description} yielded no feeds", hint="check the data loader")
         self._batchable = batchable
+        self.synthetic_keys = ("input",) if self._keys_made_up else ()
         self.batched = batchable
         self._index()
         self._iter: Iterator | None = None
@@ -215,7 +218,9 @@ def from_python(data) -> DataSource:
 
     if isinstance(data, np.ndarray) or (hasattr(data, "detach") and hasattr(data, "numpy")):
         array = to_array(data, "the data array")
-        return ArraySource({"input": array}, f"array {list(array.shape)} {array.dtype}")
+        source = ArraySource({"input": array}, f"array {list(array.shape)} {array.dtype}")
+        source.synthetic_keys = ("input",)
+        return source
     if isinstance(data, Mapping):
         arrays = {str(k): to_array(v, f"data key '{k}'") for k, v in data.items()}
         return ArraySource(arrays, "dict of arrays " + ", ".join(f"{k} {list(a.shape)}" for k, a in arrays.items()))

@@ -85,6 +85,7 @@ class ImageFolderSource(DataSource):
         self.root = root
         self.preprocess = preprocess
         self.key = key
+        self.synthetic_keys = (key,)
         classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         self.classes = classes
         self.files: list[Path] = []

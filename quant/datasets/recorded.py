@@ -30,7 +30,8 @@ class PreprocessChoice:
 def describe(spec: Preprocess) -> str:
     size = "original size" if spec.resize is None else f"resize {spec.resize[0]}x{spec.resize[1]}"
     numbers = lambda values: ",".join(f"{v:g}" for v in values)  # noqa: E731
-    return (f"{size}, {spec.color}, scale {spec.scale:g}, mean {numbers(spec.mean)}, std {numbers(spec.std)}, "
+    scale = "1/255" if abs(spec.scale * 255.0 - 1.0) < 1e-9 else f"{spec.scale:g}"
+    return (f"{size}, {spec.color}, scale {scale}, mean {numbers(spec.mean)}, std {numbers(spec.std)}, "
             f"{spec.layout}, {spec.dtype}")
 
 

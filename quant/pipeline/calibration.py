@@ -20,7 +20,7 @@ from quant.core.io import atomic_output_dir, dumps
 from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, try_serialize, with_outputs
 from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select, uses_preprocess
 from quant.datasets.keyed import fit_to_inputs
-from quant.datasets.labels import LABEL_KEYS, label_keys
+from quant.datasets.labels import LABEL_KEYS, label_keys  # noqa: F401 (LABEL_KEYS: re-exported, as before)
 from quant.datasets.recorded import choose_preprocess
 from quant.qdq import QuantPlan, build_qdq_model, format_cache, plan_qdq, scale_from_amax
 from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, check_cache_names, trt_version_number

@@ -14,7 +14,7 @@ from quant.datasets import DataSource, Preprocess, iter_batches, open_source, re
 from quant.datasets.keyed import fit_to_inputs
 from quant.datasets.labels import LABEL_FILES, default_label_key, label_keys, normalize_labels, read_label_file
 from quant.datasets.recorded import choose_preprocess
-from quant.pipeline.calibration import LABEL_KEYS, CalibrationResult, load_calibration
+from quant.pipeline.calibration import CalibrationResult, load_calibration
 
 RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
             "openvino": "OpenVINO's CPU runtime (its own INT8 kernels; pip install 'quant-trt[openvino]')",

@@ -149,3 +149,24 @@ def test_cli_calibrates_per_sample_npz(tmp_path):
                     "--method", "minmax"])
     assert proc.returncode == 0, proc.stderr
     assert "9 samples" in proc.stdout and (tmp_path / "out" / "model.int8.onnx").exists()
+
+
+def test_labels_stored_one_per_sample_are_the_label_column(digits, tmp_path):
+    with np.load(digits["heldout"]) as held:
+        images, labels = held["input"][:40], held["label"][:40]
+    np.savez(tmp_path / "per.npz", **{f"input_{i:03d}": images[i] for i in range(40)},
+             **{f"label_{i:03d}": labels[i] for i in range(40)})
+    report = quant.evaluate(digits["model"], digits["model"], tmp_path / "per.npz")
+    plain = quant.evaluate(digits["model"], digits["model"], {"input": images}, labels=labels)
+    assert report.labels_source == "label" and report.task["top1"] == plain.task["top1"]
+
+
+def test_the_array_feeding_the_only_input_is_named_once(digits, tmp_path):
+    with np.load(digits["heldout"]) as held:
+        np.savez(tmp_path / "renamed.npz", images=held["input"], label=held["label"])
+    proc = run_cli(["eval", digits["model"], digits["model"], "--data", tmp_path / "renamed.npz"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("note: data key 'images' feeds model input 'input'") == 1
+    same = run_cli(["eval", digits["model"], digits["model"], "--data", digits["heldout"], "--num-samples", "5000"])
+    assert "data key" not in same.stderr  # named after the input: nothing to say
+    assert "--num-samples 5000 is more than the 540 samples of the data: all 540 are used" in same.stderr
