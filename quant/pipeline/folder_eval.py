@@ -71,8 +71,7 @@ class _Replay:
 
     def run(self, feeds, outputs=None):
         values = next(self._outputs, None)
-        rows = len(next(iter(feeds.values())))
-        if values is None or (values and len(values[0]) != rows):  # the data did not come back as it was read
+        if values is None:  # more batches than in the FP32 pass: the data did not come back as it was read
             raise RuntimeError("held-out batches changed between the FP32 pass and an INT8 pass")
         return values
 
