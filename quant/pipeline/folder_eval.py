@@ -1,8 +1,9 @@
 """Evaluate a calibration folder: every method of a multi-method folder against one FP32 pass, one table.
 
 ``quant calibrate --method entropy,minmax,...`` writes one sub-folder per method (each with its
-model.int8.onnx) and summary.json. Here the held-out data is read and the FP32 model run once; every
-method's INT8 model is then compared with those FP32 outputs (the same samples, the same order).
+model.int8.onnx) and summary.json. Here the FP32 model runs once over the held-out data and its outputs
+are kept (the inputs are not: memory is the FP32 outputs, not the data); every method's INT8 model is then
+run on the data read again in the same order and compared with those outputs.
 """
 from __future__ import annotations
 
@@ -69,7 +70,10 @@ class _Replay:
         self._outputs = iter(cached.fp32_outputs)
 
     def run(self, feeds, outputs=None):
-        return next(self._outputs)
+        values = next(self._outputs, None)
+        if values is None:  # more batches than in the FP32 pass: the data did not come back as it was read
+            raise RuntimeError("held-out batches changed between the FP32 pass and an INT8 pass")
+        return values
 
 
 @dataclass
@@ -173,16 +177,16 @@ def evaluate_folder(fp32_model, folder: str | Path, data, labels=None, runtime: 
     runners = {method: int8_runner(path, runtime) for method, path in models.items()}  # checks every model first
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
     reference = OrtRunner(fp32_proto, mode="fp32")
-    batches = list(held.batches(batch_size))
-    cached = _Cached(reference.output_names, [reference.run(feeds) for _, feeds in batches])
+    # Only the FP32 outputs are kept (not the inputs): the data is read again for each method, in the same order.
+    cached = _Cached(reference.output_names, [reference.run(feeds) for _, feeds in held.batches(batch_size)])
     del reference  # its session and arena
     reports = {}
     for method, runner in runners.items():
         bar = _bar(len(held.indices), f"evaluating {method}") if progress else None
         try:
-            report = compare(_Replay(cached), runner, iter(batches), labels=held.labels, topk=topk, runtime=runtime,
-                             runtime_description=RUNTIMES[runtime], progress=bar, output_name=output_name,
-                             class_axis=class_axis)
+            report = compare(_Replay(cached), runner, held.batches(batch_size), labels=held.labels, topk=topk,
+                             runtime=runtime, runtime_description=RUNTIMES[runtime], progress=bar,
+                             output_name=output_name, class_axis=class_axis)
         finally:
             if bar is not None:
                 bar.close()
