@@ -72,7 +72,31 @@ def run(args) -> int:
         stdout(f"{method}: {folder}/{', '.join(result.files())}")
     if "ort-cpu" in config.targets:
         _ort_cpu_lines(result, folders)
+    clipping_warnings(result)
     return 0
+
+
+MAX_CLIPPING_WARNINGS = 10
+
+
+def clipping_warnings(result) -> None:
+    """One stderr line per tensor that entropy clips hard (at most MAX_CLIPPING_WARNINGS, then a count)."""
+    from quant.calibrators.clipping import HARD_ENERGY_SHARE, HARD_VALUES_SHARE
+    from quant.cli.common import stderr
+
+    for method in result.methods:
+        if method != "entropy":
+            continue
+        hard = result.hard_clipping(method)
+        for entry in hard[:MAX_CLIPPING_WARNINGS]:
+            instead = entry["instead"]
+            stderr(f"warning: entropy clips {entry['tensor']!r} hard: {100 * entry['values_share']:.2f}% of its "
+                   f"values above amax {entry['amax']:.4g}, {100 * entry['energy_share']:.2f}% of its energy; "
+                   f"{instead['method']} keeps it within {100 * HARD_VALUES_SHARE:g}% / {100 * HARD_ENERGY_SHARE:g}% "
+                   f"(amax {instead['amax']:.4g})")
+        if len(hard) > MAX_CLIPPING_WARNINGS:
+            stderr(f"warning: entropy clips {len(hard) - MAX_CLIPPING_WARNINGS} more tensors hard "
+                   f"(quant.json: hard_clipping)")
 
 
 def _ort_cpu_lines(result, folders) -> None:

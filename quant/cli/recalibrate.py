@@ -33,4 +33,7 @@ def run(args) -> int:
     folders = result.save(output, protect=(folder,))
     for method, out in zip(result.methods, folders):
         stdout(f"{method}: {out}/{', '.join(result.files())}")
+    from quant.cli.calibrate import clipping_warnings
+
+    clipping_warnings(result)
     return 0
