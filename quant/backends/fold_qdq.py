@@ -57,14 +57,66 @@ def quantize_dequantize(weight: np.ndarray, scale: np.ndarray, zero_point: np.nd
         return ((q - zero).astype(np.float32) * scale).astype(np.float32)
 
 
-def fold_constant_qdq(model):
+def fold_constant_qdq(model, cache: dict | None = None):
     """A copy of ``model`` with every constant weight's Q -> DQ replaced by its dequantized values.
 
-    Returns (model, number of folded pairs). The input model is not modified.
+    Returns (model, number of folded pairs). The input model is not modified. ``cache`` (a dict the caller
+    keeps for variants of one model, e.g. the layer subsets of a fallback search) reuses folded values.
     """
+    from onnx import numpy_helper
+
+    out, folded = _fold(model, cache)
+    out.graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in folded.items())
+    return out, len(folded)
+
+
+def fold_for_session(model, cache: dict | None = None):
+    """Like :func:`fold_constant_qdq`, but the folded tensors stay out of the protobuf: returns
+    (model with data-less external placeholders, {name: float32 array}) for ONNX Runtime's
+    ``add_external_initializers``, so neither the folding nor the serialization is paid again per session."""
+    onnx = require("onnx")
+
+    out, folded = _fold(model, cache)
+    renamed = {}
+    nodes = []
+    taken = {init.name for init in out.graph.initializer} | {n.name for n in out.graph.node} | \
+        {o for n in out.graph.node for o in n.output} | {i.name for i in out.graph.input} | set(folded)
+    for name, value in folded.items():
+        # Through an Identity (which aliases its input: no copy), so the weighted op sees a computed tensor,
+        # as it saw the DequantizeLinear output: ONNX Runtime pre-packs constant weights for another GEMM
+        # path, which would change the float rounding. Float layers keep their constants and pre-packing.
+        stored = _fresh(f"{name}_folded", taken)
+        nodes.append(onnx.helper.make_node("Identity", [stored], [name], name=_fresh(f"{name}_Identity", taken)))
+        renamed[stored] = value
+        tensor = onnx.TensorProto()
+        tensor.name = stored
+        tensor.data_type = onnx.TensorProto.FLOAT
+        tensor.dims.extend(value.shape)
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "location", f"quant-folded/{name}"
+        out.graph.initializer.append(tensor)
+    graph_nodes = list(out.graph.node)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes + graph_nodes)
+    return out, renamed
+
+
+def _fresh(name: str, taken: set) -> str:
+    candidate, k = name, 0
+    while candidate in taken:
+        k += 1
+        candidate = f"{name}_{k}"
+    taken.add(candidate)
+    return candidate
+
+
+def _fold(model, cache: dict | None):
+    """(copy of ``model`` without the folded DQs, their Qs and unused constants; {DQ output: folded array})."""
     onnx = require("onnx")
     from onnx import numpy_helper
 
+    cache = {} if cache is None else cache
     graph = model.graph
     constants = _constants(graph, numpy_helper)
     producers = {out: node for node in graph.node for out in node.output}
@@ -73,12 +125,15 @@ def fold_constant_qdq(model):
         constants.pop(value.name, None)
     folded: dict[str, np.ndarray] = {}
     drop: set[int] = set()
-    cache: dict[str, np.ndarray] = {}
+    arrays: dict[str, np.ndarray] = {}
 
-    def array(name):
-        if name not in cache:
-            cache[name] = numpy_helper.to_array(constants[name])
-        return cache[name]
+    def small(name):  # scales and zero points (the cache key); a weight is only read on a cache miss
+        tensor = constants[name]
+        if np.prod(tensor.dims, dtype=np.int64) > 1 << 16:
+            return None
+        if name not in arrays:
+            arrays[name] = numpy_helper.to_array(tensor)
+        return arrays[name]
 
     for node in graph.node:
         if node.op_type != "DequantizeLinear" or node.output[0] in graph_outputs:
@@ -90,16 +145,19 @@ def fold_constant_qdq(model):
         if not all(n in constants for n in names if n) or _attribute(quant, "block_size", 0) or \
                 _attribute(node, "block_size", 0):
             continue
-        weight, q_scale = array(quant.input[0]), array(quant.input[1])
-        q_zero = array(quant.input[2]) if len(quant.input) > 2 and quant.input[2] else None
-        dq_scale = array(node.input[1])
-        dq_zero = array(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if weight.dtype != np.float32 or q_scale.dtype != np.float32 or dq_scale.dtype != np.float32:
+        q_scale, dq_scale = small(quant.input[1]), small(node.input[1])
+        q_zero = small(quant.input[2]) if len(quant.input) > 2 and quant.input[2] else None
+        dq_zero = small(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        weight_tensor = constants[quant.input[0]]
+        if q_scale is None or dq_scale is None or weight_tensor.data_type != onnx.TensorProto.FLOAT:
+            continue
+        if q_scale.dtype != np.float32 or dq_scale.dtype != np.float32:
             continue
         if q_zero is not None and q_zero.dtype.name not in _INTEGER or \
                 (dq_zero is not None and dq_zero.dtype.name not in _INTEGER):
             continue
-        same = (np.array_equal(q_scale, dq_scale) and _attribute(quant, "axis", 1) == _attribute(node, "axis", 1)
+        axis = _attribute(quant, "axis", 1)
+        same = (np.array_equal(q_scale, dq_scale) and axis == _attribute(node, "axis", 1)
                 and ((q_zero is None and dq_zero is None) or (q_zero is not None and dq_zero is not None
                                                                and q_zero.dtype == dq_zero.dtype
                                                                and np.array_equal(q_zero, dq_zero))))
@@ -107,25 +165,47 @@ def fold_constant_qdq(model):
             continue
         if not np.all(np.isfinite(q_scale)) or np.any(q_scale == 0):  # left to ONNX Runtime's own handling
             continue
-        folded[node.output[0]] = quantize_dequantize(weight, q_scale, q_zero, _attribute(quant, "axis", 1))
+        key = (quant.input[0], tuple(weight_tensor.dims), q_scale.tobytes(), axis,
+               None if q_zero is None else (q_zero.dtype.str, q_zero.tobytes()))
+        if key not in cache:
+            cache[key] = quantize_dequantize(numpy_helper.to_array(weight_tensor), q_scale, q_zero, axis)
+        folded[node.output[0]] = cache[key]
         drop.add(id(node))
-    if not folded:
-        return model, 0
 
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    if not folded:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        return out, folded
+    out = _copy_without_initializers(model)  # the folded weights are never copied
     graph = out.graph
     quantizers = {id(producers[n.input[0]]) for n in model.graph.node if id(n) in drop}
     pairs = list(zip(graph.node, model.graph.node))
     keep = [(n, original) for n, original in pairs if id(original) not in drop]
     used = {name for n, _ in keep for name in n.input} | graph_outputs
-    keep = [(n, o) for n, o in keep if id(o) not in quantizers or any(out_name in used for out_name in n.output)]
+    keep = [(n, o) for n, o in keep if id(o) not in quantizers or any(name in used for name in n.output)]
     used = {name for n, _ in keep for name in n.input} | graph_outputs
-    keep = [n for n, _ in keep if n.op_type != "Constant" or any(out_name in used for out_name in n.output)]
+    keep = [n for n, _ in keep if n.op_type != "Constant" or any(name in used for name in n.output)]
     del graph.node[:]
     graph.node.extend(keep)
-    initializers = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
-    graph.initializer.extend(numpy_helper.from_array(value, name) for name, value in folded.items())
-    return out, len(folded)
+    graph.initializer.extend(init for init in model.graph.initializer if init.name in used)
+    return out, folded
+
+
+def _copy_fields(source, target, skip: str) -> None:
+    for desc, value in source.ListFields():
+        if desc.name == skip:
+            continue
+        if desc.is_repeated:
+            getattr(target, desc.name).extend(value)
+        elif desc.message_type is not None:
+            getattr(target, desc.name).CopyFrom(value)
+        else:
+            setattr(target, desc.name, value)
+
+
+def _copy_without_initializers(model):
+    onnx = require("onnx")
+    out = onnx.ModelProto()
+    _copy_fields(model, out, skip="graph")
+    _copy_fields(model.graph, out.graph, skip="initializer")
+    return out

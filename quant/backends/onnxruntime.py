@@ -41,11 +41,12 @@ class OrtRunner:
     """Runs an ONNX model (ModelProto or path) on ONNX Runtime's CPU provider."""
 
     def __init__(self, model, mode: str = "fp32", threads: int | None = None, spin: bool = True,
-                 fold_weights: bool = True) -> None:
+                 fold_weights: bool = True, fold_cache: dict | None = None) -> None:
         """``spin=False`` stops ORT's idle threads from busy-waiting, leaving the CPU to work done beside it.
 
         In ``emulate`` mode every constant weight's QuantizeLinear -> DequantizeLinear is computed once, here,
-        instead of on every run (bit-identical outputs; ``fold_weights=False`` keeps the pairs).
+        instead of on every run (bit-identical outputs; ``fold_weights=False`` keeps the pairs); ``fold_cache``, a
+        dict shared by the sessions of one model's variants, computes each folded weight only once.
         """
         if mode not in MODES:
             raise QuantError(f"unknown runtime mode '{mode}'", hint=f"choose from: {', '.join(MODES)}")
@@ -57,8 +58,6 @@ class OrtRunner:
             options.intra_op_num_threads = threads
         if not spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if mode == "emulate" and fold_weights:  # constant weights would be pre-packed: another GEMM path
-            options.add_session_config_entry("session.disable_prepacking", "1")
         level = ort.GraphOptimizationLevel
         options.graph_optimization_level = level.ORT_DISABLE_ALL if mode == "emulate" else level.ORT_ENABLE_ALL
         self._tmp = tempfile.TemporaryDirectory(prefix="quant-ort-")
@@ -66,8 +65,9 @@ class OrtRunner:
         if mode == "ort-int8":  # keep ORT's optimized graph to report which ops ran on integer kernels
             options.optimized_model_filepath = str(optimized)
         self.folded_weights = 0
+        self._folded_values: list = []  # OrtValues over the folded weights: alive as long as the session
         if mode == "emulate" and fold_weights:
-            from quant.backends.fold_qdq import fold_constant_qdq
+            from quant.backends.fold_qdq import fold_for_session
 
             proto = model
             if isinstance(model, (str, Path)):
@@ -76,7 +76,11 @@ class OrtRunner:
                 except Exception:  # not loadable by onnx: let ONNX Runtime report it below
                     proto = None
             if proto is not None:
-                model, self.folded_weights = fold_constant_qdq(proto)
+                model, folded = fold_for_session(proto, fold_cache)
+                self.folded_weights = len(folded)
+                if folded:
+                    self._folded_values = [ort.OrtValue.ortvalue_from_numpy(v) for v in folded.values()]
+                    options.add_external_initializers(list(folded), self._folded_values)
         source = str(model) if isinstance(model, (str, Path)) else serialize_for_runtime(model, Path(self._tmp.name))
         try:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -18,8 +18,10 @@ RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
             "tensorrt": "a TensorRT engine on the GPU (INT8_MODEL is the .engine file)"}
 
 
-def int8_runner(int8_model, runtime: str):
-    """The runner of an INT8 model (path or ModelProto; an engine for tensorrt) on ``runtime``."""
+def int8_runner(int8_model, runtime: str, fold_cache: dict | None = None):
+    """The runner of an INT8 model (path or ModelProto; an engine for tensorrt) on ``runtime``.
+
+    ``fold_cache``: shared by the emulate sessions of one model's variants (each folded weight computed once)."""
     if runtime not in RUNTIMES:
         raise QuantError(f"unknown INT8 runtime '{runtime}'", hint=f"choose from: {', '.join(RUNTIMES)}")
     if runtime == "tensorrt":
@@ -31,7 +33,7 @@ def int8_runner(int8_model, runtime: str):
         return OpenVinoRunner(proto)
     from quant.backends.onnxruntime import OrtRunner
 
-    return OrtRunner(proto, mode=runtime)
+    return OrtRunner(proto, mode=runtime, fold_cache=fold_cache)
 
 
 def find_labels(source: DataSource, labels, inputs, integer: bool = True) -> tuple[np.ndarray | None, str | None]:
@@ -203,11 +205,12 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
     """
     _check_search_runtime(runtime)
     cache: dict[frozenset, object] = {}
+    folded: dict = {}  # each weight's Q->DQ, computed once for every variant (emulate)
 
     def make(keep_float: frozenset):
         if keep_float not in cache:
             cache.clear()  # one session at a time keeps memory flat
-            cache[keep_float] = int8_runner(result.qdq_model(method, keep_float=keep_float), runtime)
+            cache[keep_float] = int8_runner(result.qdq_model(method, keep_float=keep_float), runtime, folded)
         return cache[keep_float]
 
     return make

@@ -76,6 +76,15 @@ def test_transformer_matmul_model_outputs_are_bit_identical(tmp_path):
     feeds = [{"x": rng.standard_normal((n, 40, 256)).astype(np.float32)} for n in (1, 3, 8)]
     count = _assert_bit_identical(result.qdq_model("mse"), feeds)
     assert count == 12  # q, k, v, attention output, two feed-forward weights per layer
+    # variants with layers in float (their FP32 weights stay constants, pre-packed by ORT) too, sharing a cache
+    cache = {}
+    for keep in ({"layer0.query/MatMul"}, {"layer1.ffn.out/MatMul", "layer0.attn.out/MatMul"}):
+        variant = result.qdq_model("mse", keep_float=frozenset(keep))
+        plain = OrtRunner(variant, mode="emulate", fold_weights=False)
+        folded_runner = OrtRunner(variant, mode="emulate", fold_cache=cache)
+        assert folded_runner.folded_weights == 12 - len(keep)
+        for feed in feeds:
+            assert np.array_equal(plain.run(feed)[0], folded_runner.run(feed)[0])
     folded, _ = fold_constant_qdq(result.qdq_model("mse"))
     onnx.checker.check_model(folded, full_check=True)
     assert sum(n.op_type == "QuantizeLinear" for n in folded.graph.node) == 2 * 8  # activations keep theirs
