@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from quant.cli.common import add_data_options, stdout, stderr
@@ -21,6 +22,13 @@ def register(subparsers) -> None:
     parser.add_argument("--output", "-o", required=True, metavar="DIR")
     parser.add_argument("--max-float-layers", type=int, metavar="N", help="give up after N layers in float")
     parser.add_argument("--naive", action="store_true", help="also report the 'first/last N layers' search")
+    parser.add_argument("--search", default="bisect", choices=["bisect", "greedy"],
+                        help="bisect (default): bisection over the ranking, screened on a subset of the held-out "
+                             "data and confirmed on all of it, a bounded number of evaluations; greedy: one layer "
+                             "at a time, re-ranking by trying every layer when a step does not help")
+    parser.add_argument("--sensitivity", metavar="FILE",
+                        help="rank layers by this sensitivity.json (default: CALIBRATION/sensitivity.json for the "
+                             "same metric if present, else the one-pass local SQNR)")
     parser.set_defaults(run=run)
 
 
@@ -32,16 +40,17 @@ def run(args) -> int:
     if args.max_drop is None and args.min_value is None:
         raise QuantError("fallback needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
     check_output_dir(args.output, protect=(Path(args.fp32_model), Path(args.data), Path(args.calibration)))
-    ranking = None
-    sensitivity_file = Path(args.calibration) / "sensitivity.json"
-    if sensitivity_file.exists():  # a ranking computed by 'quant sensitivity' for the same metric is reused
-        saved = json.loads(sensitivity_file.read_text())
-        if saved.get("metric") == args.metric:
-            ranking = [layer["node"] for layer in saved["layers"]]
+    ranking = _ranking(args)
+
+    def log(line: str) -> None:  # one line per step, flushed, whether or not stderr is a terminal
+        stderr(line)
+        sys.stderr.flush()
+
     result, outcome = fallback(args.fp32_model, args.calibration, args.data, metric=args.metric,
                                max_drop=args.max_drop, relative=args.relative, min_value=args.min_value,
                                labels=args.labels, lower_is_better=args.lower_is_better, ranking=ranking,
-                               naive=args.naive, max_float=args.max_float_layers, progress=True, **data_options(args))
+                               naive=args.naive, max_float=args.max_float_layers, progress=True,
+                               search=args.search, log=log, **data_options(args))
     stdout(outcome.format_text())
     if not outcome:
         stderr(f"No set of float layers met the bound ({outcome.criterion}); nothing was written.")
@@ -51,3 +60,24 @@ def run(args) -> int:
                 extra_files={"fallback.json": dumps(outcome.to_json())})
     stdout(f"wrote {args.output}/model.int8.onnx with {len(keep)} layer(s) in float: {', '.join(keep) or 'none'}")
     return 0
+
+
+def _ranking(args) -> list[str] | None:
+    """Layers most sensitive first from a sensitivity.json (``--sensitivity``, or the calibration folder's)."""
+    from quant.core.errors import QuantError
+
+    given = args.sensitivity is not None
+    path = Path(args.sensitivity) if given else Path(args.calibration) / "sensitivity.json"
+    if not path.exists():
+        if given:
+            raise QuantError(f"sensitivity file '{path}' does not exist", hint="write one with 'quant sensitivity'")
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        layers = [layer["node"] for layer in saved["layers"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise QuantError(f"'{path}' is not a sensitivity.json written by quant ({exc})",
+                         hint="write one with 'quant sensitivity'") from None
+    if saved.get("metric") != args.metric and not given:  # the folder's own ranking only for the same metric
+        return None
+    return layers

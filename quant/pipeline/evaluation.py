@@ -242,9 +242,13 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
 def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", max_drop: float | None = None,
              relative: bool = False, min_value: float | None = None, labels=None, lower_is_better: bool | None = None,
              ranking: Sequence[str] | None = None, naive: bool = False, max_float: int | None = None,
-             progress: bool = False, **data_options):
-    """Greedy mixed-precision fallback; returns (CalibrationResult, FallbackResult)."""
-    from quant.eval.fallback import fallback as run_fallback, naive_first_last
+             progress: bool = False, search: str = "bisect", log=None, **data_options):
+    """Mixed-precision fallback; returns (CalibrationResult, FallbackResult).
+
+    ``search``: "bisect" (bounded: bisection over the ranking on a screening subset, confirmed on the full
+    held-out set; ``log`` gets one line per step) or "greedy" (one layer at a time, re-ranking by trying
+    every layer when a step does not help)."""
+    from quant.eval.fallback import bisect_fallback, fallback as run_fallback, naive_first_last, screening_subset
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr
 
@@ -254,13 +258,26 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
                            integer_labels=scorer.needs_labels, **data_options)
     names = [layer.node for layer in result.plan.layers]
+    if ranking is not None:
+        unknown = [n for n in ranking if n not in names]
+        if unknown:
+            raise QuantError(f"the ranking names {len(unknown)} layer(s) this calibration does not quantize, "
+                             f"e.g. {unknown[0]!r}", hint="rank with 'quant sensitivity' on the same calibration folder")
+        ranking = list(dict.fromkeys(ranking)) + [n for n in names if n not in ranking]
     if ranking is None:  # cheap first guess: worst local SQNR first; re-ranked by the search where it misleads
         local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
         ranking = sorted(names, key=lambda n: local[n])
     make = qdq_runner_factory(result, method)
-    bar = _bar(None, "fallback") if progress else None
+    if search not in ("bisect", "greedy"):
+        raise QuantError(f"unknown fallback search '{search}'", hint="choose from: bisect, greedy")
+    bar = _bar(None, "fallback") if progress and (search == "greedy" or naive) else None
     try:
-        outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float, progress=bar)
+        if search == "bisect":
+            outcome = bisect_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,
+                                      screen=screening_subset(heldout), log=log)
+        else:
+            outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,
+                                   progress=bar, log=log)
         if naive:
             outcome.naive = naive_first_last(heldout, scorer, names, make, max_drop, relative, min_value, progress=bar)
     finally:
