@@ -39,7 +39,8 @@ def run(args) -> int:
 
     if args.max_drop is None and args.min_value is None:
         raise QuantError("fallback needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
-    check_output_dir(args.output, protect=(Path(args.fp32_model), Path(args.data), Path(args.calibration)))
+    inputs = (Path(args.fp32_model), Path(args.data), Path(args.calibration))
+    check_output_dir(args.output, protect=inputs + ((Path(args.sensitivity),) if args.sensitivity else ()))
     ranking = _ranking(args)
 
     def log(line: str) -> None:  # one line per step, flushed, whether or not stderr is a terminal
