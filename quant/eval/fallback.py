@@ -170,8 +170,9 @@ def evaluation_budget(layers: int, added: dict[str, int]) -> dict[str, int]:
     layers its bisection rounds added on each data set (``added``: {"screen": a, "full": b}; pruned ones count).
 
     Per added layer: a galloping search plus a bisection over at most ``layers`` prefixes (at most
-    2 bit_length(layers) evaluations), the check of the new set, and one pruning trial; per data set,
-    all-INT8 and all-float once; on the full set, also the confirmation of the screened result.
+    2 bit_length(layers) evaluations), the new set's own evaluation, and one pruning trial (with
+    ``prune``); per data set, all-INT8 and all-float once; on the full set, also the confirmation of the
+    screened result.
     """
     steps = 2 * layers.bit_length() + 2
     screen = added.get("screen")
@@ -182,16 +183,19 @@ def evaluation_budget(layers: int, added: dict[str, int]) -> dict[str, int]:
 def bisect_fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], make_runner: Callable[[frozenset], object],
                     max_drop: float | None, relative: bool = False, min_value: float | None = None,
                     max_float: int | None = None, screen: HeldOut | None = None,
-                    log: Callable[[str], None] | None = None, clock: Callable[[], float] | None = None) -> FallbackResult:
+                    log: Callable[[str], None] | None = None, clock: Callable[[], float] | None = None,
+                    prune: bool = False) -> FallbackResult:
     """Bounded search: bisection over the ranking, on a screening subset, confirmed on the full held-out set.
 
     Invariant: ``float ∪ candidates`` meets the bound (at the start, all layers in float: FP32). Each round
     finds the shortest prefix of ``candidates`` (most sensitive first) that meets the bound together with
     the layers already chosen, keeps its last layer in float and drops the rest of the list after it. The
     first round bisects (about log2(n) evaluations, however badly the ranking places the layer); later
-    rounds gallop down from the end of the list first (1, 2, 4 ... layers back), so a model where every
-    layer matters costs about 2 evaluations per layer, and a sparse one at most twice the bisection. A pruning
-    pass then returns each chosen layer to INT8 where the bound holds without it. All of this runs on
+    rounds gallop down from the end of the list (1, 2, 4 ... layers back), so a model where every layer
+    matters costs about 2 evaluations per layer, and a sparse one at most twice the bisection. When the
+    metric is monotone (more layers in float never hurt), every layer chosen is needed: without it the set
+    is contained in one that missed. ``prune=True`` also tries each chosen layer back in INT8 (for metrics
+    that are not monotone; one evaluation per layer). All of this runs on
     ``screen`` (a subset of the held-out data) when given; the result is then evaluated on the full set,
     and when it misses there the same rounds continue on the full set. Every choice depends only on the
     metric values, so the search is deterministic. ``log`` gets one line per step (evaluations, seconds).
@@ -245,7 +249,7 @@ def bisect_fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], ma
             before = len(path)
             chosen = _rounds(chosen, [n for n in ranking if n not in chosen], on, passes, record, limit)
             added[on] = sum(step["action"].startswith("+ ") for step in path[before:])
-            if passes(chosen, on):
+            if prune and passes(chosen, on):
                 chosen = _prune(chosen, on, passes, record)
             if on == "screen":
                 record(chosen, "full", "confirm on the full held-out set")
@@ -263,21 +267,22 @@ def bisect_fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], ma
 
 
 def _rounds(chosen, candidates, on, passes, record, limit):
-    """Add layers until ``chosen`` meets the bound on ``on``: one bisection over ``candidates`` per layer."""
+    """Add layers until ``chosen`` meets the bound on ``on``: one search over ``candidates`` per layer."""
     chosen = list(chosen)
-    while not passes(chosen, on) and candidates and len(chosen) < limit:
-        if not passes(chosen + candidates, on):  # not even with every candidate in float
+    first = True
+    while not passes(chosen, on) and candidates and len(chosen) < limit:  # chosen: evaluated by its step
+        if first and not passes(chosen + candidates, on):  # not even with every candidate in float
             record(chosen + candidates, on, f"the bound is not met even with all {len(candidates)} candidates in float")
             break
         low, high = 0, len(candidates)  # prefix `low` misses, prefix `high` meets the bound
 
-        def probe(middle):
-            meets = passes(chosen + candidates[:middle], on)
-            record(chosen + candidates[:middle], on, f"bisection: the first {middle} of {len(candidates)} candidates "
+        def probe(size):
+            meets = passes(chosen + candidates[:size], on)
+            record(chosen + candidates[:size], on, f"bisection: the first {size} of {len(candidates)} candidates "
                    "in float", step=False)
             return meets
 
-        if chosen:  # after the first round, gallop down from the end: 1 probe when every layer matters
+        if not first:  # gallop down from the end: 1 probe (+ the new set itself) per round when every layer matters
             step = 1
             while high - step > low:
                 if not probe(high - step):
@@ -293,7 +298,8 @@ def _rounds(chosen, candidates, on, passes, record, limit):
         layer = candidates[high - 1]
         chosen.append(layer)
         candidates = candidates[: high - 1]
-        record(chosen, on, f"+ {layer} (bisection: the shortest prefix of the ranking that helps ends here)")
+        first = False
+        record(chosen, on, f"+ {layer} (the shortest prefix of the ranking that meets the bound ends here)")
     return chosen
 
 
