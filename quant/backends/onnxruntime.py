@@ -40,8 +40,14 @@ def _batch_error(feeds: dict[str, np.ndarray], exc: Exception) -> QuantError:
 class OrtRunner:
     """Runs an ONNX model (ModelProto or path) on ONNX Runtime's CPU provider."""
 
-    def __init__(self, model, mode: str = "fp32", threads: int | None = None, spin: bool = True) -> None:
-        """``spin=False`` stops ORT's idle threads from busy-waiting, leaving the CPU to work done beside it."""
+    def __init__(self, model, mode: str = "fp32", threads: int | None = None, spin: bool = True,
+                 fold_weights: bool = True, fold_cache: dict | None = None) -> None:
+        """``spin=False`` stops ORT's idle threads from busy-waiting, leaving the CPU to work done beside it.
+
+        In ``emulate`` mode every constant weight's QuantizeLinear -> DequantizeLinear is computed once, here,
+        instead of on every run (bit-identical outputs; ``fold_weights=False`` keeps the pairs); ``fold_cache``, a
+        dict shared by the sessions of one model's variants, computes each folded weight only once.
+        """
         if mode not in MODES:
             raise QuantError(f"unknown runtime mode '{mode}'", hint=f"choose from: {', '.join(MODES)}")
         ort = require("onnxruntime")
@@ -58,6 +64,23 @@ class OrtRunner:
         optimized = Path(self._tmp.name) / "optimized.onnx"
         if mode == "ort-int8":  # keep ORT's optimized graph to report which ops ran on integer kernels
             options.optimized_model_filepath = str(optimized)
+        self.folded_weights = 0
+        self._folded_values: list = []  # OrtValues over the folded weights: alive as long as the session
+        if mode == "emulate" and fold_weights:
+            from quant.backends.fold_qdq import fold_for_session
+
+            proto = model
+            if isinstance(model, (str, Path)):
+                try:
+                    proto = require("onnx").load(str(model))
+                except Exception:  # not loadable by onnx: let ONNX Runtime report it below
+                    proto = None
+            if proto is not None:
+                model, folded = fold_for_session(proto, fold_cache)
+                self.folded_weights = len(folded)
+                if folded:
+                    self._folded_values = [ort.OrtValue.ortvalue_from_numpy(v) for v in folded.values()]
+                    options.add_external_initializers(list(folded), self._folded_values)
         source = str(model) if isinstance(model, (str, Path)) else serialize_for_runtime(model, Path(self._tmp.name))
         try:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

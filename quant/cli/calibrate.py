@@ -102,6 +102,7 @@ def run(args) -> int:
         stdout(f"{method}: {folder}/{', '.join(result.files())}")
     if "ort-cpu" in config.targets:
         _ort_cpu_lines(result, folders)
+    clipping_warnings(result)
     return 0
 
 
@@ -111,11 +112,33 @@ def _percentile(args, methods) -> float:
         return 99.99
     if "percentile" not in methods and args.weight_method != "percentile":
         from quant.core.errors import QuantError
-
         raise QuantError(f"--percentile applies to the percentile method, but --method is {','.join(methods)} and "
                          f"--weight-method {args.weight_method}: it would be ignored",
                          hint="add percentile to --method (e.g. --method entropy,percentile) or drop --percentile")
     return args.percentile
+
+
+MAX_CLIPPING_WARNINGS = 10
+
+
+def clipping_warnings(result) -> None:
+    """One stderr line per tensor that entropy clips hard (at most MAX_CLIPPING_WARNINGS, then a count)."""
+    from quant.calibrators.clipping import HARD_ENERGY_SHARE, HARD_VALUES_SHARE
+    from quant.cli.common import stderr
+
+    for method in result.methods:
+        if method != "entropy":
+            continue
+        hard = result.hard_clipping(method)
+        for entry in hard[:MAX_CLIPPING_WARNINGS]:
+            instead = entry["instead"]
+            stderr(f"warning: entropy clips {entry['tensor']!r} hard: {100 * entry['values_share']:.2f}% of its "
+                   f"values above amax {entry['amax']:.4g}, {100 * entry['energy_share']:.2f}% of its energy; "
+                   f"{instead['method']} keeps it within {100 * HARD_VALUES_SHARE:g}% / {100 * HARD_ENERGY_SHARE:g}% "
+                   f"(amax {instead['amax']:.4g})")
+        if len(hard) > MAX_CLIPPING_WARNINGS:
+            stderr(f"warning: entropy clips {len(hard) - MAX_CLIPPING_WARNINGS} more tensors hard "
+                   f"(quant.json: hard_clipping)")
 
 
 def _ort_cpu_lines(result, folders) -> None:

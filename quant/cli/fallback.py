@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from quant.cli.common import add_data_options, add_ray_options, input_files, print_warnings, ray_from_args, stdout, stderr
@@ -22,6 +23,13 @@ def register(subparsers) -> None:
     parser.add_argument("--max-float-layers", type=int, metavar="N", help="give up after N layers in float")
     parser.add_argument("--naive", action="store_true", help="also report the 'first/last N layers' search")
     add_ray_options(parser)
+    parser.add_argument("--search", default="bisect", choices=["bisect", "greedy"],
+                        help="bisect (default): bisection over the ranking, screened on a subset of the held-out "
+                             "data and confirmed on all of it, a bounded number of evaluations; greedy: one layer "
+                             "at a time, re-ranking by trying every layer when a step does not help")
+    parser.add_argument("--sensitivity", metavar="FILE",
+                        help="rank layers by this sensitivity.json (default: CALIBRATION/sensitivity.json for the "
+                             "same metric if present, else the one-pass local SQNR)")
     parser.set_defaults(run=run)
 
 
@@ -33,20 +41,21 @@ def run(args) -> int:
     if args.max_drop is None and args.min_value is None:
         raise QuantError("fallback needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
     metric = single_metric(args, "fallback")
-    inputs = tuple(input_files(args.fp32_model, args.data, args.calibration, args.labels, args.preprocess))
+    inputs = tuple(input_files(args.fp32_model, args.data, args.calibration, args.labels, args.preprocess,
+                               args.sensitivity))
     check_output_dir(args.output, protect=inputs)  # fail fast, before the search
-    ranking = None
-    sensitivity_file = Path(args.calibration) / "sensitivity.json"
-    if sensitivity_file.exists():  # a ranking computed by 'quant sensitivity' for the same metric is reused
-        saved = json.loads(sensitivity_file.read_text())
-        if saved.get("metric") == metric:
-            ranking = [layer["node"] for layer in saved["layers"]]
+    ranking = _ranking(args, metric)
+
+    def log(line: str) -> None:  # one line per step, flushed, whether or not stderr is a terminal
+        stderr(line)
+        sys.stderr.flush()
+
     result, outcome = fallback(args.fp32_model, args.calibration, args.data, metric=metric,
                                max_drop=args.max_drop, relative=args.relative, min_value=args.min_value,
                                labels=args.labels, lower_is_better=args.lower_is_better, ranking=ranking,
                                naive=args.naive, max_float=args.max_float_layers, progress=True,
                                output_name=args.output_name, class_axis=args.class_axis, ray=ray_from_args(args),
-                               **data_options(args))
+                               search=args.search, log=log, **data_options(args))
     stdout(outcome.format_text())
     if not outcome:
         stderr(f"No set of float layers met the bound ({outcome.criterion}); nothing was written.")
@@ -57,3 +66,24 @@ def run(args) -> int:
     print_warnings(result, keep_float=keep)
     stdout(f"wrote {args.output}/model.int8.onnx with {len(keep)} layer(s) in float: {', '.join(keep) or 'none'}")
     return 0
+
+
+def _ranking(args, metric: str) -> list[str] | None:
+    """Layers most sensitive first from a sensitivity.json (``--sensitivity``, or the calibration folder's)."""
+    from quant.core.errors import QuantError
+
+    given = args.sensitivity is not None
+    path = Path(args.sensitivity) if given else Path(args.calibration) / "sensitivity.json"
+    if not path.exists():
+        if given:
+            raise QuantError(f"sensitivity file '{path}' does not exist", hint="write one with 'quant sensitivity'")
+        return None
+    try:
+        saved = json.loads(path.read_text())
+        layers = [layer["node"] for layer in saved["layers"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise QuantError(f"'{path}' is not a sensitivity.json written by quant ({exc})",
+                         hint="write one with 'quant sensitivity'") from None
+    if saved.get("metric") != metric and not given:  # the folder's own ranking only for the same metric
+        return None
+    return layers

@@ -41,4 +41,7 @@ def run(args) -> int:
     print_warnings(result)
     for method, out in zip(result.methods, folders):
         stdout(f"{method}: {out}/{', '.join(result.files())}")
+    from quant.cli.calibrate import clipping_warnings
+
+    clipping_warnings(result)
     return 0

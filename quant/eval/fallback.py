@@ -18,12 +18,14 @@ class FallbackResult:
     fp32: float
     metric: str
     criterion: str
-    evaluations: int = 0
+    evaluations: int = 0  # full held-out evaluations
     naive: dict = field(default_factory=dict)
     output: str | None = None  # the output the metric scored (None: a user metric given every output)
     output_basis: str = ""
     unit: str = ""
     relative: bool = False
+    screen_evaluations: int = 0  # evaluations on the screening subset (bisect search)
+    budget: dict = field(default_factory=dict)  # the documented bound on both counts (bisect search)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -36,6 +38,7 @@ class FallbackResult:
                 "output_basis": self.output_basis, "unit": self.unit, "drop_unit": drop_unit(self.unit, self.relative),
                 "fp32": self.fp32, "criterion": self.criterion,
                 "float_layers": self.float_layers, "path": self.path, "evaluations": self.evaluations,
+                "screen_evaluations": self.screen_evaluations, "evaluation_budget": self.budget,
                 "naive_first_last": self.naive}))
 
     def format_text(self) -> str:
@@ -46,8 +49,9 @@ class FallbackResult:
             lines.append(f"{step['step']:>4} {len(step['float_layers']):>12} {step['value']:>10.4f} "
                          f"{drop:>9}  {step['action']}")
         verdict = "meets" if self.passed else "does NOT meet"
+        screened = f" + {self.screen_evaluations} on the screening subset" if self.screen_evaluations else ""
         lines.append(f"{len(self.float_layers)} layer(s) in float {verdict} the bound ({self.criterion}); "
-                     f"{self.evaluations} evaluations")
+                     f"{self.evaluations} evaluations{screened}")
         if self.naive:
             lines.append("naive search: " + ", ".join(f"{k} needs {v if v is not None else 'no N'} layers"
                                                       for k, v in self.naive.items()))
@@ -160,3 +164,172 @@ def naive_first_last(heldout: HeldOut, metric: Metric, layers: Sequence[str], ma
                 out[name] = n
                 break
     return out
+
+
+SCREEN_MIN_SAMPLES = 64
+"""Held-out sets up to twice this size are searched on in full; larger ones are screened on a subset."""
+SCREEN_FRACTION = 4
+"""The screening subset is every k-th batch, about 1/SCREEN_FRACTION of the held-out samples (>= SCREEN_MIN_SAMPLES)."""
+
+
+def screening_subset(heldout: HeldOut) -> HeldOut | None:
+    """Every k-th batch of ``heldout`` (deterministic, spread over the whole set), or None when it is small."""
+    samples = heldout.samples
+    if samples <= 2 * SCREEN_MIN_SAMPLES or len(heldout.batches) < 2:
+        return None
+    wanted = max(SCREEN_MIN_SAMPLES, -(-samples // SCREEN_FRACTION))
+    per_batch = samples / len(heldout.batches)
+    stride = max(1, int(len(heldout.batches) // max(1, round(wanted / per_batch))))
+    if stride == 1:
+        return None
+    picked = range(0, len(heldout.batches), stride)
+    return HeldOut([heldout.batches[i] for i in picked], [heldout.reference[i] for i in picked], heldout.labels,
+                   heldout.output_names, f"{heldout.description} (every {stride}th batch)")
+
+
+def evaluation_budget(layers: int, added: dict[str, int]) -> dict[str, int]:
+    """Upper bounds on the evaluations :func:`bisect_fallback` makes over ``layers`` candidates, given how many
+    layers its bisection rounds added on each data set (``added``: {"screen": a, "full": b}; pruned ones count).
+
+    Per added layer: a galloping search plus a bisection over at most ``layers`` prefixes (at most
+    2 bit_length(layers) evaluations), the new set's own evaluation, and one pruning trial (with
+    ``prune``); per data set, all-INT8 and all-float once; on the full set, also the confirmation of the
+    screened result.
+    """
+    steps = 2 * layers.bit_length() + 2
+    screen = added.get("screen")
+    full = 3 + added.get("full", 0) * steps
+    return {"screen": 0 if screen is None else 2 + screen * steps, "full": full}
+
+
+def bisect_fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], make_runner: Callable[[frozenset], object],
+                    max_drop: float | None, relative: bool = False, min_value: float | None = None,
+                    max_float: int | None = None, screen: HeldOut | None = None,
+                    log: Callable[[str], None] | None = None, clock: Callable[[], float] | None = None,
+                    prune: bool = False) -> FallbackResult:
+    """Bounded search: bisection over the ranking, on a screening subset, confirmed on the full held-out set.
+
+    Invariant: ``float ∪ candidates`` meets the bound (at the start, all layers in float: FP32). Each round
+    finds the shortest prefix of ``candidates`` (most sensitive first) that meets the bound together with
+    the layers already chosen, keeps its last layer in float and drops the rest of the list after it. The
+    first round bisects (about log2(n) evaluations, however badly the ranking places the layer); later
+    rounds gallop down from the end of the list (1, 2, 4 ... layers back), so a model where every layer
+    matters costs about 2 evaluations per layer, and a sparse one at most twice the bisection. When the
+    metric is monotone (more layers in float never hurt), every layer chosen is needed: without it the set
+    is contained in one that missed. ``prune=True`` also tries each chosen layer back in INT8 (for metrics
+    that are not monotone; one evaluation per layer). All of this runs on
+    ``screen`` (a subset of the held-out data) when given; the result is then evaluated on the full set,
+    and when it misses there the same rounds continue on the full set. Every choice depends only on the
+    metric values, so the search is deterministic. ``log`` gets one line per step (evaluations, seconds).
+    """
+    import time
+
+    clock = clock or time.perf_counter
+    start = clock()
+    sets = {"full": heldout, "screen": screen if screen is not None else heldout}
+    fp32 = {name: data.fp32_score(metric) for name, data in sets.items()}
+    counts = {"full": 0, "screen": 0}
+    caches: dict[str, dict[frozenset, float]] = {"full": {}, "screen": {}}
+    screened = screen is not None
+
+    def evaluate(float_set, on: str) -> float:
+        on = on if screened else "full"
+        key = frozenset(float_set)
+        if key not in caches[on]:
+            counts[on] += 1
+            caches[on][key] = sets[on].score(make_runner(key), metric)
+        return caches[on][key]
+
+    def passes(float_set, on: str) -> bool:
+        on = on if screened else "full"
+        return decide(metric, fp32[on], evaluate(float_set, on), max_drop, relative, min_value)[0]
+
+    path: list[dict] = []
+
+    def record(float_set, on: str, action: str, step: bool = True) -> None:
+        """A step of the path (and a log line); ``step=False``: a bisection probe, logged only."""
+        on = on if screened else "full"
+        value = evaluate(float_set, on)
+        passed, drop, _ = decide(metric, fp32[on], value, max_drop, relative, min_value)
+        if step:
+            path.append({"step": len(path), "float_layers": list(float_set), "value": value, "drop": drop,
+                         "passed": passed, "action": action, "data": "subset" if on == "screen" else "full"})
+        if log is not None:
+            where = f"subset of {sets[on].samples}" if on == "screen" else f"all {sets[on].samples}"
+            spent = f"{counts['screen']} subset + {counts['full']} full" if screened else f"{counts['full']}"
+            label = f"step {path[-1]['step']}" if step else "probe"
+            log(f"fallback {label}: {len(float_set)} layer(s) in float, {metric.name} {value:.4f} "
+                f"on {where} samples ({'meets' if passed else 'misses'} the bound; {action}); "
+                f"evaluations {spent}; {clock() - start:.1f} s")
+
+    limit = len(ranking) if max_float is None else min(max_float, len(ranking))
+    chosen: list[str] = []
+    added = {"screen": 0, "full": 0} if screened else {"full": 0}
+    record(chosen, "full", "all layers INT8")
+    if not passes(chosen, "full"):
+        for on in ("screen", "full") if screened else ("full",):
+            before = len(path)
+            chosen = _rounds(chosen, [n for n in ranking if n not in chosen], on, passes, record, limit)
+            added[on] = sum(step["action"].startswith("+ ") for step in path[before:])
+            if prune and passes(chosen, on):
+                chosen = _prune(chosen, on, passes, record)
+            if on == "screen":
+                record(chosen, "full", "confirm on the full held-out set")
+                if passes(chosen, "full"):
+                    break
+    value = evaluate(chosen, "full")
+    passed, _, criterion = decide(metric, fp32["full"], value, max_drop, relative, min_value)
+    float_layers = [{"node": name, "score": None} for name in chosen]
+    if float_layers:
+        float_layers[-1]["score"] = value
+    result = FallbackResult(passed, float_layers, path, fp32["full"], metric.name, criterion, counts["full"])
+    result.screen_evaluations = counts["screen"]
+    result.budget = evaluation_budget(len(ranking), added)
+    return result
+
+
+def _rounds(chosen, candidates, on, passes, record, limit):
+    """Add layers until ``chosen`` meets the bound on ``on``: one search over ``candidates`` per layer."""
+    chosen = list(chosen)
+    first = True
+    while not passes(chosen, on) and candidates and len(chosen) < limit:  # chosen: evaluated by its step
+        if first and not passes(chosen + candidates, on):  # not even with every candidate in float
+            record(chosen + candidates, on, f"the bound is not met even with all {len(candidates)} candidates in float")
+            break
+        low, high = 0, len(candidates)  # prefix `low` misses, prefix `high` meets the bound
+
+        def probe(size):
+            meets = passes(chosen + candidates[:size], on)
+            record(chosen + candidates[:size], on, f"bisection: the first {size} of {len(candidates)} candidates "
+                   "in float", step=False)
+            return meets
+
+        if not first:  # gallop down from the end: 1 probe (+ the new set itself) per round when every layer matters
+            step = 1
+            while high - step > low:
+                if not probe(high - step):
+                    low = high - step
+                    break
+                high, step = high - step, 2 * step
+        while high - low > 1:
+            middle = (low + high) // 2
+            if probe(middle):
+                high = middle
+            else:
+                low = middle
+        layer = candidates[high - 1]
+        chosen.append(layer)
+        candidates = candidates[: high - 1]
+        first = False
+        record(chosen, on, f"+ {layer} (the shortest prefix of the ranking that meets the bound ends here)")
+    return chosen
+
+
+def _prune(chosen, on, passes, record):
+    """Return each chosen layer to INT8 (first chosen first) where the bound still holds without it."""
+    for layer in list(chosen):
+        trial = [name for name in chosen if name != layer]
+        if len(chosen) > 1 and passes(trial, on):
+            chosen = trial
+            record(chosen, on, f"- {layer} (back to INT8: the bound holds without it)")
+    return chosen

@@ -86,6 +86,7 @@ class CalibrationResult:
     validation_feeds: dict[str, np.ndarray] | None = None  # a few calibration samples to validate ort-cpu models
     execution: dict = field(default_factory=dict)  # how the pass ran: batches, ray (not written to quant.json)
     ort_cpu_validation: dict[str, dict] = field(default_factory=dict)  # method -> the check save() recorded
+    _clipping: dict = field(default_factory=dict, repr=False)  # method -> clipping_report(method), computed once
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -155,6 +156,38 @@ class CalibrationResult:
             raise QuantError(f"method '{method}' was not calibrated here", hint=f"choose from: {', '.join(self.methods)}")
         return method
 
+    def clipping_report(self, method: str) -> dict:
+        """Per tensor: how much ``method``'s amax clips; for entropy's hard-clipped tensors also the first of
+        mse/percentile/minmax that would not (see :mod:`quant.calibrators.clipping`)."""
+        if method not in self._clipping:
+            from quant.calibrators.clipping import clipping, gentler_method
+
+            def amax_of(tensor):
+                def one(other):
+                    known = self.activation_amax.get(other)
+                    if known is not None and tensor in known:
+                        return known[tensor]
+                    return get_calibrator(other, **self.config.params(other)).fit(self.histograms[tensor]).amax_
+                return one
+
+            report = {}
+            for tensor, value in self.activation_amax[method].items():
+                stats = clipping(self.histograms[tensor], value)
+                entry = stats.to_json()
+                if stats.hard and method == "entropy":
+                    other, other_stats = gentler_method(self.histograms[tensor], amax_of(tensor))
+                    entry["instead"] = {"method": other, **other_stats.to_json()}
+                report[tensor] = entry
+            self._clipping[method] = report
+        return self._clipping[method]
+
+    def hard_clipping(self, method: str, keep_float: Sequence[str] = ()) -> list[dict]:
+        """The tensors ``method`` (entropy) clips hard, worst clipped energy first."""
+        tensors = self.quantized_tensors(keep_float)
+        report = self.clipping_report(method)
+        hard = [{"tensor": t, **e} for t, e in report.items() if t in tensors and "instead" in e]
+        return sorted(hard, key=lambda e: (-e["energy_share"], -e["values_share"], e["tensor"]))
+
     def manifest(self, method: str, keep_float: Sequence[str] = ()) -> dict:
         """The content of quant.json for one method (``keep_float``: layers returned to float)."""
         amax = {t: v for t, v in self.activation_amax[method].items() if t in self.quantized_tensors(keep_float)}
@@ -165,7 +198,9 @@ class CalibrationResult:
             hist = self.histograms[tensor]
             activations[tensor] = {"amax": float(np.float32(value)), "scale": float(scale_from_amax(value)),
                                    "absmax": hist.absmax, "min": hist.min, "max": hist.max, "values": hist.count,
-                                   "all_zero": hist.exponent is None}
+                                   "all_zero": hist.exponent is None,
+                                   "clipped_values_share": self.clipping_report(method)[tensor]["values_share"],
+                                   "clipped_energy_share": self.clipping_report(method)[tensor]["energy_share"]}
         weights = {}
         quantized_weights = {l.weight.tensor for l in self.plan.layers if l.weight is not None and l.node in layers}
         for tensor, spec in self.plan.weights.items():
@@ -209,6 +244,7 @@ class CalibrationResult:
                                             f"{ALGORITHMS.get(method, DEFAULT_ALGORITHM)}"},
             "targets": self._targets_manifest(method, keep_float),
             "activations": activations,
+            "hard_clipping": self.hard_clipping(method, keep_float),
             "weights": weights,
             "layers": [entry for entry in self.plan.to_json()["layers"] if entry["node"] in layers],
             "residual_adds": [r for r in self.plan.residuals if r["node"] in residual_adds],

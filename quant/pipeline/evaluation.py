@@ -21,8 +21,10 @@ RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
             "tensorrt": "a TensorRT engine on the GPU (INT8_MODEL is the .engine file)"}
 
 
-def int8_runner(int8_model, runtime: str):
-    """The runner of an INT8 model (path or ModelProto; an engine for tensorrt) on ``runtime``."""
+def int8_runner(int8_model, runtime: str, fold_cache: dict | None = None):
+    """The runner of an INT8 model (path or ModelProto; an engine for tensorrt) on ``runtime``.
+
+    ``fold_cache``: shared by the emulate sessions of one model's variants (each folded weight computed once)."""
     if runtime not in RUNTIMES:
         raise QuantError(f"unknown INT8 runtime '{runtime}'", hint=f"choose from: {', '.join(RUNTIMES)}")
     if runtime == "tensorrt":
@@ -34,7 +36,7 @@ def int8_runner(int8_model, runtime: str):
         return OpenVinoRunner(proto)
     from quant.backends.onnxruntime import OrtRunner
 
-    return OrtRunner(proto, mode=runtime)
+    return OrtRunner(proto, mode=runtime, fold_cache=fold_cache)
 
 
 def check_not_quantized(proto, given) -> None:
@@ -296,11 +298,12 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
     """
     _check_search_runtime(runtime)
     cache: dict[frozenset, object] = {}
+    folded: dict = {}  # each weight's Q->DQ, computed once for every variant (emulate)
 
     def make(keep_float: frozenset):
         if keep_float not in cache:
             cache.clear()  # one session at a time keeps memory flat
-            cache[keep_float] = int8_runner(result.qdq_model(method, keep_float=keep_float), runtime)
+            cache[keep_float] = int8_runner(result.qdq_model(method, keep_float=keep_float), runtime, folded)
         return cache[keep_float]
 
     return make
@@ -361,9 +364,14 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
              relative: bool = False, min_value: float | None = None, labels=None, lower_is_better: bool | None = None,
              ranking: Sequence[str] | None = None, naive: bool = False, max_float: int | None = None,
              progress: bool = False, output_name: str | None = None, class_axis: int | None = None, ray=None,
-             **data_options):
-    """Greedy mixed-precision fallback; returns (CalibrationResult, FallbackResult)."""
-    from quant.eval.fallback import fallback as run_fallback, naive_first_last
+             search: str = "bisect", log=None, **data_options):
+    """Mixed-precision fallback; returns (CalibrationResult, FallbackResult).
+
+    ``search``: "bisect" (bounded: bisection over the ranking on a screening subset, confirmed on the full
+    held-out set; ``log`` gets one line per step) or "greedy" (one layer at a time, re-ranking by trying
+    every layer when a step does not help). ``ray``: the greedy search's independent evaluations (its
+    re-ranking trials) run as Ray tasks; the bisect search is sequential and runs here."""
+    from quant.eval.fallback import bisect_fallback, fallback as run_fallback, naive_first_last, screening_subset
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr
 
@@ -375,16 +383,29 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
                            integer_labels=scorer.needs_labels, **data_options)
     names = [layer.node for layer in result.plan.layers]
+    if ranking is not None:
+        unknown = [n for n in ranking if n not in names]
+        if unknown:
+            raise QuantError(f"the ranking names {len(unknown)} layer(s) this calibration does not quantize, "
+                             f"e.g. {unknown[0]!r}", hint="rank with 'quant sensitivity' on the same calibration folder")
+        ranking = list(dict.fromkeys(ranking)) + [n for n in names if n not in ranking]
     if ranking is None:  # cheap first guess: worst local SQNR first; re-ranked by the search where it misleads
         local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
         ranking = sorted(names, key=lambda n: local[n])
     make = qdq_runner_factory(result, method)
-    bar = _bar(None, "fallback") if progress else None
+    if search not in ("bisect", "greedy"):
+        raise QuantError(f"unknown fallback search '{search}'", hint="choose from: bisect, greedy")
+    bar = _bar(None, "fallback") if progress and (search == "greedy" or naive) else None
     try:
-        with _cluster(ray) as cluster:
-            score_many = None if cluster is None else ray_scores(cluster, result, method, "emulate", heldout, scorer)
-            outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,
-                                   progress=bar, score_many=score_many)
+        if search == "bisect":
+            outcome = bisect_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,
+                                      screen=screening_subset(heldout), log=log)
+        else:
+            with _cluster(ray) as cluster:
+                score_many = None if cluster is None else ray_scores(cluster, result, method, "emulate", heldout,
+                                                                     scorer)
+                outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,
+                                       progress=bar, log=log, score_many=score_many)
         if naive:
             outcome.naive = naive_first_last(heldout, scorer, names, make, max_drop, relative, min_value, progress=bar)
         outcome.output, outcome.output_basis, outcome.unit = scorer.output_name, scorer.basis, scorer.unit

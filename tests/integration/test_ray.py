@@ -85,9 +85,10 @@ def test_sensitivity_and_fallback_on_ray_equal_the_serial_search(digits, cluster
     on_ray = sensitivity(*args, metric="sqnr", ray=cluster)
     assert on_ray.to_json() == serial.to_json() and len(serial.layers) >= 2
     bound = dict(metric="sqnr", min_value=serial.all_quantized + 0.5)  # forces at least one layer back to float
-    _, serial_fb = fallback(*args, **bound)
-    _, ray_fb = fallback(*args, ray=cluster, **bound)
-    assert serial_fb.float_layers and ray_fb.to_json() == serial_fb.to_json()
+    for search in ("greedy", "bisect"):  # greedy re-ranks with Ray tasks; bisect is sequential
+        _, serial_fb = fallback(*args, search=search, **bound)
+        _, ray_fb = fallback(*args, ray=cluster, search=search, **bound)
+        assert serial_fb.float_layers and ray_fb.to_json() == serial_fb.to_json(), search
 
 
 def test_a_worker_killed_mid_task_is_retried_and_the_result_is_identical(digits, cluster, tmp_path, monkeypatch):
