@@ -1,7 +1,6 @@
 """quant fallback: return the most sensitive layers to float until the accuracy gate holds."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from quant.cli.common import add_data_options, stdout, stderr
@@ -24,6 +23,18 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def saved_ranking(path: Path, metric: str) -> list[str] | None:
+    """The layer ranking of 'quant sensitivity' in ``path`` when it was computed for ``metric`` (checked)."""
+    from quant.core.readback import SENSITIVITY_SPEC, read_report_input
+
+    if not path.exists():
+        return None
+    saved = read_report_input(path, SENSITIVITY_SPEC)
+    if saved["metric"] != metric:
+        return None
+    return list(dict.fromkeys(layer["node"] for layer in saved["layers"]))
+
+
 def run(args) -> int:
     from quant.core.errors import QuantError
     from quant.core.io import check_output_dir, dumps
@@ -32,12 +43,7 @@ def run(args) -> int:
     if args.max_drop is None and args.min_value is None:
         raise QuantError("fallback needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
     check_output_dir(args.output, protect=(Path(args.fp32_model), Path(args.data), Path(args.calibration)))
-    ranking = None
-    sensitivity_file = Path(args.calibration) / "sensitivity.json"
-    if sensitivity_file.exists():  # a ranking computed by 'quant sensitivity' for the same metric is reused
-        saved = json.loads(sensitivity_file.read_text())
-        if saved.get("metric") == args.metric:
-            ranking = [layer["node"] for layer in saved["layers"]]
+    ranking = saved_ranking(Path(args.calibration) / "sensitivity.json", args.metric)
     result, outcome = fallback(args.fp32_model, args.calibration, args.data, metric=args.metric,
                                max_drop=args.max_drop, relative=args.relative, min_value=args.min_value,
                                labels=args.labels, lower_is_better=args.lower_is_better, ranking=ranking,

@@ -1,7 +1,7 @@
 """A folder of images: class sub-folders give labels; a preprocessing spec turns images into arrays."""
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -11,7 +11,17 @@ from quant.core.errors import QuantError
 from quant.core.lazy import require
 from quant.datasets.base import DataSource
 
+MAX_SIDE = 16384  # pixels; a resize beyond this is a typo, not an image size
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def _finite_number(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,20 @@ class Preprocess:
     version: int = field(default=1, compare=False)
 
     def __post_init__(self) -> None:
+        if self.resize is not None and (len(self.resize) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIDE for v in self.resize)):
+            raise QuantError(f"preprocess resize must be [height, width] in pixels (1 to {MAX_SIDE}), got "
+                             f"{list(self.resize)}", hint="e.g. --resize 224,224")
+        if not _finite_number(self.scale):
+            raise QuantError(f"preprocess scale must be a finite number, got {self.scale!r}", hint="e.g. --scale 0.00392")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if not values or not all(_finite_number(v) for v in values):
+                raise QuantError(f"preprocess {name} must be one or more finite numbers, got {list(values)}",
+                                 hint=f"e.g. --{name} 0.5,0.5,0.5")
+        if len(self.mean) not in (1, 3) or len(self.std) not in (1, 3):
+            raise QuantError(f"preprocess mean and std take 1 or 3 values (one per channel), got "
+                             f"{len(self.mean)} and {len(self.std)}", hint="e.g. --mean 0.485,0.456,0.406")
         if self.color not in ("RGB", "BGR", "L"):
             raise QuantError(f"preprocess color must be RGB, BGR or L, got '{self.color}'")
         if self.layout not in ("NCHW", "NHWC"):
@@ -35,26 +59,35 @@ class Preprocess:
         if any(s == 0 for s in self.std):
             raise QuantError("preprocess std must not contain 0")
         try:
-            np.dtype(self.dtype)
-        except TypeError:
-            raise QuantError(f"preprocess dtype '{self.dtype}' is not a NumPy dtype", hint="e.g. float32") from None
+            if np.dtype(self.dtype).kind not in "fiu":
+                raise TypeError
+        except (TypeError, ValueError):
+            raise QuantError(f"preprocess dtype '{self.dtype}' is not a NumPy number dtype", hint="e.g. float32") from None
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Preprocess":
-        try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise QuantError(f"cannot read the preprocessing spec '{path}': {exc}",
-                             hint='write JSON like {"resize": [224, 224], "mean": [0.485, 0.456, 0.406]}') from None
+        from quant.core.readback import NUMBER, OneOf, Optional, parse_json, validate
+
+        hint = 'write JSON like {"resize": [224, 224], "mean": [0.485, 0.456, 0.406]}'
+        raw = parse_json(path, "the preprocessing spec", hint)
+        numbers = OneOf(NUMBER, [NUMBER])
+        validate(raw, {"resize?": Optional([int]), "color?": str, "scale?": NUMBER, "mean?": numbers,
+                       "std?": numbers, "layout?": str, "dtype?": str, "version?": int},
+                 path, "the preprocessing spec", hint)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise QuantError(f"unknown keys {unknown} in the preprocessing spec '{path}'",
                              hint=f"known keys: {', '.join(sorted(known - {'version'}))}")
         for key in ("resize", "mean", "std"):
+            if isinstance(raw.get(key), (int, float)):
+                raw[key] = (raw[key],)
             if raw.get(key) is not None:
                 raw[key] = tuple(raw[key])
-        return cls(**raw)
+        try:
+            return cls(**raw)
+        except QuantError as exc:
+            raise QuantError(f"the preprocessing spec '{path}': {exc.message}", hint=exc.hint or hint) from None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -251,6 +251,13 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
                            integer_labels=scorer.needs_labels, **data_options)
     names = [layer.node for layer in result.plan.layers]
+    unknown = [n for n in ranking or () if n not in names]
+    if unknown:
+        raise QuantError(f"the layer ranking names layers this calibration does not quantize: "
+                         f"{', '.join(repr(n) for n in unknown[:3])}",
+                         hint="a saved sensitivity.json belongs to another calibration: run 'quant sensitivity' again")
+    if ranking is not None:  # layers the ranking misses come last, in graph order
+        ranking = list(ranking) + [n for n in names if n not in ranking]
     if ranking is None:  # cheap first guess: worst local SQNR first; re-ranked by the search where it misleads
         local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
         ranking = sorted(names, key=lambda n: local[n])

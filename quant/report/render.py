@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 from quant.calibrators import get as get_calibrator
@@ -21,9 +20,22 @@ def _f(value, spec: str = ".4f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
 def _load(folder: Path, name: str):
+    """A JSON file of the folder, checked for the fields rendered here (None when absent)."""
+    from quant.core import readback
+
     path = folder / name
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    if name == "quant.json":
+        return readback.read_manifest(path)
+    specs = {"eval.json": readback.EVAL_SPEC, "gate.json": readback.GATE_SPEC,
+             "sensitivity.json": readback.SENSITIVITY_SPEC, "fallback.json": readback.FALLBACK_SPEC}
+    return readback.read_report_input(path, specs[name])
 
 
 def _worst_tensors(histograms, manifest, limit: int) -> list[str]:
@@ -117,11 +129,11 @@ def _metric_table(folder: Path) -> str:
         lines += [f"Runtime: {evaluation['runtime']['int8']} ({evaluation['samples']} held-out samples).", "",
                   "| metric | FP32 | INT8 | drop |", "|---|---|---|---|"]
         for name, value in evaluation.get("task", {}).items():
-            lines.append(f"| {name} | {100 * value['fp32']:.2f}% | {100 * value['int8']:.2f}% | {value['drop_points']:.2f} pts |")
+            lines.append(f"| {name} | {_pct(value['fp32'])} | {_pct(value['int8'])} | {_f(value['drop_points'], '.2f')} pts |")
         for name, value in evaluation["outputs"].items():
-            agreement = "-" if value["agreement"] is None else f"{100 * value['agreement']:.2f}%"
-            lines.append(f"| output `{name}` agreement / cosine / SQNR | | {agreement} / {value['cosine']:.5f} / "
-                         f"{value['sqnr_db']:.2f} dB | |")
+            agreement = "-" if value.get("agreement") is None else f"{100 * value['agreement']:.2f}%"
+            lines.append(f"| output `{name}` agreement / cosine / SQNR | | {agreement} / {_f(value.get('cosine'), '.5f')} / "
+                         f"{_f(value.get('sqnr_db'), '.2f')} dB | |")
     if gate:
         lines += ["", f"Gate: **{'PASS' if gate['passed'] else 'FAIL'}** on {gate['metric']}: FP32 {gate['fp32']}, "
                       f"INT8 {gate['int8']}; {gate['criterion']}"]
