@@ -151,7 +151,7 @@ def write_section(out: dict) -> None:
               f"{next(iter(next(iter(out['digits'].values())).values()))['fp32'] * 100:.2f}%):", "",
               "| path | " + " | ".join(out["digits"]) + " |", "| --- |" + " --- |" * len(out["digits"])]
     for label in labels:
-        lines.append(f"| {label} | " + " | ".join(f"{v[label]['top1'] * 100:.2f}%" for v in out["digits"].values()) + " |")
+        lines.append(f"| {label} | " + " | ".join(f"{v[label]['top1']:.2f}%" for v in out["digits"].values()) + " |")
     from results_md import write_section as replace
 
     replace("## CPU deployment", "\n".join(lines))

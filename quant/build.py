@@ -8,15 +8,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from quant.backends import tensorrt as trt_backend
 from quant.core.errors import QuantError
-from quant.core.readback import read_manifest
-from quant.core.io import dumps, write_file_atomic
+from quant.core.io import dumps, temp_file_beside, write_file_atomic
+from quant.core.ownership import read_manifest, register
+from quant.core.readback import read_quant_json
 from quant.core.onnx_model import file_hash, input_specs, load_model
 from quant.qdq.cache import read_cache
 
@@ -36,8 +36,41 @@ class BuildPlan:
     notes: list[str] = field(default_factory=list)
 
 
+def target_version(available, trt_version: str | None, manifest: dict) -> tuple[tuple[int, int, int], str]:
+    """The TensorRT version the build targets, and where it came from.
+
+    The TensorRT found here wins; else ``--trt-version``; else the version ``quant calibrate --trt-version``
+    recorded in quant.json; else DEFAULT_VERSION."""
+    if available.python:
+        from quant.backends.tensorrt import _builder
+
+        return _builder.version(), "the tensorrt Python module found here"
+    if available.trtexec:
+        found = trt_backend.trtexec_version(available.trtexec)
+        if found:
+            return found, f"trtexec found at {available.trtexec}"
+    if trt_version:
+        return _parse_trt_version(trt_version, "--trt-version"), "--trt-version"
+    recorded = (manifest.get("config") or {}).get("trt_version")
+    if recorded:
+        return _parse_trt_version(recorded, "quant.json"), "quant.json, as quant calibrate --trt-version recorded it"
+    return trt_backend.DEFAULT_VERSION, "the default: no TensorRT found here"
+
+
+def _parse_trt_version(text: str, where: str) -> tuple[int, int, int]:
+    version = trt_backend.parse_version(str(text))
+    if version is None or not 5 <= version[0] <= 99:
+        raise QuantError(f"{where}: '{text}' is not a TensorRT version", hint="write it as MAJOR.MINOR.PATCH, e.g. 10.3.0")
+    return version
+
+
+def has_qdq(model) -> bool:
+    """Whether the ONNX graph holds QuantizeLinear/DequantizeLinear nodes (explicit quantization)."""
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in model.graph.node)
+
+
 def plan_build(target: str | Path, output: str | Path, shapes: Sequence[str] = (), workspace_mib: int | None = None,
-               implicit: bool = False, max_batch: int = 32) -> BuildPlan:
+               implicit: bool = False, max_batch: int = 32, trt_version: str | None = None) -> BuildPlan:
     target = Path(target)
     if not target.exists():
         raise QuantError(f"'{target}' does not exist", hint="pass a folder written by 'quant calibrate' or a Q/DQ .onnx")
@@ -49,7 +82,7 @@ def plan_build(target: str | Path, output: str | Path, shapes: Sequence[str] = (
         onnx_path = target
         folder = target.parent if (target.parent / "quant.json").exists() else None
     manifest_path = folder / "quant.json" if folder is not None else None
-    manifest = read_manifest(manifest_path) if manifest_path is not None and manifest_path.exists() else {}
+    manifest = read_quant_json(manifest_path) if manifest_path is not None and manifest_path.exists() else {}
     cache = None
     if implicit:
         if not manifest:
@@ -64,29 +97,31 @@ def plan_build(target: str | Path, output: str | Path, shapes: Sequence[str] = (
                              hint="calibrate again: the cache's tensor names and ranges belong to the old model")
         onnx_path, cache = fp32, folder / "calibration.cache"
         read_cache(cache)  # a malformed cache fails here, with its line number, before TensorRT is looked for
-    inputs = input_specs(load_model(onnx_path))
+    model = load_model(onnx_path)
+    inputs = input_specs(model)
     observed = (manifest.get("data") or {}).get("input_shapes")
     profiles = trt_backend.profiles_from_model(inputs, observed, max_batch, trt_backend.parse_shapes(shapes))
     available = trt_backend.detect()
-    via, version = "none", trt_backend.DEFAULT_VERSION
-    if available.python:
-        from quant.backends.tensorrt import _builder
-
-        via, version = "python", _builder.version()
-    elif available.trtexec:
-        via = "trtexec"
-        version = trt_backend.trtexec_version(available.trtexec) or trt_backend.DEFAULT_VERSION
+    via = "python" if available.python else "trtexec" if available.trtexec else "none"
+    version, source = target_version(available, trt_version, manifest)
+    notes = [f"targets TensorRT {'.'.join(map(str, version))} (from {source})"]
+    if trt_version and via != "none" and _parse_trt_version(trt_version, "--trt-version") != version:
+        notes.append(f"--trt-version {trt_version} is ignored: the TensorRT found here is {'.'.join(map(str, version))}")
     if cache is not None and not trt_backend.implicit_supported(version):
         raise QuantError(trt_backend._implicit_refusal(version), hint=f"build the Q/DQ model instead: quant build {target}")
+    if cache is None and not has_qdq(model):
+        notes.append(f"warning: '{onnx_path}' has no QuantizeLinear/DequantizeLinear nodes, so TensorRT builds it in "
+                     "FP32, not INT8: build the model.int8.onnx that 'quant calibrate' writes")
     command = trt_backend.trtexec_command(onnx_path, output, version, profiles, workspace_mib, cache,
                                           executable=available.trtexec or "trtexec")
-    return BuildPlan(onnx_path, Path(output), profiles, version, command, cache, manifest_path, via)
+    return BuildPlan(onnx_path, Path(output), profiles, version, command, cache, manifest_path, via, notes)
 
 
 def build(target: str | Path, output: str | Path, shapes: Sequence[str] = (), workspace_mib: int | None = None,
-          implicit: bool = False, max_batch: int = 32) -> BuildPlan:
+          implicit: bool = False, max_batch: int = 32, trt_version: str | None = None, plan: BuildPlan | None = None
+          ) -> BuildPlan:
     """Build and write the engine atomically; record TensorRT's version and the GPU in quant.json."""
-    plan = plan_build(target, output, shapes, workspace_mib, implicit, max_batch)
+    plan = plan or plan_build(target, output, shapes, workspace_mib, implicit, max_batch, trt_version)
     if plan.via == "none":
         raise trt_backend.not_found_error(plan.command)
     output = Path(output)
@@ -99,7 +134,7 @@ def build(target: str | Path, output: str | Path, shapes: Sequence[str] = (), wo
     else:
         _run_trtexec(plan, output)
     if plan.manifest_path is not None:
-        manifest = read_manifest(plan.manifest_path)
+        manifest = read_quant_json(plan.manifest_path)
         manifest["tensorrt"] = {"version": ".".join(map(str, plan.version)), "gpu": gpu_name(), "built_with": plan.via,
                                 "engine": str(output), "implicit": plan.implicit_cache is not None,
                                 "profiles": {p.name: {"min": p.min, "opt": p.opt, "max": p.max} for p in plan.profiles.values()},
@@ -110,7 +145,7 @@ def build(target: str | Path, output: str | Path, shapes: Sequence[str] = (), wo
 
 def _run_trtexec(plan: BuildPlan, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.name}.tmp-", dir=output.parent)
+    fd, tmp = temp_file_beside(output)  # the umask decides the engine's mode, as for a plain open()
     os.close(fd)
     command = [arg if not arg.startswith("--saveEngine=") else f"--saveEngine={tmp}" for arg in plan.command]
     log = output.with_name(output.name + ".log")
@@ -122,6 +157,8 @@ def _run_trtexec(plan: BuildPlan, output: Path) -> None:
             raise QuantError(f"trtexec failed (exit {proc.returncode}): {(errors or ['no error line'])[-1].strip()}",
                              hint=f"the full log is in {log}")
         os.replace(tmp, output)
+        if read_manifest(output.parent) is not None:  # keep a calibration folder provably quant's
+            register(output)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -1,7 +1,6 @@
 """ONNX Runtime runner: FP32 reference, exact Q/DQ emulation, and ORT's own INT8 kernels."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -10,6 +9,7 @@ import numpy as np
 from quant.core.errors import QuantError
 from quant.core.lazy import require
 from quant.core.onnx_model import serialize_for_runtime
+from quant.core.tempdirs import TemporaryFolder
 
 MODES = {
     "fp32": "ONNX Runtime, all graph optimizations (FP32 reference)",
@@ -54,7 +54,7 @@ class OrtRunner:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         level = ort.GraphOptimizationLevel
         options.graph_optimization_level = level.ORT_DISABLE_ALL if mode == "emulate" else level.ORT_ENABLE_ALL
-        self._tmp = tempfile.TemporaryDirectory(prefix="quant-ort-")
+        self._tmp = TemporaryFolder("quant-ort-")  # removed by a later run if this one is killed
         optimized = Path(self._tmp.name) / "optimized.onnx"
         if mode == "ort-int8":  # keep ORT's optimized graph to report which ops ran on integer kernels
             options.optimized_model_filepath = str(optimized)

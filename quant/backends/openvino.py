@@ -2,11 +2,10 @@
 
 OpenVINO reads the TensorRT-form model (symmetric s8 Q/DQ on the inputs of weighted ops) as it is and
 runs the quantized convolutions and matmuls on integer kernels (its low-precision transformations), so
-the same model.int8.onnx serves TensorRT and CPU servers. Install with `pip install 'quant[openvino]'`.
+the same model.int8.onnx serves TensorRT and CPU servers. Install with `pip install 'quant-trt[openvino]'`.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +14,7 @@ import numpy as np
 from quant.core.errors import QuantError
 from quant.core.lazy import require
 from quant.core.onnx_model import serialize_for_runtime
+from quant.core.tempdirs import TemporaryFolder
 
 DESCRIPTION = "OpenVINO CPU runtime (its INT8 kernels where the model has Q/DQ; FP32 otherwise)"
 
@@ -24,7 +24,7 @@ class OpenVinoRunner:
 
     def __init__(self, model, threads: int | None = None, latency: bool = True) -> None:
         ov = require("openvino")
-        self._tmp = tempfile.TemporaryDirectory(prefix="quant-ov-")
+        self._tmp = TemporaryFolder("quant-ov-")  # removed by a later run if this one is killed
         if isinstance(model, (str, Path)):
             path = str(model)
         else:

@@ -1,7 +1,9 @@
 """quant bench: latency and throughput of FP32 and INT8 models on CPU runtimes, side by side."""
 from __future__ import annotations
 
-from quant.cli.common import stdout
+import argparse
+
+from quant.cli.common import add_force_option, input_files, stdout
 
 
 def register(subparsers) -> None:
@@ -19,9 +21,12 @@ def register(subparsers) -> None:
     parser.add_argument("--repeat", type=int, default=30, help="timed runs per model (default 30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     parser.add_argument("--shape", action="append", default=[], metavar="NAME:DxDxD",
-                        help="full shape of an input with dynamic dimensions besides the batch (repeatable)")
+                        help="full shape of an input with dynamic dimensions besides the batch (repeatable; "
+                             "the syntax of 'quant build --shape')")
+    parser.add_argument("--shapes", dest="shape", action="append", default=[], help=argparse.SUPPRESS)  # = --shape
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument("--output-json", metavar="FILE", help="also write the results as JSON (atomically)")
+    add_force_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -54,12 +59,15 @@ def _shapes(items: list[str]) -> dict[str, list[int]]:
 
 def run(args) -> int:
     from quant.bench import bench
-    from quant.core.io import dumps, write_file_atomic
+    from quant.core.io import check_output_file, dumps, json_output, write_file_atomic, writing
 
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
+    if args.output_json is not None:  # fail fast, before the measurements
+        check_output_file(args.output_json, input_files(args.fp32_model, *args.int8_models), args.force, "--output-json")
     result = bench(args.fp32_model, args.int8_models, runtimes=runtimes, batches=_ints(args.batch, "--batch"),
                    threads=args.threads, repeat=args.repeat, warmup=args.warmup, shapes=_shapes(args.shape))
-    if args.output_json:
-        write_file_atomic(args.output_json, dumps(result.to_json()))
+    if args.output_json is not None:
+        with writing(force=args.force):
+            write_file_atomic(args.output_json, json_output(result.to_json()))
     stdout(dumps(result.to_json()) if args.json else result.format_text())
     return 0

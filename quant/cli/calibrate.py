@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import add_data_options, input_map_from_args, preprocess_from_args, stdout
+from quant.cli.common import (add_data_options, input_files, input_map_from_args, preprocess_from_args,
+                               print_warnings, stdout)
 from quant.core.config import METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS
 
 
@@ -17,7 +18,7 @@ def register(subparsers) -> None:
     parser.add_argument("--method", default="entropy", metavar="M[,M...]",
                         help=f"calibration method(s), comma-separated: {', '.join(METHODS)} (default: entropy)")
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (written atomically)")
-    parser.add_argument("--percentile", type=float, default=99.99, help="percentile for --method percentile (default 99.99)")
+    parser.add_argument("--percentile", type=float, help="percentile for --method percentile (default 99.99)")
     parser.add_argument("--weight-method", default="minmax", choices=WEIGHT_METHODS,
                         help="per-channel weight ranges (default: minmax = max |w|)")
     parser.add_argument("--bins", type=int, default=4096, help="histogram bins on the dyadic grid (default 4096)")
@@ -45,7 +46,8 @@ def run(args) -> int:
     from quant.pipeline import calibrate
 
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
-    config = CalibrationConfig(methods=methods, percentile=args.percentile, bins=args.bins, batch_size=args.batch_size,
+    percentile = _percentile(args, methods)
+    config = CalibrationConfig(methods=methods, percentile=percentile, bins=args.bins, batch_size=args.batch_size,
                                memory_budget_mb=args.memory_budget,
                                num_samples=args.num_samples, seed=args.seed, weight_method=args.weight_method,
                                exclude=tuple(args.exclude), trt_version=args.trt_version,
@@ -54,10 +56,13 @@ def run(args) -> int:
     preprocess = preprocess_from_args(args)
     from quant.core.io import check_output_dir
 
-    check_output_dir(args.output, protect=(Path(args.model), Path(args.data)))  # fail fast, before the pass
+    inputs = input_files(args.model, args.data, args.preprocess)
+    check_output_dir(args.output, protect=tuple(inputs))  # fail fast, before the pass
     result = calibrate(args.model, args.data, config, input_map=input_map_from_args(args), preprocess=preprocess,
                        split=args.split, progress=True)
-    folders = result.save(args.output, protect=(Path(args.data),))
+    folders = result.save(args.output, protect=tuple(inputs))
+    print_warnings(result)
+    _warn_cache_version(args.trt_version)
     if args.json:
         stdout(dumps({"outputs": {m: str(f) for m, f in zip(result.methods, folders)}, **result.summary()}))
         return 0
@@ -73,6 +78,19 @@ def run(args) -> int:
     if "ort-cpu" in config.targets:
         _ort_cpu_lines(result, folders)
     return 0
+
+
+def _percentile(args, methods) -> float:
+    """--percentile only means something to the percentile method (activations or weights): refused elsewhere."""
+    if args.percentile is None:
+        return 99.99
+    if "percentile" not in methods and args.weight_method != "percentile":
+        from quant.core.errors import QuantError
+
+        raise QuantError(f"--percentile applies to the percentile method, but --method is {','.join(methods)} and "
+                         f"--weight-method {args.weight_method}: it would be ignored",
+                         hint="add percentile to --method (e.g. --method entropy,percentile) or drop --percentile")
+    return args.percentile
 
 
 def _ort_cpu_lines(result, folders) -> None:
@@ -125,3 +143,14 @@ def _comparison(result) -> str:
         values = " ".join(f"{result.activation_amax[m][tensor]:>10.4g}" for m in methods)
         lines.append(f"{name:<{width}} {result.histograms[tensor].absmax:>10.4g} {values}")
     return "\n".join(lines)
+
+
+def _warn_cache_version(trt_version: str) -> None:
+    """calibration.cache is read by implicit calibration only, which TensorRT 11 removed."""
+    from quant.backends.tensorrt import parse_version
+    from quant.cli.common import stderr
+
+    version = parse_version(trt_version)
+    if version is not None and version[0] >= 11:
+        stderr(f"note: calibration.cache is for TensorRT <= 10 (implicit calibration was removed in 11.0); "
+               f"TensorRT {trt_version} builds model.int8.onnx (quant build DIR)")

@@ -17,9 +17,14 @@ class Parser(argparse.ArgumentParser):
 
 def add_data_options(parser: argparse.ArgumentParser, required: bool = True, batch_default: int | None = 32) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--data", required=required, metavar="PATH",
-                       help=".npy/.npz file, folder of .npy files, image folder (class sub-folders = labels), "
-                            "Hugging Face dataset saved to disk, or .parquet/.arrow file")
+    where = group.add_mutually_exclusive_group(required=required)
+    where.add_argument("--data", metavar="PATH",
+                       help=".npy/.npz file (one array per input, or one key per sample x_0000, x_0001, ...), folder "
+                            "of .npy files, image folder (class sub-folders = labels), Hugging Face dataset saved "
+                            "to disk, .parquet/.arrow file, or Polygraphy's --save-inputs .json")
+    where.add_argument("--data-loader-script", dest="data", metavar="FILE.py[:FUNC]",
+                       help="Polygraphy-style data loader: FUNC() (default load_data) returns or yields feed dicts "
+                            "{input name: array}, one per batch")
     group.add_argument("--input-map", action="append", default=[], metavar="INPUT=KEY",
                        help="feed model input INPUT from data key/column KEY (repeatable)")
     group.add_argument("--split", help="split of a saved Hugging Face DatasetDict")
@@ -30,6 +35,9 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True, bat
     group.add_argument("--seed", type=int, default=0, help="seed for drawing --num-samples (default: 0)")
     pre = parser.add_argument_group("image preprocessing (image folders and image columns)")
     pre.add_argument("--preprocess", metavar="SPEC.json", help="JSON with resize, color, scale, mean, std, layout, dtype")
+    pre.add_argument("--preprocess-from", metavar="DIR",
+                     help="apply the preprocessing recorded in DIR/quant.json by 'quant calibrate' (automatic when "
+                          "the INT8 model sits in a calibration folder, and with --calibration DIR)")
     pre.add_argument("--resize", metavar="H,W", help="resize images to H x W")
     pre.add_argument("--color", choices=["RGB", "BGR", "L"], help="channel order, or L for grayscale (default RGB)")
     pre.add_argument("--scale", type=float, help="multiply pixels by this first (default 1/255)")
@@ -37,6 +45,16 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True, bat
     pre.add_argument("--std", metavar="S[,S,S]", help="divide per channel after the mean")
     pre.add_argument("--layout", choices=["NCHW", "NHWC"], help="array layout (default NCHW)")
     pre.add_argument("--dtype", help="array dtype (default float32)")
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """--output-name and --class-axis: which output a metric scores and where its classes lie."""
+    group = parser.add_argument_group("outputs")
+    group.add_argument("--output-name", metavar="NAME",
+                       help="the model output that labels and metrics score (default: the one output that fits the "
+                            "labels, or the only output; a metric can name its own as METRIC@NAME)")
+    group.add_argument("--class-axis", type=int, metavar="AXIS",
+                       help="axis of the classes for argmax agreement (default 1: [N, C] scores and [N, C, H, W] maps)")
 
 
 def _floats(text: str, flag: str) -> tuple[float, ...]:
@@ -47,9 +65,10 @@ def _floats(text: str, flag: str) -> tuple[float, ...]:
 
 
 def preprocess_from_args(args):
+    """What the user asked for: None (nothing: the recorded or default spec applies), a dict of the fields
+    given as flags, or a full Preprocess when --preprocess SPEC.json is given (flags change it)."""
     from quant.datasets import Preprocess
 
-    spec = Preprocess.from_json(args.preprocess) if args.preprocess else Preprocess()
     changes = {}
     if args.resize:
         values = _floats(args.resize, "--resize")
@@ -62,11 +81,22 @@ def preprocess_from_args(args):
     for flag in ("mean", "std"):
         if getattr(args, flag) is not None:
             changes[flag] = _floats(getattr(args, flag), f"--{flag}")
-    if not changes:
-        return spec
-    merged = spec.to_dict()
-    merged.update(changes)
-    return Preprocess(**merged)
+    if args.preprocess:
+        spec = Preprocess.from_json(args.preprocess)
+        given = Preprocess(**{**spec.to_dict(), **changes}) if changes else spec
+    else:
+        if changes:
+            Preprocess(**changes)  # validate the values now, before any work
+        given = changes or None
+    if getattr(args, "preprocess_from", None):
+        from quant.datasets import choose_preprocess
+        from quant.datasets.recorded import recorded_preprocess
+
+        if recorded_preprocess(args.preprocess_from)[0] is None:
+            raise QuantError(f"'{args.preprocess_from}' has no quant.json with recorded image preprocessing",
+                             hint="pass a folder written by 'quant calibrate' on image data")
+        return choose_preprocess(given, args.preprocess_from)
+    return given
 
 
 def input_map_from_args(args) -> dict[str, str]:
@@ -86,9 +116,69 @@ def existing_file(path: str, what: str) -> Path:
     return p
 
 
+def _terminal(text: str) -> str:
+    """Lines as printed: a name's control characters (ESC, CR, NUL, ...) shown as escapes, never sent to the terminal."""
+    from quant.core.text import printable
+
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def stdout(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
+    sys.stdout.write(_terminal(text) + "\n")
 
 
 def stderr(text: str = "") -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(_terminal(text) + "\n")
+
+
+def add_force_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="overwrite existing output files that quant cannot prove it wrote (never an input)")
+
+
+def input_files(*paths) -> list[Path]:
+    """The inputs a command reads, for the output checks: the paths given (that exist) and, for ONNX
+    models, their external data files."""
+    out = []
+    for path in paths:
+        if path is None or not isinstance(path, (str, Path)) or not str(path):
+            continue
+        path = Path(path)
+        try:
+            if not path.exists():
+                continue
+        except (OSError, ValueError):  # a symlink loop, a NUL byte: reported when the input is read
+            continue
+        out.append(path)
+        if path.suffix == ".onnx" and path.is_file():
+            out += _external_data_files(path)
+    return out
+
+
+def _external_data_files(model: Path) -> list[Path]:
+    try:
+        import onnx
+
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # not readable: the command itself reports that
+        return []
+    from quant.core.onnx_model import _external_tensors
+
+    files = set()
+    for tensor in _external_tensors(proto):
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if location and "\0" not in location:
+            files.add(model.parent / location)
+    return sorted(files)
+
+
+def print_warnings(result, keep_float=()) -> None:
+    """stderr lines for tensors whose scale is a guess or was raised (also in each quant.json, under warnings)."""
+    from quant.pipeline.checks import warning_lines
+
+    seen = set()
+    for method in result.methods:
+        for line in warning_lines(result.warnings(method, keep_float)):
+            if line not in seen:
+                seen.add(line)
+                stderr(line)

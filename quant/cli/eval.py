@@ -1,7 +1,8 @@
 """quant eval: FP32 vs INT8 on held-out data, printed and written as JSON."""
 from __future__ import annotations
 
-from quant.cli.common import add_data_options, input_map_from_args, preprocess_from_args, stdout
+from quant.cli.common import (add_data_options, add_force_option, add_output_options, input_files,
+                              input_map_from_args, preprocess_from_args, stdout)
 
 
 def register(subparsers) -> None:
@@ -12,33 +13,39 @@ def register(subparsers) -> None:
     parser.add_argument("fp32_model", help="FP32 ONNX model")
     parser.add_argument("int8_model", help="INT8 Q/DQ ONNX model (model.int8.onnx), or the engine for --runtime tensorrt")
     add_data_options(parser)
-    parser.add_argument("--labels", help="labels: a .npy file or a column/key of the data (default: a 'label' column "
-                                         "if there is one)")
+    parser.add_argument("--labels", help="labels: a .npy/.txt/.csv file or a column/key of the data (default: a 'label' "
+                                         "column, or the data's one ClassLabel column)")
     parser.add_argument("--runtime", default="emulate", choices=["emulate", "ort-int8", "openvino", "tensorrt"],
                         help="how to run the INT8 model: emulate = exact Q/DQ in float (TensorRT's arithmetic, "
                              "default); ort-int8 = ONNX Runtime's integer kernels; openvino = OpenVINO's CPU INT8 kernels; "
                              "tensorrt = a built engine on the GPU")
     parser.add_argument("--topk", default="1", metavar="K[,K]", help="top-k accuracies to report (default 1)")
+    add_output_options(parser)
     parser.add_argument("--output-json", metavar="FILE", help="also write the results as JSON (atomically)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_force_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     from quant.core.errors import QuantError
-    from quant.core.io import dumps, write_file_atomic
+    from quant.core.io import check_output_file, dumps, json_output, write_file_atomic, writing
     from quant.pipeline import evaluate
 
     try:
         topk = tuple(int(k) for k in args.topk.split(","))
     except ValueError:
         raise QuantError(f"--topk takes comma-separated integers, got '{args.topk}'", hint="e.g. --topk 1,5") from None
+    if args.output_json is not None:  # fail fast, before the evaluation
+        check_output_file(args.output_json, input_files(args.fp32_model, args.int8_model, args.data, args.labels,
+                                                        args.preprocess), args.force, "--output-json")
     report = evaluate(args.fp32_model, args.int8_model, args.data, labels=args.labels, runtime=args.runtime,
                       batch_size=args.batch_size, num_samples=args.num_samples, seed=args.seed,
                       input_map=input_map_from_args(args), preprocess=preprocess_from_args(args), split=args.split,
-                      topk=topk, progress=True)
+                      topk=topk, progress=True, output_name=args.output_name, class_axis=args.class_axis)
     text = dumps(report.to_json())
-    if args.output_json:
-        write_file_atomic(args.output_json, text)
+    if args.output_json is not None:
+        with writing(force=args.force):
+            write_file_atomic(args.output_json, json_output(report.to_json()))
     stdout(text.rstrip() if args.json else report.format_text())
     return 0

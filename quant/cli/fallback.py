@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import add_data_options, stdout, stderr
-from quant.cli.gate import add_metric_options, data_options
+from quant.cli.common import add_data_options, input_files, stdout, stderr
+from quant.cli.gate import add_metric_options, data_options, single_metric
 
 
 def register(subparsers) -> None:
@@ -37,23 +37,26 @@ def saved_ranking(path: Path, metric: str) -> list[str] | None:
 
 def run(args) -> int:
     from quant.core.errors import QuantError
-    from quant.core.io import check_output_dir, dumps
+    from quant.core.io import check_output_dir, json_output
     from quant.pipeline import fallback
 
     if args.max_drop is None and args.min_value is None:
         raise QuantError("fallback needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
-    check_output_dir(args.output, protect=(Path(args.fp32_model), Path(args.data), Path(args.calibration)))
-    ranking = saved_ranking(Path(args.calibration) / "sensitivity.json", args.metric)
-    result, outcome = fallback(args.fp32_model, args.calibration, args.data, metric=args.metric,
+    metric = single_metric(args, "fallback")
+    inputs = tuple(input_files(args.fp32_model, args.data, args.calibration, args.labels, args.preprocess))
+    check_output_dir(args.output, protect=inputs)  # fail fast, before the search
+    ranking = saved_ranking(Path(args.calibration) / "sensitivity.json", metric)
+    result, outcome = fallback(args.fp32_model, args.calibration, args.data, metric=metric,
                                max_drop=args.max_drop, relative=args.relative, min_value=args.min_value,
                                labels=args.labels, lower_is_better=args.lower_is_better, ranking=ranking,
-                               naive=args.naive, max_float=args.max_float_layers, progress=True, **data_options(args))
+                               naive=args.naive, max_float=args.max_float_layers, progress=True,
+                               output_name=args.output_name, class_axis=args.class_axis, **data_options(args))
     stdout(outcome.format_text())
     if not outcome:
         stderr(f"No set of float layers met the bound ({outcome.criterion}); nothing was written.")
         return 1
     keep = [layer["node"] for layer in outcome.float_layers]
-    result.save(args.output, protect=(Path(args.data),), keep_float=keep,
-                extra_files={"fallback.json": dumps(outcome.to_json())})
+    result.save(args.output, protect=inputs, keep_float=keep,
+                extra_files={"fallback.json": json_output(outcome.to_json())})
     stdout(f"wrote {args.output}/model.int8.onnx with {len(keep)} layer(s) in float: {', '.join(keep) or 'none'}")
     return 0

@@ -1,9 +1,10 @@
 """quant recalibrate: new ranges and a new model from a saved histograms.npz, without running the model."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from quant.cli.common import stdout
+from quant.cli.common import input_files, print_warnings, stdout
 from quant.core.config import METHODS, REDUCE_RANGE, TARGETS
 
 
@@ -22,15 +23,22 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from quant.core.errors import QuantError
+    from quant.core.io import check_output_dir
     from quant.pipeline import recalibrate
 
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     overrides = {} if args.percentile is None else {"percentile": args.percentile}
     overrides.update({k: v for k, v in (("target", args.target), ("reduce_range", args.reduce_range)) if v})
-    result = recalibrate(args.folder, methods, model=args.model, **overrides)
-    folder = Path(args.folder)
+    folder = Path(os.path.realpath(args.folder))  # 'quant recalibrate .' names the output after the folder itself
+    if not folder.name:
+        raise QuantError(f"cannot name an output after '{args.folder}'", hint="pass --output DIR")
     output = args.output or str(folder.parent / f"{folder.name}-{'-'.join(methods)}")
-    folders = result.save(output, protect=(folder,))
+    inputs = tuple(input_files(args.folder, args.model))
+    check_output_dir(output, protect=inputs)  # fail fast
+    result = recalibrate(args.folder, methods, model=args.model, **overrides)
+    folders = result.save(output, protect=inputs)
+    print_warnings(result)
     for method, out in zip(result.methods, folders):
         stdout(f"{method}: {out}/{', '.join(result.files())}")
     return 0

@@ -1,7 +1,9 @@
 """quant report: report.md and a self-contained report.html for a calibration folder."""
 from __future__ import annotations
 
-from quant.cli.common import stdout
+from pathlib import Path
+
+from quant.cli.common import add_force_option, stdout
 
 
 def register(subparsers) -> None:
@@ -12,12 +14,19 @@ def register(subparsers) -> None:
     parser.add_argument("folder", help="a folder written by 'quant calibrate' or 'quant fallback'")
     parser.add_argument("--output", "-o", metavar="DIR", help="where to write (default: the folder)")
     parser.add_argument("--worst", type=int, default=6, help="how many tensors' histograms to plot (default 6)")
+    add_force_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
+    from quant.core.io import check_output_file, writing
     from quant.report import write_report
 
-    md, page = write_report(args.folder, args.output, args.worst)
+    out = Path(args.output or args.folder)
+    plots = sorted(p for p in (out / "plots").glob("*.png")) if (out / "plots").is_dir() else []
+    for path in [out / "report.md", out / "report.html", *plots]:  # fail fast: nothing half-written
+        check_output_file(path, (), args.force)  # names that no input of the report has
+    with writing(force=args.force, register=True):  # a folder output: its files are listed in its manifest
+        md, page = write_report(args.folder, args.output, args.worst)
     stdout(f"wrote {md} and {page}")
     return 0

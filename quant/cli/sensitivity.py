@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import add_data_options, stdout
-from quant.cli.gate import add_metric_options, data_options
+from quant.cli.common import add_data_options, add_force_option, input_files, stdout
+from quant.cli.gate import add_metric_options, data_options, single_metric
 
 
 def register(subparsers) -> None:
@@ -19,19 +19,25 @@ def register(subparsers) -> None:
     parser.add_argument("--output", "-o", metavar="DIR", help="where to write (default: the calibration folder)")
     parser.add_argument("--runtime", default="emulate", choices=["emulate", "ort-int8", "openvino"],
                         help="where the INT8 variants run (default: emulate, TensorRT's arithmetic in float)")
+    add_force_option(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from quant.core.io import dumps, write_file_atomic
+    from quant.core.io import check_output_file, json_output, write_file_atomic, writing
     from quant.pipeline import sensitivity
 
-    report = sensitivity(args.fp32_model, args.calibration, args.data, metric=args.metric, labels=args.labels,
-                         lower_is_better=args.lower_is_better, progress=True, runtime=args.runtime,
-                         **data_options(args))
     out = Path(args.output or args.calibration)
-    write_file_atomic(out / "sensitivity.json", dumps(report.to_json()))
-    write_file_atomic(out / "sensitivity.csv", report.to_csv())
+    inputs = input_files(args.fp32_model, args.data, args.labels, args.preprocess)  # (it writes into --calibration)
+    for name in ("sensitivity.json", "sensitivity.csv"):  # fail fast, before the evaluations
+        check_output_file(out / name, inputs, args.force)
+    report = sensitivity(args.fp32_model, args.calibration, args.data, metric=single_metric(args, "sensitivity"),
+                         labels=args.labels, lower_is_better=args.lower_is_better, progress=True, runtime=args.runtime,
+                         output_name=args.output_name, class_axis=args.class_axis,
+                         **data_options(args))
+    with writing(force=args.force, register=True):  # a folder output: its files are listed in its manifest
+        write_file_atomic(out / "sensitivity.json", json_output(report.to_json()))
+        write_file_atomic(out / "sensitivity.csv", report.to_csv())
     stdout(report.format_text())
     stdout(f"wrote {out / 'sensitivity.json'} and {out / 'sensitivity.csv'}")
     return 0

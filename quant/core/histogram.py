@@ -11,7 +11,6 @@ Memory is ``bins`` int64 counts per tensor, never proportional to the number of 
 """
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -200,13 +199,12 @@ def save_histograms(path, histograms: dict[str, Histogram]) -> None:
         np.savez_compressed(handle, **arrays)
 
 
-def load_histograms(path) -> dict[str, Histogram]:
-    """Read histograms written by :func:`save_histograms`."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            names = [str(n) for n in data["names"]]
-            return {name: Histogram.from_arrays({k: data[f"{i}.{k}"] for k in ("counts", "meta", "stats")})
-                    for i, name in enumerate(names)}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise QuantError(f"cannot read histograms from '{path}': {exc}",
-                         hint="pass a folder written by 'quant calibrate'") from None
+def load_histograms(path, names=None, bins: int | None = None) -> dict[str, Histogram]:
+    """Read histograms written by :func:`save_histograms`, validated before anything large is allocated.
+
+    ``names``: only these tensors (each must be there); ``bins``: the bin count quant.json records.
+    A damaged or forged file is a QuantError naming the tensor and the problem (see histogram_file).
+    """
+    from quant.core.histogram_file import read_histograms
+
+    return read_histograms(path, names=names, bins=bins)

@@ -9,14 +9,14 @@ from quant.core.errors import QuantError
 _INSTALL_HINTS = {
     "onnxruntime": "pip install onnxruntime",
     "onnx": "pip install onnx",
-    "datasets": "pip install 'quant[hf]'",
-    "pyarrow": "pip install 'quant[hf]'",
-    "tensorrt": "pip install 'quant[tensorrt]'",
-    "torch": "pip install 'quant[torch]'",
+    "datasets": "pip install 'quant-trt[hf]'",
+    "pyarrow": "pip install 'quant-trt[hf]'",
+    "tensorrt": "pip install 'quant-trt[tensorrt]'",
+    "torch": "pip install 'quant-trt[torch]'",
     "PIL": "pip install pillow",
     "sklearn": "pip install scikit-learn",
     "tqdm": "pip install tqdm",
-    "openvino": "pip install 'quant[openvino]'",
+    "openvino": "pip install 'quant-trt[openvino]'",
 }
 
 

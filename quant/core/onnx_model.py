@@ -37,7 +37,14 @@ def load_model(path: str | Path):
     base = path.resolve().parent
     for tensor in _external_tensors(model):
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (base / location).resolve()
+        if "\0" in location:
+            shown = location.replace("\0", "\\0")
+            raise QuantError(f"'{path}' refers to external data '{shown}', a path with a NUL byte; refused", hint="save the model again with a valid external data location")
+        try:
+            target = Path(os.path.realpath(base / location))
+        except OSError as exc:
+            raise QuantError(f"cannot resolve the external data location '{location}' of '{path}': {exc.strerror}",
+                             hint="keep external data files next to the model (onnx.save(..., location='x.data'))") from None
         if os.path.isabs(location) or base not in target.parents:
             raise QuantError(f"'{path}' refers to external data '{location}' outside the model's folder; refused",
                              hint="keep external data files next to the model (onnx.save(..., location='x.data'))")

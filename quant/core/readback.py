@@ -219,11 +219,16 @@ MANIFEST_SPEC = {  # quant.json, as recalibrate, build, report, sensitivity and 
 EVAL_SPEC = {  # eval.json, as report reads it
     "runtime": {"int8": ANY},
     "samples": ANY,
-    "task?": MapOf({"fp32": Optional(NUMBER), "int8": Optional(NUMBER), "drop_points": Optional(NUMBER)}),
-    "outputs": MapOf({"agreement?": Optional(NUMBER), "cosine?": Optional(NUMBER), "sqnr_db?": Optional(NUMBER)}),
+    "task?": MapOf({"output": ANY, "fp32": Optional(NUMBER), "int8": Optional(NUMBER), "drop": Optional(NUMBER)}),
+    "outputs": MapOf({"agreement": Optional(NUMBER), "class_axis": ANY, "shape?": ANY, "cosine": Optional(NUMBER),
+                      "sqnr_db": Optional(NUMBER), "max_abs_error": Optional(NUMBER)}),
 }
 
-GATE_SPEC = {"passed": bool, "metric": str, "fp32": ANY, "int8": ANY, "criterion": str}
+GATE_SPEC = {  # gate.json, as report reads it
+    "error?": Optional({"message": ANY}),
+    "checks?": [{"passed": bool, "metric": ANY, "output": ANY, "fp32": Optional(NUMBER), "int8": Optional(NUMBER),
+                 "unit": ANY, "criterion": ANY}],
+}
 
 SENSITIVITY_SPEC = {  # sensitivity.json, as report and fallback read it
     "metric": str,
@@ -246,7 +251,7 @@ FALLBACK_SPEC = {  # fallback.json, as report reads it
 }
 
 
-def read_manifest(path: str | Path) -> dict:
+def read_quant_json(path: str | Path) -> dict:
     """quant.json of a calibration folder, checked (the config is checked by CalibrationConfig)."""
     return read_json(path, MANIFEST_SPEC, "the manifest", hint="calibrate again: quant.json is quant's own record")
 

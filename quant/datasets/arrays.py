@@ -38,16 +38,54 @@ class ArraySource(DataSource):
         return np.asarray(self.arrays[key]) if key in self.arrays else None
 
 
-def open_arrays(path: Path) -> ArraySource:
+class NpyFile:
+    """A .npy file: ``open()`` gives a row reader (:class:`quant.datasets.npz.StoredArray`), ``read()`` loads it."""
+
+    def __init__(self, path: Path) -> None:
+        from quant.datasets.npz import _read_header
+
+        self.path = path
+        with open(path, "rb") as stream:
+            self.shape, self.fortran, self.dtype, self.offset = _read_header(stream, path.name)
+
+    def open(self):
+        from quant.datasets.npz import StoredArray
+
+        return StoredArray(self.path, self.offset, self.shape, self.fortran, self.dtype)
+
+    def read(self) -> np.ndarray:
+        return np.load(self.path, allow_pickle=False)
+
+
+def open_arrays(path: Path) -> DataSource:
+    """A .npy file, an .npz archive or a folder of .npy files, read lazily (see :mod:`quant.datasets.npz`).
+
+    Keys named ``<name>_<index>`` (``x_0000``, ``x_0001``, ...) hold one sample each (shapes may differ):
+    they become the key ``<name>``, sample i from ``<name>_<i>``.
+    """
+    from quant.datasets.keyed import KeyedSamplesSource, sample_groups
+
     try:
         if path.is_dir():
-            files = sorted(path.glob("*.npy"))
-            arrays = {f.stem: np.load(f, mmap_mode="r", allow_pickle=False) for f in files}
+            members = {f.stem: NpyFile(f) for f in sorted(path.glob("*.npy"))}
         elif path.suffix == ".npy":
-            arrays = {"input": np.load(path, mmap_mode="r", allow_pickle=False)}
+            members = {"input": NpyFile(path)}
         else:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
+            from quant.datasets.npz import open_npz
+
+            members = open_npz(path)
+        groups = sample_groups(list(members))
+        if groups:
+            try:
+                return KeyedSamplesSource(members, groups, f"{path}")
+            except QuantError as keyed_error:  # keys like meta_1, meta_2 beside arrays of N rows: plain rows
+                try:
+                    return ArraySource({key: member.open() for key, member in members.items()}, f"{path}")
+                except QuantError:
+                    raise keyed_error from None
+        arrays = {key: member.open() for key, member in members.items()}
+    except QuantError:
+        raise
     except Exception as exc:  # numpy raises ValueError, OSError, EOFError, BadZipFile, TokenError, SyntaxError ...
         raise QuantError(f"cannot read NumPy data from '{path}': {exc}",
                          hint="save arrays with numpy.save / numpy.savez (no pickled objects)") from None

@@ -13,6 +13,7 @@ class DataSource:
     """A sequence of samples. ``sample(i)`` returns ``{key: array}`` without the batch axis."""
 
     description: str = ""
+    feeds_may_have_batch_axis: bool = False  # a sample shaped [1, ...] like the model input is one sample
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -55,6 +56,10 @@ def resolve_input_map(inputs: Sequence[InputSpec], source: DataSource, input_map
             key = spec.name
         elif len(inputs) == 1 and len(keys) == 1:
             key = keys[0]
+            if not input_map:
+                from quant.core.notes import note
+
+                note(f"data key '{key}' feeds model input '{spec.name}' (the only array and the only input)")
         else:
             raise QuantError(
                 f"the data has no array for model input '{spec.name}' (data keys: {', '.join(keys) or 'none'})",
@@ -66,8 +71,10 @@ def resolve_input_map(inputs: Sequence[InputSpec], source: DataSource, input_map
     return mapping
 
 
-def _check_sample(spec: InputSpec, value: np.ndarray, key: str) -> np.ndarray:
+def _check_sample(spec: InputSpec, value: np.ndarray, key: str, batch_axis: bool = False) -> np.ndarray:
     value = np.asarray(value)
+    if batch_axis and value.ndim == len(spec.shape) and value.ndim and value.shape[0] == 1:
+        value = value[0]  # one sample saved as a model feed, with its batch axis of 1
     if value.ndim + 1 != len(spec.shape):
         raise QuantError(
             f"model input '{spec.name}' has rank {len(spec.shape)} (shape {_fmt_shape(spec.shape)}), but "
@@ -111,6 +118,7 @@ def iter_batches(source: DataSource, indices: Sequence[int], inputs: Sequence[In
         return requested() if cap is None else min(cap, requested())
 
     pending: list[tuple[int, dict[str, np.ndarray]]] = []
+    batch_axis = bool(getattr(source, "feeds_may_have_batch_axis", False))
 
     def flush():
         feeds = {name: np.stack([s[name] for _, s in pending]) for name in mapping}
@@ -118,7 +126,8 @@ def iter_batches(source: DataSource, indices: Sequence[int], inputs: Sequence[In
 
     for index in indices:
         raw = source.sample(int(index))
-        sample = {spec.name: _check_sample(spec, raw[mapping[spec.name]], mapping[spec.name]) for spec in inputs}
+        sample = {spec.name: _check_sample(spec, raw[mapping[spec.name]], mapping[spec.name], batch_axis)
+                  for spec in inputs}
         if pending and any(pending[0][1][n].shape != sample[n].shape for n in sample):
             yield flush()
             pending = []
@@ -134,6 +143,10 @@ def select(count: int, num_samples: int | None, seed: int) -> np.ndarray:
     """Indices of the samples to use: all, or ``num_samples`` drawn without replacement (seeded), sorted."""
     if count == 0:
         raise QuantError("the data source is empty", hint="point --data at a file or folder with samples")
+    if num_samples is not None and num_samples > count:
+        from quant.core.notes import note
+
+        note(f"--num-samples {num_samples} is more than the {count} samples of the data: all {count} are used")
     if num_samples is None or num_samples >= count:
         return np.arange(count)
     if num_samples < 1:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,30 @@ class TableSource(DataSource):
         return len(self.table) if not hasattr(self.table, "num_rows") else int(self.table.num_rows)
 
     @property
+    def image_columns(self) -> list[str]:
+        """Columns holding encoded images (HF Image features; parquet structs with a 'bytes' field)."""
+        if hasattr(self.table, "features"):
+            return [name for name, feature in self.table.features.items() if type(feature).__name__ == "Image"]
+        pa = require("pyarrow")
+        return [f.name for f in self.table.schema
+                if pa.types.is_struct(f.type) and any(f.type.field(i).name == "bytes" for i in range(f.type.num_fields))]
+
+    @property
     def keys(self) -> list[str]:
         return list(self.table.column_names)
+
+    @property
+    def class_label_columns(self) -> list[str]:
+        """Columns that are Hugging Face ClassLabel features (also when read back from parquet/arrow)."""
+        if hasattr(self.table, "features"):
+            return [name for name, f in self.table.features.items() if type(f).__name__ == "ClassLabel"]
+        metadata = self.table.schema.metadata or {}
+        try:
+            features = json.loads(metadata.get(b"huggingface", b"{}")).get("info", {}).get("features", {})
+        except (ValueError, AttributeError):
+            return []
+        return [name for name, f in features.items() if isinstance(f, dict) and f.get("_type") == "ClassLabel"
+                and name in self.keys]
 
     def _row(self, index: int) -> dict:
         if hasattr(self.table, "slice") and not hasattr(self.table, "features"):  # pyarrow.Table

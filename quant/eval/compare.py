@@ -17,39 +17,100 @@ class EvalReport:
     runtime_description: str
     samples: int
     outputs: dict[str, dict]
-    task: dict[str, dict] = field(default_factory=dict)  # e.g. {"top1": {"fp32":..,"int8":..,"drop_points":..}}
+    task: dict[str, dict] = field(default_factory=dict)  # {"top1": {"output", "fp32", "int8" (%), "drop" (pp), ...}}
     worst_samples: list[dict] = field(default_factory=list)
     labels_source: str | None = None
     notes: list[str] = field(default_factory=list)
+    worst_output: str = ""
 
     def to_json(self) -> dict:
-        return to_jsonable({"runtime": {"int8": self.runtime, "description": self.runtime_description},
+        from quant.schemas import stamp
+
+        return to_jsonable(stamp("eval", {"runtime": {"int8": self.runtime, "description": self.runtime_description},
                 "samples": self.samples, "labels": self.labels_source, "task": self.task,
-                "outputs": self.outputs, "worst_samples": self.worst_samples, "notes": self.notes})
+                "outputs": self.outputs, "worst_samples": self.worst_samples,
+                "worst_samples_output": self.worst_output, "notes": self.notes}))
 
     def format_text(self) -> str:
         lines = [f"INT8 runtime: {self.runtime} - {self.runtime_description}",
                  f"held-out samples: {self.samples}" + (f" (labels: {self.labels_source})" if self.labels_source else "")]
         if self.task:
-            lines.append(f"{'metric':<10} {'FP32':>9} {'INT8':>9} {'drop':>11}")
+            lines.append(f"{'metric':<10} {'output':<16} {'FP32':>9} {'INT8':>9} {'drop':>10}")
             for name, value in self.task.items():
-                lines.append(f"{name:<10} {100 * value['fp32']:>8.2f}% {100 * value['int8']:>8.2f}% "
-                             f"{value['drop_points']:>7.2f} pts")
+                lines.append(f"{name:<10} {_cut(value['output'], 16):<16} {value['fp32']:>8.2f}% {value['int8']:>8.2f}% "
+                             f"{value['drop']:>7.2f} pp")
+            for name, value in self.task.items():
+                lines.append(f"{name} scored output '{value['output']}' {value['shape']}, classes on axis "
+                             f"{value['class_axis']} ({value['why']})")
+        width = min(max([6] + [len(n) for n in self.outputs]), 24)
+        lines.append(f"{'output':<{width}} {'shape':<16} {'agreement':>17} {'cosine':>9} {'SQNR dB':>8} "
+                     f"{'max abs err':>11} {'mean abs err':>12}")
+        notes = []
         for name, value in self.outputs.items():
-            agreement = "" if value["agreement"] is None else f"argmax agreement {100 * value['agreement']:.2f}%, "
-            lines.append(f"output '{name}': {agreement}cosine {value['cosine']:.5f}, SQNR {value['sqnr_db']:.2f} dB, "
-                         f"max abs error {value['max_abs_error']:.4g}, mean abs error {value['mean_abs_error']:.4g}")
+            if value["agreement"] is None:
+                agreement = "n/a"
+                notes.append(value["agreement_basis"])
+            else:
+                agreement = f"{value['agreement']:.2f}% (axis {value['class_axis']})"
+            lines.append(f"{_cut(name, width):<{width}} {value['shape'] or '':<16} {agreement:>17} {_num(value['cosine'], '.5f'):>9} "
+                         f"{_num(value['sqnr_db'], '.2f'):>8} {_num(value['max_abs_error'], '.4g'):>11} "
+                         f"{_num(value['mean_abs_error'], '.4g'):>12}")
         if self.worst_samples:
             worst = ", ".join(f"#{w['index']} ({w['sqnr_db']:.1f} dB)" for w in self.worst_samples)
-            lines.append(f"worst samples by SQNR: {worst}")
-        lines += [f"note: {n}" for n in self.notes]
+            lines.append(f"worst samples by SQNR of output '{self.worst_output}': {worst}")
+        lines += [f"note: {n}" for n in notes + self.notes if n]
         return "\n".join(lines)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _num(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _setup(names, first_ref, stats, labels, output_name, requested_axis):
+    """Decide, from the first batch, which output labels score and which outputs hold class scores."""
+    from quant.eval.outputs import class_axis, class_scores_reason, find_output, label_output, not_class_scores_note
+
+    shapes = [np.shape(r) for r in first_ref]
+    named = find_output(names, output_name, "--output-name") if output_name is not None else None
+    label_index, why = (label_output(names, shapes, labels, output_name) if labels is not None else (None, ""))
+    fits = [i for i, shape in enumerate(shapes) if requested_axis is None or _fits(shape, requested_axis)]
+    if requested_axis is not None and not fits:
+        class_axis(shapes[named if named is not None else 0], requested_axis)  # raises with the reason
+    for index, (name, sample) in enumerate(zip(names, first_ref)):
+        axis = class_axis(shapes[index], requested_axis) if index in fits else None
+        if index == label_index:
+            basis = "labels score it"
+        elif index == named:
+            basis = "named by the user"
+        else:
+            basis = class_scores_reason(name, np.asarray(sample), axis)
+        if basis and axis is not None:
+            stats[name].class_axis = axis
+            stats[name].class_note = f"class agreement on axis {axis}: {basis}"
+        else:
+            stats[name].class_note = not_class_scores_note(name, shapes[index], axis)
+    return label_index, why
+
+
+def _fits(shape, axis: int) -> bool:
+    return -len(shape) <= axis < len(shape) and (axis % len(shape)) >= 1
 
 
 def compare(reference, candidate, batches: Iterable[tuple[list[int], dict[str, np.ndarray]]],
             labels: np.ndarray | None = None, topk: Sequence[int] = (1,), worst: int = 5,
-            runtime: str = "", runtime_description: str = "", progress=None) -> EvalReport:
-    """Compare two runners (same inputs and outputs) over ``batches``; ``labels`` indexed by sample index."""
+            runtime: str = "", runtime_description: str = "", progress=None, output_name: str | None = None,
+            class_axis: int | None = None) -> EvalReport:
+    """Compare two runners (same inputs and outputs) over ``batches``; ``labels`` indexed by sample index.
+
+    Labels score the output :func:`quant.eval.outputs.label_output` picks (or ``output_name``); argmax
+    agreement is scored on ``class_axis`` (default 1) of outputs that hold class scores, n/a elsewhere.
+    """
+    from quant.eval.outputs import shape_text
+
     names = reference.output_names
     missing = [n for n in names if n not in candidate.output_names]
     if missing:
@@ -59,32 +120,35 @@ def compare(reference, candidate, batches: Iterable[tuple[list[int], dict[str, n
     accuracy = {k: TopK(k) for k in topk} if labels is not None else {}
     order: list[int] = []
     predictions: list[tuple[int, int]] = []
+    label_index = why = None
     for indices, feeds in batches:
         ref_out = reference.run(feeds)
         cand_out = candidate.run(feeds, names)
+        if not order:
+            label_index, why = _setup(names, ref_out, stats, labels, output_name, class_axis)
+            classes = [i for i, n in enumerate(names) if stats[n].class_axis is not None]
+            focus = next(i for i in ([label_index] if label_index is not None else [])
+                         + ([names.index(output_name)] if output_name is not None else []) + classes + [0])
         for name, r, c in zip(names, ref_out, cand_out):
             stats[name].update(r, c)
-        first_ref, first_cand = np.asarray(ref_out[0]), np.asarray(cand_out[0])
-        if labels is not None:
-            if first_ref.ndim != 2:
-                raise QuantError(f"labels need a classification output shaped [N, classes]; output '{names[0]}' "
-                                 f"has shape {list(first_ref.shape)}", hint="drop --labels to compare outputs only")
+        if label_index is not None:
+            scored_ref, scored_cand = np.asarray(ref_out[label_index]), np.asarray(cand_out[label_index])
             batch_labels = labels[np.asarray(indices)]
-            if batch_labels.size and (batch_labels.min() < 0 or batch_labels.max() >= first_ref.shape[1]):
-                raise QuantError(f"labels range {batch_labels.min()}..{batch_labels.max()} does not fit the "
-                                 f"{first_ref.shape[1]} classes of output '{names[0]}'",
+            if batch_labels.size and batch_labels.min() < 0:
+                raise QuantError(f"labels hold a negative class {batch_labels.min()}",
                                  hint="pass integer class indices 0..classes-1 as labels")
             for metric in accuracy.values():
-                metric.update(first_ref, first_cand, batch_labels)
-        if first_ref.ndim >= 2:
-            predictions += list(zip(first_ref.reshape(len(indices), -1).argmax(1).tolist(),
-                                    first_cand.reshape(len(indices), -1).argmax(1).tolist()))
+                metric.update(scored_ref, scored_cand, batch_labels)
+        focus_stats = stats[names[focus]]
+        if focus_stats.class_axis is not None and np.ndim(ref_out[focus]) == 2:
+            predictions += list(zip(np.asarray(ref_out[focus]).argmax(1).tolist(),
+                                    np.asarray(cand_out[focus]).argmax(1).tolist()))
         order += list(indices)
         if progress is not None:
             progress.update(len(indices))
     if not order:
         raise QuantError("the held-out data source is empty", hint="point --data at a non-empty data source")
-    first = stats[names[0]]
+    first = stats[names[focus]]
     worst_rows = np.argsort(np.asarray(first.sample_sqnr), kind="stable")[:worst]
     worst_samples = []
     for row in worst_rows:
@@ -94,6 +158,12 @@ def compare(reference, candidate, batches: Iterable[tuple[list[int], dict[str, n
         if labels is not None:
             entry["label"] = int(labels[order[row]])
         worst_samples.append(entry)
-    task = {("top1" if k == 1 else f"top{k}"): m.summary() for k, m in accuracy.items()}
-    return EvalReport(runtime, runtime_description, len(order), {n: s.summary() for n, s in stats.items()},
-                      task, worst_samples)
+    task = {}
+    for k, metric in accuracy.items():
+        scored = stats[names[label_index]]
+        task["top1" if k == 1 else f"top{k}"] = {"output": scored.name, "shape": shape_text(scored.shape),
+                                                  "class_axis": 1, "why": why, **metric.summary()}
+    report = EvalReport(runtime, runtime_description, len(order), {n: s.summary() for n, s in stats.items()},
+                        task, worst_samples)
+    report.worst_output = first.name
+    return report

@@ -20,17 +20,27 @@ class FallbackResult:
     criterion: str
     evaluations: int = 0
     naive: dict = field(default_factory=dict)
+    output: str | None = None  # the output the metric scored (None: a user metric given every output)
+    output_basis: str = ""
+    unit: str = ""
+    relative: bool = False
 
     def __bool__(self) -> bool:
         return self.passed
 
     def to_json(self) -> dict:
-        return to_jsonable({"passed": self.passed, "metric": self.metric, "fp32": self.fp32, "criterion": self.criterion,
+        from quant.eval.gate import drop_unit
+        from quant.schemas import stamp
+
+        return to_jsonable(stamp("fallback", {"passed": self.passed, "metric": self.metric, "output": self.output,
+                "output_basis": self.output_basis, "unit": self.unit, "drop_unit": drop_unit(self.unit, self.relative),
+                "fp32": self.fp32, "criterion": self.criterion,
                 "float_layers": self.float_layers, "path": self.path, "evaluations": self.evaluations,
-                "naive_first_last": self.naive})
+                "naive_first_last": self.naive}))
 
     def format_text(self) -> str:
-        lines = [f"{'step':>4} {'float layers':>12} {'value':>10} {'drop':>9}  change"]
+        lines = [f"{self.metric} scored output '{self.output}' ({self.output_basis})"] if self.output else []
+        lines.append(f"{'step':>4} {'float layers':>12} {'value':>10} {'drop':>9}  change")
         for step in self.path:
             drop = "-" if step["drop"] != step["drop"] else f"{step['drop']:.4f}"  # NaN: a metric without FP32 value
             lines.append(f"{step['step']:>4} {len(step['float_layers']):>12} {step['value']:>10.4f} "

@@ -1,4 +1,8 @@
-"""The accuracy gate: pass or fail on one metric's drop (absolute or relative) or minimum value."""
+"""The accuracy gate: pass or fail on one or more metrics, each with its own bound (drop or minimum value).
+
+Units (the same in eval.json and gate.json): top-k and agreement in percent of samples (0..100), an absolute
+drop of them in percentage points ("pp"), a relative drop in "% of FP32", SQNR in dB, cosine unitless.
+"""
 from __future__ import annotations
 
 import math
@@ -9,10 +13,21 @@ from quant.core.errors import QuantError
 from quant.core.io import to_jsonable
 from quant.eval.scoring import Metric
 
+from quant.schemas import FORMAT_VERSION, schema_id
+
+SCHEMA = schema_id("gate")
+
+
+def drop_unit(unit: str, relative: bool) -> str:
+    """The unit of a drop: 'pp' for a percent metric, '% of FP32' when relative, else the metric's unit."""
+    if relative:
+        return "% of FP32"
+    return "pp" if unit == "%" else unit
+
 
 @dataclass
-class GateResult:
-    """Truthy when the gate passes."""
+class CheckResult:
+    """One gated metric: its values, the bound and the verdict. Truthy when it passes."""
 
     metric: str
     unit: str
@@ -24,51 +39,142 @@ class GateResult:
     max_drop: float | None = None
     relative: bool = False
     min_value: float | None = None
-    runtime: str = "emulate"
-    samples: int = 0
-    others: dict[str, dict] = field(default_factory=dict)  # reported, not gated: name -> {fp32, int8}
+    output: str | None = None
+    class_axis: int | None = None
+    basis: str = ""
+    seconds: float = 0.0
 
     def __bool__(self) -> bool:
         return self.passed
 
+    @property
+    def label(self) -> str:
+        return f"{self.metric}@{self.output}" if self.output else self.metric
+
     def to_json(self) -> dict:
-        return to_jsonable({"passed": self.passed, "metric": self.metric, "unit": self.unit, "fp32": self.fp32, "int8": self.int8,
-                "drop": self.drop, "drop_unit": "% of FP32" if self.relative else (self.unit or "points"),
-                "max_drop": self.max_drop, "relative": self.relative, "min_value": self.min_value,
-                "criterion": self.criterion, "runtime": self.runtime, "samples": self.samples, "reported": self.others})
+        return {"metric": self.metric, "output": self.output, "class_axis": self.class_axis, "basis": self.basis,
+                "unit": self.unit, "fp32": self.fp32, "int8": self.int8, "drop": self.drop,
+                "drop_unit": drop_unit(self.unit, self.relative), "max_drop": self.max_drop, "relative": self.relative,
+                "min_value": self.min_value, "passed": self.passed, "criterion": self.criterion,
+                "seconds": self.seconds}
+
+    def format_line(self, runtime: str, samples: int) -> str:
+        verdict = "PASS" if self.passed else "FAIL"
+        return (f"{verdict}: {self.label} FP32 {_value(self.fp32, self.unit)}, INT8 {_value(self.int8, self.unit)} "
+                f"({runtime}, {samples} samples); {self.criterion}")
+
+
+def _value(value: float, unit: str) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.4f}%" if unit == "%" else f"{value:.4f}" + (f" {unit}" if unit else "")
+
+
+@dataclass
+class GateResult:
+    """Truthy when every gated metric passes. ``reported``: metrics shown but not gated (per output)."""
+
+    checks: list[CheckResult]
+    runtime: str = "emulate"
+    samples: int = 0
+    reported: list[dict] = field(default_factory=list)  # {metric, output, class_axis, unit, fp32, int8}
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    @property
+    def passed(self) -> bool:
+        return all(self.checks)
+
+    # the first gated metric, for a single-metric gate's readers
+    @property
+    def metric(self) -> str:
+        return self.checks[0].metric
+
+    @property
+    def fp32(self) -> float:
+        return self.checks[0].fp32
+
+    @property
+    def int8(self) -> float:
+        return self.checks[0].int8
+
+    @property
+    def drop(self) -> float:
+        return self.checks[0].drop
+
+    @property
+    def criterion(self) -> str:
+        return "; ".join(c.criterion for c in self.checks)
+
+    def to_json(self) -> dict:
+        return to_jsonable({"schema": SCHEMA, "format_version": FORMAT_VERSION, "passed": self.passed,
+                            "runtime": self.runtime, "samples": self.samples, "seconds": self.seconds,
+                            "checks": [c.to_json() for c in self.checks], "reported": self.reported,
+                            "notes": self.notes, "error": None})
 
     def format_text(self) -> str:
-        verdict = "PASS" if self.passed else "FAIL"
-        unit = f" {self.unit}" if self.unit and self.unit != "%" else ("%" if self.unit == "%" else "")
-        fp32 = "n/a" if not math.isfinite(self.fp32) else f"{self.fp32:.4f}{unit}"
-        lines = [f"{verdict}: {self.metric} FP32 {fp32}, INT8 {self.int8:.4f}{unit} ({self.runtime}, "
-                 f"{self.samples} samples); {self.criterion}"]
-        for name, value in self.others.items():
-            lines.append(f"  {name}: FP32 {value['fp32']:.4f}, INT8 {value['int8']:.4f}")
+        lines = [c.format_line(self.runtime, self.samples) for c in self.checks]
+        lines += [f"  {c.metric} scored output '{c.output}'" + (f" on axis {c.class_axis}" if c.class_axis is not None
+                                                                 else "") + f" ({c.basis})"
+                  for c in self.checks if c.output]
+        for value in self.reported:
+            lines.append(f"  reported, not gated: {value['metric']}@{value['output']}: FP32 "
+                         f"{_value(value['fp32'], value['unit'])}, INT8 {_value(value['int8'], value['unit'])}")
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def to_junit(self) -> str:
-        """JUnit XML: one test case per metric; only the gated one can fail."""
-        suite = ET.Element("testsuite", name="quant.gate", tests=str(1 + len(self.others)),
-                           failures="0" if self.passed else "1", errors="0")
-        case = ET.SubElement(suite, "testcase", classname="quant.gate", name=self.metric)
-        ET.SubElement(case, "system-out").text = self.format_text().splitlines()[0]
-        if not self.passed:
-            ET.SubElement(case, "failure", message=self.criterion, type="AccuracyGate").text = self.format_text()
-        for name, value in self.others.items():
-            other = ET.SubElement(suite, "testcase", classname="quant.gate.reported", name=name)
-            ET.SubElement(other, "system-out").text = f"FP32 {value['fp32']}, INT8 {value['int8']} (reported, not gated)"
-        root = ET.Element("testsuites")
-        root.append(suite)
-        ET.indent(root)
-        return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+        """JUnit XML: one test case per gated metric (with its time); reported metrics are suite properties."""
+        failures = sum(not c for c in self.checks)
+        suite = ET.Element("testsuite", name="quant.gate", tests=str(len(self.checks)), failures=str(failures),
+                           errors="0", skipped="0", time=f"{self.seconds:.3f}")
+        properties = ET.SubElement(suite, "properties")
+        ET.SubElement(properties, "property", name="runtime", value=self.runtime)
+        ET.SubElement(properties, "property", name="samples", value=str(self.samples))
+        for value in self.reported:
+            text = f"FP32 {_value(value['fp32'], value['unit'])}, INT8 {_value(value['int8'], value['unit'])}"
+            ET.SubElement(properties, "property", name=f"{value['metric']}@{value['output']}", value=text)
+        for check in self.checks:
+            case = ET.SubElement(suite, "testcase", classname="quant.gate", name=check.label,
+                                 time=f"{check.seconds:.3f}")
+            ET.SubElement(case, "system-out").text = check.format_line(self.runtime, self.samples)
+            if not check:
+                ET.SubElement(case, "failure", message=check.criterion, type="AccuracyGate").text = \
+                    check.format_line(self.runtime, self.samples)
+        return _junit_document(suite)
+
+
+def _junit_document(suite: ET.Element) -> str:
+    root = ET.Element("testsuites", name="quant", tests=suite.get("tests"), failures=suite.get("failures"),
+                      errors=suite.get("errors"), time=suite.get("time"))
+    root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def error_json(message: str, hint: str | None) -> dict:
+    """gate.json for a run that stopped on bad input (exit 2): no checks, the error."""
+    return {"schema": SCHEMA, "format_version": FORMAT_VERSION, "passed": False, "runtime": None, "samples": 0,
+            "seconds": 0.0, "checks": [], "reported": [], "notes": [], "error": {"message": message, "hint": hint}}
+
+
+def error_junit(message: str, hint: str | None) -> str:
+    """JUnit XML for a run that stopped on bad input: one test case with an <error>."""
+    suite = ET.Element("testsuite", name="quant.gate", tests="1", failures="0", errors="1", skipped="0", time="0.000")
+    case = ET.SubElement(suite, "testcase", classname="quant.gate", name="gate", time="0.000")
+    ET.SubElement(case, "error", message=message, type="BadInput").text = message + (f"\nHint: {hint}" if hint else "")
+    return _junit_document(suite)
 
 
 def decide(metric: Metric, fp32: float, int8: float, max_drop: float | None, relative: bool = False,
            min_value: float | None = None) -> tuple[bool, float, str]:
     """(passed, drop, criterion text). ``max_drop`` in the metric's printed units, or % of FP32 if relative."""
     if max_drop is None and min_value is None:
-        raise QuantError("the gate needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
+        raise QuantError(f"the gate needs a bound for metric '{metric.name}'",
+                         hint="pass --max-drop X (and --relative) or --min-value V after its --metric")
     if max_drop is not None and not metric.has_reference_value:
         raise QuantError(f"'{metric.name}' compares INT8 with FP32 itself, so FP32 has no value to drop from",
                          hint=f"gate it with --min-value, e.g. --metric {metric.name} --min-value 30")
@@ -77,8 +183,9 @@ def decide(metric: Metric, fp32: float, int8: float, max_drop: float | None, rel
     if max_drop is not None:
         ok = drop <= max_drop + 1e-12
         checks.append(ok)
-        unit = "% of FP32" if relative else (metric.unit or "points").replace("%", "points")
-        texts.append(f"drop {drop:.4f} {unit} {'<=' if ok else '>'} max {max_drop} {unit}")
+        unit = drop_unit(metric.unit, relative)
+        unit = f" {unit}" if unit else ""
+        texts.append(f"drop {drop:.4f}{unit} {'<=' if ok else '>'} max {max_drop}{unit}")
     if min_value is not None:
         ok = int8 >= min_value if metric.higher_is_better else int8 <= min_value
         checks.append(ok)

@@ -22,8 +22,15 @@ class HeldOut:
     def samples(self) -> int:
         return sum(len(indices) for indices, _ in self.batches)
 
+    def bind(self, metric: Metric) -> Metric:
+        """Resolve which output ``metric`` scores (once), from the output names and the first FP32 batch."""
+        if metric.output_index is None and metric.output_name is None and not metric.basis and self.reference:
+            metric.resolve(self.output_names, self.reference[0], self.labels)
+        return metric
+
     def score(self, runner, metric: Metric) -> float:
         """The metric of ``runner``'s outputs (vs labels and the cached FP32 outputs)."""
+        self.bind(metric)
         state = metric.start()
         for (indices, feeds), reference in zip(self.batches, self.reference):
             outputs = runner.run(feeds, self.output_names)
@@ -31,7 +38,20 @@ class HeldOut:
         return metric.finish(state)
 
     def fp32_score(self, metric: Metric) -> float:
+        self.bind(metric)
         state = metric.start()
         for (indices, _), reference in zip(self.batches, self.reference):
             metric.update(state, reference, reference, None if self.labels is None else self.labels[np.asarray(indices)])
+        return metric.finish(state)
+
+    def run(self, runner) -> list[list[np.ndarray]]:
+        """``runner``'s outputs for every batch (one pass; keep them to score several metrics)."""
+        return [runner.run(feeds, self.output_names) for _, feeds in self.batches]
+
+    def score_outputs(self, outputs: list[list[np.ndarray]], metric: Metric) -> float:
+        """The metric of outputs computed by :meth:`run` (vs labels and the cached FP32 outputs)."""
+        self.bind(metric)
+        state = metric.start()
+        for (indices, _), batch, reference in zip(self.batches, outputs, self.reference):
+            metric.update(state, batch, reference, None if self.labels is None else self.labels[np.asarray(indices)])
         return metric.finish(state)

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from quant.eval.outputs import argmax_agreement, shape_text
+
 
 def sqnr_db(signal_power: float, noise_power: float) -> float:
     """10 log10(signal / noise) in dB; inf when the noise is zero."""
@@ -29,7 +31,9 @@ class OutputStats:
     agree: int = 0
     positions: int = 0
     sample_sqnr: list[float] = field(default_factory=list)
-    classification: bool | None = None
+    class_axis: int | None = None  # set when the output holds class scores (see quant.eval.outputs); else None
+    class_note: str = ""  # why agreement is scored on this output, or why it is n/a
+    shape: tuple = ()
 
     def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
         ref = np.asarray(reference, dtype=np.float64)
@@ -51,18 +55,23 @@ class OutputStats:
         row_err = rows_cand - rows_ref
         for s, n in zip(np.sum(rows_ref ** 2, axis=1), np.sum(row_err ** 2, axis=1)):
             self.sample_sqnr.append(sqnr_db(float(s), float(n)))
-        if self.classification is None:
-            self.classification = ref.ndim >= 2 and ref.shape[-1] > 1
-        if self.classification:
-            self.agree += int(np.sum(ref.argmax(-1) == cand.argmax(-1)))
-            self.positions += int(np.prod(ref.shape[:-1]))
+        if not self.shape:
+            self.shape = ref.shape
+        if self.class_axis is not None:
+            agree, positions = argmax_agreement(ref, cand, self.class_axis)
+            self.agree += agree
+            self.positions += positions
 
     def summary(self) -> dict:
         samples = len(self.sample_sqnr)
         return {
             "sqnr_db": sqnr_db(self.signal, self.noise),
             "cosine": self.cosine_sum / samples if samples else float("nan"),
-            "agreement": self.agree / self.positions if self.classification and self.positions else None,
+            "shape": shape_text(self.shape) if self.shape else None,
+            "class_axis": self.class_axis,
+            "agreement": 100.0 * self.agree / self.positions if self.class_axis is not None and self.positions else None,
+            "agreement_unit": "%",
+            "agreement_basis": self.class_note,
             "max_abs_error": self.max_abs,
             "mean_abs_error": self.sum_abs / self.elements if self.elements else float("nan"),
         }
@@ -85,11 +94,18 @@ class TopK:
     count: int = 0
 
     def update(self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> None:
+        classes = np.shape(reference)[-1]
+        if self.k > 1 and self.k >= classes:
+            from quant.core.errors import QuantError
+
+            raise QuantError(f"top-{self.k} accuracy on an output of {classes} classes is 100% whatever the model "
+                             "does", hint=f"choose --topk values below {classes}")
         self.fp32_correct += topk_hits(reference, labels, self.k)
         self.int8_correct += topk_hits(candidate, labels, self.k)
         self.count += len(np.asarray(labels).reshape(-1))
 
     def summary(self) -> dict:
-        fp32 = self.fp32_correct / self.count if self.count else float("nan")
-        int8 = self.int8_correct / self.count if self.count else float("nan")
-        return {"fp32": fp32, "int8": int8, "drop_points": 100.0 * (fp32 - int8)}
+        """Percent of samples (0..100) for FP32 and INT8; the drop in percentage points (pp)."""
+        fp32 = 100.0 * self.fp32_correct / self.count if self.count else float("nan")
+        int8 = 100.0 * self.int8_correct / self.count if self.count else float("nan")
+        return {"unit": "%", "fp32": fp32, "int8": int8, "drop": fp32 - int8, "drop_unit": "pp"}

@@ -5,6 +5,10 @@ units it is printed in (percent for top-k and agreement, dB for SQNR). ``higher_
 way a drop goes. User metrics are ``module:function`` or ``file.py:function`` callables taking one batch
 ``(outputs, labels[, fp32_outputs])`` and returning the batch's mean (or a ``(sum, count)`` pair); set
 ``function.higher_is_better = False`` for error rates (see quant.eval.user_metric).
+
+Every metric scores one named output (``top1@logits``; see :mod:`quant.eval.outputs` for the defaults):
+``resolve`` picks it from the model's output names and the first FP32 batch, and ``description`` says
+which output and axis were scored and why.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import numpy as np
 
 from quant.core.errors import QuantError
 from quant.eval.metrics import sqnr_db, topk_hits
+from quant.eval import outputs as _outputs
 
 
 @dataclass
@@ -25,6 +30,49 @@ class Metric:
     needs_labels: bool = False
     unit: str = ""
     has_reference_value: bool = True  # False: FP32 against itself has no finite value (SQNR)
+    output: str | None = None  # the output the user asked for (METRIC@NAME or --output-name)
+    class_axis: int | None = None  # the class axis the user asked for (--class-axis)
+    output_index: int | None = None  # resolved: the output scored
+    output_name: str | None = None
+    axis: int | None = None  # resolved class axis (top-k, agreement), else None
+    basis: str = ""  # why this output
+    shape: str = ""  # of the scored output, e.g. "[N, 10]"
+
+    @property
+    def label(self) -> str:
+        """'top1@logits' once resolved, else the name."""
+        return f"{self.name}@{self.output_name}" if self.output_name is not None else self.name
+
+    @property
+    def description(self) -> str:
+        """'top1 scored output 'logits' [N, 10] on axis 1 (why)'."""
+        if self.output_name is None:
+            return f"{self.name} scored every output ({self.basis})" if self.basis else self.name
+        axis = f" on axis {self.axis}" if self.axis is not None else ""
+        return f"{self.name} scored output '{self.output_name}' {self.shape}{axis} ({self.basis})"
+
+    def resolve(self, names, reference: list, labels) -> None:
+        """Choose the output (and class axis) from the output names and one FP32 batch; QuantError if unclear."""
+        shapes = [np.shape(r) for r in reference]
+        index, self.basis = self._choose(list(names), shapes, reference, labels)
+        self.output_index, self.output_name, self.shape = index, names[index], _outputs.shape_text(shapes[index])
+
+    def _choose(self, names, shapes, reference, labels) -> tuple[int, str]:
+        if self.output is not None:
+            return _outputs.find_output(names, self.output, f"metric '{self.name}'"), "named by the user"
+        if len(names) == 1:
+            return 0, "the model's only output"
+        listed = ", ".join(f"'{n}' {_outputs.shape_text(s)}" for n, s in zip(names, shapes))
+        raise QuantError(f"metric '{self.name}' does not know which output to score: the model has {listed}",
+                         hint=f"name it with --metric {self.name}@{names[-1]} or --output-name {names[-1]}")
+
+    def _pick(self, arrays: list):
+        if self.output_index is None:
+            if len(arrays) != 1:
+                raise QuantError(f"metric '{self.name}' has no output chosen among {len(arrays)} outputs",
+                                 hint="name one with METRIC@OUTPUT")
+            return arrays[0]
+        return arrays[self.output_index]
 
     def start(self) -> list:
         return [0.0, 0.0]
@@ -48,8 +96,14 @@ class TopK(Metric):
         super().__init__(name="top1" if k == 1 else f"top{k}", needs_labels=True, unit="%")
         self.k = k
 
+    def _choose(self, names, shapes, reference, labels):
+        if labels is None or np.asarray(labels).dtype.kind not in "iu":
+            raise QuantError(f"{self.name} needs integer class labels", hint="pass --labels with class indices")
+        self.axis = 1
+        return _outputs.label_output(names, shapes, labels, self.output)
+
     def update(self, state, outputs, reference, labels):
-        logits = np.asarray(outputs[0])
+        logits = np.asarray(self._pick(outputs))
         if logits.ndim != 2:
             raise QuantError(f"{self.name} needs a classification output [N, classes], got {list(logits.shape)}",
                              hint="choose --metric agreement, cosine or sqnr, or a module:function metric")
@@ -61,10 +115,48 @@ class Agreement(Metric):
     def __init__(self) -> None:
         super().__init__(name="agreement", unit="%")
 
+    def _choose(self, names, shapes, reference, labels):
+        """The named output, else the one labels score, else the one output holding class scores."""
+        if self.output is not None:
+            index, why = _outputs.find_output(names, self.output, "metric 'agreement'"), "named by the user"
+        elif labels is not None and np.asarray(labels).dtype.kind in "iu" and _fits_labels(shapes, labels):
+            index, why = _outputs.label_output(names, shapes, labels)
+            why = f"the output labels score: {why}"
+        else:
+            axes = [_outputs.class_axis(s, self.class_axis) if len(s) > (self.class_axis or 1) else None
+                    for s in shapes]
+            reasons = [(i, _outputs.class_scores_reason(n, np.asarray(r), a))
+                       for i, (n, r, a) in enumerate(zip(names, reference, axes))]
+            scores = [(i, why) for i, why in reasons if why]
+            if len(scores) == 1:
+                index, why = scores[0]
+            elif len(names) == 1:
+                index, why = 0, "the model's only output"
+            else:
+                candidates = ", ".join(f"'{names[i]}'" for i, _ in scores) or "none looks like class scores"
+                raise QuantError(f"metric 'agreement' does not know which output holds class scores "
+                                 f"(outputs: {', '.join(names)}; candidates: {candidates})",
+                                 hint=f"name it with --metric agreement@NAME or --output-name NAME")
+        self.axis = _outputs.class_axis(shapes[index], self.class_axis)
+        if self.axis is None:
+            raise QuantError(f"agreement needs a class axis; output '{names[index]}' has shape "
+                             f"{_outputs.shape_text(shapes[index])}", hint="choose --metric cosine or sqnr")
+        return index, why
+
     def update(self, state, outputs, reference, labels):
-        out, ref = np.asarray(outputs[0]), np.asarray(reference[0])
-        state[0] += 100.0 * float(np.sum(out.argmax(-1) == ref.argmax(-1)))
-        state[1] += int(np.prod(ref.shape[:-1]))
+        out, ref = np.asarray(self._pick(outputs)), np.asarray(self._pick(reference))
+        axis = self.axis if self.axis is not None else _outputs.class_axis(ref.shape, self.class_axis)
+        if axis is None:
+            raise QuantError(f"agreement needs a class axis; the output has shape {_outputs.shape_text(ref.shape)}",
+                             hint="choose --metric cosine or sqnr")
+        agree, positions = _outputs.argmax_agreement(ref, out, axis)
+        state[0] += 100.0 * agree
+        state[1] += positions
+
+
+def _fits_labels(shapes, labels) -> bool:
+    top = int(np.max(labels)) if np.size(labels) else 0
+    return any(len(s) == 2 and s[1] > top for s in shapes)
 
 
 class Cosine(Metric):
@@ -72,8 +164,9 @@ class Cosine(Metric):
         super().__init__(name="cosine")
 
     def update(self, state, outputs, reference, labels):
-        out = np.asarray(outputs[0], np.float64).reshape(len(outputs[0]), -1)
-        ref = np.asarray(reference[0], np.float64).reshape(len(reference[0]), -1)
+        out, ref = self._pick(outputs), self._pick(reference)
+        out = np.asarray(out, np.float64).reshape(len(out), -1)
+        ref = np.asarray(ref, np.float64).reshape(len(ref), -1)
         norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
         cosine = np.where(norms > 0, np.sum(out * ref, axis=1) / np.where(norms > 0, norms, 1), 1.0)
         state[0] += float(cosine.sum())
@@ -85,10 +178,9 @@ class SQNR(Metric):
         super().__init__(name="sqnr", unit="dB", has_reference_value=False)
 
     def update(self, state, outputs, reference, labels):
-        for out, ref in zip(outputs, reference):
-            ref = np.asarray(ref, np.float64)
-            state[0] += float(np.sum(ref * ref))
-            state[1] += float(np.sum((np.asarray(out, np.float64) - ref) ** 2))
+        out, ref = self._pick(outputs), np.asarray(self._pick(reference), np.float64)
+        state[0] += float(np.sum(ref * ref))
+        state[1] += float(np.sum((np.asarray(out, np.float64) - ref) ** 2))
 
     def finish(self, state):
         return sqnr_db(state[0], state[1])
@@ -104,18 +196,44 @@ class UserMetric(Metric):
         self.function = function
         self.with_reference = takes_reference(function)
 
+    def _choose(self, names, shapes, reference, labels):
+        if self.output is not None:
+            return _outputs.find_output(names, self.output, f"metric '{self.name}'"), "named by the user"
+        return 0, "it receives the list of every output"
+
+    def resolve(self, names, reference, labels) -> None:
+        super().resolve(names, reference, labels)
+        if self.output is None:  # a user function gets every output, as before
+            self.output_index = self.output_name = None
+
     def update(self, state, outputs, reference, labels):
         from quant.eval.user_metric import batch_value
 
+        if self.output_index is not None:
+            outputs, reference = [outputs[self.output_index]], [reference[self.output_index]]
         total, count = batch_value(self.name, self.function, self.with_reference, outputs, labels, reference)
         state[0] += total
         state[1] += count
 
 
-def get_metric(spec, higher_is_better: bool | None = None) -> Metric:
-    """A Metric, a built-in name (top1, topK, agreement, cosine, sqnr), ``module:function``, or a callable."""
+def get_metric(spec, higher_is_better: bool | None = None, output: str | None = None,
+               class_axis: int | None = None) -> Metric:
+    """A Metric, a built-in name (top1, topK, agreement, cosine, sqnr), ``module:function``, or a callable.
+
+    ``NAME@OUTPUT`` scores that output; else ``output`` (from --output-name); else the default of the metric."""
     if isinstance(spec, Metric):
         return spec
+    if isinstance(spec, str):
+        base, at, named = spec.rpartition("@")
+        if at and base and named and not any(c in named for c in "/\\:"):
+            spec, output = base, named
+    metric = _get_metric(spec, higher_is_better)
+    metric.output = output
+    metric.class_axis = class_axis
+    return metric
+
+
+def _get_metric(spec, higher_is_better: bool | None = None) -> Metric:
     if callable(spec):
         direction = getattr(spec, "higher_is_better", True) if higher_is_better is None else higher_is_better
         return UserMetric(getattr(spec, "__name__", "metric"), spec, bool(direction))

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from quant.core.io import to_jsonable
+from quant.core.text import csv_field, printable
 from quant.core.lazy import require
 from quant.eval.heldout import HeldOut
 from quant.eval.metrics import sqnr_db
@@ -39,27 +40,43 @@ class SensitivityReport:
     layers: list[LayerScore]  # ranked, most sensitive first
     rank_correlation: float  # Spearman: one-pass score vs exhaustive (only-this harm)
     notes: list[str] = field(default_factory=list)
+    output: str | None = None  # the output the metric scored (None: a user metric given every output)
+    output_basis: str = ""
+    unit: str = ""
 
     def to_json(self) -> dict:
-        return to_jsonable({"metric": self.metric, "higher_is_better": self.higher_is_better, "fp32": self.fp32,
-                "all_quantized": self.all_quantized, "rank_correlation_one_pass_vs_exhaustive": self.rank_correlation,
-                "layers": [vars(l) for l in self.layers], "notes": self.notes})
+        from quant.schemas import stamp
+
+        return to_jsonable(stamp("sensitivity", {"metric": self.metric, "output": self.output,
+                "output_basis": self.output_basis, "unit": self.unit, "higher_is_better": self.higher_is_better,
+                "fp32": self.fp32, "all_quantized": self.all_quantized,
+                "rank_correlation_one_pass_vs_exhaustive": self.rank_correlation,
+                "layers": [vars(l) for l in self.layers], "notes": self.notes}))
 
     def to_csv(self) -> str:
-        rows = ["rank,node,op_type,only_this,all_but_this,recovery,harm,local_sqnr_db"]
+        """RFC 4180 CSV (quoted where needed); node names that a spreadsheet would run as a formula get a
+        leading apostrophe and control characters are shown as escapes (exact names: sensitivity.json)."""
+        import csv
+        import io
+
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["rank", "node", "op_type", "only_this", "all_but_this", "recovery", "harm", "local_sqnr_db"])
         for rank, l in enumerate(self.layers, start=1):
-            rows.append(f"{rank},{l.node},{l.op_type},{l.only_this:.6g},{l.all_but_this:.6g},{l.recovery:.6g},"
-                        f"{l.harm:.6g},{l.local_sqnr_db:.4g}")
-        return "\n".join(rows) + "\n"
+            writer.writerow([rank, csv_field(l.node), csv_field(l.op_type), f"{l.only_this:.6g}", f"{l.all_but_this:.6g}",
+                             f"{l.recovery:.6g}", f"{l.harm:.6g}", f"{l.local_sqnr_db:.4g}"])
+        return buffer.getvalue()
 
     def format_text(self, limit: int | None = None) -> str:
         lines = [f"metric {self.metric}: FP32 {self.fp32:.4f}, all layers INT8 {self.all_quantized:.4f}",
                  f"{'rank':>4}  {'layer':<40} {'op':<8} {'only this':>10} {'all but this':>12} {'local SQNR':>10}"]
         for rank, l in enumerate(self.layers[:limit], start=1):
-            name = l.node if len(l.node) <= 40 else "..." + l.node[-37:]
+            shown = printable(l.node)
+            name = shown if len(shown) <= 40 else "..." + shown[-37:]
             lines.append(f"{rank:>4}  {name:<40} {l.op_type:<8} {l.only_this:>10.4f} {l.all_but_this:>12.4f} "
                          f"{l.local_sqnr_db:>8.2f}dB")
         lines.append(f"rank correlation (Spearman) of the one-pass score with the exhaustive one: {self.rank_correlation:.3f}")
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 

@@ -15,19 +15,23 @@ from quant.calibrators import get as get_calibrator, weight_amax
 from quant.core.config import CalibrationConfig
 from quant.core.errors import QuantError
 from quant.core.histogram import Histogram, load_histograms, save_histograms
+from quant.core.histogram_file import histogram_names
 from quant.core.io import atomic_output_dir, dumps
 from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, try_serialize, with_outputs
-from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select
+from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select, uses_preprocess
+from quant.datasets.keyed import fit_to_inputs
+from quant.datasets.labels import LABEL_KEYS, label_keys
+from quant.datasets.recorded import choose_preprocess
 from quant.qdq import QuantPlan, build_qdq_model, format_cache, plan_qdq, scale_from_amax
-from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, trt_version_number
+from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, check_cache_names, trt_version_number
 from quant.qdq.ort_cpu import OrtCpuPlan, build_ort_cpu_model, default_reduce_range, plan_ort_cpu
 from quant.qdq.placement import weight_array
+from quant.pipeline.checks import check_ranges, check_weights, range_warnings
 
 TRT_MODEL = "model.int8.onnx"
 ORT_CPU_MODEL = "model.ort-cpu.int8.onnx"
 VALIDATION_SAMPLES = 8
 
-LABEL_KEYS = ("label", "labels")
 
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
@@ -178,7 +182,9 @@ class CalibrationResult:
             for node in self.model.graph.node
             if node.name not in layers | float_layers and node.name not in {r["node"] for r in self.plan.residuals}
             and node.name not in excluded_names]
-        return {
+        from quant.schemas import stamp
+
+        return stamp("quant", {
             "format": "quant-calibration/1",
             "tool": {"name": "quant", "version": __version__, **_versions()},
             "model": {"path": str(self.model_path.resolve()) if self.model_path else None, "sha256": self.model_sha256,
@@ -198,7 +204,18 @@ class CalibrationResult:
             "layers": [entry for entry in self.plan.to_json()["layers"] if entry["node"] in layers],
             "residual_adds": [r for r in self.plan.residuals if r["node"] in residual_adds],
             "unquantized": unquantized,
-        }
+            "warnings": self.warnings(method, keep_float),
+        })
+
+    def warnings(self, method: str | None = None, keep_float: Sequence[str] = ()) -> list[dict]:
+        """Tensors whose scale is a guess (all zeros, no values) or was raised to a normal float32 (see checks)."""
+        method = self._method(method)
+        tensors = self.quantized_tensors(keep_float)
+        amax = {t: v for t, v in self.activation_amax[method].items() if t in tensors}
+        layers = {layer.node for layer in self.plan.layers} - set(keep_float)
+        weights = {l.weight.tensor: self.weight_amax[l.weight.tensor] for l in self.plan.layers
+                   if l.weight is not None and l.node in layers}
+        return range_warnings(self.histograms, amax, weights)
 
     def files(self) -> list[str]:
         """The files ``save`` writes into each method's folder (besides ``extra_files``)."""
@@ -251,7 +268,8 @@ class CalibrationResult:
                     save_model(self.qdq_model(method, keep_float), folder / TRT_MODEL, self.config.external_data)
                     tensors = self.quantized_tensors(keep_float)
                     cache_amax = {t: v for t, v in self.activation_amax[method].items() if t in tensors}
-                    (folder / "calibration.cache").write_text(format_cache(cache_amax, method, self.config.trt_version))
+                    (folder / "calibration.cache").write_bytes(
+                        format_cache(cache_amax, method, self.config.trt_version).encode("utf-8"))
                 if "ort-cpu" in self.config.targets:
                     model = self.ort_cpu_model(method, keep_float)
                     check = self.validate_ort_cpu(model)
@@ -268,9 +286,11 @@ class CalibrationResult:
 
     def summary(self) -> dict:
         """amax of every tensor under every method, side by side."""
-        return {"methods": list(self.methods), "data": self.data,
+        from quant.schemas import stamp
+
+        return stamp("summary", {"methods": list(self.methods), "data": self.data,
                 "activations": {t: {m: float(np.float32(self.activation_amax[m][t])) for m in self.methods}
-                                | {"absmax": self.histograms[t].absmax} for t in self.histograms}}
+                                | {"absmax": self.histograms[t].absmax} for t in self.histograms}})
 
     def evaluate(self, data, method: str | None = None, **kwargs):
         """Evaluate this result's Q/DQ model against FP32 (see :func:`quant.pipeline.evaluation.evaluate`)."""
@@ -347,9 +367,13 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if not plan.layers:
         raise QuantError("nothing to quantize: the model has no Conv, ConvTranspose, Gemm or MatMul with a "
                          "quantizable input", hint="quant inserts Q/DQ only around these ops; see --exclude")
-    source = open_source(data, preprocess, split)
+    check_weights(proto, plan)
+    if "tensorrt" in config.targets:
+        check_cache_names(plan.activations)  # before the pass, not after it
     inputs = input_specs(proto)
-    exclude_keys = [k for k in LABEL_KEYS if k in source.keys and k not in {s.name for s in inputs}]
+    preprocess = choose_preprocess(preprocess)
+    source = fit_to_inputs(open_source(data, preprocess, split), inputs, input_map)
+    exclude_keys = label_keys(source, [spec.name for spec in inputs])
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
     indices = select(len(source), config.num_samples, config.seed)
     if len(indices) < MIN_CALIBRATION_SAMPLES:
@@ -374,6 +398,8 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
                  "selection": "all" if config.num_samples is None or config.num_samples >= len(source)
                  else f"{len(indices)} of {len(source)}, seed {config.seed}",
                  "input_map": mapping, "input_shapes": collected.shapes, "batches": collected.batches}
+    if uses_preprocess(source):  # recorded so that eval, gate, sensitivity and fallback apply the same
+        data_info["preprocess"] = (preprocess.spec if preprocess else Preprocess()).to_dict()
     result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info,
                                validation_feeds=validation or None)
     compute_ranges(result)
@@ -419,6 +445,7 @@ def compute_ranges(result: CalibrationResult) -> None:
     result.weight_amax = {tensor: weight_amax(weight_array(result.model, spec), spec.axis, config.weight_method,
                                               bins=config.bins, **weight_params)
                           for tensor, spec in result.plan.weights.items()}
+    check_ranges(result.activation_amax, result.weight_amax)
 
 
 def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=None, **overrides) -> CalibrationResult:
@@ -428,15 +455,16 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     if not manifest_path.exists():
         raise QuantError(f"'{folder}' is not a quant calibration folder (no quant.json)",
                          hint="pass a folder written by 'quant calibrate' (one method's folder)")
-    from quant.core.readback import read_manifest
+    from quant.core.readback import read_quant_json
 
-    manifest = read_manifest(manifest_path)
+    manifest = read_quant_json(manifest_path)
     try:
         old = CalibrationConfig.from_json(manifest["config"])
     except QuantError as exc:
         raise QuantError(f"the manifest '{manifest_path}' is malformed: field 'config': {exc.message}",
                          hint="calibrate again: quant.json is quant's own record") from None
-    histograms = load_histograms(folder / "histograms.npz")
+    histogram_file = folder / "histograms.npz"
+    stored = set(histogram_names(histogram_file))  # only the names: the arrays are read once the model says which
     model_ref = model if model is not None else manifest["model"]["path"]
     if model_ref is None:
         raise QuantError("the calibration folder does not record the model's path", hint="pass --model FP32_MODEL")
@@ -452,14 +480,16 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     config = old.replace(methods=methods, **overrides)
     plan = plan_qdq(proto, exclude=set(config.exclude))
+    check_weights(proto, plan)
     tensors = needed_tensors(proto, plan, config)
-    missing = [t for t in tensors if t not in histograms]
+    missing = [t for t in tensors if t not in stored]
     if missing:
         hint = ("the folder was collected for --target tensorrt: calibrate again with --target ort-cpu or all"
                 if config.target != old.target else
                 "the folder was made for another model or other exclusions; calibrate again")
         raise QuantError(f"histograms.npz lacks tensors {missing[:3]} that the model needs", hint=hint)
-    result = CalibrationResult(proto, path, digest, plan, {t: histograms[t] for t in tensors}, config,
+    histograms = load_histograms(histogram_file, names=tensors, bins=old.bins)
+    result = CalibrationResult(proto, path, digest, plan, histograms, config,
                                dict(manifest.get("data", {}), recalibrated_from=str(folder)))
     compute_ranges(result)
     return result

@@ -3,17 +3,39 @@ from __future__ import annotations
 
 import numpy as np
 
+from quant.core.errors import QuantError
 from quant.core.lazy import require
 from quant.qdq.placement import QuantPlan
 
 INT8_MAX = 127
 
 
+SMALLEST_SCALE = float(np.finfo(np.float32).tiny)
+"""The smallest normal float32 (2**-126): TensorRT needs a finite positive scale, and a denormal one is
+flushed to zero on the GPU. An amax below 127 * 2**-126 gets this scale (it still covers the whole range)."""
+
+
 def scale_from_amax(amax) -> np.ndarray:
-    """float32 scale(s) = amax / 127; an amax of 0 (a tensor that was all zeros) gets amax 1."""
+    """float32 scale(s) = amax / 127, always finite, positive and normal.
+
+    An amax of 0 (a tensor that was all zeros) gets amax 1; an amax so small that amax / 127 is not a normal
+    float32 gets :data:`SMALLEST_SCALE` (``tiny_amax`` finds these, to warn). NaN, Inf, a negative amax or
+    one beyond float32 is refused: such a scale would be written to the model and the cache.
+    """
     amax = np.asarray(amax, dtype=np.float64)
+    bad = ~np.isfinite(amax) | (amax < 0) | (amax > np.finfo(np.float32).max)
+    if np.any(bad):
+        raise QuantError(f"cannot quantize with amax {amax[bad].flat[0]!r}: an amax must be finite, >= 0 and "
+                         "within float32", hint="check the model's weights and the calibration data for NaN/Inf")
     amax = np.where(amax > 0, amax, 1.0)
-    return (amax.astype(np.float32).astype(np.float64) / INT8_MAX).astype(np.float32)
+    scale = (amax.astype(np.float32).astype(np.float64) / INT8_MAX).astype(np.float32)
+    return np.maximum(scale, np.float32(SMALLEST_SCALE))
+
+
+def tiny_amax(amax) -> bool:
+    """True where ``amax`` is positive but too small for a normal float32 scale (scale_from_amax raises it)."""
+    amax = np.asarray(amax, dtype=np.float64)
+    return bool(np.any((amax > 0) & (amax.astype(np.float32).astype(np.float64) / INT8_MAX < SMALLEST_SCALE)))
 
 
 def build_qdq_model(model, plan: QuantPlan, activation_amax: dict[str, float],

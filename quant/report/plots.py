@@ -1,17 +1,35 @@
-"""Matplotlib figures (Agg backend, PNG bytes). No maths here beyond what is plotted."""
+"""Matplotlib figures (Agg backend, PNG bytes). No maths here beyond what is plotted.
+
+Names from the model are drawn as plain text: ``parse_math=False`` (a name like '$x^$' or '\\alpha' is not
+mathtext) with TeX off whatever the user's matplotlibrc says, and control characters shown as escapes.
+"""
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
 
 from quant.core.lazy import require
+from quant.report.escape import plot_text
+
+
+PLAIN = {"parse_math": False}  # Text properties for any text that comes from a model
 
 
 def _pyplot():
     matplotlib = require("matplotlib")
     matplotlib.use("Agg")
     return require("matplotlib.pyplot")
+
+
+def _plain(function):
+    """Run a plot with TeX off (names are not TeX, whatever the user's matplotlibrc says), not mutating rcParams."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with require("matplotlib").rc_context({"text.usetex": False}):
+            return function(*args, **kwargs)
+    return wrapper
 
 
 def _png(figure) -> bytes:
@@ -24,6 +42,7 @@ def _png(figure) -> bytes:
 COLORS = {"minmax": "tab:red", "percentile": "tab:orange", "entropy": "tab:green", "mse": "tab:blue"}
 
 
+@_plain
 def histogram_plot(name: str, edges: np.ndarray, counts: np.ndarray, thresholds: dict[str, float]) -> bytes:
     """|x| histogram (log counts) with each method's threshold as a vertical line."""
     plt = _pyplot()
@@ -37,14 +56,17 @@ def histogram_plot(name: str, edges: np.ndarray, counts: np.ndarray, thresholds:
         axis.axvline(value, color=COLORS.get(method, "black"), linestyle="--", linewidth=1.2, label=f"{method} {value:.3g}")
     axis.set_xlabel("|x|")
     axis.set_ylabel("count (log)")
-    axis.set_title(name if len(name) < 70 else "..." + name[-67:], fontsize=9)
+    shown = plot_text(name)
+    axis.set_title(shown if len(shown) < 70 else "..." + shown[-67:], fontsize=9, **PLAIN)
     axis.legend(fontsize=7)
     return _png(figure)
 
 
+@_plain
 def sensitivity_plot(layers: list[dict], metric: str) -> bytes:
     plt = _pyplot()
-    names = [l["node"] if len(l["node"]) < 40 else "..." + l["node"][-37:] for l in layers]
+    shown = [plot_text(l["node"]) for l in layers]
+    names = [n if len(n) < 40 else "..." + n[-37:] for n in shown]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 0.35 * len(layers) + 1.5), sharey=True)
     y = np.arange(len(layers))
     def values(key):
@@ -53,15 +75,16 @@ def sensitivity_plot(layers: list[dict], metric: str) -> bytes:
     left.barh(y - 0.2, values("recovery"), height=0.4, color="tab:green", label="gained by keeping only it in float")
     left.barh(y + 0.2, values("harm"), height=0.4, color="tab:red", label="lost by quantizing only it")
     left.axvline(0, color="black", linewidth=0.8)
-    left.set_yticks(y, names, fontsize=7)
+    left.set_yticks(y, names, fontsize=7, **PLAIN)
     left.invert_yaxis()
-    left.set_xlabel(f"{metric} change")
+    left.set_xlabel(f"{plot_text(metric)} change", **PLAIN)
     left.legend(fontsize=7)
     right.barh(y, values("local_sqnr_db"), color="tab:blue")
     right.set_xlabel("one-pass local SQNR (dB)")
     return _png(figure)
 
 
+@_plain
 def fallback_plot(path: list[dict], metric: str, fp32: float) -> bytes:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 3))
@@ -70,6 +93,6 @@ def fallback_plot(path: list[dict], metric: str, fp32: float) -> bytes:
     if fp32 is not None:
         axis.axhline(fp32, color="black", linestyle=":", label="FP32")
     axis.set_xlabel("layers returned to float")
-    axis.set_ylabel(metric)
+    axis.set_ylabel(plot_text(metric), **PLAIN)
     axis.legend(fontsize=8)
     return _png(figure)

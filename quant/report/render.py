@@ -10,7 +10,9 @@ from quant.calibrators import get as get_calibrator
 from quant.core.errors import QuantError
 from quant.core.histogram import load_histograms
 from quant.core.io import write_file_atomic
+from quant.core.text import printable
 from quant.report import plots
+from quant.report.escape import md_code, md_text
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
 
@@ -18,10 +20,6 @@ METHODS = ("minmax", "percentile", "entropy", "mse")
 def _f(value, spec: str = ".4f") -> str:
     """A number from JSON, where NaN/Inf were written as null."""
     return "n/a" if value is None else format(value, spec)
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}%"
 
 
 def _load(folder: Path, name: str):
@@ -32,7 +30,7 @@ def _load(folder: Path, name: str):
     if not path.exists():
         return None
     if name == "quant.json":
-        return readback.read_manifest(path)
+        return readback.read_quant_json(path)
     specs = {"eval.json": readback.EVAL_SPEC, "gate.json": readback.GATE_SPEC,
              "sensitivity.json": readback.SENSITIVITY_SPEC, "fallback.json": readback.FALLBACK_SPEC}
     return readback.read_report_input(path, specs[name])
@@ -53,18 +51,21 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
         raise QuantError(f"'{folder}' is not a quant calibration folder (no quant.json)",
                          hint="pass one method's folder written by 'quant calibrate' or 'quant fallback'")
     out = Path(output or folder)
-    histograms = load_histograms(folder / "histograms.npz")
+    bins = (manifest.get("config") or {}).get("bins")
+    histograms = load_histograms(folder / "histograms.npz", names=list(manifest.get("activations", {})),
+                                 bins=bins if isinstance(bins, int) else None)
     sections: list[tuple[str, str, list[tuple[str, bytes]]]] = []  # (title, markdown body, [(png name, bytes)])
 
     model = manifest["model"]
-    body = [f"- model: `{model['path']}` (sha256 `{model['sha256'][:16]}...`, opset {model['opset']})",
-            f"- data: {manifest['data'].get('source')}, {manifest['data'].get('samples')} samples",
-            f"- method: **{manifest['method']}** {manifest.get('parameters', {})}",
+    body = [f"- model: {md_code(model['path'])} (sha256 {md_code(str(model['sha256'])[:16] + '...')}, "
+            f"opset {md_text(model['opset'])})",
+            f"- data: {md_code(manifest['data'].get('source'))}, {md_text(manifest['data'].get('samples'))} samples",
+            f"- method: **{md_text(manifest['method'])}** {md_code(manifest.get('parameters', {}))}",
             f"- quantized layers: {len(manifest['layers'])}, residual Adds: {len(manifest['residual_adds'])}, "
             f"nodes without Q/DQ: {len(manifest['unquantized'])}"]
     floats = [u for u in manifest["unquantized"] if "fallback" in u["reason"]]
     if floats:
-        names = ", ".join(f"`{u['node']}`" for u in floats)
+        names = ", ".join(md_code(u["node"]) for u in floats)
         body.append(f"- layers kept in float by the fallback: {names}")
     sections.append(("Calibration", "\n".join(body), []))
 
@@ -78,39 +79,40 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
         hist = histograms[tensor]
         thresholds = {m: get_calibrator(m).fit(hist).amax_ for m in METHODS}
         images.append((f"histogram_{index}.png", plots.histogram_plot(tensor, hist.edges, hist.counts, thresholds)))
-        rows.append(f"| `{tensor}` | {hist.absmax:.4g} | " + " | ".join(f"{thresholds[m]:.4g}" for m in METHODS) + " |")
+        rows.append(f"| {md_code(tensor, table=True)} | {hist.absmax:.4g} | " + " | ".join(f"{thresholds[m]:.4g}" for m in METHODS) + " |")
     sections.append((f"Histograms of the {len(images)} most clipped tensors",
                      "Log-scale |x| histograms with the threshold each method picks (dashed lines).\n\n" + "\n".join(rows),
                      images))
 
     sensitivity = _load(folder, "sensitivity.json")
     if sensitivity:
-        lines = [f"Metric **{sensitivity['metric']}**: FP32 {_f(sensitivity['fp32'])}, all INT8 "
+        lines = [f"Metric **{md_text(sensitivity['metric'])}**: FP32 {_f(sensitivity['fp32'])}, all INT8 "
                  f"{_f(sensitivity['all_quantized'])}. Rank correlation of the one-pass local SQNR with the "
                  f"exhaustive score: {_f(sensitivity['rank_correlation_one_pass_vs_exhaustive'], '.3f')}.", "",
                  "| rank | layer | only this | all but this | local SQNR (dB) |", "|---|---|---|---|---|"]
         for rank, layer in enumerate(sensitivity["layers"], start=1):
-            lines.append(f"| {rank} | `{layer['node']}` | {_f(layer['only_this'])} | {_f(layer['all_but_this'])} | "
+            lines.append(f"| {rank} | {md_code(layer['node'], table=True)} | {_f(layer['only_this'])} | {_f(layer['all_but_this'])} | "
                          f"{_f(layer['local_sqnr_db'], '.2f')} |")
         sections.append(("Per-layer sensitivity", "\n".join(lines),
                          [("sensitivity.png", plots.sensitivity_plot(sensitivity["layers"], sensitivity["metric"]))]))
 
     fallback = _load(folder, "fallback.json")
     if fallback:
-        lines = [f"Bound: {fallback['criterion']} - {'met' if fallback['passed'] else 'NOT met'} with "
+        lines = [f"Bound: {md_text(fallback['criterion'])} - {'met' if fallback['passed'] else 'NOT met'} with "
                  f"{len(fallback['float_layers'])} layer(s) in float ({fallback['evaluations']} evaluations).", "",
                  "| step | value | drop | change |", "|---|---|---|---|"]
         for step in fallback["path"]:
-            lines.append(f"| {step['step']} | {_f(step['value'])} | {_f(step['drop'])} | {step['action']} |")
+            lines.append(f"| {step['step']} | {_f(step['value'])} | {_f(step['drop'])} | {md_text(step['action'])} |")
         if fallback.get("naive_first_last"):
             lines.append("")
             lines.append("Naive search for comparison: " + ", ".join(
-                f"{k.replace('_', ' ')}: {v if v is not None else 'never'}" for k, v in fallback["naive_first_last"].items()))
+                md_text(f"{k.replace('_', ' ')}: {v if v is not None else 'never'}")
+                for k, v in fallback["naive_first_last"].items()))
         sections.append(("Fallback path", "\n".join(lines),
                          [("fallback.png", plots.fallback_plot(fallback["path"], fallback["metric"], fallback["fp32"]))]))
 
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    md = [f"# quant report: {folder.name}", ""]
+    md = [f"# quant report: {md_code(folder.name)}", ""]
     for title, text, pngs in sections:
         md += [f"## {title}", "", text, ""]
         for name, data in pngs:
@@ -123,31 +125,38 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
 
 
 def _metric_table(folder: Path) -> str:
+    """FP32 vs INT8 from eval.json (percent, pp) and gate.json (one line per gated metric), each naming its output."""
     evaluation, gate = _load(folder, "eval.json"), _load(folder, "gate.json")
     lines = []
     if evaluation:
-        lines += [f"Runtime: {evaluation['runtime']['int8']} ({evaluation['samples']} held-out samples).", "",
-                  "| metric | FP32 | INT8 | drop |", "|---|---|---|---|"]
+        lines += [f"Runtime: {md_text(evaluation['runtime']['int8'])} ({md_text(evaluation['samples'])} held-out samples).", "",
+                  "| metric | output | FP32 | INT8 | drop |", "|---|---|---|---|---|"]
         for name, value in evaluation.get("task", {}).items():
-            lines.append(f"| {name} | {_pct(value['fp32'])} | {_pct(value['int8'])} | {_f(value['drop_points'], '.2f')} pts |")
+            lines.append(f"| {md_text(name)} | {md_code(value['output'], table=True)} | {_f(value['fp32'], '.2f')}% | "
+                         f"{_f(value['int8'], '.2f')}% | {_f(value['drop'], '.2f')} pp |")
+        lines += ["", "| output | shape | agreement | cosine | SQNR (dB) | max abs error |", "|---|---|---|---|---|---|"]
         for name, value in evaluation["outputs"].items():
-            agreement = "-" if value.get("agreement") is None else f"{100 * value['agreement']:.2f}%"
-            lines.append(f"| output `{name}` agreement / cosine / SQNR | | {agreement} / {_f(value.get('cosine'), '.5f')} / "
-                         f"{_f(value.get('sqnr_db'), '.2f')} dB | |")
+            agreement = "n/a" if value["agreement"] is None else f"{value['agreement']:.2f}% (axis {value['class_axis']})"
+            lines.append(f"| {md_code(name, table=True)} | {md_text(value.get('shape') or '')} | {agreement} | "
+                         f"{_f(value['cosine'], '.5f')} | {_f(value['sqnr_db'], '.2f')} | {_f(value['max_abs_error'], '.4g')} |")
     if gate:
-        lines += ["", f"Gate: **{'PASS' if gate['passed'] else 'FAIL'}** on {gate['metric']}: FP32 {gate['fp32']}, "
-                      f"INT8 {gate['int8']}; {gate['criterion']}"]
+        if gate.get("error"):
+            lines += ["", f"Gate: **ERROR**: {md_text(gate['error']['message'])}"]
+        for check in gate.get("checks", []):
+            lines += ["", f"Gate: **{'PASS' if check['passed'] else 'FAIL'}** on {md_text(check['metric'])}@"
+                          f"{md_code(check['output'])}: FP32 {md_text(_f(check['fp32']))}, INT8 {md_text(_f(check['int8']))} "
+                          f"{md_text(check['unit'])}; {md_text(check['criterion'])}"]
     return "\n".join(lines).strip()
 
 
 def _html(title: str, sections) -> str:
     from quant.report.markdown import to_html
 
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>quant report: {html.escape(title)}</title>",
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>quant report: {html.escape(printable(title))}</title>",
              "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
              "code{background:#f4f4f4}img{max-width:100%}</style></head><body>",
-             f"<h1>quant report: {html.escape(title)}</h1>"]
+             f"<h1>quant report: <code>{html.escape(printable(title))}</code></h1>"]
     for heading, text, pngs in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         parts.append(to_html(text))

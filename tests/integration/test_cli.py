@@ -15,15 +15,15 @@ def test_calibrate_then_eval_prints_fp32_and_int8_top1(digits, tmp_path):
     proc = run_cli(["calibrate", digits["model"], "--data", digits["calibration"], "--method", "entropy",
                     "--output", out])
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["calibration.cache", "histograms.npz", "model.int8.onnx",
-                                                     "quant.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".quant-manifest.json", "calibration.cache", "histograms.npz",
+                                                     "model.int8.onnx", "quant.json"]
     proc = run_cli(["eval", digits["model"], out / "model.int8.onnx", "--data", digits["heldout"],
                     "--output-json", tmp_path / "eval.json"])
     assert proc.returncode == 0, proc.stderr
     assert "INT8 runtime: emulate" in proc.stdout and "top1" in proc.stdout
     result = json.loads((tmp_path / "eval.json").read_text())
     assert result["runtime"]["int8"] == "emulate" and result["samples"] == 540
-    assert abs(result["task"]["top1"]["drop_points"]) <= 1.0
+    assert abs(result["task"]["top1"]["drop"]) <= 1.0
     assert set(result["outputs"]["logits"]) >= {"agreement", "cosine", "sqnr_db", "max_abs_error"}
     assert len(result["worst_samples"]) == 5
 
@@ -33,7 +33,8 @@ def test_several_methods_write_one_folder_each_and_recalibrate(digits, tmp_path)
     proc = run_cli(["calibrate", digits["model"], "--data", digits["calibration"], "--method", "entropy,percentile,mse,minmax",
                     "--output", out, "--batch-size", "7"])
     assert proc.returncode == 0, proc.stderr
-    assert {p.name for p in out.iterdir()} == {"entropy", "percentile", "mse", "minmax", "summary.json"}
+    assert {p.name for p in out.iterdir()} == {"entropy", "percentile", "mse", "minmax", "summary.json",
+                                               ".quant-manifest.json"}
     assert "absmax" in proc.stdout  # the comparison table
     proc = run_cli(["recalibrate", out / "entropy", "--method", "mse", "--output", tmp_path / "re"])
     assert proc.returncode == 0, proc.stderr

@@ -90,7 +90,7 @@ def test_huggingface_dataset_saved_to_disk_and_parquet(tmp_path):
     for source, split in ((tmp_path / "hf", None), (tmp_path / "hfdict", "validation"), (tmp_path / "data.parquet", None)):
         assert quant.calibrate(model, source, methods=("entropy",), split=split).activation_amax == expected
     report = quant.evaluate(model, model, tmp_path / "hf", labels="label")
-    assert report.labels_source == "label" and report.task["top1"]["drop_points"] == 0.0
+    assert report.labels_source == "label" and report.task["top1"]["drop"] == 0.0
     with pytest.raises(QuantError, match="has no split 'test'"):
         quant.calibrate(model, tmp_path / "hfdict", split="test")
 

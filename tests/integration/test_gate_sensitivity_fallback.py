@@ -29,18 +29,22 @@ def test_gate_exit_codes_json_and_junit(digits, calibration, tmp_path):
     passing = _gate(digits, calibration, tmp_path, "--metric", "top1", "--max-drop", "1.0")
     assert passing.returncode == 0, passing.stderr
     result = json.loads((tmp_path / "gate.json").read_text())
-    assert result["passed"] is True and result["metric"] == "top1" and result["samples"] == 540
-    assert result["drop"] == pytest.approx(result["fp32"] - result["int8"])
+    check = result["checks"][0]
+    assert result["passed"] is True and check["metric"] == "top1" and check["output"] == "logits"
+    assert result["samples"] == 540 and check["unit"] == "%" and check["drop_unit"] == "pp"
+    assert check["drop"] == pytest.approx(check["fp32"] - check["int8"])
     suite = ET.parse(tmp_path / "gate.xml").getroot().find("testsuite")
     cases = {c.get("name"): c for c in suite.findall("testcase")}
-    assert set(cases) == {"top1", "agreement", "cosine", "sqnr"} and suite.get("failures") == "0"
+    assert set(cases) == {"top1@logits"} and suite.get("failures") == "0"  # only gated metrics are test cases
+    reported = {p.get("name") for p in suite.find("properties").findall("property")}
+    assert {"agreement@logits", "cosine@logits", "sqnr@logits"} <= reported
 
     failing = _gate(digits, calibration, tmp_path, "--metric", "agreement", "--max-drop", "0.0001")
     result = json.loads((tmp_path / "gate.json").read_text())
     assert failing.returncode == 1 and failing.stdout.startswith("FAIL") and result["passed"] is False
     suite = ET.parse(tmp_path / "gate.xml").getroot().find("testsuite")
     failed = [c.get("name") for c in suite.findall("testcase") if c.find("failure") is not None]
-    assert failed == ["agreement"] and suite.get("failures") == "1"
+    assert failed == ["agreement@logits"] and suite.get("failures") == "1"
 
 
 def test_gate_relative_and_min_value(digits, calibration, tmp_path):
@@ -63,7 +67,7 @@ def test_gate_user_metric_module_function(digits, calibration, tmp_path):
                     "--metric", "my_metrics:error_rate", "--max-drop", "1.0", "--json-out", tmp_path / "g.json"],
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads((tmp_path / "g.json").read_text())
+    result = json.loads((tmp_path / "g.json").read_text())["checks"][0]
     top1 = pipeline.gate(digits["model"], calibration / "model.int8.onnx", digits["heldout"], max_drop=1.0)
     assert result["fp32"] == pytest.approx(100 - top1.fp32) and result["int8"] == pytest.approx(100 - top1.int8)
 

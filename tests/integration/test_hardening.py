@@ -151,4 +151,4 @@ def test_models_over_the_protobuf_limit_take_the_external_data_path(digits, tmp_
     spilled.save(tmp_path / "out")
     assert (tmp_path / "out" / "model.int8.onnx.data").exists()
     report = quant.evaluate(digits["model"], tmp_path / "out" / "model.int8.onnx", digits["heldout"])
-    assert report.task["top1"]["drop_points"] <= 1.0
+    assert report.task["top1"]["drop"] <= 1.0

@@ -84,9 +84,9 @@ def test_ort_int8_accuracy_within_one_point_and_agrees_with_emulation(both, digi
     path = out / "entropy" / "model.ort-cpu.int8.onnx"
     kernels = quant.evaluate(digits["model"], path, digits["heldout"], runtime="ort-int8")
     exact = quant.evaluate(digits["model"], path, digits["heldout"], runtime="emulate")
-    assert kernels.task["top1"]["drop_points"] <= 1.0
+    assert kernels.task["top1"]["drop"] <= 1.0
     # no saturation collapse: ORT's integer kernels compute what the Q/DQ graph says
-    assert abs(kernels.task["top1"]["int8"] - exact.task["top1"]["int8"]) <= 0.002
+    assert abs(kernels.task["top1"]["int8"] - exact.task["top1"]["int8"]) <= 0.2  # percentage points
     held = np.load(digits["heldout"])["input"][:64]
     a = OrtRunner(path, mode="ort-int8").run({"input": held})[0].astype(np.float64)
     b = OrtRunner(path, mode="emulate").run({"input": held})[0].astype(np.float64)
@@ -126,7 +126,7 @@ def test_cli_target_all_prints_kernels_and_eval_openvino(digits, tmp_path):
                         "--json"])
         assert done.returncode == 0, done.stderr
         report = json.loads(done.stdout)
-        assert report["task"]["top1"]["drop_points"] <= 1.0
+        assert report["task"]["top1"]["drop"] <= 1.0
         assert any("Convolution" in note for note in report["notes"])
 
 

@@ -11,13 +11,13 @@ import re
 import shlex
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 from quant.core.errors import QuantError
 
-INSTALL_HINT = "pip install 'quant[tensorrt]'"
+INSTALL_HINT = "pip install 'quant-trt[tensorrt]'"
 DEFAULT_VERSION = (10, 3, 0)  # what the printed command targets when no TensorRT is found
 
 
@@ -50,9 +50,14 @@ class Profile:
     min: tuple[int, ...]
     opt: tuple[int, ...]
     max: tuple[int, ...]
+    dynamic: bool = field(default=False, compare=False)  # the model's input has a free dimension
 
     def is_static(self) -> bool:
         return self.min == self.opt == self.max
+
+    def needs_shapes(self) -> bool:
+        """trtexec needs min/opt/max for an input with a free dimension, even when they are equal."""
+        return self.dynamic or not self.is_static()
 
 
 def parse_shapes(items: Sequence[str]) -> dict[str, Profile]:
@@ -61,21 +66,21 @@ def parse_shapes(items: Sequence[str]) -> dict[str, Profile]:
     for item in items:
         name, sep, spec = item.rpartition(":")
         if not sep or not name:
-            raise QuantError(f"--shapes takes NAME:MIN/OPT/MAX, got '{item}'",
-                             hint="e.g. --shapes input:1x3x224x224/8x3x224x224/32x3x224x224")
+            raise QuantError(f"--shape takes NAME:DxDxD (or NAME:MIN/OPT/MAX), got '{item}'",
+                             hint="e.g. --shape input:8x3x224x224 or --shape input:1x3x224x224/8x3x224x224/32x3x224x224")
         parts = spec.split("/")
         if len(parts) not in (1, 3):
-            raise QuantError(f"--shapes for '{name}' needs one shape or three (min/opt/max), got '{spec}'")
+            raise QuantError(f"--shape for '{name}' needs one shape or three (min/opt/max), got '{spec}'")
         try:
             shapes = [tuple(int(d) for d in part.lower().split("x")) for part in parts]
         except ValueError:
-            raise QuantError(f"--shapes for '{name}' has a non-integer dimension: '{spec}'",
+            raise QuantError(f"--shape for '{name}' has a non-integer dimension: '{spec}'",
                              hint="write dimensions as 1x3x224x224") from None
         if len(shapes) == 1:
             shapes *= 3
         low, opt, high = shapes
         if not (len(low) == len(opt) == len(high)) or any(not (a <= b <= c) or a < 1 for a, b, c in zip(low, opt, high)):
-            raise QuantError(f"--shapes for '{name}' must satisfy 1 <= min <= opt <= max on every axis, got '{spec}'")
+            raise QuantError(f"--shape for '{name}' must satisfy 1 <= min <= opt <= max on every axis, got '{spec}'")
         profiles[name] = Profile(name, low, opt, high)
     return profiles
 
@@ -87,12 +92,24 @@ def profiles_from_model(inputs: Sequence, observed: dict[str, list[list[int]]] |
     given = dict(given or {})
     unknown = sorted(set(given) - {spec.name for spec in inputs})
     if unknown:
-        raise QuantError(f"--shapes names inputs the model does not have: {', '.join(unknown)}",
+        raise QuantError(f"--shape names inputs the model does not have: {', '.join(unknown)}",
                          hint=f"the model's inputs are: {', '.join(s.name for s in inputs)}")
     profiles = {}
     for spec in inputs:
+        dynamic = any(not (isinstance(dim, int) and dim > 0) for dim in spec.shape)
         if spec.name in given:
-            profiles[spec.name] = given[spec.name]
+            profile = given[spec.name]
+            if len(profile.min) != len(spec.shape):
+                raise QuantError(f"--shape for '{spec.name}' has {len(profile.min)} dimensions, the input has "
+                                 f"{len(spec.shape)}", hint=f"e.g. --shape {spec.name}:" + "x".join(
+                                     str(d) if isinstance(d, int) and d > 0 else "8" for d in spec.shape))
+            fixed = [(axis, dim) for axis, dim in enumerate(spec.shape) if isinstance(dim, int) and dim > 0
+                     and not profile.min[axis] == profile.opt[axis] == profile.max[axis] == dim]
+            if fixed:
+                axis, dim = fixed[0]
+                raise QuantError(f"--shape for '{spec.name}' changes axis {axis}, which the model fixes at {dim}",
+                                 hint="give the model's own size on its static axes")
+            profiles[spec.name] = replace(profile, dynamic=dynamic)
             continue
         seen = (observed or {}).get(spec.name) or []
         low, opt, high = [], [], []
@@ -105,22 +122,22 @@ def profiles_from_model(inputs: Sequence, observed: dict[str, list[list[int]]] |
                 sizes = [shape[axis - 1] for shape in seen if len(shape) == len(spec.shape) - 1]
                 if not sizes:
                     raise QuantError(f"no observed size for axis {axis} of input '{spec.name}'",
-                                     hint=f"pass --shapes {spec.name}:MIN/OPT/MAX")
+                                     hint=f"pass --shape {spec.name}:MIN/OPT/MAX")
                 low.append(min(sizes)), opt.append(max(sizes)), high.append(max(sizes))
             else:
                 raise QuantError(f"input '{spec.name}' has a free axis {axis} and no observed sizes",
-                                 hint=f"pass --shapes {spec.name}:MIN/OPT/MAX, e.g. "
+                                 hint=f"pass --shape {spec.name}:MIN/OPT/MAX, e.g. "
                                       f"{spec.name}:1x3x224x224/1x3x224x224/8x3x224x224")
-        profiles[spec.name] = Profile(spec.name, tuple(low), tuple(opt), tuple(high))
+        profiles[spec.name] = Profile(spec.name, tuple(low), tuple(opt), tuple(high), dynamic)
     return profiles
 
 
 # ------------------------------------------------------------------ trtexec
-def _shape_arg(profiles: dict[str, Profile], which: str) -> str:
+def _shape_arg(profiles: list[Profile], which: str) -> str:
     def quote(name: str) -> str:  # trtexec accepts single-quoted names containing ':' or ','
         return f"'{name}'" if any(c in name for c in ":,") else name
 
-    return ",".join(f"{quote(p.name)}:{'x'.join(str(d) for d in getattr(p, which))}" for p in profiles.values())
+    return ",".join(f"{quote(p.name)}:{'x'.join(str(d) for d in getattr(p, which))}" for p in profiles)
 
 
 def trtexec_command(onnx_path: str | Path, engine_path: str | Path, version: tuple[int, int, int] = DEFAULT_VERSION,
@@ -141,9 +158,10 @@ def trtexec_command(onnx_path: str | Path, engine_path: str | Path, version: tup
         command.append("--stronglyTyped")
     elif version[0] < 10:
         command.append("--int8")
-    if profiles and not all(p.is_static() for p in profiles.values()):
-        command += [f"--minShapes={_shape_arg(profiles, 'min')}", f"--optShapes={_shape_arg(profiles, 'opt')}",
-                    f"--maxShapes={_shape_arg(profiles, 'max')}"]
+    shaped = [p for p in (profiles or {}).values() if p.needs_shapes()]  # every input with a free dimension
+    if shaped:
+        command += [f"--minShapes={_shape_arg(shaped, 'min')}", f"--optShapes={_shape_arg(shaped, 'opt')}",
+                    f"--maxShapes={_shape_arg(shaped, 'max')}"]
     if workspace_mib is not None:
         if version >= (8, 4, 0):
             command.append(f"--memPoolSize=workspace:{workspace_mib}")  # MiB
@@ -185,7 +203,8 @@ def detect() -> Availability:
 
 def not_found_error(command: list[str]) -> QuantError:
     return QuantError("TensorRT was not found: no 'tensorrt' Python module and no 'trtexec' on PATH",
-                      hint=f"install it with {INSTALL_HINT}, or run on a machine with TensorRT: {shlex.join(command)}")
+                      hint=f"install it with {INSTALL_HINT}, or add --print-command to print the trtexec command "
+                           "(alone, exit 0) for a machine with TensorRT")
 
 
 def __getattr__(name: str):

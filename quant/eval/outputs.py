@@ -1,0 +1,110 @@
+"""Which model output a metric scores, and on which axis its classes lie.
+
+A model can have several outputs (features then logits, a class map and a box regression, ...). Scoring
+output 0 silently gives wrong numbers, so every metric names the output it scores:
+
+* labels (top-k) score a 2-D output ``[N, C]``: the one whose C equals the label range (max label + 1),
+  else the one output with C > max label; several candidates are refused with their names.
+* the class axis is 1 (``[N, C]`` scores and ``[N, C, H, W]`` class maps alike), or ``--class-axis``.
+* argmax agreement is only meaningful for class scores. An output counts as class scores when labels
+  score it, the user named it (``--output-name`` / ``metric@output``), its name reads as class scores
+  (logit, prob, score, softmax, cls, class, conf), or its values are probabilities over the class axis
+  (non-negative, summing to 1). Anything else (embeddings, box regressions, features) gets "n/a" with
+  the reason, never a number that looks like accuracy.
+"""
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import numpy as np
+
+from quant.core.errors import QuantError
+
+CLASS_NAME = re.compile(r"logit|prob|score|softmax|cls|class|conf", re.IGNORECASE)
+SCORES_FLAG = "--output-name NAME (or METRIC@NAME)"
+
+
+def shape_text(shape: Sequence[int]) -> str:
+    """'[N, 10]': the batch axis as N, the rest as numbers."""
+    return "[" + ", ".join(["N"] + [str(d) for d in list(shape)[1:]]) + "]"
+
+
+def find_output(names: Sequence[str], requested: str, what: str) -> int:
+    """Index of the output ``requested``; a QuantError naming the outputs when there is none."""
+    if requested in names:
+        return list(names).index(requested)
+    raise QuantError(f"{what}: the model has no output '{requested}' (its outputs: {', '.join(names)})",
+                     hint="name one of the model's outputs with --output-name or METRIC@OUTPUT")
+
+
+def class_axis(shape: Sequence[int], requested: int | None = None) -> int | None:
+    """The class axis of an output of this shape: ``requested`` (may be negative), else 1; None for [N]."""
+    rank = len(shape)
+    if requested is not None:
+        axis = requested + rank if requested < 0 else requested
+        if not 1 <= axis < rank:
+            raise QuantError(f"--class-axis {requested} does not fit an output of shape {shape_text(shape)}",
+                             hint="the class axis is 1 for [N, C] scores and [N, C, H, W] class maps")
+        return axis
+    return 1 if rank >= 2 else None
+
+
+def label_output(names: Sequence[str], shapes: Sequence[Sequence[int]], labels: np.ndarray,
+                 requested: str | None = None) -> tuple[int, str]:
+    """(index, why) of the output that labels score: 2-D [N, C] with C > max label."""
+    top = int(np.max(labels)) if np.size(labels) else 0
+    if requested is not None:
+        index = find_output(names, requested, "labels")
+        shape = shapes[index]
+        if len(shape) != 2 or shape[1] <= top:
+            raise QuantError(f"labels need a classification output [N, classes] with more than {top} classes; output "
+                             f"'{requested}' has shape {shape_text(shape)}",
+                             hint="name the output that holds the class scores with --output-name")
+        return index, "named by the user"
+    fitting = [i for i, s in enumerate(shapes) if len(s) == 2 and s[1] > top]
+    exact = [i for i in fitting if shapes[i][1] == top + 1]
+    if len(exact) == 1:
+        reason = "the only output [N, C] whose C matches the labels 0..%d" % top
+        return exact[0], reason if len(fitting) > 1 else "the only output [N, C] that fits the labels"
+    if len(fitting) == 1:
+        return fitting[0], "the only output [N, C] that fits the labels"
+    two_d = [i for i, s in enumerate(shapes) if len(s) == 2]
+    if not fitting and len(two_d) == 1:
+        i = two_d[0]
+        raise QuantError(f"labels range 0..{top} does not fit the {shapes[i][1]} classes of output '{names[i]}' "
+                         f"{shape_text(shapes[i])}", hint="pass integer class indices 0..classes-1 as labels")
+    if not fitting:
+        described = ", ".join(f"'{n}' {shape_text(s)}" for n, s in zip(names, shapes))
+        raise QuantError(f"labels (0..{top}) need a classification output [N, classes] with more than {top} classes; "
+                         f"the model's outputs are {described}",
+                         hint="pass integer class indices as labels, or drop --labels to compare outputs only")
+    candidates = ", ".join(f"'{names[i]}' {shape_text(shapes[i])}" for i in (exact or fitting))
+    raise QuantError(f"several outputs could hold the class scores the labels refer to: {candidates}",
+                     hint=f"name one with {SCORES_FLAG}, e.g. --output-name {names[(exact or fitting)[-1]]}")
+
+
+def class_scores_reason(name: str, sample: np.ndarray, axis: int | None) -> str | None:
+    """Why an output looks like class scores from its name or values, or None (then agreement is n/a)."""
+    if axis is None or sample.ndim < 2 or sample.shape[axis] < 2:
+        return None
+    if CLASS_NAME.search(name):
+        return f"its name '{name}' reads as class scores"
+    values = np.asarray(sample, np.float64)
+    if values.size and np.all(values >= 0) and np.allclose(values.sum(axis=axis), 1.0, atol=1e-3):
+        return f"its values are probabilities over axis {axis}"
+    return None
+
+
+def not_class_scores_note(name: str, shape: Sequence[int], axis: int | None) -> str:
+    if axis is None or len(shape) < 2:
+        return f"output '{name}' {shape_text(shape)} has no class axis"
+    return (f"output '{name}' {shape_text(shape)} is not known to hold class scores (an embedding or a regression?): "
+            f"name it with --output-name {name} to score class agreement on axis {axis}")
+
+
+def argmax_agreement(reference: np.ndarray, candidate: np.ndarray, axis: int) -> tuple[int, int]:
+    """(positions where both argmax over ``axis`` agree, positions): per sample for [N, C], per pixel for maps."""
+    ref, cand = np.asarray(reference), np.asarray(candidate)
+    agree = int(np.sum(ref.argmax(axis) == cand.argmax(axis)))
+    return agree, int(ref.size // ref.shape[axis])
