@@ -34,8 +34,8 @@ HINT = f"a metric is {SIGNATURE}, one call per batch"
 
 def _failure(spec: str, when: str, exc: BaseException) -> QuantError:
     if isinstance(exc, SystemExit):
-        return QuantError(f"metric '{spec}' called sys.exit({exc.code!r}) {when}; a metric must return a value",
-                          hint=HINT)
+        return QuantError(f"metric '{spec}' called sys.exit({exc.code!r}) {when}; a metric must return a value, "
+                          "not end the program", hint=HINT)
     text = str(exc).splitlines()[0] if str(exc) else ""
     return QuantError(f"metric '{spec}' failed {when}: {type(exc).__name__}: {text[:300]}".rstrip(": "), hint=HINT)
 
@@ -60,8 +60,8 @@ def load_function(spec: str) -> Callable:
         raise QuantError(f"metric '{spec}': '{source}' has no function '{attribute}'",
                          hint=f"define {attribute}(outputs, labels) in {source}")
     if not callable(function):
-        raise QuantError(f"metric '{spec}': '{attribute}' in '{source}' is a {type(function).__name__}, not a function",
-                         hint=HINT)
+        raise QuantError(f"metric '{spec}': '{attribute}' in '{source}' is not a function (it is "
+                         f"{_describe(function)})", hint=HINT)
     return function
 
 
@@ -129,6 +129,10 @@ def _number(value) -> float | None:
 
 
 def _describe(value) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
     if isinstance(value, np.ndarray):
         return f"an array of shape {list(value.shape)} ({value.dtype})"
     if isinstance(value, (tuple, list)):
