@@ -37,7 +37,7 @@ def add_metric_options(parser, with_bound: bool = True) -> None:
     parser.add_argument("--labels", help="labels: a .npy/.txt/.csv file or a column/key of the data (default: a 'label' "
                                          "column, or the data's one ClassLabel column)")
     parser.add_argument("--metric", action=_CheckOption, default=None,
-                        help="top1, topK (e.g. top5), agreement, cosine, sqnr, or module:function (default top1); "
+                        help="top1, topK (e.g. top5), agreement, cosine, sqnr, module:function or file.py:function (default top1); "
                              "METRIC@OUTPUT scores that output" + ("; repeat it to gate several metrics, each "
                                                                     "followed by its bounds" if with_bound else ""))
     parser.add_argument("--lower-is-better", action=_CheckOption, nargs=0, default=None,
