@@ -6,6 +6,7 @@ from pathlib import Path
 from quant.cli.common import (add_data_options, input_files, input_map_from_args, preprocess_from_args,
                                print_warnings, stdout)
 from quant.core.config import METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS
+from quant.cli import validators as V
 
 
 def register(subparsers) -> None:
@@ -18,14 +19,14 @@ def register(subparsers) -> None:
     parser.add_argument("--method", default="entropy", metavar="M[,M...]",
                         help=f"calibration method(s), comma-separated: {', '.join(METHODS)} (default: entropy)")
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (written atomically)")
-    parser.add_argument("--percentile", type=float, help="percentile for --method percentile (default 99.99)")
+    parser.add_argument("--percentile", type=V.percentile, help="percentile for --method percentile (default 99.99)")
     parser.add_argument("--weight-method", default="minmax", choices=WEIGHT_METHODS,
                         help="per-channel weight ranges (default: minmax = max |w|)")
-    parser.add_argument("--bins", type=int, default=4096, help="histogram bins on the dyadic grid (default 4096)")
+    parser.add_argument("--bins", type=V.bins, default=4096, help="histogram bins on the dyadic grid (default 4096)")
     parser.add_argument("--exclude", action="append", default=[], metavar="NODE",
                         help="ONNX node name to keep in float (repeatable)")
-    parser.add_argument("--trt-version", default="10.3.0", help="TensorRT version for the cache header (default 10.3.0)")
-    parser.add_argument("--memory-budget", type=float, default=128.0, metavar="MB",
+    parser.add_argument("--trt-version", default="10.3.0", type=V.trt_version, help="TensorRT version for the cache header (default 10.3.0)")
+    parser.add_argument("--memory-budget", type=V.number(0, None, low_open=True, name="memory-budget"), default=128.0, metavar="MB",
                         help="activation memory per batch when --batch-size is not given (default 128 MB)")
     parser.add_argument("--external-data", action="store_true",
                         help="store the Q/DQ model's weights in model.int8.onnx.data (automatic over 2 GB)")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from quant.cli.common import add_data_options, input_files, stdout, stderr
 from quant.cli.gate import add_metric_options, data_options, single_metric
+from quant.cli import validators as V
 
 
 def register(subparsers) -> None:
@@ -18,7 +19,7 @@ def register(subparsers) -> None:
     add_data_options(parser)
     add_metric_options(parser)
     parser.add_argument("--output", "-o", required=True, metavar="DIR")
-    parser.add_argument("--max-float-layers", type=int, metavar="N", help="give up after N layers in float")
+    parser.add_argument("--max-float-layers", type=V.count(0, "max-float-layers"), metavar="N", help="give up after N layers in float")
     parser.add_argument("--naive", action="store_true", help="also report the 'first/last N layers' search")
     parser.set_defaults(run=run)
 
