@@ -99,7 +99,7 @@ def trt_version(text: str) -> str:
     try:
         return check_trt_version(text.strip())
     except QuantError:
-        raise argparse.ArgumentTypeError(f"must be a TensorRT version like 10.3.0 or 8.6.1, got '{text}'") from None
+        raise argparse.ArgumentTypeError(f"'{text}' is not a TensorRT version: write MAJOR.MINOR.PATCH, e.g. 10.3.0 or 8.6.1") from None
 
 
 def int_list(low: int = 1, high: int = MAX_COUNT, name: str = "list") -> Callable[[str], tuple[int, ...]]:
