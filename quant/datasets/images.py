@@ -11,6 +11,8 @@ from quant.core.errors import QuantError
 from quant.core.lazy import require
 from quant.datasets.base import DataSource
 
+DEFAULT_SCALE = 1.0 / 255.0
+HIGH_PRECISION_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}  # 16-bit / 32-bit integer and float grayscale
 MAX_SIDE = 16384  # pixels; a resize beyond this is a typo, not an image size
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -30,7 +32,7 @@ class Preprocess:
 
     resize: tuple[int, int] | None = None  # (height, width); None keeps the image size
     color: str = "RGB"  # RGB, BGR or L (grayscale)
-    scale: float = 1.0 / 255.0
+    scale: float = 1.0 / 255.0  # DEFAULT_SCALE: the full range of the image to [0, 1] (see apply)
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     layout: str = "NCHW"
@@ -93,22 +95,55 @@ class Preprocess:
         return asdict(self)
 
     def apply(self, image) -> np.ndarray:
-        """A PIL image -> array shaped [C, H, W] or [H, W, C]."""
-        image = image.convert("L" if self.color == "L" else "RGB")
-        if self.resize is not None:
-            height, width = self.resize
-            image = image.resize((width, height), resample=2)  # bilinear
-        pixels = np.asarray(image, dtype=np.float32)
+        """A PIL image -> array shaped [C, H, W] or [H, W, C].
+
+        8-bit images as PIL gives them; 16-bit grayscale (PNG, TIFF: PIL modes I;16*, I) and float TIFFs
+        (mode F) at full precision. The default scale, 1/255, means "the image's full range to [0, 1]": it
+        becomes 1/65535 for 16-bit images and 1 (values as stored) for float images; any other --scale
+        multiplies the stored values as given.
+        """
+        mode = image.mode
+        deep = mode in HIGH_PRECISION_MODES
+        if deep:
+            if self.resize is not None:
+                height, width = self.resize
+                image = image.convert("F").resize((width, height), resample=2)  # bilinear, in float
+            pixels = np.asarray(image.convert("F") if image.mode != "F" else image, dtype=np.float32)
+            pixels = pixels[:, :, None] if self.color == "L" else np.repeat(pixels[:, :, None], 3, axis=2)
+        else:
+            image = image.convert("L" if self.color == "L" else "RGB")
+            if self.resize is not None:
+                height, width = self.resize
+                image = image.resize((width, height), resample=2)  # bilinear
+            pixels = np.asarray(image, dtype=np.float32)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
         if self.color == "BGR":
             pixels = pixels[:, :, ::-1]
         if np.dtype(self.dtype).kind == "f":
-            pixels = (pixels * np.float32(self.scale) - np.asarray(self.mean, np.float32)) / np.asarray(
+            scale = self.scale
+            if deep and scale == DEFAULT_SCALE:
+                scale = 1.0 / 65535.0 if mode != "F" else 1.0
+            pixels = (pixels * np.float32(scale) - np.asarray(self.mean, np.float32)) / np.asarray(
                 self.std, np.float32)
         if self.layout == "NCHW":
             pixels = pixels.transpose(2, 0, 1)
         return np.ascontiguousarray(pixels.astype(self.dtype))
+
+
+def _refuse_deep_color_png(path: Path) -> None:
+    """PIL reads 16-bit colour PNGs as 8 bits per channel without a word: refuse them rather than clip."""
+    if path.suffix.lower() != ".png":
+        return
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+    except OSError:
+        return  # PIL reports it
+    if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 \
+            and head[25] in (2, 4, 6):
+        raise QuantError(f"image '{path}' is a 16-bit colour PNG, which PIL can only read as 8 bits per channel",
+                         hint="save it as 16-bit grayscale or 8-bit colour, or feed the arrays as .npy")
 
 
 class ImageFolderSource(DataSource):
@@ -142,6 +177,7 @@ class ImageFolderSource(DataSource):
     def sample(self, index: int) -> dict[str, np.ndarray]:
         pil = require("PIL.Image")
         path = self.files[index]
+        _refuse_deep_color_png(path)
         try:
             with pil.open(path) as image:
                 array = self.preprocess.apply(image)
