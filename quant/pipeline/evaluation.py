@@ -168,7 +168,11 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
                          hint="pass --labels with a .npy file or the data's label column")
     reference = OrtRunner(proto, mode="fp32")
     batches = list(held.batches(batch_size))
+    from quant.eval.batch_axis import check_batch_axis
+
     outputs = [reference.run(feeds) for _, feeds in batches]
+    for (indices, _), output in zip(batches, outputs):
+        check_batch_axis(reference.output_names, output, len(indices))
     return HeldOut(batches, outputs, held.labels, reference.output_names, held.source.description)
 
 
