@@ -26,11 +26,11 @@ def register(subparsers) -> None:
 
 def saved_ranking(path: Path, metric: str) -> list[str] | None:
     """The layer ranking of 'quant sensitivity' in ``path`` when it was computed for ``metric`` (checked)."""
-    from quant.core.readback import SENSITIVITY_SPEC, read_report_input
+    from quant.core.readback import RANKING_SPEC, read_report_input
 
     if not path.exists():
         return None
-    saved = read_report_input(path, SENSITIVITY_SPEC)
+    saved = read_report_input(path, RANKING_SPEC)
     if saved["metric"] != metric:
         return None
     return list(dict.fromkeys(layer["node"] for layer in saved["layers"]))
