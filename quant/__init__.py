@@ -11,10 +11,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["CalibrationConfig", "QuantError", "calibrate", "evaluate", "fallback", "gate", "load_calibration",
-           "recalibrate", "sensitivity"]
-_PIPELINE = ("calibrate", "evaluate", "recalibrate", "gate", "sensitivity", "fallback", "load_calibration",
-             "load_heldout", "CalibrationResult")
+__all__ = ["CalibrationConfig", "QuantError", "calibrate", "evaluate", "evaluate_folder", "fallback", "gate",
+           "load_calibration", "recalibrate", "sensitivity"]
+_PIPELINE = ("calibrate", "evaluate", "evaluate_folder", "recalibrate", "gate", "sensitivity", "fallback",
+             "load_calibration", "load_heldout", "CalibrationResult")
 
 from quant.core.config import CalibrationConfig
 from quant.core.errors import QuantError

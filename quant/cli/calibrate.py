@@ -5,7 +5,7 @@ from pathlib import Path
 
 from quant.cli.common import (add_data_options, input_files, input_map_from_args, preprocess_from_args,
                                print_warnings, stdout)
-from quant.core.config import METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS
+from quant.core.config import HIGH_PRECISION, METHOD_ALIASES, METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS, WEIGHT_STORAGE
 from quant.cli import validators as V
 
 
@@ -17,14 +17,33 @@ def register(subparsers) -> None:
     parser.add_argument("model", help="FP32 ONNX model")
     add_data_options(parser, batch_default=None)
     parser.add_argument("--method", default="entropy", metavar="M[,M...]",
-                        help=f"calibration method(s), comma-separated: {', '.join(METHODS)} (default: entropy)")
+                        help=f"calibration method(s), comma-separated: {', '.join(METHODS)}; Model Optimizer's "
+                             f"names {', '.join(f'{a} (= {m})' for a, m in METHOD_ALIASES.items())} are accepted "
+                             "(default: entropy)")
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (written atomically)")
     parser.add_argument("--percentile", type=V.percentile, help="percentile for --method percentile (default 99.99)")
     parser.add_argument("--weight-method", default="minmax", choices=WEIGHT_METHODS,
                         help="per-channel weight ranges (default: minmax = max |w|)")
     parser.add_argument("--bins", type=V.bins, default=4096, help="histogram bins on the dyadic grid (default 4096)")
     parser.add_argument("--exclude", action="append", default=[], metavar="NODE",
-                        help="ONNX node name to keep in float (repeatable)")
+                        help="ONNX node name to keep in float, or re:PATTERN for a regular expression as "
+                             "--exclude-regex takes (repeatable)")
+    parser.add_argument("--exclude-op-type", action="append", default=[], metavar="OP",
+                        help="keep every node of this op type in float, e.g. Conv (repeatable)")
+    parser.add_argument("--exclude-regex", action="append", default=[], metavar="PATTERN",
+                        help=r"keep nodes whose name matches this Python regular expression in float, searched "
+                             r"anywhere in the name, e.g. '^/encoder/layer\.0/' (repeatable)")
+    parser.add_argument("--include", action="append", default=[], metavar="NODE",
+                        help="quantize this Conv/Gemm/MatMul although a speed heuristic (few channels, GEMV "
+                             "shape) keeps it in float (repeatable)")
+    parser.add_argument("--weight-storage", default="int8", choices=WEIGHT_STORAGE,
+                        help="int8: weights stored as INT8 initializers read by DequantizeLinear only (Model "
+                             "Optimizer's dq_only; the file is about a quarter of the float one); float: float "
+                             "weights with QuantizeLinear + DequantizeLinear (default: int8)")
+    parser.add_argument("--high-precision", default="fp32", choices=HIGH_PRECISION,
+                        help="type of the layers left unquantized in model.int8.onnx: fp16 converts them (and the "
+                             "Q/DQ scales) to float16 as Model Optimizer's high_precision_dtype does, keeping the "
+                             "model's float32 inputs and outputs (default: fp32, the model as it is)")
     parser.add_argument("--trt-version", default="10.3.0", type=V.trt_version, help="TensorRT version for the cache header (default 10.3.0)")
     parser.add_argument("--memory-budget", type=V.number(0, None, low_open=True, name="memory-budget"), default=128.0, metavar="MB",
                         help="activation memory per batch when --batch-size is not given (default 128 MB)")
@@ -51,9 +70,14 @@ def run(args) -> int:
     config = CalibrationConfig(methods=methods, percentile=percentile, bins=args.bins, batch_size=args.batch_size,
                                memory_budget_mb=args.memory_budget,
                                num_samples=args.num_samples, seed=args.seed, weight_method=args.weight_method,
-                               exclude=tuple(args.exclude), trt_version=args.trt_version,
+                               exclude=tuple(e for e in args.exclude if not e.startswith("re:")),
+                               trt_version=args.trt_version,
                                external_data=args.external_data, target=args.target,
-                               reduce_range=args.reduce_range)
+                               reduce_range=args.reduce_range, exclude_op_types=tuple(args.exclude_op_type),
+                               exclude_patterns=tuple(args.exclude_regex) + tuple(e[3:] for e in args.exclude
+                                                                                 if e.startswith("re:")),
+                               include=tuple(args.include),
+                               weight_storage=args.weight_storage, high_precision=args.high_precision)
     preprocess = preprocess_from_args(args)
     from quant.core.io import check_output_dir
 

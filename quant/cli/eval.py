@@ -12,7 +12,9 @@ def register(subparsers) -> None:
                                                "argmax agreement, cosine similarity, SQNR and abs errors per output, "
                                                "and the worst samples.")
     parser.add_argument("fp32_model", help="FP32 ONNX model")
-    parser.add_argument("int8_model", help="INT8 Q/DQ ONNX model (model.int8.onnx), or the engine for --runtime tensorrt")
+    parser.add_argument("int8_model", help="INT8 Q/DQ ONNX model (model.int8.onnx), a calibration folder (every "
+                                           "method of a multi-method folder against one FP32 pass), or the engine "
+                                           "for --runtime tensorrt")
     add_data_options(parser)
     parser.add_argument("--labels", help="labels: a .npy/.txt/.csv file or a column/key of the data (default: a 'label' "
                                          "column, or the data's one ClassLabel column)")
@@ -34,16 +36,31 @@ def run(args) -> int:
     from quant.pipeline import evaluate
 
     topk = tuple(args.topk)  # checked when parsed (validators.int_list)
+    from pathlib import Path
+
+    from quant.pipeline.folder_eval import evaluate_folder, model_identity
+
     if args.output_json is not None:  # fail fast, before the evaluation
         check_output_file(args.output_json, input_files(args.fp32_model, args.int8_model, args.data, args.labels,
                                                         args.preprocess), args.force, "--output-json")
-    report = evaluate(args.fp32_model, args.int8_model, args.data, labels=args.labels, runtime=args.runtime,
-                      batch_size=args.batch_size, num_samples=args.num_samples, seed=args.seed,
-                      input_map=input_map_from_args(args), preprocess=preprocess_from_args(args), split=args.split,
-                      topk=topk, progress=True, output_name=args.output_name, class_axis=args.class_axis)
-    text = dumps(report.to_json())
+    options = dict(labels=args.labels, runtime=args.runtime, batch_size=args.batch_size, num_samples=args.num_samples,
+                   seed=args.seed, input_map=input_map_from_args(args), preprocess=preprocess_from_args(args),
+                   split=args.split, topk=topk, progress=True, output_name=args.output_name, class_axis=args.class_axis)
+    int8_model = Path(args.int8_model)
+    if int8_model.is_dir() and args.runtime != "tensorrt" and (int8_model / "model.int8.onnx").is_file():
+        int8_model = int8_model / "model.int8.onnx"  # one method's folder: its model
+    if int8_model.is_dir() and args.runtime != "tensorrt":
+        report = evaluate_folder(args.fp32_model, int8_model, args.data, **options)
+        data = report.to_json()
+    else:
+        report = evaluate(args.fp32_model, args.int8_model if args.runtime == "tensorrt" else int8_model, args.data,
+                          **options)
+        data = report.to_json()
+        if Path(args.fp32_model).is_file() and int8_model.is_file():  # which models were compared
+            data["models"] = {"fp32": model_identity(args.fp32_model), "int8": model_identity(int8_model)}
+    text = dumps(data)
     if args.output_json is not None:
         with writing(force=args.force):
-            write_file_atomic(args.output_json, json_output(report.to_json()))
+            write_file_atomic(args.output_json, json_output(data))
     stdout(text.rstrip() if args.json else report.format_text())
     return 0

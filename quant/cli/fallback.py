@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import add_data_options, input_files, stdout, stderr
+from quant.cli.common import add_data_options, input_files, print_warnings, stdout, stderr
 from quant.cli.gate import add_metric_options, data_options, single_metric
 from quant.cli import validators as V
 
@@ -59,5 +59,6 @@ def run(args) -> int:
     keep = [layer["node"] for layer in outcome.float_layers]
     result.save(args.output, protect=inputs, keep_float=keep,
                 extra_files={"fallback.json": json_output(outcome.to_json())})
+    print_warnings(result, keep_float=keep)
     stdout(f"wrote {args.output}/model.int8.onnx with {len(keep)} layer(s) in float: {', '.join(keep) or 'none'}")
     return 0

@@ -37,7 +37,7 @@ def run(args) -> int:
                          **data_options(args))
     with writing(force=args.force, register=True):  # a folder output: its files are listed in its manifest
         write_file_atomic(out / "sensitivity.json", json_output(report.to_json()))
-        write_file_atomic(out / "sensitivity.csv", report.to_csv())
+        write_file_atomic(out / "sensitivity.csv", report.to_csv().encode("utf-8"))  # UTF-8 names whatever the locale
     stdout(report.format_text())
     stdout(f"wrote {out / 'sensitivity.json'} and {out / 'sensitivity.csv'}")
     return 0

@@ -8,9 +8,13 @@ from quant.core.histogram import DEFAULT_BINS
 
 CONFIG_VERSION = 1
 METHODS = ("entropy", "minmax", "percentile", "mse")
+METHOD_ALIASES = {"max": "minmax", "kl": "entropy"}  # Model Optimizer's / TensorRT's names
+WEIGHT_STORAGE = ("int8", "float")  # int8: INT8 initializer + DequantizeLinear; float: float weight + Q + DQ
+HIGH_PRECISION = ("fp32", "fp16")  # the type of the layers left unquantized in model.int8.onnx
 WEIGHT_METHODS = ("minmax", "percentile", "mse")
 TARGETS = ("tensorrt", "ort-cpu", "all")
 REDUCE_RANGE = ("auto", "on", "off")
+TUPLE_FIELDS = ("exclude", "exclude_op_types", "exclude_patterns", "include")
 MAX_BINS = 2**16  # memory is tensors x bins x 8 bytes: 1,000 tensors at 2^16 bins already hold 512 MB
 MAX_SEED = 2**32 - 1
 
@@ -20,7 +24,8 @@ _TYPES = {"percentile": ((int, float), "a number"), "bins": ((int,), "an integer
           "num_samples": ((int,), "an integer"), "seed": ((int,), "an integer"),
           "weight_method": ((str,), "a string"), "trt_version": ((str,), "a string"),
           "external_data": ((bool,), "true or false"), "target": ((str,), "a string"),
-          "reduce_range": ((str,), "a string"), "version": ((int,), "an integer")}
+          "reduce_range": ((str,), "a string"), "version": ((int,), "an integer"),
+          "weight_storage": ((str,), "a string"), "high_precision": ((str,), "a string")}
 _OPTIONAL = {"batch_size", "num_samples"}
 
 
@@ -36,7 +41,7 @@ def check_trt_version(version: str) -> str:
 
 def _check_types(config) -> None:
     for name, value in ((f.name, getattr(config, f.name)) for f in fields(config)):
-        if name in ("methods", "exclude"):
+        if name == "methods" or name in TUPLE_FIELDS:
             items = [value] if isinstance(value, str) else value
             if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
                 raise QuantError(f"calibration config '{name}' must be a list of strings, got {value!r:.60}")
@@ -65,18 +70,29 @@ class CalibrationConfig:
     external_data: bool = False  # write model.int8.onnx weights to model.int8.onnx.data (automatic over 2 GB)
     target: str = "tensorrt"  # tensorrt (model.int8.onnx), ort-cpu (model.ort-cpu.int8.onnx) or all
     reduce_range: str = "auto"  # ort-cpu: 7-bit weights (auto: on x86 without VNNI)
+    exclude_op_types: tuple[str, ...] = ()  # op types kept in float (e.g. "Conv")
+    exclude_patterns: tuple[str, ...] = ()  # regular expressions (re.search) on node names kept in float
+    include: tuple[str, ...] = ()  # nodes quantized although the heuristics would keep them in float
+    weight_storage: str = "int8"
+    high_precision: str = "fp32"
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:
         _check_types(self)
         methods = (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)
+        methods = tuple(METHOD_ALIASES.get(m, m) for m in methods)
         object.__setattr__(self, "methods", methods)
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        for key in TUPLE_FIELDS:
+            value = getattr(self, key)
+            object.__setattr__(self, key, (value,) if isinstance(value, str) else tuple(value))
+        self._check_selection()
         if not methods:
             raise QuantError("no calibration method given", hint=f"use --method with one or more of {', '.join(METHODS)}")
         for method in methods:
             if method not in METHODS:
-                raise QuantError(f"unknown calibration method '{method}'", hint=f"choose from: {', '.join(METHODS)}")
+                aliases = ", ".join(f"{a} = {m}" for a, m in METHOD_ALIASES.items())
+                raise QuantError(f"unknown calibration method '{method}'",
+                                 hint=f"choose from: {', '.join(METHODS)} (aliases: {aliases})")
         if len(set(methods)) != len(methods):
             raise QuantError(f"a method is listed twice in {','.join(methods)}", hint="list each method once")
         if self.weight_method not in WEIGHT_METHODS:
@@ -101,9 +117,30 @@ class CalibrationConfig:
             raise QuantError(f"unknown --target '{self.target}'", hint=f"choose from: {', '.join(TARGETS)}")
         if self.reduce_range not in REDUCE_RANGE:
             raise QuantError(f"unknown --reduce-range '{self.reduce_range}'", hint=f"choose from: {', '.join(REDUCE_RANGE)}")
+        if self.weight_storage not in WEIGHT_STORAGE:
+            raise QuantError(f"unknown --weight-storage '{self.weight_storage}'",
+                             hint=f"choose from: {', '.join(WEIGHT_STORAGE)}")
+        if self.high_precision not in HIGH_PRECISION:
+            raise QuantError(f"unknown --high-precision '{self.high_precision}'",
+                             hint=f"choose from: {', '.join(HIGH_PRECISION)}")
         if self.version != CONFIG_VERSION:
             raise QuantError(f"calibration config version {self.version} is not supported (this quant reads "
                              f"version {CONFIG_VERSION})", hint="recalibrate with this version of quant")
+
+    def _check_selection(self) -> None:
+        """Exclusion patterns compile; no node is both included and excluded by name."""
+        import re
+
+        for pattern in self.exclude_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise QuantError(f"--exclude-regex '{pattern}' is not a regular expression: {exc}",
+                                 hint=r"e.g. --exclude-regex '^/encoder/layer\.0/'") from None
+        both = sorted(set(self.include) & set(self.exclude))
+        if both:
+            raise QuantError(f"{', '.join(repr(n) for n in both)} given to both --include and --exclude",
+                             hint="name each node in one of them")
 
     @property
     def targets(self) -> tuple[str, ...]:
@@ -116,7 +153,8 @@ class CalibrationConfig:
     def to_json(self) -> dict:
         data = asdict(self)
         data["methods"] = list(self.methods)
-        data["exclude"] = list(self.exclude)
+        for key in TUPLE_FIELDS:
+            data[key] = list(getattr(self, key))
         return data
 
     @classmethod
@@ -128,7 +166,7 @@ class CalibrationConfig:
         if unknown:
             raise QuantError(f"unknown calibration config keys {unknown}")
         data = dict(data)
-        for key in ("methods", "exclude"):
+        for key in ("methods",) + TUPLE_FIELDS:
             if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
         return cls(**data)

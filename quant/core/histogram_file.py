@@ -13,7 +13,6 @@ import math
 import struct
 import zipfile
 import zlib
-from pathlib import Path
 
 import numpy as np
 

@@ -34,6 +34,7 @@ def load_model(path: str | Path):
     if not model.HasField("graph") or len(model.graph.node) == 0:
         raise QuantError(f"'{path}' is not an ONNX model: it has no graph nodes",
                          hint="pass an .onnx file exported by torch.onnx.export or another ONNX exporter")
+    _check_utf8_names(model, path)
     base = path.resolve().parent
     for tensor in _external_tensors(model):
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
@@ -65,6 +66,19 @@ def load_model(path: str | Path):
             raise QuantError(f"'{path}' is not a valid ONNX model: {first}",
                              hint="re-export the model, or check it with onnx.checker.check_model") from None
     return model
+
+
+def _check_utf8_names(model, path: Path) -> None:
+    """ONNX names are UTF-8 strings; protobuf hands out invalid ones as bytes, which no output format can hold."""
+    graph = model.graph
+    named = [("node", n.name) for n in graph.node]
+    named += [("tensor", t) for n in graph.node for t in list(n.input) + list(n.output)]
+    named += [("tensor", v.name) for v in list(graph.input) + list(graph.output) + list(graph.value_info)]
+    named += [("initializer", i.name) for i in graph.initializer]
+    for kind, name in named:
+        if isinstance(name, bytes):
+            raise QuantError(f"'{path}' has a {kind} name that is not valid UTF-8: {name!r}",
+                             hint="rename it in the model: ONNX names are UTF-8 strings")
 
 
 def _external_tensors(model):
@@ -130,6 +144,7 @@ def normalize(model):
             raise QuantError(f"cannot upgrade the model from opset {opset_version(model)} to {MIN_OPSET} "
                              f"(needed for per-channel Q/DQ): {exc}",
                              hint=f"re-export the model with opset >= {MIN_OPSET}") from None
+    _raise_ir_version(model)
     graph = model.graph
     kept = []
     for node in graph.node:
@@ -156,6 +171,27 @@ def normalize(model):
     return model
 
 
+def _raise_ir_version(model) -> None:
+    """IR version at least what the opsets need (the version converter keeps the old one).
+
+    Below IR 4 every initializer had to be a graph input; those inputs are dropped when the IR is raised,
+    so the constants stay constants (and Q/DQ initializers added later need no input entry).
+    """
+    onnx = _onnx()
+    try:
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    except TypeError:  # older onnx without ignore_unknown
+        needed = onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    if model.ir_version >= needed:
+        return
+    if model.ir_version < 4:
+        names = {init.name for init in model.graph.initializer}
+        kept = [value for value in model.graph.input if value.name not in names]
+        del model.graph.input[:]
+        model.graph.input.extend(kept)
+    model.ir_version = needed
+
+
 def initializers(model) -> dict[str, object]:
     return {init.name: init for init in model.graph.initializer}
 
@@ -171,11 +207,24 @@ def with_outputs(model, names: list[str]):
     augmented.CopyFrom(model)
     existing = {o.name for o in augmented.graph.output}
     types = {v.name: v.type.tensor_type.elem_type for v in list(augmented.graph.value_info) + list(augmented.graph.input)}
+    if any(name not in types and name not in existing for name in names):  # e.g. a float16 model: infer, not guess
+        types = _inferred_types(augmented) | types
     for name in names:
         if name not in existing:
             elem = types.get(name, onnx.TensorProto.FLOAT)
             augmented.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
     return augmented
+
+
+def _inferred_types(model) -> dict[str, int]:
+    """Element types from ONNX type inference ({} when it fails, e.g. on a model over 2 GB)."""
+    onnx = _onnx()
+    try:
+        graph = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    except Exception:  # unknown ops, protobuf limits: keep the declared types only
+        return {}
+    types = {v.name: v.type.tensor_type.elem_type for v in list(graph.value_info) + list(graph.output)}
+    return {name: elem for name, elem in types.items() if elem}
 
 
 def try_serialize(model) -> bytes | None:

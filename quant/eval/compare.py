@@ -57,7 +57,8 @@ class EvalReport:
                          f"{_num(value['sqnr_db'], '.2f'):>8} {_num(value['max_abs_error'], '.4g'):>11} "
                          f"{_num(value['mean_abs_error'], '.4g'):>12}")
         if self.worst_samples:
-            worst = ", ".join(f"#{w['index']} ({w['sqnr_db']:.1f} dB)" for w in self.worst_samples)
+            worst = ", ".join(f"#{w['index']}" + (f" {w['file']}" if w.get("file") else "") + f" ({w['sqnr_db']:.1f} dB)"
+                              for w in self.worst_samples)
             lines.append(f"worst samples by SQNR of output '{self.worst_output}': {worst}")
         lines += [f"note: {n}" for n in notes + self.notes if n]
         return "\n".join(lines)

@@ -42,7 +42,7 @@ class CheckResult:
     output: str | None = None
     class_axis: int | None = None
     basis: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # scoring this metric from the cached FP32 and INT8 outputs (the runs are in GateResult)
 
     def __bool__(self) -> bool:
         return self.passed

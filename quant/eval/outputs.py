@@ -102,7 +102,8 @@ def not_class_scores_note(name: str, shape: Sequence[int], axis: int | None) -> 
     if axis is None or len(shape) < 2:
         return f"output '{name}' {shape_text(shape)} has no class axis"
     return (f"output '{name}' {shape_text(shape)} is not known to hold class scores (an embedding or a regression?): "
-            f"name it with --output-name {name} to score class agreement on axis {axis}")
+            f"name it (--output-name {name}, or --metric agreement@{name} in gate) to score class agreement on axis "
+            f"{axis}")
 
 
 def argmax_agreement(reference: np.ndarray, candidate: np.ndarray, axis: int) -> tuple[int, int]:

@@ -167,11 +167,15 @@ def local_sqnr(model, plan, activation_amax: dict[str, float], weight_amax: dict
                 if layer.weight is not None and tensor == layer.weight.tensor:
                     array = fake_quantize(array, scale_from_amax(weight_amax[tensor]), layer.weight.axis)
                 node_inits.append(onnx.numpy_helper.from_array(array, tensor))
-            else:
-                graph_inputs.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+            else:  # the captured tensor's own type (float16 models)
+                elem = onnx.helper.np_dtype_to_tensor_dtype(captured[tensor][0].dtype) if captured[tensor] \
+                    else onnx.TensorProto.FLOAT
+                graph_inputs.append(onnx.helper.make_tensor_value_info(tensor, elem, None))
+        out_elem = onnx.helper.np_dtype_to_tensor_dtype(captured[node.output[0]][0].dtype) \
+            if captured[node.output[0]] else onnx.TensorProto.FLOAT
         single = onnx.helper.make_model(
             onnx.helper.make_graph([node], "layer", graph_inputs,
-                                   [onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None)],
+                                   [onnx.helper.make_tensor_value_info(node.output[0], out_elem, None)],
                                    node_inits),
             opset_imports=list(model.opset_import))
         single.ir_version = model.ir_version

@@ -8,7 +8,8 @@ from quant.pipeline.calibration import (CalibrationResult, calibrate, compute_ra
                                         recalibrate, save_model)
 from quant.pipeline.evaluation import (RUNTIMES, evaluate, fallback, find_labels, gate, load_heldout, qdq_runner_factory,
                                        sensitivity)
+from quant.pipeline.folder_eval import evaluate_folder
 
-__all__ = ["RUNTIMES", "CalibrationResult", "calibrate", "compute_ranges", "evaluate", "fallback", "find_labels", "gate",
+__all__ = ["RUNTIMES", "CalibrationResult", "calibrate", "compute_ranges", "evaluate", "evaluate_folder", "fallback", "find_labels", "gate",
            "load_calibration", "load_heldout", "prepare_model", "qdq_runner_factory", "recalibrate", "save_model",
            "sensitivity"]

@@ -137,8 +137,13 @@ class CalibrationResult:
     def qdq_model(self, method: str | None = None, keep_float: Sequence[str] = ()):
         """The Q/DQ ONNX model (onnx.ModelProto) for one method; ``keep_float`` names layers left in float."""
         method = self._method(method)
-        return build_qdq_model(self.model, self.plan, self.activation_amax[method], self.weight_amax,
-                               keep_float=frozenset(keep_float))
+        model = build_qdq_model(self.model, self.plan, self.activation_amax[method], self.weight_amax,
+                                keep_float=frozenset(keep_float), weight_storage=self.config.weight_storage)
+        if self.config.high_precision == "fp16":
+            from quant.qdq.float16 import to_float16
+
+            model = to_float16(model)
+        return model
 
     def _method(self, method: str | None) -> str:
         if method is None:
@@ -169,6 +174,8 @@ class CalibrationResult:
             weights[tensor] = {"axis": spec.axis, "channels": spec.channels, "method": self.config.weight_method,
                                "scale_min": float(scales.min()), "scale_max": float(scales.max()),
                                "scale_mean": float(scales.mean()), "zero_channels": int(np.sum(self.weight_amax[tensor] == 0))}
+            if tensor in self.plan.per_tensor_weights:
+                weights[tensor]["per_tensor"] = self.plan.per_tensor_weights[tensor]
         residual_adds = {r["node"] for r in self.plan.residuals if r["layer"] not in float_layers}
         excluded_names = {e["node"] for e in self.plan.excluded}
         kept = [{"node": l.node, "op_type": l.op_type, "reason": "kept in float by the accuracy fallback"}
@@ -194,7 +201,8 @@ class CalibrationResult:
             "parameters": get_calibrator(method, **self.config.params(method)).get_params(),
             "config": self.config.to_json(),
             "quantization": {"dtype": "int8", "symmetric": True, "zero_point": 0, "scale": "amax / 127",
-                             "activations": "per-tensor", "weights": "per-channel (output-channel axis)"},
+                             "activations": "per-tensor", "weights": "per-channel (output-channel axis)",
+                             **self._storage_manifest()},
             "calibration_cache": {"file": "calibration.cache",
                                   "header": f"TRT-{trt_version_number(self.config.trt_version)}-"
                                             f"{ALGORITHMS.get(method, DEFAULT_ALGORITHM)}"},
@@ -216,6 +224,17 @@ class CalibrationResult:
         weights = {l.weight.tensor: self.weight_amax[l.weight.tensor] for l in self.plan.layers
                    if l.weight is not None and l.node in layers}
         return range_warnings(self.histograms, amax, weights)
+
+    def _storage_manifest(self) -> dict:
+        """How model.int8.onnx stores weights and in which float type its unquantized layers run."""
+        from quant.qdq.float_types import TYPE_NAMES, model_float_type
+
+        float_type = "float16" if self.config.high_precision == "fp16" else TYPE_NAMES.get(model_float_type(self.model))
+        return {"weight_storage": ("int8 initializers read by DequantizeLinear" if self.config.weight_storage == "int8"
+                                   else "float initializers with QuantizeLinear + DequantizeLinear"),
+                "high_precision": float_type,
+                "io_types": "as the FP32 model (Casts at the inputs and outputs)"
+                            if self.config.high_precision == "fp16" else "as the model"}
 
     def files(self) -> list[str]:
         """The files ``save`` writes into each method's folder (besides ``extra_files``)."""
@@ -337,7 +356,12 @@ def prepare_model(model) -> tuple[object, Path | None, str]:
         import hashlib
 
         digest = hashlib.sha256(model.SerializeToString()).hexdigest()
-    return normalize(proto), path, digest
+    proto = normalize(proto)
+    from quant.qdq.float_types import FLOAT16, FLOAT16_QDQ_OPSET, model_float_type, raise_versions
+
+    if model_float_type(proto) == FLOAT16:  # float16 Q/DQ needs opset 19: upgrade (or refuse) before the pass
+        proto = raise_versions(proto, FLOAT16_QDQ_OPSET)
+    return proto, path, digest
 
 
 def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map: dict[str, str] | None = None,
@@ -354,11 +378,8 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if already:
         raise QuantError(f"the model already contains quantization nodes ({', '.join(already)}): it is quantized",
                          hint="calibrate the FP32 model it was made from")
-    plan = plan_qdq(proto, exclude=set(config.exclude))
-    unknown = sorted(set(config.exclude) - {n.name for n in proto.graph.node})
-    if unknown:
-        raise QuantError(f"--exclude names nodes the model does not have: {', '.join(unknown)}",
-                         hint="use ONNX node names as listed in quant.json (layers / unquantized)")
+    plan = make_plan(proto, config)
+    check_float_types(proto, plan, config)
     if not plan.layers and plan.excluded:
         first = plan.excluded[0]
         raise QuantError(f"nothing to quantize: every weighted op is left in float ({len(plan.excluded)}; "
@@ -406,6 +427,48 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     return result
 
 
+def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
+    """The Q/DQ plan with the user's exclusions and inclusions, each checked against the model first."""
+    nodes = {n.name: n for n in proto.graph.node}
+    for flag, names in (("--exclude", config.exclude), ("--include", config.include)):
+        unknown = sorted(set(names) - set(nodes))
+        if unknown:
+            raise QuantError(f"{flag} names nodes the model does not have: {', '.join(unknown)}",
+                             hint="use ONNX node names as listed in quant.json (layers / unquantized)")
+    from quant.qdq.placement import WEIGHTED_OPS
+
+    not_weighted = sorted(n for n in config.include if nodes[n].op_type not in WEIGHTED_OPS)
+    if not_weighted:
+        raise QuantError(f"--include {not_weighted[0]}: a {nodes[not_weighted[0]].op_type} node; quant quantizes "
+                         f"the inputs of {', '.join(WEIGHTED_OPS)} only", hint="--include names such a layer")
+    op_types = {n.op_type for n in proto.graph.node}
+    absent = sorted(set(config.exclude_op_types) - op_types)
+    if absent:
+        raise QuantError(f"--exclude-op-type {absent[0]}: the model has no {absent[0]} node",
+                         hint=f"op types in this model: {', '.join(sorted(op_types))}")
+    import re
+
+    for pattern in config.exclude_patterns:
+        if not any(re.search(pattern, name) for name in nodes):
+            raise QuantError(f"--exclude-regex '{pattern}' matches no node name of the model",
+                             hint="node names are listed in quant.json (layers / unquantized); the pattern is "
+                                  "searched anywhere in the name (anchor it with ^)")
+    return plan_qdq(proto, exclude=set(config.exclude), exclude_op_types=config.exclude_op_types,
+                    exclude_patterns=config.exclude_patterns, include=config.include)
+
+
+def check_float_types(proto, plan: QuantPlan, config: CalibrationConfig) -> None:
+    """Refuse, before the pass, float types quant cannot write Q/DQ for (see quant.qdq.float_types)."""
+    from quant.qdq.float_types import FLOAT, TYPE_NAMES, check_quantizable_types, quantized_types
+
+    types = plan.tensor_types = quantized_types(proto, plan)
+    check_quantizable_types(types)
+    other = sorted({TYPE_NAMES[e] for e in types.values() if e != FLOAT and e in TYPE_NAMES})
+    if other and "ort-cpu" in config.targets:
+        raise QuantError(f"--target {config.target}: the ort-cpu form is written for float32 models, this one "
+                         f"quantizes {', '.join(other)} tensors", hint="use --target tensorrt for this model")
+
+
 def needed_tensors(proto, plan: QuantPlan, config: CalibrationConfig) -> list[str]:
     """Tensors to histogram: TensorRT's Q/DQ inputs and/or the ranges of the ort-cpu form."""
     tensors = list(plan.activations) if "tensorrt" in config.targets else []
@@ -442,10 +505,17 @@ def compute_ranges(result: CalibrationResult) -> None:
     for (method, tensor), value in zip(jobs, values):
         result.activation_amax[method][tensor] = value
     weight_params = config.params(config.weight_method)
-    result.weight_amax = {tensor: weight_amax(weight_array(result.model, spec), spec.axis, config.weight_method,
-                                              bins=config.bins, **weight_params)
+    result.weight_amax = {tensor: _weight_amax(weight_array(result.model, spec), spec.axis, config.weight_method,
+                                               bins=config.bins, **weight_params)
                           for tensor, spec in result.plan.weights.items()}
     check_ranges(result.activation_amax, result.weight_amax)
+
+
+def _weight_amax(weight: np.ndarray, axis: int | None, method: str, **params) -> np.ndarray:
+    """Per-channel amax along ``axis``; one amax (a 0-d array) for the whole tensor when ``axis`` is None."""
+    if axis is None:
+        return weight_amax(np.asarray(weight).reshape(1, -1), 0, method, **params).reshape(())
+    return weight_amax(weight, axis, method, **params)
 
 
 def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=None, **overrides) -> CalibrationResult:
@@ -479,7 +549,7 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         methods = manifest.get("method") or old.methods
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     config = old.replace(methods=methods, **overrides)
-    plan = plan_qdq(proto, exclude=set(config.exclude))
+    plan = make_plan(proto, config)
     check_weights(proto, plan)
     tensors = needed_tensors(proto, plan, config)
     missing = [t for t in tensors if t not in stored]

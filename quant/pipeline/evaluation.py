@@ -150,6 +150,9 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     report.labels_source = held.label_name
     if runtime in ("ort-int8", "openvino"):
         report.notes.append(candidate.integer_kernel_note())
+    from quant.pipeline.folder_eval import name_worst_samples
+
+    name_worst_samples(report, held.source)
     return report
 
 
@@ -220,17 +223,19 @@ def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | N
         results.append(CheckResult(scorer.name, scorer.unit, fp32, int8, drop, passed, criterion,
                                    check.get("max_drop"), relative_drop, check.get("min_value"), scorer.output_name,
                                    scorer.axis, scorer.basis, time.perf_counter() - began))
-    reported = _reported_metrics(heldout, int8_outputs, gated, class_axis)
-    return GateResult(results, runtime, heldout.samples, reported, time.perf_counter() - start)
+    reported, notes = _reported_metrics(heldout, int8_outputs, gated, class_axis)
+    return GateResult(results, runtime, heldout.samples, reported, time.perf_counter() - start, notes)
 
 
-def _reported_metrics(heldout, int8_outputs, gated, class_axis) -> list[dict]:
-    """top-1 (with integer labels), agreement (class-score outputs), cosine and SQNR per output, not gated."""
+def _reported_metrics(heldout, int8_outputs, gated, class_axis) -> tuple[list[dict], list[str]]:
+    """top-1 (with integer labels), agreement (class-score outputs), cosine and SQNR per output, not gated;
+    and a note for each output whose argmax agreement is n/a."""
+    from quant.eval.outputs import not_class_scores_note
     from quant.eval.scoring import get_metric
 
     done = {(scorer.name, scorer.output_name) for scorer, _ in gated}
     integer_labels = heldout.labels is not None and heldout.labels.dtype.kind in "iu"
-    reported = []
+    reported, notes = [], []
     candidates = [get_metric("top1")] if integer_labels else []
     for name in heldout.output_names:
         candidates += [get_metric(f"agreement@{name}", class_axis=class_axis), get_metric(f"cosine@{name}"),
@@ -241,14 +246,17 @@ def _reported_metrics(heldout, int8_outputs, gated, class_axis) -> list[dict]:
             if (other.name, other.output_name) in done:
                 continue
             if other.name == "agreement" and not _holds_class_scores(heldout, other):
-                continue  # argmax agreement of an embedding or a regression would look like accuracy
+                # argmax agreement of an embedding or a regression would look like accuracy
+                notes.append("agreement n/a: " + not_class_scores_note(
+                    other.output_name, np.shape(heldout.reference[0][other.output_index]), other.axis))
+                continue
             reported.append({"metric": other.name, "output": other.output_name, "class_axis": other.axis,
                              "unit": other.unit,
                              "fp32": heldout.fp32_score(other) if other.has_reference_value else float("nan"),
                              "int8": heldout.score_outputs(int8_outputs, other)})
         except QuantError:
             continue  # e.g. top-1 when no output fits the labels: nothing to report
-    return reported
+    return reported, notes
 
 
 def _holds_class_scores(heldout, metric) -> bool:

@@ -67,7 +67,8 @@ def check_cache_names(names) -> None:
         if problem:
             raise QuantError(f"tensor name {_show(name)} {problem}: TensorRT's calibration cache has one "
                              "'name: scale' line per tensor and no way to write it",
-                             hint="rename the tensor in the ONNX model, or use --target ort-cpu, which writes no cache")
+                             hint="rename the tensor in the ONNX model: the cache has no escape for it "
+                                  "(--target ort-cpu writes no cache)")
 
 
 def _scale_problem(scale: float) -> str | None:

@@ -38,17 +38,43 @@ def tiny_amax(amax) -> bool:
     return bool(np.any((amax > 0) & (amax.astype(np.float32).astype(np.float64) / INT8_MAX < SMALLEST_SCALE)))
 
 
+INT8_WEIGHT_MAX = 127  # TensorRT takes pre-quantized INT8 weights in [-127, 127]
+
+
+def quantize_weight(weight: np.ndarray, scale: np.ndarray, axis: int | None) -> np.ndarray:
+    """INT8 weight = clip(round_half_even(w / scale), -127, 127), computed in float32 as QuantizeLinear does."""
+    scale = np.asarray(scale, np.float32)
+    if axis is not None:
+        shape = [1] * weight.ndim
+        shape[axis] = -1
+        scale = scale.reshape(shape)
+    q = np.round(np.asarray(weight, np.float32) / scale)
+    return np.clip(q, -INT8_WEIGHT_MAX, INT8_WEIGHT_MAX).astype(np.int8)
+
+
 def build_qdq_model(model, plan: QuantPlan, activation_amax: dict[str, float],
-                    weight_amax: dict[str, np.ndarray], keep_float: frozenset[str] = frozenset()):
+                    weight_amax: dict[str, np.ndarray], keep_float: frozenset[str] = frozenset(),
+                    weight_storage: str = "int8"):
     """A copy of ``model`` with Q/DQ pairs inserted per ``plan``.
 
     Layers named in ``keep_float`` stay float: their activation and weight Q/DQ, and the residual Q/DQ of
     the Add fused into them, are left out (a tensor still shared with a quantized layer keeps its pair there).
+    ``weight_storage="int8"`` stores each quantized weight as an INT8 initializer read by a DequantizeLinear
+    alone (Model Optimizer's dq_only form; a quarter of the float weight's size); ``"float"`` keeps the float
+    weight with a QuantizeLinear/DequantizeLinear pair. Both give the same dequantized weights whenever no
+    weight value rounds to -128 (never with max-|w| weight ranges).
     """
+    from quant.qdq.float_types import check_quantizable_types, quantized_types, raise_versions, required_opset, scale_array
+
     onnx = require("onnx")
     helper, numpy_helper = onnx.helper, onnx.numpy_helper
+    if not plan.tensor_types:  # type inference once per plan (sensitivity/fallback build many models)
+        plan.tensor_types = quantized_types(model, plan)
+    types = plan.tensor_types
+    check_quantizable_types(types)
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    out = raise_versions(out, required_opset(types))  # float16 scales need opset 19; IR version to match
     graph = out.graph
     fresh = name_allocator(graph)
 
@@ -74,7 +100,8 @@ def build_qdq_model(model, plan: QuantPlan, activation_amax: dict[str, float],
         if key in dq_output:
             return dq_output[key]
         scale_name, zero_name = fresh(f"{tensor}_scale"), fresh(f"{tensor}_zero_point")
-        graph.initializer.append(numpy_helper.from_array(np.asarray(scale, dtype=np.float32), scale_name))
+        # QuantizeLinear's scale has its input's type, and DequantizeLinear returns the scale's type
+        graph.initializer.append(numpy_helper.from_array(scale_array(scale, types[tensor]), scale_name))
         graph.initializer.append(numpy_helper.from_array(np.zeros(np.shape(scale), dtype=np.int8), zero_name))
         quantized, dequantized = fresh(f"{tensor}_quantized"), fresh(f"{tensor}_dequantized")
         extra = {} if axis is None else {"axis": axis}
@@ -85,18 +112,58 @@ def build_qdq_model(model, plan: QuantPlan, activation_amax: dict[str, float],
         dq_output[key] = dequantized
         return dequantized
 
+    constants = {init.name: init for init in graph.initializer}
+
+    def emit_weight_dq(tensor: str, scale: np.ndarray, axis: int | None) -> str:
+        if tensor in dq_output:
+            return dq_output[tensor]
+        scale = scale_array(scale, types[tensor])
+        values = quantize_weight(numpy_helper.to_array(constants[tensor]), scale, axis)
+        names = [fresh(f"{tensor}_quantized"), fresh(f"{tensor}_scale"), fresh(f"{tensor}_zero_point")]
+        graph.initializer.extend([numpy_helper.from_array(values, names[0]), numpy_helper.from_array(scale, names[1]),
+                                  numpy_helper.from_array(np.zeros(np.shape(scale), dtype=np.int8), names[2])])
+        dequantized = fresh(f"{tensor}_dequantized")
+        extra = {} if axis is None else {"axis": axis}
+        new_nodes.append(helper.make_node("DequantizeLinear", names, [dequantized],
+                                          name=fresh(f"{tensor}_DequantizeLinear"), **extra))
+        dq_output[tensor] = dequantized
+        return dequantized
+
     weights = plan.weights
+    emit_weight = emit_weight_dq if weight_storage == "int8" else emit_pair
     for node in graph.node:
         for index, tensor in enumerate(node.input):
             if (node.name, index) in rewire:
                 node.input[index] = emit_pair(tensor, scale_from_amax(activation_amax[tensor]), None)
             elif (node.name, index) in weight_consumers:
                 spec = weights[tensor]
-                node.input[index] = emit_pair(tensor, scale_from_amax(weight_amax[tensor]), spec.axis)
+                node.input[index] = emit_weight(tensor, scale_from_amax(weight_amax[tensor]), spec.axis)
         new_nodes.append(node)
     del graph.node[:]
     graph.node.extend(new_nodes)
+    if weight_storage == "int8":
+        _drop_unused_initializers(graph, set(weight_consumers.values()))
     return out
+
+
+def _drop_unused_initializers(graph, candidates: set[str]) -> None:
+    """Remove the float weights in ``candidates`` that no node reads any more (nor a graph input/output names)."""
+    used = {t for node in graph.node for t in node.input}
+    used |= {v.name for v in graph.input} | {v.name for v in graph.output}
+    for attribute_graph in _subgraphs(graph):
+        used |= {t for node in attribute_graph.node for t in node.input}
+    kept = [init for init in graph.initializer if init.name not in candidates or init.name in used]
+    if len(kept) != len(graph.initializer):
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+
+
+def _subgraphs(graph):
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                yield sub
+                yield from _subgraphs(sub)
 
 
 def name_allocator(graph):

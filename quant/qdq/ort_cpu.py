@@ -231,8 +231,9 @@ def build_ort_cpu_model(model, plan: OrtCpuPlan, ranges: dict[str, tuple[float, 
 
     params = {t: u8_params(*ranges[src]) for t, src in plan.pairs.items()}
     levels = weight_levels(reduce_range)
-    weight_scales = {w: (np.where(np.asarray(weight_amax[w]) > 0, np.asarray(weight_amax[w], np.float64), 1.0)
-                         / levels).astype(np.float32) for w in plan.weights}
+    weight_scales = {w: np.maximum((np.where(np.asarray(weight_amax[w]) > 0, np.asarray(weight_amax[w], np.float64), 1.0)
+                                    / levels).astype(np.float32), np.finfo(np.float32).tiny)  # never denormal
+                     for w in plan.weights}
 
     after: dict[str, list] = {}  # tensor -> nodes to emit right after its producer (or at the top)
     dq_of: dict[str, str] = {}
@@ -254,14 +255,15 @@ def build_ort_cpu_model(model, plan: OrtCpuPlan, ranges: dict[str, tuple[float, 
         scale = weight_scales[weight]
         values = to_array(constants[weight])
         shape = [1] * values.ndim
-        shape[axis] = -1
+        if axis is not None:  # None: a per-tensor weight (shared by layers with different channel axes)
+            shape[axis] = -1
         quantized = np.clip(np.round(values / scale.reshape(shape)), -levels, levels).astype(np.int8)
         q_name, s_name, z_name = fresh(f"{weight}_quantized"), fresh(f"{weight}_scale"), fresh(f"{weight}_zero_point")
         graph.initializer.extend([numpy_helper.from_array(quantized, q_name), numpy_helper.from_array(scale, s_name),
                                   numpy_helper.from_array(np.zeros(scale.shape, np.int8), z_name)])
         dq = fresh(f"{weight}_dequantized")
         top.append(helper.make_node("DequantizeLinear", [q_name, s_name, z_name], [dq], name=fresh(f"{weight}_DQ"),
-                                    axis=axis))
+                                    **({} if axis is None else {"axis": axis})))
         replaced[(node_name, weight)] = dq
     for bias, (node_name, activation, weight) in plan.biases.items():
         x_scale = np.float64(params[plan.rewired.get(activation, activation)][0])

@@ -9,9 +9,11 @@ GEMV-shaped MatMul/Gemm, convolutions with very few output channels, and what th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
+from quant.core.errors import QuantError
 from quant.core.onnx_model import initializers
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -20,8 +22,10 @@ MIN_CONV_CHANNELS = 4
 
 @dataclass
 class WeightSpec:
+    """A weight's Q/DQ: per channel along ``axis`` (its output-channel axis), or per tensor when ``axis`` is None."""
+
     tensor: str
-    axis: int
+    axis: int | None
     channels: int
 
 
@@ -42,6 +46,8 @@ class QuantPlan:
     excluded: list[dict] = field(default_factory=list)  # {"node", "op_type", "reason"}
     # tensor -> [(node name, input index)] whose input is replaced by the tensor's DQ output
     consumers: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    per_tensor_weights: dict[str, str] = field(default_factory=dict)  # weight -> why it is quantized per tensor
+    tensor_types: dict[str, int] = field(default_factory=dict)  # quantized tensor -> ONNX element type (cached)
 
     @property
     def activations(self) -> list[str]:
@@ -59,6 +65,7 @@ class QuantPlan:
                        for l in self.layers],
             "residual_adds": self.residuals,
             "excluded": self.excluded,
+            **({"per_tensor_weights": self.per_tensor_weights} if self.per_tensor_weights else {}),
         }
 
 
@@ -69,8 +76,22 @@ def _attr(node, name, default):
     return default
 
 
-def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_types: set[str] | None = None) -> QuantPlan:
-    """The Q/DQ placement for a normalized model (Constant nodes already turned into initializers)."""
+class Heuristic(str):
+    """A reason to keep a layer in float that is a performance heuristic, not a limit: --include overrides it."""
+
+
+def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_types: set[str] | None = None,
+             exclude_op_types: Sequence[str] = (), exclude_patterns: Sequence[str] = (),
+             include: Sequence[str] = ()) -> QuantPlan:
+    """The Q/DQ placement for a normalized model (Constant nodes already turned into initializers).
+
+    ``exclude`` names nodes, ``exclude_op_types`` op types and ``exclude_patterns`` regular expressions
+    (``re.search`` on the node name) kept in float; ``include`` names layers quantized although a heuristic
+    (few channels, GEMV shape) or an op-type/regex exclusion would keep them in float (the more specific
+    selection wins; a node both included and excluded by name is refused by the config).
+    """
+    excluded_by = _exclusion(exclude, exclude_op_types, exclude_patterns)
+    include = set(include)
     constants = initializers(model)
     float_tensors = _float_tensors(model)
     producers = {out: node for node in model.graph.node for out in node.output}
@@ -88,11 +109,19 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
     for node in model.graph.node:
         if node.op_type not in WEIGHTED_OPS or node.domain not in ("", "ai.onnx"):
             continue
-        if node.name in exclude:
-            skip(node, "excluded by the user")
+        why = excluded_by(node)
+        if why and node.name in include:  # a node named by --include beats an op-type or regex exclusion
+            why = ""
+        if why:
+            skip(node, why)
             continue
         decision = _weighted_inputs(node, constants, float_tensors)
+        if isinstance(decision, Heuristic) and node.name in include:
+            decision = _weighted_inputs(node, constants, float_tensors, heuristics=False)
         if isinstance(decision, str):
+            if node.name in include:
+                raise QuantError(f"--include {node.name}: this {node.op_type} cannot be quantized: {decision}",
+                                 hint="--include overrides the speed heuristics only (few channels, GEMV shape)")
             skip(node, decision)
             continue
         activations, weight = decision
@@ -100,9 +129,10 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
             add_consumer(tensor, node, index)
         plan.layers.append(Layer(node.name, node.op_type, [t for _, t in activations], weight))
         quantized_nodes.add(node.name)
+    _per_tensor_where_axes_differ(plan)
 
     for node in model.graph.node:
-        if node.op_type != "Add" or len(node.input) != 2 or node.name in exclude:
+        if node.op_type != "Add" or len(node.input) != 2 or excluded_by(node):
             continue
         convs = [_conv_before(t, producers, quantized_nodes) for t in node.input]
         if not any(convs):
@@ -117,6 +147,24 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
     return plan
 
 
+def _per_tensor_where_axes_differ(plan: QuantPlan) -> None:
+    """A weight shared by layers whose output channels lie on different axes gets one per-tensor scale.
+
+    E.g. W in MatMul(x, W) (channels on W's last axis) and MatMul(W, a) (channels on its first): one Q/DQ
+    per weight tensor serves every use, and no single axis is right for both.
+    """
+    axes: dict[str, set] = {}
+    for layer in plan.layers:
+        if layer.weight is not None:
+            axes.setdefault(layer.weight.tensor, set()).add(layer.weight.axis)
+    for layer in plan.layers:
+        if layer.weight is not None and len(axes[layer.weight.tensor]) > 1:
+            layer.weight = WeightSpec(layer.weight.tensor, None, 1)
+            plan.per_tensor_weights[layer.weight.tensor] = (
+                f"shared by layers whose output channels lie on different axes {sorted(axes[layer.weight.tensor])}: "
+                "one per-tensor scale")
+
+
 def _conv_before(tensor: str, producers: dict, quantized: set[str]) -> str | None:
     """The quantized Conv/ConvTranspose producing ``tensor`` (directly or through a BatchNormalization)."""
     node = producers.get(tensor)
@@ -127,8 +175,31 @@ def _conv_before(tensor: str, producers: dict, quantized: set[str]) -> str | Non
     return None
 
 
-def _weighted_inputs(node, constants, float_tensors):
-    """([(input index, activation tensor)], WeightSpec | None), or a reason to leave the node in float."""
+def _exclusion(names, op_types, patterns):
+    """node -> why the user keeps it in float ('' when not)."""
+    import re
+
+    names, op_types = set(names), set(op_types)
+    compiled = [(p, re.compile(p)) for p in patterns]
+
+    def excluded_by(node) -> str:
+        if node.name in names:
+            return "excluded by the user (--exclude)"
+        if node.op_type in op_types:
+            return f"excluded by the user (--exclude-op-type {node.op_type})"
+        for pattern, regex in compiled:
+            if regex.search(node.name):
+                return f"excluded by the user (--exclude-regex {pattern})"
+        return ""
+
+    return excluded_by
+
+
+def _weighted_inputs(node, constants, float_tensors, heuristics: bool = True):
+    """([(input index, activation tensor)], WeightSpec | None), or a reason to leave the node in float.
+
+    A reason that is a :class:`Heuristic` goes away with ``heuristics=False`` (the user's --include).
+    """
     op = node.op_type
     if op in ("Conv", "ConvTranspose"):
         if len(node.input) < 2 or node.input[1] not in constants:
@@ -143,9 +214,9 @@ def _weighted_inputs(node, constants, float_tensors):
             axis, channels = 1, shape[1]
         else:
             axis, channels = 0, shape[0]
-        if channels < MIN_CONV_CHANNELS:
-            return (f"{channels} output channel(s): too few for TensorRT's INT8 kernels to pay off, "
-                    "kept in float")
+        if channels < MIN_CONV_CHANNELS and heuristics:
+            return Heuristic(f"{channels} output channel(s): too few for TensorRT's INT8 kernels to pay off, "
+                             "kept in float (--include quantizes it)")
         return [(0, node.input[0])], WeightSpec(node.input[1], axis, channels)
     # Gemm / MatMul
     a, b = node.input[0], node.input[1]
@@ -155,22 +226,23 @@ def _weighted_inputs(node, constants, float_tensors):
         trans_a, trans_b = _attr(node, "transA", 0), _attr(node, "transB", 0)
     else:
         trans_a = trans_b = 0
+    gemv = Heuristic("1-D weight (GEMV-shaped): kept in float (--include quantizes it)")
     if b in constants:
         shape = tuple(constants[b].dims)
-        if len(shape) < 2:
-            return "1-D weight (GEMV-shaped): kept in float"
-        axis = 0 if trans_b else len(shape) - 1
-        weight, activations = WeightSpec(b, axis, shape[axis]), [(0, a)]
+        if len(shape) < 2 and heuristics:
+            return gemv
+        axis = None if len(shape) < 2 else 0 if trans_b else len(shape) - 1  # 1-D: no channel axis, per tensor
+        weight, activations = WeightSpec(b, axis, 1 if axis is None else shape[axis]), [(0, a)]
     elif a in constants:
         shape = tuple(constants[a].dims)
-        if len(shape) < 2:
-            return "1-D weight (GEMV-shaped): kept in float"
-        axis = len(shape) - 1 if trans_a else len(shape) - 2
-        weight, activations = WeightSpec(a, axis, shape[axis]), [(1, b)]
+        if len(shape) < 2 and heuristics:
+            return gemv
+        axis = None if len(shape) < 2 else len(shape) - 1 if trans_a else len(shape) - 2
+        weight, activations = WeightSpec(a, axis, 1 if axis is None else shape[axis]), [(1, b)]
     else:
         weight, activations = None, [(0, a), (1, b)]
-    if weight is not None and weight.channels == 1:
-        return "GEMV-shaped (a single output channel): kept in float"
+    if weight is not None and weight.channels == 1 and heuristics:
+        return Heuristic("GEMV-shaped (a single output channel): kept in float (--include quantizes it)")
     if any(t not in float_tensors for _, t in activations):
         return "input is not a float tensor"
     return activations, weight

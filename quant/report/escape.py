@@ -7,16 +7,15 @@
   gets every ASCII punctuation character backslash-escaped, so it can open no tag, link, emphasis or
   code span. Line breaks and other control characters are shown as escapes (``\\n``) first: a
   name stays on its line and in its table row.
-* CSV: the csv module quotes what needs quoting; a text field that starts with '=', '+', '-', '@', tab or
-  CR gets a leading apostrophe (OWASP's advice against formula injection), so a spreadsheet shows
-  it as text. The exact names are in the JSON file beside it.
+* CSV: see quant.core.text.csv_field (the csv module quotes; a leading '=', '+', '-', '@', tab or CR gets
+  an apostrophe, OWASP's advice against formula injection; the exact names are in the JSON beside it).
 * Matplotlib: see :func:`plot_text`.
 """
 from __future__ import annotations
 
 import re
 
-from quant.core.text import csv_field, printable  # noqa: F401 (csv_field: stages left of report use it)
+from quant.core.text import printable
 
 _PUNCTUATION = re.compile(r"([!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~])")
 

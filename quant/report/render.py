@@ -47,6 +47,10 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
     """Write report.md, report.html and plots/ into ``output`` (default: the folder). Returns both paths."""
     folder = Path(folder)
     manifest = _load(folder, "quant.json")
+    if manifest is None and (folder / "summary.json").is_file():  # several methods: the comparison report
+        from quant.report.methods import write_methods_report
+
+        return write_methods_report(folder, Path(output or folder), worst)
     if manifest is None:
         raise QuantError(f"'{folder}' is not a quant calibration folder (no quant.json)",
                          hint="pass one method's folder written by 'quant calibrate' or 'quant fallback'")
@@ -67,11 +71,14 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
     if floats:
         names = ", ".join(md_code(u["node"]) for u in floats)
         body.append(f"- layers kept in float by the fallback: {names}")
+    for warning in manifest.get("warnings") or []:
+        if isinstance(warning, dict):
+            body.append(f"- warning: tensor {md_code(warning.get('tensor'))} {md_text(warning.get('problem'))}")
     sections.append(("Calibration", "\n".join(body), []))
 
     table = _metric_table(folder)
     if table:
-        sections.append(("FP32 vs INT8", table, []))
+        sections.append(("FP32 vs INT8", _eval_check(folder, manifest) + table, []))
 
     images = []
     rows = ["| tensor | max abs | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]
@@ -119,9 +126,25 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
             write_file_atomic(out / "plots" / name, data)
             md += [f"![{name}](plots/{name})", ""]
     md_path, html_path = out / "report.md", out / "report.html"
-    write_file_atomic(md_path, "\n".join(md))
-    write_file_atomic(html_path, _html(folder.name, sections))
+    write_file_atomic(md_path, "\n".join(md).encode("utf-8"))  # UTF-8 whatever the locale (the HTML says so)
+    write_file_atomic(html_path, _html(folder.name, sections).encode("utf-8"))
     return md_path, html_path
+
+
+def _eval_check(folder: Path, manifest: dict) -> str:
+    """Warning lines when eval.json names other models than this folder's (also printed to stderr)."""
+    import sys
+
+    from quant.report.methods import eval_model_warnings
+
+    evaluation = _load(folder, "eval.json")
+    if evaluation is None or not (folder / "model.int8.onnx").is_file():
+        return ""
+    warnings = eval_model_warnings(evaluation, {manifest.get("method", folder.name): folder / "model.int8.onnx"},
+                                   manifest.get("model", {}).get("sha256"))
+    for warning in warnings:
+        sys.stderr.write(f"warning: {warning.replace('`', '')}\n")
+    return "".join(f"**Warning**: {w}\n\n" for w in warnings)
 
 
 def _metric_table(folder: Path) -> str:

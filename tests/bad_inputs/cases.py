@@ -145,7 +145,7 @@ def malformed_histograms(d: Path):
 
 
 def unknown_method(d: Path):
-    return ["calibrate", MODEL, "--data", CALIBRATION, "--output", d / "out", "--method", "entropy,kl"]
+    return ["calibrate", MODEL, "--data", CALIBRATION, "--output", d / "out", "--method", "entropy,kld"]
 
 
 def bad_percentile(d: Path):
@@ -208,7 +208,7 @@ CASES = [
     Case("output_is_input_folder", output_is_input_folder, "contains the input"),
     Case("recalibrate_other_model", recalibrate_other_model, "is not the one"),
     Case("malformed_histograms", malformed_histograms, "cannot read histograms"),
-    Case("unknown_method", unknown_method, "unknown calibration method 'kl'"),
+    Case("unknown_method", unknown_method, "unknown calibration method 'kld'"),
     Case("bad_percentile", bad_percentile, "argument --percentile: must be a number in (0, 100]"),
     Case("unknown_exclude", unknown_exclude, "no_such_node"),
     Case("damaged_npy_header", damaged_npy_header, "cannot read NumPy data"),

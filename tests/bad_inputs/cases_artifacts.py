@@ -76,6 +76,14 @@ def line_separator_in_tensor_name(d: Path):
     return _calibrate(renamed_model(d / "m.onnx", {"/down/down.2/Relu_output_0": "a\u2028b"}), d)
 
 
+def non_utf8_tensor_name(d: Path):
+    """A tensor name that is not UTF-8 (protobuf hands it out as bytes)."""
+    renamed_model(d / "m.onnx", {"/block1/relu/Relu_output_0": "ZZZQQQ"})
+    data = (d / "m.onnx").read_bytes().replace(b"ZZZQQQ", b"ZZ\xff\xfeQQ")
+    (d / "m.onnx").write_bytes(data)
+    return _calibrate(d / "m.onnx", d)
+
+
 def nan_weight(d: Path):
     return _calibrate(changed_weight(d / "m.onnx", "onnx::Conv_66", lambda w: w.__setitem__((3, 0, 0, 0), np.nan)), d)
 
@@ -169,6 +177,8 @@ CASES = [
     Case("carriage_return_in_tensor_name", carriage_return_in_tensor_name, "holds the character '\\r'"),
     Case("nul_in_tensor_name", nul_in_tensor_name, "holds the character '\\x00'"),
     Case("line_separator_in_tensor_name", line_separator_in_tensor_name, "holds the character '\\u2028'"),
+    Case("non_utf8_tensor_name", non_utf8_tensor_name, "has a tensor name that is not valid UTF-8"),
+    Case("error_line_stays_one_line", lambda d: _calibrate(MODEL, d) + ["--exclude", "no\nsuch\rnode"], "no\\nsuch\\rnode"),
     Case("nan_weight", nan_weight, "initializer 'onnx::Conv_66' of node '/block1/conv1/Conv' holds NaN"),
     Case("inf_weight", inf_weight, "initializer 'head.weight' of node '/head/Gemm' holds Inf"),
     Case("inf_bias", inf_bias, "initializer 'onnx::Conv_64' of node '/stem/stem.0/Conv' holds Inf"),

@@ -18,9 +18,10 @@ from quant.core.text import printable
 from quant.pipeline import recalibrate
 
 TENSORS = {"/stem/stem.2/Relu_output_0": "<script>alert('t')</script>", "/down/down.2/Relu_output_0": "`a`|b **c**",
-           "/block2/relu/Relu_output_0": "$x^$ \\alpha"}
+           "/block2/relu/Relu_output_0": "$x^$ \\alpha", "/block1/relu_1/Relu_output_0": "名前/Ünïcødé"}
 NODES = {"/block1/conv2/Conv": "<img src=x onerror=alert(1)>`x`|y\nz", "/down/down.0/Conv": '=HYPERLINK("http://x","y")',
-         "/block2/conv1/Conv": "$\\undefinedcommand$", "/stem/stem.0/Conv": "+SUM(A1),evil"}
+         "/block2/conv1/Conv": "$\\undefinedcommand$", "/stem/stem.0/Conv": "+SUM(A1),evil",
+         "/head/Gemm": "\x1b[2J\x1b[31mred\x07"}
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,7 @@ def hostile(tmp_path_factory, digits):
     quant.calibrate(model, digits["calibration"], methods=("minmax",)).save(out)
     proc = run_cli(["sensitivity", model, "--calibration", out, "--data", digits["heldout"], "--num-samples", "48"])
     assert proc.returncode == 0, proc.stderr
+    assert "\x1b" not in proc.stdout + proc.stderr and "\\x1b[31mred\\x07" in proc.stdout  # no terminal control
     proc = run_cli(["report", out])
     assert proc.returncode == 0, proc.stderr
     return out
@@ -38,12 +40,13 @@ def hostile(tmp_path_factory, digits):
 
 def test_report_md_shows_every_name_literally_as_github_reads_it(hostile):
     markdown_it = pytest.importorskip("markdown_it", reason="markdown-it-py (dev extra) reads the Markdown as GitHub")
-    tokens = markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").parse((hostile / "report.md").read_text())
+    text = (hostile / "report.md").read_bytes().decode("utf-8")
+    tokens = markdown_it.MarkdownIt("commonmark", {"html": True}).enable("table").parse(text)
     inline = [c for t in tokens if t.type == "inline" for c in t.children]
     assert not [c for c in inline if c.type in ("html_inline", "html_block")]
     assert not [t for t in tokens if t.type == "html_block"]
     codes = {c.content for c in inline if c.type == "code_inline"}
-    for name in list(TENSORS.values())[:2] + list(NODES.values()):
+    for name in list(TENSORS.values()) + list(NODES.values()):  # minmax: amax = max|x|, the first 6 tensors shown
         assert printable(name) in codes, name
     tables, cells = [], 0
     for token in tokens:
@@ -58,15 +61,15 @@ def test_report_md_shows_every_name_literally_as_github_reads_it(hostile):
 
 
 def test_report_html_escapes_every_name(hostile):
-    text = (hostile / "report.html").read_text()
+    text = (hostile / "report.html").read_bytes().decode("utf-8")
     assert "<script>alert" not in text and "<img src=x" not in text
-    for name in list(NODES.values())[:1] + list(TENSORS.values())[:2]:
-        assert html.escape(printable(name)) in text
+    for name in list(NODES.values()) + list(TENSORS.values()):
+        assert html.escape(printable(name)) in text, name
     assert "sensitivity.png" in text
 
 
 def test_sensitivity_csv_has_one_row_per_layer_and_no_formula(hostile):
-    rows = list(csv.reader((hostile / "sensitivity.csv").open(newline="")))
+    rows = list(csv.reader((hostile / "sensitivity.csv").open(newline="", encoding="utf-8")))
     layers = json.loads((hostile / "sensitivity.json").read_text())["layers"]
     assert len(rows) == len(layers) + 1 and {len(r) for r in rows} == {8}
     nodes = [r[1] for r in rows[1:]]

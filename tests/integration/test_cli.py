@@ -81,7 +81,7 @@ def test_bad_inputs_give_one_line_exit_2_and_leave_nothing(digits, tmp_path):
         cases.append((["calibrate", digits["model"], "--data", data_dir / name], message))
     (tmp_path / "emptydir").mkdir()
     cases.append((["calibrate", digits["model"], "--data", tmp_path / "emptydir"], "is empty"))
-    cases.append((["calibrate", digits["model"], "--data", digits["calibration"], "--method", "kl"], "unknown calibration method"))
+    cases.append((["calibrate", digits["model"], "--data", digits["calibration"], "--method", "kld"], "unknown calibration method"))
     (tmp_path / "afile").write_text("x")
     cases.append((["calibrate", digits["model"], "--data", digits["calibration"], "--output", tmp_path / "afile" / "sub"],
                   "cannot write to the output folder"))

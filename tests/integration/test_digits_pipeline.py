@@ -48,11 +48,11 @@ def test_qdq_model_is_valid_and_tensorrt_shaped(calibrated):
         assert act_dq.op_type == "DequantizeLinear" and producers[act_dq.input[0]].op_type == "QuantizeLinear"
         assert inits[act_dq.input[1]].shape == () and inits[act_dq.input[2]].dtype == np.int8
         assert inits[act_dq.input[2]] == 0
-        w_dq = producers[node.input[1]]
-        assert w_dq.op_type == "DequantizeLinear" and producers[w_dq.input[0]].op_type == "QuantizeLinear"
+        w_dq = producers[node.input[1]]  # weights: INT8 initializer -> DequantizeLinear (--weight-storage int8)
+        assert w_dq.op_type == "DequantizeLinear" and inits[w_dq.input[0]].dtype == np.int8
         axis = next(a.i for a in w_dq.attribute if a.name == "axis")
         assert axis == 0
-        assert inits[w_dq.input[1]].shape == (inits[producers[w_dq.input[0]].input[0]].shape[0],)
+        assert inits[w_dq.input[1]].shape == (inits[w_dq.input[0]].shape[0],)
         if len(node.input) > 2:  # bias stays float, straight from an initializer
             assert node.input[2] in inits and node.input[2] not in producers
     outputs = {o.name for o in model.graph.output}

@@ -123,3 +123,12 @@ def test_reader_on_random_bytes_gives_a_table_or_one_line_error(tmp_path, data):
         return
     for name, scale in scales.items():
         assert name and math.isfinite(scale) and scale >= SMALLEST_SCALE
+
+
+def test_trtexec_shape_spec_refuses_an_input_name_it_cannot_quote():
+    from quant.backends.tensorrt import Profile, trtexec_command
+
+    quoted = trtexec_command("m", "e", (10, 0, 0), {"a,b": Profile("a,b", (1, 4), (2, 4), (4, 4))})
+    assert "--minShapes='a,b':1x4" in quoted
+    with pytest.raises(QuantError, match="holds a single quote"):
+        trtexec_command("m", "e", (10, 0, 0), {"it's": Profile("it's", (1, 4), (2, 4), (4, 4))})

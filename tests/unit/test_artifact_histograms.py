@@ -170,3 +170,30 @@ def test_random_damage_is_an_error_or_the_same_histograms(saved, data):
     finally:
         saved.write_bytes(original)
     assert result == _histograms()
+
+
+def test_ranges_that_cannot_be_float32_scales_are_refused_naming_the_tensor():
+    from quant.pipeline.checks import check_ranges
+
+    check_ranges({"entropy": {"a": 0.0, "b": 3.4e38}}, {"w": np.array([0.0, 1.0])})
+    for bad in (np.nan, np.inf, 1e300, -1.0):
+        with pytest.raises(QuantError, match="tensor 'conv\\\\nout' gets amax"):
+            check_ranges({"entropy": {"conv\nout": bad}}, {})
+    with pytest.raises(QuantError, match="weight 'w'"):
+        check_ranges({}, {"w": np.array([1.0, np.nan])})
+
+
+def test_guessed_or_raised_scales_are_warned_with_the_tensor_name():
+    from quant.pipeline.checks import range_warnings, warning_lines
+
+    histograms = {"dead": Histogram(bins=256).update(np.zeros(64, np.float32)), "never": Histogram(bins=256),
+                  "tiny": Histogram(bins=256).update(np.full(8, 1e-39, np.float32)),
+                  "fine": Histogram(bins=256).update(np.ones(8, np.float32))}
+    amax = {"dead": 0.0, "never": 0.0, "tiny": 1e-39, "fine": 1.0}
+    warnings = range_warnings(histograms, amax, {"w": np.array([1.0, 1e-38, 0.0])})
+    assert [w["tensor"] for w in warnings] == ["dead", "never", "tiny", "w"]
+    assert "all zeros on the 64 calibration values" in warnings[0]["problem"]
+    assert "received no values" in warnings[1]["problem"] and "raised to 2**-126" in warnings[2]["problem"]
+    assert "1 channel(s)" in warnings[3]["problem"]  # the all-zero channel (scale 1/127) is not warned about
+    lines = warning_lines(warnings * 5, limit=3)
+    assert len(lines) == 4 and lines[-1].startswith("warning: 17 more")

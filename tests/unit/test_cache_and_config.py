@@ -47,7 +47,7 @@ def test_config_json_roundtrip_and_validation():
     config = CalibrationConfig(methods=("entropy", "mse"), percentile=99.9, num_samples=10, exclude=("a",))
     assert CalibrationConfig.from_json(config.to_json()) == config
     assert CalibrationConfig(methods="minmax").methods == ("minmax",)
-    for bad, match in [({"methods": ("kl",)}, "unknown calibration method"),
+    for bad, match in [({"methods": ("kld",)}, "unknown calibration method"),
                        ({"percentile": 0}, "percentile"), ({"bins": 1000}, "power of two"),
                        ({"batch_size": 0}, "batch-size"), ({"methods": ("mse", "mse")}, "twice"),
                        ({"version": 99}, "version 99")]:

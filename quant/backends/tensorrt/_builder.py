@@ -57,10 +57,10 @@ def build_engine(onnx_path: str | Path, profiles: dict[str, Profile], workspace_
         config.int8_calibrator = calibrator_for_cache(implicit_cache)
     elif major < 10:
         config.set_flag(trt.BuilderFlag.INT8)
-    dynamic = [p for p in profiles.values() if not p.is_static()]
+    dynamic = [p for p in profiles.values() if p.needs_shapes()]  # inputs with a free dimension, equal shapes too
     if dynamic:
         profile = builder.create_optimization_profile()
-        for p in profiles.values():
+        for p in dynamic:
             profile.set_shape(p.name, p.min, p.opt, p.max)
         config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
