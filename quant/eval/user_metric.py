@@ -5,8 +5,9 @@ The function is called once per held-out batch::
     def metric(outputs, labels):                  # outputs: list of arrays, one per model output
         return float(accuracy)                    # the batch's mean, or a (sum, count) pair
 
-    def metric(outputs, labels, fp32_outputs):    # optional third argument: the FP32 model's outputs
-        ...                                       # for the same batch (for FP32 itself: its own outputs)
+    def metric(outputs, labels, fp32_outputs):    # optional third parameter (no default, or named
+        ...                                       # fp32_outputs): the FP32 model's outputs for the same
+                                                  # batch (when FP32 itself is scored: its own outputs)
 
 ``labels`` is the batch's labels (None without labels). Set ``metric.higher_is_better = False`` for an
 error rate. Whatever the function does wrong is the user's input, not quant's bug: a value that is not a
@@ -102,14 +103,21 @@ def _import(source: str, spec: str):
         sys.path.remove(cwd)
 
 
+REFERENCE_NAMES = {"fp32_outputs", "fp32", "reference"}
+
+
 def takes_reference(function: Callable) -> bool:
-    """Whether the function accepts a third positional argument (the FP32 outputs)."""
+    """Whether the function wants the FP32 outputs: a third positional parameter that has no default, or
+    is named fp32_outputs / fp32 / reference (``numpy.mean(a, axis=None, dtype=None)`` does not)."""
     try:
         parameters = list(inspect.signature(function).parameters.values())
     except (TypeError, ValueError):  # builtins without a signature: the documented two arguments
         return False
     positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
+    if len(positional) < 3:
+        return False
+    third = positional[2]
+    return third.default is inspect.Parameter.empty or third.name in REFERENCE_NAMES
 
 
 def _number(value) -> float | None:
