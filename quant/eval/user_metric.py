@@ -45,7 +45,7 @@ def load_function(spec: str) -> Callable:
     """The callable named by ``module:function`` or ``path/to/file.py:function`` (QuantError otherwise)."""
     source, sep, attribute = spec.rpartition(":")
     if not sep or not source or not attribute:
-        raise QuantError(f"metric '{spec}' is not MODULE:FUNCTION or FILE.py:FUNCTION",
+        raise QuantError(f"cannot load metric '{spec}': it is not MODULE:FUNCTION or FILE.py:FUNCTION",
                          hint="e.g. --metric my_metrics:accuracy or --metric ./metrics.py:accuracy")
     is_file = source.endswith(".py") or "/" in source or os.sep in source
     try:
@@ -55,13 +55,15 @@ def load_function(spec: str) -> Callable:
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # SyntaxError, any error raised by the module's code, SystemExit
-        raise _failure(spec, "on import", exc) from None
+        error = _failure(spec, "on import", exc)
+        raise QuantError(error.message.replace(f"metric '{spec}' ", f"cannot load metric '{spec}': its module ", 1),
+                         hint=error.hint) from None
     function = getattr(module, attribute, None)
     if function is None:
-        raise QuantError(f"metric '{spec}': '{source}' has no function '{attribute}'",
+        raise QuantError(f"cannot load metric '{spec}': '{source}' has no function '{attribute}'",
                          hint=f"define {attribute}(outputs, labels) in {source}")
     if not callable(function):
-        raise QuantError(f"metric '{spec}': '{attribute}' in '{source}' is not a function (it is "
+        raise QuantError(f"cannot load metric '{spec}': '{attribute}' in '{source}' is not a function (it is "
                          f"{_describe(function)})", hint=HINT)
     return function
 
@@ -69,11 +71,11 @@ def load_function(spec: str) -> Callable:
 def _load_file(source: str, spec: str):
     path = Path(source)
     if not path.is_file():
-        raise QuantError(f"metric '{spec}': the file '{source}' does not exist", hint="check the path before the ':'")
+        raise QuantError(f"cannot load metric '{spec}': the file '{source}' does not exist", hint="check the path before the ':'")
     name = f"quant_user_metric_{abs(hash(str(path.resolve())))}"
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
-        raise QuantError(f"metric '{spec}': '{source}' cannot be loaded as a Python file", hint="name a .py file")
+        raise QuantError(f"cannot load metric '{spec}': '{source}' is not a Python file", hint="name a .py file")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up by name
     try:
@@ -94,7 +96,7 @@ def _import(source: str, spec: str):
             raise  # the module was found but imports something missing: report that
         cwd = os.getcwd()
         if cwd in sys.path or not (Path(cwd, f"{top}.py").is_file() or Path(cwd, top, "__init__.py").is_file()):
-            raise QuantError(f"metric '{spec}': no module named '{source}' (on the Python path or in the current "
+            raise QuantError(f"cannot load metric '{spec}': no module named '{source}' (on the Python path or in the current "
                              "folder)", hint="give the file instead: --metric path/to/file.py:function") from None
     sys.path.insert(0, cwd)
     try:
