@@ -5,7 +5,6 @@ prints the exact trtexec command for the model.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from quant.backends import tensorrt as trt_backend
 from quant.core.errors import QuantError
 from quant.core.io import dumps, temp_file_beside, write_file_atomic
 from quant.core.ownership import read_manifest, register
+from quant.core.readback import read_quant_json
 from quant.core.onnx_model import file_hash, input_specs, load_model
 from quant.qdq.cache import read_cache
 
@@ -82,7 +82,7 @@ def plan_build(target: str | Path, output: str | Path, shapes: Sequence[str] = (
         onnx_path = target
         folder = target.parent if (target.parent / "quant.json").exists() else None
     manifest_path = folder / "quant.json" if folder is not None else None
-    manifest = json.loads(manifest_path.read_text()) if manifest_path is not None and manifest_path.exists() else {}
+    manifest = read_quant_json(manifest_path) if manifest_path is not None and manifest_path.exists() else {}
     cache = None
     if implicit:
         if not manifest:
@@ -134,7 +134,7 @@ def build(target: str | Path, output: str | Path, shapes: Sequence[str] = (), wo
     else:
         _run_trtexec(plan, output)
     if plan.manifest_path is not None:
-        manifest = json.loads(plan.manifest_path.read_text())
+        manifest = read_quant_json(plan.manifest_path)
         manifest["tensorrt"] = {"version": ".".join(map(str, plan.version)), "gpu": gpu_name(), "built_with": plan.via,
                                 "engine": str(output), "implicit": plan.implicit_cache is not None,
                                 "profiles": {p.name: {"min": p.min, "opt": p.opt, "max": p.max} for p in plan.profiles.values()},

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from quant.cli.common import add_force_option, input_files, stdout
+from quant.cli import validators as V
 
 
 def register(subparsers) -> None:
@@ -17,9 +18,9 @@ def register(subparsers) -> None:
     parser.add_argument("--runtime", default="ort", metavar="R[,R]",
                         help="comma-separated: ort (ONNX Runtime CPU), openvino (default: ort)")
     parser.add_argument("--batch", default="1", metavar="B[,B]", help="batch sizes, comma-separated (default 1)")
-    parser.add_argument("--threads", type=int, help="intra-op threads (default: the runtime's own choice)")
-    parser.add_argument("--repeat", type=int, default=30, help="timed runs per model (default 30)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
+    parser.add_argument("--threads", type=V.integer(1, 4096, "threads"), help="intra-op threads (default: the runtime's own choice)")
+    parser.add_argument("--repeat", type=V.count(1, "repeat"), default=30, help="timed runs per model (default 30)")
+    parser.add_argument("--warmup", type=V.count(0, "warmup"), default=5, help="untimed runs first (default 5)")
     parser.add_argument("--shape", action="append", default=[], metavar="NAME:DxDxD",
                         help="full shape of an input with dynamic dimensions besides the batch (repeatable; "
                              "the syntax of 'quant build --shape')")

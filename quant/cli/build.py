@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 from quant.cli.common import add_force_option, input_files, stdout
+from quant.cli import validators as V
 
 
 def register(subparsers) -> None:
@@ -23,9 +24,9 @@ def register(subparsers) -> None:
                         help="shape of an input (repeatable): one shape, or MIN/OPT/MAX for the optimization profile, "
                              "e.g. input:8x3x224x224 or input:1x3x224x224/8x3x224x224/32x3x224x224 "
                              "(default: from the model and the calibration data's observed shapes)")
-    parser.add_argument("--max-batch", type=int, default=32, help="max batch of the default profile (default 32)")
-    parser.add_argument("--workspace", type=int, metavar="MIB", help="builder workspace limit in MiB")
-    parser.add_argument("--trt-version", metavar="X.Y.Z",
+    parser.add_argument("--max-batch", type=V.count(1, "max-batch"), default=32, help="max batch of the default profile (default 32)")
+    parser.add_argument("--workspace", type=V.count(1, "workspace"), metavar="MIB", help="builder workspace limit in MiB")
+    parser.add_argument("--trt-version", type=V.trt_version, metavar="X.Y.Z",
                         help="TensorRT version the command targets where none is installed (default: the one "
                              "'quant calibrate --trt-version' recorded in quant.json, else 10.3.0)")
     parser.add_argument("--implicit", action="store_true",

@@ -6,6 +6,7 @@ from pathlib import Path
 from quant.cli.common import (add_data_options, add_ray_options, input_files, input_map_from_args,
                                preprocess_from_args, print_warnings, ray_from_args, stdout)
 from quant.core.config import HIGH_PRECISION, METHOD_ALIASES, METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS, WEIGHT_STORAGE
+from quant.cli import validators as V
 
 
 def register(subparsers) -> None:
@@ -20,10 +21,10 @@ def register(subparsers) -> None:
                              f"names {', '.join(f'{a} (= {m})' for a, m in METHOD_ALIASES.items())} are accepted "
                              "(default: entropy)")
     parser.add_argument("--output", "-o", required=True, metavar="DIR", help="output folder (written atomically)")
-    parser.add_argument("--percentile", type=float, help="percentile for --method percentile (default 99.99)")
+    parser.add_argument("--percentile", type=V.percentile, help="percentile for --method percentile (default 99.99)")
     parser.add_argument("--weight-method", default="minmax", choices=WEIGHT_METHODS,
                         help="per-channel weight ranges (default: minmax = max |w|)")
-    parser.add_argument("--bins", type=int, default=4096, help="histogram bins on the dyadic grid (default 4096)")
+    parser.add_argument("--bins", type=V.bins, default=4096, help="histogram bins on the dyadic grid (default 4096)")
     parser.add_argument("--exclude", action="append", default=[], metavar="NODE",
                         help="ONNX node name to keep in float, or re:PATTERN for a regular expression as "
                              "--exclude-regex takes (repeatable)")
@@ -43,8 +44,8 @@ def register(subparsers) -> None:
                         help="type of the layers left unquantized in model.int8.onnx: fp16 converts them (and the "
                              "Q/DQ scales) to float16 as Model Optimizer's high_precision_dtype does, keeping the "
                              "model's float32 inputs and outputs (default: fp32, the model as it is)")
-    parser.add_argument("--trt-version", default="10.3.0", help="TensorRT version for the cache header (default 10.3.0)")
-    parser.add_argument("--memory-budget", type=float, default=128.0, metavar="MB",
+    parser.add_argument("--trt-version", default="10.3.0", type=V.trt_version, help="TensorRT version for the cache header (default 10.3.0)")
+    parser.add_argument("--memory-budget", type=V.number(0, None, low_open=True, name="memory-budget"), default=128.0, metavar="MB",
                         help="activation memory per batch when --batch-size is not given (default 128 MB)")
     parser.add_argument("--external-data", action="store_true",
                         help="store the Q/DQ model's weights in model.int8.onnx.data (automatic over 2 GB)")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from quant.core.errors import QuantError
+from quant.cli import validators as V
 
 
 class Parser(argparse.ArgumentParser):
@@ -28,11 +29,11 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True, bat
     group.add_argument("--input-map", action="append", default=[], metavar="INPUT=KEY",
                        help="feed model input INPUT from data key/column KEY (repeatable)")
     group.add_argument("--split", help="split of a saved Hugging Face DatasetDict")
-    group.add_argument("--num-samples", type=int, metavar="N", help="use N samples drawn with --seed (default: all)")
-    group.add_argument("--batch-size", type=int, default=batch_default, metavar="B",
+    group.add_argument("--num-samples", type=V.count(1, "num-samples"), metavar="N", help="use N samples drawn with --seed (default: all)")
+    group.add_argument("--batch-size", type=V.count(1, "batch-size"), default=batch_default, metavar="B",
                        help="samples per run (default: " + (str(batch_default) if batch_default else
                                                             "as many as --memory-budget allows, up to 64") + ")")
-    group.add_argument("--seed", type=int, default=0, help="seed for drawing --num-samples (default: 0)")
+    group.add_argument("--seed", type=V.seed, default=0, help="seed for drawing --num-samples (default: 0)")
     pre = parser.add_argument_group("image preprocessing (image folders and image columns)")
     pre.add_argument("--preprocess", metavar="SPEC.json", help="JSON with resize, color, scale, mean, std, layout, dtype")
     pre.add_argument("--preprocess-from", metavar="DIR",
@@ -40,7 +41,7 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True, bat
                           "the INT8 model sits in a calibration folder, and with --calibration DIR)")
     pre.add_argument("--resize", metavar="H,W", help="resize images to H x W")
     pre.add_argument("--color", choices=["RGB", "BGR", "L"], help="channel order, or L for grayscale (default RGB)")
-    pre.add_argument("--scale", type=float, help="multiply pixels by this first (default 1/255)")
+    pre.add_argument("--scale", type=V.number(name="scale"), help="multiply pixels by this first (default 1/255)")
     pre.add_argument("--mean", metavar="M[,M,M]", help="subtract per channel after scaling")
     pre.add_argument("--std", metavar="S[,S,S]", help="divide per channel after the mean")
     pre.add_argument("--layout", choices=["NCHW", "NHWC"], help="array layout (default NCHW)")
@@ -53,7 +54,7 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--output-name", metavar="NAME",
                        help="the model output that labels and metrics score (default: the one output that fits the "
                             "labels, or the only output; a metric can name its own as METRIC@NAME)")
-    group.add_argument("--class-axis", type=int, metavar="AXIS",
+    group.add_argument("--class-axis", type=V.integer(-16, 16, "class-axis"), metavar="AXIS",
                        help="axis of the classes for argmax agreement (default 1: [N, C] scores and [N, C, H, W] maps)")
 
 

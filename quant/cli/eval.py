@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from quant.cli.common import (add_data_options, add_force_option, add_output_options, add_ray_options, input_files,
                               input_map_from_args, preprocess_from_args, ray_from_args, stdout)
+from quant.cli import validators as V
 
 
 def register(subparsers) -> None:
@@ -21,7 +22,7 @@ def register(subparsers) -> None:
                         help="how to run the INT8 model: emulate = exact Q/DQ in float (TensorRT's arithmetic, "
                              "default); ort-int8 = ONNX Runtime's integer kernels; openvino = OpenVINO's CPU INT8 kernels; "
                              "tensorrt = a built engine on the GPU")
-    parser.add_argument("--topk", default="1", metavar="K[,K]", help="top-k accuracies to report (default 1)")
+    parser.add_argument("--topk", default="1", type=V.int_list(1, 1000, "topk"), metavar="K[,K]", help="top-k accuracies to report (default 1)")
     add_output_options(parser)
     parser.add_argument("--output-json", metavar="FILE", help="also write the results as JSON (atomically)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -35,10 +36,7 @@ def run(args) -> int:
     from quant.core.io import check_output_file, dumps, json_output, write_file_atomic, writing
     from quant.pipeline import evaluate
 
-    try:
-        topk = tuple(int(k) for k in args.topk.split(","))
-    except ValueError:
-        raise QuantError(f"--topk takes comma-separated integers, got '{args.topk}'", hint="e.g. --topk 1,5") from None
+    topk = tuple(args.topk)  # checked when parsed (validators.int_list)
     from pathlib import Path
 
     from quant.pipeline.folder_eval import evaluate_folder, model_identity

@@ -1,12 +1,12 @@
 """quant fallback: return the most sensitive layers to float until the accuracy gate holds."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from quant.cli.common import add_data_options, add_ray_options, input_files, print_warnings, ray_from_args, stdout, stderr
 from quant.cli.gate import add_metric_options, data_options, single_metric
+from quant.cli import validators as V
 
 
 def register(subparsers) -> None:
@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     add_data_options(parser)
     add_metric_options(parser)
     parser.add_argument("--output", "-o", required=True, metavar="DIR")
-    parser.add_argument("--max-float-layers", type=int, metavar="N", help="give up after N layers in float")
+    parser.add_argument("--max-float-layers", type=V.count(0, "max-float-layers"), metavar="N", help="give up after N layers in float")
     parser.add_argument("--naive", action="store_true", help="also report the 'first/last N layers' search")
     add_ray_options(parser)
     parser.add_argument("--search", default="bisect", choices=["bisect", "greedy"],
@@ -31,6 +31,18 @@ def register(subparsers) -> None:
                         help="rank layers by this sensitivity.json (default: CALIBRATION/sensitivity.json for the "
                              "same metric if present, else the one-pass local SQNR)")
     parser.set_defaults(run=run)
+
+
+def saved_ranking(path: Path, metric: str) -> list[str] | None:
+    """The layer ranking of 'quant sensitivity' in ``path`` when it was computed for ``metric`` (checked)."""
+    from quant.core.readback import RANKING_SPEC, read_report_input
+
+    if not path.exists():
+        return None
+    saved = read_report_input(path, RANKING_SPEC)
+    if saved["metric"] != metric:
+        return None
+    return list(dict.fromkeys(layer["node"] for layer in saved["layers"]))
 
 
 def run(args) -> int:
@@ -78,12 +90,9 @@ def _ranking(args, metric: str) -> list[str] | None:
         if given:
             raise QuantError(f"sensitivity file '{path}' does not exist", hint="write one with 'quant sensitivity'")
         return None
-    try:
-        saved = json.loads(path.read_text())
-        layers = [layer["node"] for layer in saved["layers"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise QuantError(f"'{path}' is not a sensitivity.json written by quant ({exc})",
-                         hint="write one with 'quant sensitivity'") from None
-    if saved.get("metric") != metric and not given:  # the folder's own ranking only for the same metric
+    from quant.core.readback import RANKING_SPEC, read_report_input
+
+    saved = read_report_input(path, RANKING_SPEC)  # every field checked: one Error line for a damaged file
+    if saved["metric"] != metric and not given:  # the folder's own ranking only for the same metric
         return None
-    return layers
+    return list(dict.fromkeys(layer["node"] for layer in saved["layers"]))

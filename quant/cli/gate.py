@@ -6,6 +6,7 @@ import argparse
 from quant.cli.common import (add_data_options, add_force_option, add_output_options, input_files, input_map_from_args,
                               preprocess_from_args, stdout)
 from quant.core.errors import QuantError
+from quant.cli import validators as V
 
 
 class _CheckOption(argparse.Action):
@@ -36,8 +37,8 @@ class _CheckOption(argparse.Action):
 def add_metric_options(parser, with_bound: bool = True) -> None:
     parser.add_argument("--labels", help="labels: a .npy/.txt/.csv file or a column/key of the data (default: a 'label' "
                                          "column, or the data's one ClassLabel column)")
-    parser.add_argument("--metric", action=_CheckOption, default=None,
-                        help="top1, topK (e.g. top5), agreement, cosine, sqnr, or module:function (default top1); "
+    parser.add_argument("--metric", action=_CheckOption, default=None, type=V.metric,
+                        help="top1, topK (e.g. top5), agreement, cosine, sqnr, module:function or file.py:function (default top1); "
                              "METRIC@OUTPUT scores that output" + ("; repeat it to gate several metrics, each "
                                                                     "followed by its bounds" if with_bound else ""))
     parser.add_argument("--lower-is-better", action=_CheckOption, nargs=0, default=None,
@@ -45,12 +46,12 @@ def add_metric_options(parser, with_bound: bool = True) -> None:
     add_output_options(parser)
     parser.set_defaults(checks=None)
     if with_bound:
-        parser.add_argument("--max-drop", type=float, action=_CheckOption, metavar="X",
+        parser.add_argument("--max-drop", type=V.number(0, None, name="max-drop"), action=_CheckOption, metavar="X",
                             help="largest allowed drop of the metric before it: in points for percent metrics "
                                  "(0.5 = half a point of top-1), else in the metric's unit")
         parser.add_argument("--relative", action=_CheckOption, nargs=0, default=False,
                             help="--max-drop is a percent of the FP32 value")
-        parser.add_argument("--min-value", type=float, action=_CheckOption, metavar="V",
+        parser.add_argument("--min-value", type=V.number(name="min-value"), action=_CheckOption, metavar="V",
                             help="INT8 must reach V (e.g. --metric sqnr --min-value 30)")
 
 

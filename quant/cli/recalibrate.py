@@ -6,6 +6,7 @@ from pathlib import Path
 
 from quant.cli.common import input_files, print_warnings, stdout
 from quant.core.config import METHODS, REDUCE_RANGE, TARGETS
+from quant.cli import validators as V
 
 
 def register(subparsers) -> None:
@@ -16,7 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument("--method", required=True, metavar="M[,M...]", help=f"method(s): {', '.join(METHODS)}")
     parser.add_argument("--output", "-o", metavar="DIR", help="output folder (default: FOLDER-<method>)")
     parser.add_argument("--model", help="the FP32 model, if it moved since calibration (sha256 is checked)")
-    parser.add_argument("--percentile", type=float, help="percentile for --method percentile")
+    parser.add_argument("--percentile", type=V.percentile, help="percentile for --method percentile")
     parser.add_argument("--target", choices=TARGETS, help="which model(s) to write (default: the folder's own)")
     parser.add_argument("--reduce-range", choices=REDUCE_RANGE, help="ort-cpu: 7-bit weights (default: the folder's own)")
     parser.set_defaults(run=run)

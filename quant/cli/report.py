@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quant.cli.common import add_force_option, stdout
+from quant.cli import validators as V
 
 
 def register(subparsers) -> None:
@@ -13,7 +14,7 @@ def register(subparsers) -> None:
                                                "(sensitivity.json) and the fallback path (fallback.json).")
     parser.add_argument("folder", help="a folder written by 'quant calibrate' or 'quant fallback'")
     parser.add_argument("--output", "-o", metavar="DIR", help="where to write (default: the folder)")
-    parser.add_argument("--worst", type=int, default=6, help="how many tensors' histograms to plot (default 6)")
+    parser.add_argument("--worst", type=V.count(0, "worst"), default=6, help="how many tensors' histograms to plot (default 6)")
     add_force_option(parser)
     parser.set_defaults(run=run)
 

@@ -15,6 +15,42 @@ WEIGHT_METHODS = ("minmax", "percentile", "mse")
 TARGETS = ("tensorrt", "ort-cpu", "all")
 REDUCE_RANGE = ("auto", "on", "off")
 TUPLE_FIELDS = ("exclude", "exclude_op_types", "exclude_patterns", "include")
+MAX_BINS = 2**16  # memory is tensors x bins x 8 bytes: 1,000 tensors at 2^16 bins already hold 512 MB
+MAX_SEED = 2**32 - 1
+
+# field -> (accepted types, what to say); None is accepted where the default is None
+_TYPES = {"percentile": ((int, float), "a number"), "bins": ((int,), "an integer"),
+          "batch_size": ((int,), "an integer"), "memory_budget_mb": ((int, float), "a number"),
+          "num_samples": ((int,), "an integer"), "seed": ((int,), "an integer"),
+          "weight_method": ((str,), "a string"), "trt_version": ((str,), "a string"),
+          "external_data": ((bool,), "true or false"), "target": ((str,), "a string"),
+          "reduce_range": ((str,), "a string"), "version": ((int,), "an integer"),
+          "weight_storage": ((str,), "a string"), "high_precision": ((str,), "a string")}
+_OPTIONAL = {"batch_size", "num_samples"}
+
+
+def check_trt_version(version: str) -> str:
+    """``version`` if it is MAJOR[.MINOR[.PATCH[.BUILD]]] of a TensorRT release (major 5..99), else QuantError."""
+    parts = version.split(".") if isinstance(version, str) else []
+    if not 1 <= len(parts) <= 4 or not all(p.isdigit() and p.isascii() and len(p) <= 2 for p in parts) \
+            or not 5 <= int(parts[0]) <= 99:
+        raise QuantError(f"--trt-version must be a TensorRT version like 10.3.0, got '{version}'",
+                         hint="write it as MAJOR.MINOR.PATCH, e.g. --trt-version 8.6.1")
+    return version
+
+
+def _check_types(config) -> None:
+    for name, value in ((f.name, getattr(config, f.name)) for f in fields(config)):
+        if name == "methods" or name in TUPLE_FIELDS:
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+                raise QuantError(f"calibration config '{name}' must be a list of strings, got {value!r:.60}")
+            continue
+        types, what = _TYPES[name]
+        if value is None and name in _OPTIONAL:
+            continue
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            raise QuantError(f"calibration config '{name}' must be {what}, got {value!r:.60}")
 
 
 @dataclass(frozen=True)
@@ -42,6 +78,7 @@ class CalibrationConfig:
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:
+        _check_types(self)
         methods = (self.methods,) if isinstance(self.methods, str) else tuple(self.methods)
         methods = tuple(METHOD_ALIASES.get(m, m) for m in methods)
         object.__setattr__(self, "methods", methods)
@@ -63,12 +100,17 @@ class CalibrationConfig:
                              hint=f"choose from: {', '.join(WEIGHT_METHODS)}")
         if not 0.0 < self.percentile <= 100.0:
             raise QuantError(f"--percentile must be in (0, 100], got {self.percentile}", hint="e.g. --percentile 99.99")
-        if self.bins < 256 or self.bins & (self.bins - 1):
-            raise QuantError(f"--bins must be a power of two >= 256, got {self.bins}", hint="e.g. --bins 4096")
+        if self.bins < 256 or self.bins > MAX_BINS or self.bins & (self.bins - 1):
+            raise QuantError(f"--bins must be a power of two from 256 to {MAX_BINS}, got {self.bins}",
+                             hint="e.g. --bins 4096")
         if self.batch_size is not None and self.batch_size < 1:
             raise QuantError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if not self.memory_budget_mb > 0:
-            raise QuantError(f"--memory-budget must be > 0 MB, got {self.memory_budget_mb}")
+        if not 0 < self.memory_budget_mb < float("inf"):
+            raise QuantError(f"--memory-budget must be a finite number of MB > 0, got {self.memory_budget_mb}",
+                             hint="e.g. --memory-budget 512")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise QuantError(f"--seed must be an integer from 0 to {MAX_SEED}, got {self.seed}", hint="e.g. --seed 0")
+        check_trt_version(self.trt_version)
         if self.num_samples is not None and self.num_samples < 1:
             raise QuantError(f"--num-samples must be >= 1, got {self.num_samples}")
         if self.target not in TARGETS:
@@ -118,12 +160,14 @@ class CalibrationConfig:
     @classmethod
     def from_json(cls, data: dict) -> "CalibrationConfig":
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        if not isinstance(data, dict):
+            raise QuantError(f"a calibration config must be an object, got {type(data).__name__}")
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
             raise QuantError(f"unknown calibration config keys {unknown}")
         data = dict(data)
         for key in ("methods",) + TUPLE_FIELDS:
-            if key in data:
+            if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
         return cls(**data)
 

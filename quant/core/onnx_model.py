@@ -111,10 +111,21 @@ def input_specs(model) -> list:
     for value in model.graph.input:
         if value.name in initializers:
             continue
+        kind = value.type.WhichOneof("value")
+        if kind != "tensor_type":
+            what = {"sequence_type": "a sequence", "map_type": "a map", "optional_type": "an optional",
+                    "sparse_tensor_type": "a sparse tensor"}.get(kind, "not a tensor")
+            raise QuantError(f"model input '{value.name}' is {what}, not a tensor: quant feeds and calibrates tensor "
+                             "inputs only", hint="export the model with tensor inputs (e.g. one input per sequence item)")
         tensor_type = value.type.tensor_type
+        try:
+            dtype = np_dtype(tensor_type.elem_type)
+        except (KeyError, TypeError, ValueError):
+            raise QuantError(f"model input '{value.name}' has an element type quant cannot feed "
+                             f"(ONNX type {tensor_type.elem_type})", hint="export the model with numeric tensor inputs") from None
         shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                       for d in tensor_type.shape.dim)
-        specs.append(InputSpec(value.name, np_dtype(tensor_type.elem_type), shape))
+        specs.append(InputSpec(value.name, dtype, shape))
     return specs
 
 

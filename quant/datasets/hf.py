@@ -88,13 +88,58 @@ class TableSource(DataSource):
             return None
 
 
+_HINT = "save the dataset again with Dataset.save_to_disk (its JSON metadata is damaged)"
+
+
+def _specs():
+    from quant.core.readback import ANY, MapOf, Optional
+
+    state = {"_data_files": [{"filename": str}], "_fingerprint?": str, "_format_columns?": Optional([str]),
+             "_format_kwargs?": MapOf(ANY), "_format_type?": Optional(str), "_output_all_columns?": bool,
+             "_split?": Optional(str)}
+    info = {"features?": Optional(MapOf(ANY)), "splits?": Optional(MapOf(ANY))}
+    return state, info, {"splits": [str]}
+
+
+def check_saved_dataset(path: Path) -> None:
+    """Check the JSON metadata of a save_to_disk folder before datasets reads it (one Error line naming the file).
+
+    dataset_dict.json lists the splits; each Dataset folder has state.json (its arrow files, which must lie
+    in the folder) and dataset_info.json (the features).
+    """
+    from quant.core.readback import read_json
+
+    state_spec, info_spec, dict_spec = _specs()
+    if (path / "dataset_dict.json").is_file():
+        splits = read_json(path / "dataset_dict.json", dict_spec, "the dataset metadata", _HINT)["splits"]
+        folders = [path / split for split in splits if "/" not in split and "\\" not in split and split not in ("", ".", "..")]
+        if len(folders) != len(splits):
+            raise QuantError(f"the dataset metadata '{path / 'dataset_dict.json'}' is malformed: field 'splits' names a "
+                             "split that is not a folder name", hint=_HINT)
+    else:
+        folders = [path]
+    for folder in folders:
+        if (folder / "state.json").is_file():
+            state = read_json(folder / "state.json", state_spec, "the dataset metadata", _HINT)
+            for index, entry in enumerate(state["_data_files"]):
+                name = entry["filename"]
+                if Path(name).name != name or name in ("", ".", ".."):
+                    raise QuantError(f"the dataset metadata '{folder / 'state.json'}' is malformed: field "
+                                     f"'_data_files[{index}].filename' must name a file in the folder, got {name!r}",
+                                     hint=_HINT)
+        if (folder / "dataset_info.json").is_file():
+            read_json(folder / "dataset_info.json", info_spec, "the dataset metadata", _HINT)
+
+
 def open_hf(path: Path, split: str | None, preprocess: Preprocess | None) -> TableSource:
     """A dataset folder written by ``save_to_disk`` (a Dataset, or a DatasetDict with ``split``)."""
     datasets = require("datasets")
+    check_saved_dataset(path)
     try:
         loaded = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        raise QuantError(f"cannot load the Hugging Face dataset at '{path}': {exc}",
+    except Exception as exc:  # datasets raises FileNotFoundError, ValueError, KeyError, TypeError ... on bad metadata
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise QuantError(f"cannot load the Hugging Face dataset at '{path}': {type(exc).__name__}: {text[:200]}",
                          hint="pass a folder written by Dataset.save_to_disk") from None
     if isinstance(loaded, datasets.DatasetDict):
         splits = list(loaded)
@@ -108,10 +153,19 @@ def open_hf(path: Path, split: str | None, preprocess: Preprocess | None) -> Tab
         description = f"{path} [{split}]"
     else:
         description = str(path)
+    # Rows as saved, every column (a saved set_format(columns=...) or torch/numpy format is not ours to apply).
+    loaded = loaded.with_format(None)
     # Images are decoded by us (and preprocessed), not by datasets.
-    for name, feature in loaded.features.items():
-        if type(feature).__name__ == "Image":
-            loaded = loaded.cast_column(name, datasets.Image(decode=False))
+    try:
+        for name, feature in loaded.features.items():
+            if type(feature).__name__ == "Image":
+                loaded = loaded.cast_column(name, datasets.Image(decode=False))
+        if len(loaded):
+            loaded[0]  # features that do not fit the arrow data fail here, not in the middle of a run
+    except Exception as exc:  # datasets/pyarrow raise ValueError, TypeError, ArrowInvalid ... on mismatched metadata
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        raise QuantError(f"the Hugging Face dataset at '{path}' does not match its metadata (dataset_info.json "
+                         f"features): {type(exc).__name__}: {text[:200]}", hint=_HINT) from None
     return TableSource(loaded, description, preprocess)
 
 

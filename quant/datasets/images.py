@@ -1,7 +1,7 @@
 """A folder of images: class sub-folders give labels; a preprocessing spec turns images into arrays."""
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -11,7 +11,19 @@ from quant.core.errors import QuantError
 from quant.core.lazy import require
 from quant.datasets.base import DataSource
 
+DEFAULT_SCALE = 1.0 / 255.0
+HIGH_PRECISION_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}  # 16-bit / 32-bit integer and float grayscale
+MAX_SIDE = 16384  # pixels; a resize beyond this is a typo, not an image size
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def _finite_number(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -20,7 +32,7 @@ class Preprocess:
 
     resize: tuple[int, int] | None = None  # (height, width); None keeps the image size
     color: str = "RGB"  # RGB, BGR or L (grayscale)
-    scale: float = 1.0 / 255.0
+    scale: float = 1.0 / 255.0  # DEFAULT_SCALE: the full range of the image to [0, 1] (see apply)
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     layout: str = "NCHW"
@@ -28,6 +40,20 @@ class Preprocess:
     version: int = field(default=1, compare=False)
 
     def __post_init__(self) -> None:
+        if self.resize is not None and (len(self.resize) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIDE for v in self.resize)):
+            raise QuantError(f"preprocess resize must be [height, width] in pixels (1 to {MAX_SIDE}), got "
+                             f"{list(self.resize)}", hint="e.g. --resize 224,224")
+        if not _finite_number(self.scale):
+            raise QuantError(f"preprocess scale must be a finite number, got {self.scale!r}", hint="e.g. --scale 0.00392")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if not values or not all(_finite_number(v) for v in values):
+                raise QuantError(f"preprocess {name} must be one or more finite numbers, got {list(values)}",
+                                 hint=f"e.g. --{name} 0.5,0.5,0.5")
+        if len(self.mean) not in (1, 3) or len(self.std) not in (1, 3):
+            raise QuantError(f"preprocess mean and std take 1 or 3 values (one per channel), got "
+                             f"{len(self.mean)} and {len(self.std)}", hint="e.g. --mean 0.485,0.456,0.406")
         if self.color not in ("RGB", "BGR", "L"):
             raise QuantError(f"preprocess color must be RGB, BGR or L, got '{self.color}'")
         if self.layout not in ("NCHW", "NHWC"):
@@ -35,47 +61,89 @@ class Preprocess:
         if any(s == 0 for s in self.std):
             raise QuantError("preprocess std must not contain 0")
         try:
-            np.dtype(self.dtype)
-        except TypeError:
-            raise QuantError(f"preprocess dtype '{self.dtype}' is not a NumPy dtype", hint="e.g. float32") from None
+            if np.dtype(self.dtype).kind not in "fiu":
+                raise TypeError
+        except (TypeError, ValueError):
+            raise QuantError(f"preprocess dtype '{self.dtype}' is not a NumPy number dtype", hint="e.g. float32") from None
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Preprocess":
-        try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise QuantError(f"cannot read the preprocessing spec '{path}': {exc}",
-                             hint='write JSON like {"resize": [224, 224], "mean": [0.485, 0.456, 0.406]}') from None
+        from quant.core.readback import NUMBER, OneOf, Optional, parse_json, validate
+
+        hint = 'write JSON like {"resize": [224, 224], "mean": [0.485, 0.456, 0.406]}'
+        raw = parse_json(path, "the preprocessing spec", hint)
+        numbers = OneOf(NUMBER, [NUMBER])
+        validate(raw, {"resize?": Optional([int]), "color?": str, "scale?": NUMBER, "mean?": numbers,
+                       "std?": numbers, "layout?": str, "dtype?": str, "version?": int},
+                 path, "the preprocessing spec", hint)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise QuantError(f"unknown keys {unknown} in the preprocessing spec '{path}'",
                              hint=f"known keys: {', '.join(sorted(known - {'version'}))}")
         for key in ("resize", "mean", "std"):
+            if isinstance(raw.get(key), (int, float)):
+                raw[key] = (raw[key],)
             if raw.get(key) is not None:
                 raw[key] = tuple(raw[key])
-        return cls(**raw)
+        try:
+            return cls(**raw)
+        except QuantError as exc:
+            raise QuantError(f"the preprocessing spec '{path}': {exc.message}", hint=exc.hint or hint) from None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def apply(self, image) -> np.ndarray:
-        """A PIL image -> array shaped [C, H, W] or [H, W, C]."""
-        image = image.convert("L" if self.color == "L" else "RGB")
-        if self.resize is not None:
-            height, width = self.resize
-            image = image.resize((width, height), resample=2)  # bilinear
-        pixels = np.asarray(image, dtype=np.float32)
+        """A PIL image -> array shaped [C, H, W] or [H, W, C].
+
+        8-bit images as PIL gives them; 16-bit grayscale (PNG, TIFF: PIL modes I;16*, I) and float TIFFs
+        (mode F) at full precision. The default scale, 1/255, means "the image's full range to [0, 1]": it
+        becomes 1/65535 for 16-bit images and 1 (values as stored) for float images; any other --scale
+        multiplies the stored values as given.
+        """
+        mode = image.mode
+        deep = mode in HIGH_PRECISION_MODES
+        if deep:
+            if self.resize is not None:
+                height, width = self.resize
+                image = image.convert("F").resize((width, height), resample=2)  # bilinear, in float
+            pixels = np.asarray(image.convert("F") if image.mode != "F" else image, dtype=np.float32)
+            pixels = pixels[:, :, None] if self.color == "L" else np.repeat(pixels[:, :, None], 3, axis=2)
+        else:
+            image = image.convert("L" if self.color == "L" else "RGB")
+            if self.resize is not None:
+                height, width = self.resize
+                image = image.resize((width, height), resample=2)  # bilinear
+            pixels = np.asarray(image, dtype=np.float32)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
         if self.color == "BGR":
             pixels = pixels[:, :, ::-1]
         if np.dtype(self.dtype).kind == "f":
-            pixels = (pixels * np.float32(self.scale) - np.asarray(self.mean, np.float32)) / np.asarray(
+            scale = self.scale
+            if deep and scale == DEFAULT_SCALE:
+                scale = 1.0 / 65535.0 if mode != "F" else 1.0
+            pixels = (pixels * np.float32(scale) - np.asarray(self.mean, np.float32)) / np.asarray(
                 self.std, np.float32)
         if self.layout == "NCHW":
             pixels = pixels.transpose(2, 0, 1)
         return np.ascontiguousarray(pixels.astype(self.dtype))
+
+
+def _refuse_deep_color_png(path: Path) -> None:
+    """PIL reads 16-bit colour PNGs as 8 bits per channel without a word: refuse them rather than clip."""
+    if path.suffix.lower() != ".png":
+        return
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(26)
+    except OSError:
+        return  # PIL reports it
+    if len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 \
+            and head[25] in (2, 4, 6):
+        raise QuantError(f"image '{path}' is a 16-bit colour PNG, which PIL can only read as 8 bits per channel",
+                         hint="save it as 16-bit grayscale or 8-bit colour, or feed the arrays as .npy")
 
 
 class ImageFolderSource(DataSource):
@@ -110,6 +178,7 @@ class ImageFolderSource(DataSource):
     def sample(self, index: int) -> dict[str, np.ndarray]:
         pil = require("PIL.Image")
         path = self.files[index]
+        _refuse_deep_color_png(path)
         try:
             with pil.open(path) as image:
                 array = self.preprocess.apply(image)

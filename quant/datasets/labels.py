@@ -139,7 +139,31 @@ def normalize_labels(array, name: str, integer: bool, classes: Sequence[str] | N
         kind = "integer (class index)" if integer else "integer or string"
         raise QuantError(f"labels '{name}' must be a 1-D {kind} array, got shape {list(array.shape)} {array.dtype}",
                          hint="store one label per sample" + (" as a class index" if integer else ""))
+    if integer:
+        _check_class_range(array, name, len(classes) if classes else None)
     return array.astype(np.int64) if array.dtype.kind in "iub" else array
+
+
+def _check_class_range(array: np.ndarray, name: str, classes: int | None) -> None:
+    """Class indices lie in [0, classes): refuse a negative one, one that does not fit int64 (a uint64 that
+    would wrap to a negative), or one past the data's own classes, naming the first such sample."""
+    if not array.size or array.dtype.kind not in "iu":
+        return
+    if array.dtype.kind == "u" and array.dtype.itemsize == 8:
+        big = np.flatnonzero(array > np.iinfo(np.int64).max)
+        if big.size:
+            raise QuantError(f"labels '{name}': sample {int(big[0])} has class {int(array[big[0]])}, which is not a "
+                             "class index", hint="pass class indices 0..classes-1 as labels")
+    negative = np.flatnonzero(array < 0)
+    if negative.size:
+        raise QuantError(f"labels '{name}': sample {int(negative[0])} has the negative class {int(array[negative[0]])} "
+                         f"({negative.size} of {array.size} samples)", hint="pass class indices 0..classes-1 as labels; a -1 "
+                         "'unknown' label cannot be scored: drop those samples")
+    if classes is not None:
+        beyond = np.flatnonzero(array >= classes)
+        if beyond.size:
+            raise QuantError(f"labels '{name}': sample {int(beyond[0])} has class {int(array[beyond[0]])}, but the "
+                             f"data has {classes} classes", hint=f"pass class indices 0..{classes - 1} as labels")
 
 
 def _row(values: np.ndarray) -> str:

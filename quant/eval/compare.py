@@ -7,6 +7,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from quant.core.errors import QuantError
+from quant.eval.batch_axis import check_batch_axis
 from quant.core.io import to_jsonable
 from quant.eval.metrics import OutputStats, TopK
 
@@ -124,6 +125,7 @@ def compare(reference, candidate, batches: Iterable[tuple[list[int], dict[str, n
     label_index = why = None
     for indices, feeds in batches:
         ref_out = reference.run(feeds)
+        check_batch_axis(names, ref_out, len(indices))
         cand_out = candidate.run(feeds, names)
         if not order:
             label_index, why = _setup(names, ref_out, stats, labels, output_name, class_axis)

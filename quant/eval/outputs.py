@@ -72,8 +72,10 @@ def label_output(names: Sequence[str], shapes: Sequence[Sequence[int]], labels: 
     two_d = [i for i, s in enumerate(shapes) if len(s) == 2]
     if not fitting and len(two_d) == 1:
         i = two_d[0]
+        first = int(np.flatnonzero(np.asarray(labels).reshape(-1) >= shapes[i][1])[0])
         raise QuantError(f"labels range 0..{top} does not fit the {shapes[i][1]} classes of output '{names[i]}' "
-                         f"{shape_text(shapes[i])}", hint="pass integer class indices 0..classes-1 as labels")
+                         f"{shape_text(shapes[i])} (first: sample {first})",
+                         hint="pass integer class indices 0..classes-1 as labels")
     if not fitting:
         described = ", ".join(f"'{n}' {shape_text(s)}" for n, s in zip(names, shapes))
         raise QuantError(f"labels (0..{top}) need a classification output [N, classes] with more than {top} classes; "

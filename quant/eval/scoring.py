@@ -2,9 +2,9 @@
 
 A metric keeps a small state over batches (``start``/``update``/``finish``) and reports its value in the
 units it is printed in (percent for top-k and agreement, dB for SQNR). ``higher_is_better`` tells which
-way a drop goes. User metrics are ``module:function`` callables taking one batch ``(outputs, labels)``
-and returning the batch's mean (or a ``(sum, count)`` pair); set ``function.higher_is_better = False``
-for error rates.
+way a drop goes. User metrics are ``module:function`` or ``file.py:function`` callables taking one batch
+``(outputs, labels[, fp32_outputs])`` and returning the batch's mean (or a ``(sum, count)`` pair); set
+``function.higher_is_better = False`` for error rates (see quant.eval.user_metric).
 
 Every metric scores one named output (``top1@logits``; see :mod:`quant.eval.outputs` for the defaults):
 ``resolve`` picks it from the model's output names and the first FP32 batch, and ``description`` says
@@ -12,7 +12,6 @@ which output and axis were scored and why.
 """
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass
 from typing import Callable
@@ -188,9 +187,14 @@ class SQNR(Metric):
 
 
 class UserMetric(Metric):
+    """``function(outputs, labels[, fp32_outputs])`` per batch (see quant.eval.user_metric), checked."""
+
     def __init__(self, spec: str, function: Callable, higher_is_better: bool) -> None:
+        from quant.eval.user_metric import takes_reference
+
         super().__init__(name=spec, higher_is_better=higher_is_better)
         self.function = function
+        self.with_reference = takes_reference(function)
 
     def _choose(self, names, shapes, reference, labels):
         if self.output is not None:
@@ -203,21 +207,13 @@ class UserMetric(Metric):
             self.output_index = self.output_name = None
 
     def update(self, state, outputs, reference, labels):
+        from quant.eval.user_metric import batch_value
+
         if self.output_index is not None:
-            outputs = [outputs[self.output_index]]
-        try:
-            value = self.function(outputs, labels)
-        except QuantError:
-            raise
-        except Exception as exc:
-            raise QuantError(f"metric '{self.name}' failed on a batch: {type(exc).__name__}: {exc}",
-                             hint="it is called as function(outputs: list of arrays, labels) per batch") from None
-        if isinstance(value, tuple):
-            total, count = value
-        else:
-            total, count = float(value) * len(outputs[0]), len(outputs[0])
-        state[0] += float(total)
-        state[1] += float(count)
+            outputs, reference = [outputs[self.output_index]], [reference[self.output_index]]
+        total, count = batch_value(self.name, self.function, self.with_reference, outputs, labels, reference)
+        state[0] += total
+        state[1] += count
 
 
 def get_metric(spec, higher_is_better: bool | None = None, output: str | None = None,
@@ -241,19 +237,24 @@ def _get_metric(spec, higher_is_better: bool | None = None) -> Metric:
     if callable(spec):
         direction = getattr(spec, "higher_is_better", True) if higher_is_better is None else higher_is_better
         return UserMetric(getattr(spec, "__name__", "metric"), spec, bool(direction))
+    if not isinstance(spec, str):
+        raise QuantError(f"a metric is a name, module:function or a callable, got {type(spec).__name__}")
     match = re.fullmatch(r"top(\d+)", spec)
     if match:
+        if not 1 <= int(match.group(1)) <= 1000:
+            raise QuantError(f"unknown metric '{spec}': top-k needs k >= 1", hint="e.g. --metric top1 or --metric top5")
         return TopK(int(match.group(1)))
     builtin = {"agreement": Agreement, "cosine": Cosine, "sqnr": SQNR}
     if spec in builtin:
         return builtin[spec]()
-    module_name, sep, attribute = spec.partition(":")
-    if not sep:
-        raise QuantError(f"unknown metric '{spec}'", hint="use top1, top5, agreement, cosine, sqnr or module:function")
-    try:
-        function = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as exc:
-        raise QuantError(f"cannot load metric '{spec}': {exc}",
-                         hint="the module must be importable (e.g. on PYTHONPATH) and define the function") from None
+    if ":" not in spec:
+        raise QuantError(f"unknown metric '{spec}'",
+                         hint="use top1, top5, agreement, cosine, sqnr, module:function or file.py:function")
+    from quant.eval.user_metric import load_function
+
+    function = load_function(spec)
     direction = getattr(function, "higher_is_better", True) if higher_is_better is None else higher_is_better
+    if not isinstance(direction, (bool, np.bool_)):
+        raise QuantError(f"metric '{spec}': higher_is_better must be True or False, got {direction!r:.40}",
+                         hint="set function.higher_is_better = False for an error rate")
     return UserMetric(spec, function, bool(direction))

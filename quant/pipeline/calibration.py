@@ -579,18 +579,19 @@ def _weight_amax(weight: np.ndarray, axis: int | None, method: str, **params) ->
 
 def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=None, **overrides) -> CalibrationResult:
     """New ranges from a saved ``histograms.npz`` without running the model again (``methods=None``: the folder's own)."""
-    import json
-
     folder = Path(folder)
     manifest_path = folder / "quant.json"
     if not manifest_path.exists():
         raise QuantError(f"'{folder}' is not a quant calibration folder (no quant.json)",
                          hint="pass a folder written by 'quant calibrate' (one method's folder)")
+    from quant.core.readback import read_quant_json
+
+    manifest = read_quant_json(manifest_path)
     try:
-        manifest = json.loads(manifest_path.read_text())
         old = CalibrationConfig.from_json(manifest["config"])
-    except (ValueError, KeyError) as exc:
-        raise QuantError(f"'{manifest_path}' is damaged: {exc}", hint="recalibrate from the model") from None
+    except QuantError as exc:
+        raise QuantError(f"the manifest '{manifest_path}' is malformed: field 'config': {exc.message}",
+                         hint="calibrate again: quant.json is quant's own record") from None
     histogram_file = folder / "histograms.npz"
     stored = set(histogram_names(histogram_file))  # only the names: the arrays are read once the model says which
     model_ref = model if model is not None else manifest["model"]["path"]

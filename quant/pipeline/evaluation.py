@@ -185,7 +185,11 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
                          hint="pass --labels with a .npy file or the data's label column")
     reference = OrtRunner(proto, mode="fp32")
     batches = list(held.batches(batch_size))
+    from quant.eval.batch_axis import check_batch_axis
+
     outputs = [reference.run(feeds) for _, feeds in batches]
+    for (indices, _), output in zip(batches, outputs):
+        check_batch_axis(reference.output_names, output, len(indices))
     return HeldOut(batches, outputs, held.labels, reference.output_names, held.source.description)
 
 
@@ -383,12 +387,13 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
                            integer_labels=scorer.needs_labels, **data_options)
     names = [layer.node for layer in result.plan.layers]
-    if ranking is not None:
-        unknown = [n for n in ranking if n not in names]
-        if unknown:
-            raise QuantError(f"the ranking names {len(unknown)} layer(s) this calibration does not quantize, "
-                             f"e.g. {unknown[0]!r}", hint="rank with 'quant sensitivity' on the same calibration folder")
-        ranking = list(dict.fromkeys(ranking)) + [n for n in names if n not in ranking]
+    unknown = [n for n in ranking or () if n not in names]
+    if unknown:
+        raise QuantError(f"the layer ranking names layers this calibration does not quantize: "
+                         f"{', '.join(repr(n) for n in unknown[:3])}",
+                         hint="a saved sensitivity.json belongs to another calibration: run 'quant sensitivity' again")
+    if ranking is not None:  # layers the ranking misses come last, in graph order
+        ranking = list(ranking) + [n for n in names if n not in ranking]
     if ranking is None:  # cheap first guess: worst local SQNR first; re-ranked by the search where it misleads
         local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
         ranking = sorted(names, key=lambda n: local[n])

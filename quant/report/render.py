@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 from quant.calibrators import get as get_calibrator
@@ -24,8 +23,17 @@ def _f(value, spec: str = ".4f") -> str:
 
 
 def _load(folder: Path, name: str):
+    """A JSON file of the folder, checked for the fields rendered here (None when absent)."""
+    from quant.core import readback
+
     path = folder / name
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    if name == "quant.json":
+        return readback.read_quant_json(path)
+    specs = {"eval.json": readback.EVAL_SPEC, "gate.json": readback.GATE_SPEC,
+             "sensitivity.json": readback.SENSITIVITY_SPEC, "fallback.json": readback.FALLBACK_SPEC}
+    return readback.read_report_input(path, specs[name])
 
 
 def _worst_tensors(histograms, manifest, limit: int) -> list[str]:

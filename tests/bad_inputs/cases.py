@@ -209,7 +209,7 @@ CASES = [
     Case("recalibrate_other_model", recalibrate_other_model, "is not the one"),
     Case("malformed_histograms", malformed_histograms, "cannot read histograms"),
     Case("unknown_method", unknown_method, "unknown calibration method 'kld'"),
-    Case("bad_percentile", bad_percentile, "--percentile must be in (0, 100]"),
+    Case("bad_percentile", bad_percentile, "argument --percentile: must be a number in (0, 100]"),
     Case("unknown_exclude", unknown_exclude, "no_such_node"),
     Case("damaged_npy_header", damaged_npy_header, "cannot read NumPy data"),
     Case("malformed_cache_line", malformed_cache_line, "is malformed"),
