@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import add_data_options, input_map_from_args, preprocess_from_args, stdout
+from quant.cli.common import add_data_options, add_device_option, input_map_from_args, preprocess_from_args, stdout
 from quant.core.config import METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS
 
 
@@ -35,6 +35,7 @@ def register(subparsers) -> None:
     parser.add_argument("--reduce-range", default="auto", choices=REDUCE_RANGE,
                         help="ort-cpu: 7-bit weights so x86 CPUs without VNNI do not saturate (auto: probe "
                              "this machine's ONNX Runtime kernels)")
+    add_device_option(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     parser.set_defaults(run=run)
 
@@ -56,7 +57,7 @@ def run(args) -> int:
 
     check_output_dir(args.output, protect=(Path(args.model), Path(args.data)))  # fail fast, before the pass
     result = calibrate(args.model, args.data, config, input_map=input_map_from_args(args), preprocess=preprocess,
-                       split=args.split, progress=True)
+                       split=args.split, progress=True, device=args.device)
     folders = result.save(args.output, protect=(Path(args.data),))
     if args.json:
         stdout(dumps({"outputs": {m: str(f) for m, f in zip(result.methods, folders)}, **result.summary()}))
@@ -64,6 +65,7 @@ def run(args) -> int:
     plan = result.plan
     stdout(f"calibrated {len(result.histograms)} activation tensors on {result.data['samples']} samples "
            f"({result.data['source']})")
+    stdout(f"collection pass: {result.data.get('collected_with', 'ONNX Runtime (CPU)')}")
     stdout(f"quantized layers: {len(plan.layers)}, residual Adds: {len(plan.residuals)}, "
            f"weighted ops left in float: {len(plan.excluded)}")
     if len(result.methods) > 1:

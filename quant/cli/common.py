@@ -39,6 +39,13 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True, bat
     pre.add_argument("--dtype", help="array dtype (default float32)")
 
 
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="ort", metavar="ort|cuda[:N]|cpu",
+                        help="where FP32 and emulated INT8 run: ort = ONNX Runtime on the CPU (default: installed "
+                             "with quant, no torch needed); cuda, cuda:N or cpu = the ONNX graph converted to "
+                             "PyTorch (pip install 'quant[gpu]'), in IEEE fp32 with TF32 off")
+
+
 def _floats(text: str, flag: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.split(","))

@@ -1,7 +1,7 @@
 """quant eval: FP32 vs INT8 on held-out data, printed and written as JSON."""
 from __future__ import annotations
 
-from quant.cli.common import add_data_options, input_map_from_args, preprocess_from_args, stdout
+from quant.cli.common import add_data_options, add_device_option, input_map_from_args, preprocess_from_args, stdout
 
 
 def register(subparsers) -> None:
@@ -18,6 +18,7 @@ def register(subparsers) -> None:
                         help="how to run the INT8 model: emulate = exact Q/DQ in float (TensorRT's arithmetic, "
                              "default); ort-int8 = ONNX Runtime's integer kernels; openvino = OpenVINO's CPU INT8 kernels; "
                              "tensorrt = a built engine on the GPU")
+    add_device_option(parser)
     parser.add_argument("--topk", default="1", metavar="K[,K]", help="top-k accuracies to report (default 1)")
     parser.add_argument("--output-json", metavar="FILE", help="also write the results as JSON (atomically)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -36,7 +37,7 @@ def run(args) -> int:
     report = evaluate(args.fp32_model, args.int8_model, args.data, labels=args.labels, runtime=args.runtime,
                       batch_size=args.batch_size, num_samples=args.num_samples, seed=args.seed,
                       input_map=input_map_from_args(args), preprocess=preprocess_from_args(args), split=args.split,
-                      topk=topk, progress=True)
+                      topk=topk, progress=True, device=args.device)
     text = dumps(report.to_json())
     if args.output_json:
         write_file_atomic(args.output_json, text)

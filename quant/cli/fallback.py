@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from quant.cli.common import add_data_options, stdout, stderr
+from quant.cli.common import add_data_options, add_device_option, stdout, stderr
 from quant.cli.gate import add_metric_options, data_options
 
 
@@ -21,6 +21,7 @@ def register(subparsers) -> None:
     parser.add_argument("--output", "-o", required=True, metavar="DIR")
     parser.add_argument("--max-float-layers", type=int, metavar="N", help="give up after N layers in float")
     parser.add_argument("--naive", action="store_true", help="also report the 'first/last N layers' search")
+    add_device_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -41,7 +42,8 @@ def run(args) -> int:
     result, outcome = fallback(args.fp32_model, args.calibration, args.data, metric=args.metric,
                                max_drop=args.max_drop, relative=args.relative, min_value=args.min_value,
                                labels=args.labels, lower_is_better=args.lower_is_better, ranking=ranking,
-                               naive=args.naive, max_float=args.max_float_layers, progress=True, **data_options(args))
+                               naive=args.naive, max_float=args.max_float_layers, progress=True, device=args.device,
+                               **data_options(args))
     stdout(outcome.format_text())
     if not outcome:
         stderr(f"No set of float layers met the bound ({outcome.criterion}); nothing was written.")

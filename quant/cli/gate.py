@@ -1,7 +1,7 @@
 """quant gate: the release check. Exit 0 when INT8 is within the bound, 1 when not, 2 on bad input."""
 from __future__ import annotations
 
-from quant.cli.common import add_data_options, input_map_from_args, preprocess_from_args, stdout
+from quant.cli.common import add_data_options, add_device_option, input_map_from_args, preprocess_from_args, stdout
 
 
 def add_metric_options(parser, with_bound: bool = True) -> None:
@@ -32,6 +32,7 @@ def register(subparsers) -> None:
     add_data_options(parser)
     add_metric_options(parser)
     parser.add_argument("--runtime", default="emulate", choices=["emulate", "ort-int8", "openvino", "tensorrt"])
+    add_device_option(parser)
     parser.add_argument("--json-out", metavar="FILE", help="write the result as JSON")
     parser.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per metric)")
     parser.set_defaults(run=run)
@@ -46,7 +47,7 @@ def run(args) -> int:
         raise QuantError("the gate needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
     result = gate(args.fp32_model, args.int8_model, args.data, metric=args.metric, max_drop=args.max_drop,
                   relative=args.relative, min_value=args.min_value, labels=args.labels, runtime=args.runtime,
-                  lower_is_better=args.lower_is_better, **data_options(args))
+                  lower_is_better=args.lower_is_better, device=args.device, **data_options(args))
     if args.json_out:
         write_file_atomic(args.json_out, dumps(result.to_json()))
     if args.junit:

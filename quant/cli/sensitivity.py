@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import add_data_options, stdout
+from quant.cli.common import add_data_options, add_device_option, stdout
 from quant.cli.gate import add_metric_options, data_options
 
 
@@ -19,6 +19,7 @@ def register(subparsers) -> None:
     parser.add_argument("--output", "-o", metavar="DIR", help="where to write (default: the calibration folder)")
     parser.add_argument("--runtime", default="emulate", choices=["emulate", "ort-int8", "openvino"],
                         help="where the INT8 variants run (default: emulate, TensorRT's arithmetic in float)")
+    add_device_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -27,7 +28,7 @@ def run(args) -> int:
     from quant.pipeline import sensitivity
 
     report = sensitivity(args.fp32_model, args.calibration, args.data, metric=args.metric, labels=args.labels,
-                         lower_is_better=args.lower_is_better, progress=True, runtime=args.runtime,
+                         lower_is_better=args.lower_is_better, progress=True, runtime=args.runtime, device=args.device,
                          **data_options(args))
     out = Path(args.output or args.calibration)
     write_file_atomic(out / "sensitivity.json", dumps(report.to_json()))

@@ -18,13 +18,20 @@ RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
             "tensorrt": "a TensorRT engine on the GPU (INT8_MODEL is the .engine file)"}
 
 
-def int8_runner(int8_model, runtime: str):
-    """The runner of an INT8 model (path or ModelProto; an engine for tensorrt) on ``runtime``."""
+def int8_runner(int8_model, runtime: str, device: str | None = None):
+    """The runner of an INT8 model (path or ModelProto; an engine for tensorrt) on ``runtime``.
+
+    ``device``: a checked torch device (see ``_torch``) runs ``emulate`` with PyTorch; None: ONNX Runtime.
+    """
     if runtime not in RUNTIMES:
         raise QuantError(f"unknown INT8 runtime '{runtime}'", hint=f"choose from: {', '.join(RUNTIMES)}")
     if runtime == "tensorrt":
         return _tensorrt_runner(int8_model)
     proto = int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model)
+    if device is not None and runtime == "emulate":
+        from quant.backends.torch.pipeline import emulate_runner
+
+        return emulate_runner(proto, device)
     if runtime == "openvino":
         from quant.backends.openvino import OpenVinoRunner
 
@@ -32,6 +39,26 @@ def int8_runner(int8_model, runtime: str):
     from quant.backends.onnxruntime import OrtRunner
 
     return OrtRunner(proto, mode=runtime)
+
+
+def _torch(device: str | None) -> str | None:
+    """A checked torch device for ``device`` ('cuda', 'cuda:N', 'cpu'), or None for 'ort' (ONNX Runtime)."""
+    if device in (None, "ort"):
+        return None
+    from quant.backends.torch.pipeline import parse_device
+
+    return parse_device(device)
+
+
+def fp32_runner(proto, device: str | None):
+    """The FP32 reference: ONNX Runtime, or PyTorch on a checked torch ``device`` (IEEE fp32)."""
+    if device is None:
+        from quant.backends.onnxruntime import OrtRunner
+
+        return OrtRunner(proto, mode="fp32")
+    from quant.backends.torch.pipeline import fp32_runner as torch_fp32
+
+    return torch_fp32(proto, device)
 
 
 def find_labels(source: DataSource, labels, inputs, integer: bool = True) -> tuple[np.ndarray | None, str | None]:
@@ -117,15 +144,17 @@ def _held_out_source(proto, data, labels, num_samples, seed, input_map, preproce
 def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate", batch_size: int = 32,
              num_samples: int | None = None, seed: int = 0, input_map: dict[str, str] | None = None,
              preprocess: Preprocess | None = None, split: str | None = None, topk: Sequence[int] = (1,),
-             progress: bool = False):
-    """Run FP32 and INT8 models over held-out data; returns an :class:`quant.eval.EvalReport`."""
-    from quant.backends.onnxruntime import OrtRunner
+             progress: bool = False, device: str | None = "ort"):
+    """Run FP32 and INT8 models over held-out data; returns an :class:`quant.eval.EvalReport`.
+
+    ``device``: 'ort' (ONNX Runtime) or a torch device for the FP32 reference and ``emulate``."""
     from quant.eval import compare
 
+    device = _torch(device)
     fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
-    candidate = int8_runner(int8_model, runtime)  # checks the runtime name
+    candidate = int8_runner(int8_model, runtime, device)  # checks the runtime name
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
-    reference = OrtRunner(fp32_proto, mode="fp32")
+    reference = fp32_runner(fp32_proto, device)
     bar = _bar(len(held.indices), "evaluating") if progress else None
     try:
         report = compare(reference, candidate, held.batches(batch_size), labels=held.labels, topk=topk,
@@ -134,6 +163,9 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
         if bar is not None:
             bar.close()
     report.labels_source = held.label_name
+    if device is not None:
+        report.notes.append(f"FP32{' and emulated INT8' if runtime == 'emulate' else ''} ran on "
+                            f"{reference.description}")
     if runtime in ("ort-int8", "openvino"):
         report.notes.append(candidate.integer_kernel_note())
     return report
@@ -141,9 +173,9 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
 
 def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_samples: int | None = None, seed: int = 0,
                  input_map: dict[str, str] | None = None, preprocess: Preprocess | None = None,
-                 split: str | None = None, need_labels: bool = False, integer_labels: bool = False):
+                 split: str | None = None, need_labels: bool = False, integer_labels: bool = False,
+                 device: str | None = "ort"):
     """Held-out batches with labels and cached FP32 outputs (see :class:`quant.eval.heldout.HeldOut`)."""
-    from quant.backends.onnxruntime import OrtRunner
     from quant.eval.heldout import HeldOut
 
     proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
@@ -151,7 +183,7 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
     if need_labels and held.labels is None:
         raise QuantError("this metric needs labels and the data has none",
                          hint="pass --labels with a .npy file or the data's label column")
-    reference = OrtRunner(proto, mode="fp32")
+    reference = fp32_runner(proto, _torch(device))
     batches = list(held.batches(batch_size))
     outputs = [reference.run(feeds) for _, feeds in batches]
     return HeldOut(batches, outputs, held.labels, reference.output_names, held.source.description)
@@ -159,16 +191,17 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
 
 def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | None = None, relative: bool = False,
          min_value: float | None = None, labels=None, runtime: str = "emulate", lower_is_better: bool | None = None,
-         **data_options):
+         device: str | None = "ort", **data_options):
     """Score FP32 and INT8 on held-out data and decide pass/fail; returns a truthy-when-passing GateResult."""
     from quant.eval.gate import GateResult, decide
     from quant.eval.scoring import get_metric
 
     gated = get_metric(metric, None if lower_is_better is None else not lower_is_better)
     decide(gated, 0.0, 0.0, max_drop, relative, min_value) if not gated.has_reference_value else None
+    device = _torch(device)
     heldout = load_heldout(fp32_model, data, labels, need_labels=gated.needs_labels,
-                           integer_labels=gated.needs_labels, **data_options)
-    candidate = int8_runner(int8_model, runtime)
+                           integer_labels=gated.needs_labels, device=device or "ort", **data_options)
+    candidate = int8_runner(int8_model, runtime, device)
     integer_labels = heldout.labels is not None and heldout.labels.dtype.kind in "iu"
     report_names = [m for m in (["top1"] if integer_labels else []) + ["agreement", "cosine", "sqnr"]
                     if m != gated.name]
@@ -196,12 +229,18 @@ def _check_search_runtime(runtime: str) -> None:
                          hint=f"choose from: {', '.join(SEARCH_RUNTIMES)}")
 
 
-def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "emulate"):
+def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "emulate", device: str | None = "ort"):
     """``make(keep_float) -> runner`` of the Q/DQ model with those layers in float (one session alive).
 
-    ``runtime``: emulate (exact Q/DQ in float, TensorRT's arithmetic), ort-int8 or openvino.
+    ``runtime``: emulate (exact Q/DQ in float, TensorRT's arithmetic), ort-int8 or openvino. With a torch
+    ``device``, emulate runs on one converted graph whose Q/DQ pairs are switched per variant.
     """
     _check_search_runtime(runtime)
+    device = _torch(device)
+    if device is not None and runtime == "emulate":
+        from quant.backends.torch.pipeline import qdq_switch
+
+        return qdq_switch(result, method, device)
     cache: dict[frozenset, object] = {}
 
     def make(keep_float: frozenset):
@@ -215,7 +254,7 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
 
 def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1", labels=None,
                 lower_is_better: bool | None = None, progress: bool = False, runtime: str = "emulate",
-                **data_options):
+                device: str | None = "ort", **data_options):
     """Per-layer sensitivity (both directions) and the one-pass local SQNR, ranked."""
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr, sensitivity as run_sensitivity
@@ -225,12 +264,13 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     method = result.methods[0]
     scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better)
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
-                           integer_labels=scorer.needs_labels, **data_options)
+                           integer_labels=scorer.needs_labels, device=device, **data_options)
     local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
     layers = [(layer.node, layer.op_type) for layer in result.plan.layers]
     bar = _bar(2 * len(layers) + 1, "sensitivity") if progress else None
     try:
-        return run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime), local, progress=bar)
+        return run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime, device), local,
+                               progress=bar)
     finally:
         if bar is not None:
             bar.close()
@@ -239,7 +279,7 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
 def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", max_drop: float | None = None,
              relative: bool = False, min_value: float | None = None, labels=None, lower_is_better: bool | None = None,
              ranking: Sequence[str] | None = None, naive: bool = False, max_float: int | None = None,
-             progress: bool = False, **data_options):
+             progress: bool = False, device: str | None = "ort", **data_options):
     """Greedy mixed-precision fallback; returns (CalibrationResult, FallbackResult)."""
     from quant.eval.fallback import fallback as run_fallback, naive_first_last
     from quant.eval.scoring import get_metric
@@ -249,12 +289,12 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     method = result.methods[0]
     scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better)
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
-                           integer_labels=scorer.needs_labels, **data_options)
+                           integer_labels=scorer.needs_labels, device=device, **data_options)
     names = [layer.node for layer in result.plan.layers]
     if ranking is None:  # cheap first guess: worst local SQNR first; re-ranked by the search where it misleads
         local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
         ranking = sorted(names, key=lambda n: local[n])
-    make = qdq_runner_factory(result, method)
+    make = qdq_runner_factory(result, method, device=device)
     bar = _bar(None, "fallback") if progress else None
     try:
         outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float, progress=bar)
