@@ -36,7 +36,7 @@ INSTALL_HINT = "pip install 'quant[gpu]' (onnx2torch; install the torch build yo
 _loaded = None
 
 
-def _import_onnx2torch():
+def load_onnx2torch():
     """Import onnx2torch once, registering quant's converters.
 
     onnx2torch imports torchvision at import time for NonMaxSuppression alone. The torchvision wheel on
@@ -195,7 +195,7 @@ class Converted:
 
 def convert(model) -> Converted:
     """Convert a normalized ONNX ModelProto (pre-passes applied here) into a GraphModule."""
-    onnx2torch = _import_onnx2torch()
+    onnx2torch = load_onnx2torch()
     prepared = fold_constants(model)
     try:
         module = onnx2torch.convert(prepared, attach_onnx_mapping=True)

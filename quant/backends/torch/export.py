@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import tempfile
+import warnings
 from pathlib import Path
 
 from quant.core.errors import QuantError
@@ -37,8 +38,10 @@ def export_module(module, example_inputs, opset: int = OPSET):
     with tempfile.TemporaryDirectory(prefix="quant-export-") as tmp:
         path = Path(tmp) / "model.onnx"
         try:
-            torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, input_names=names,
-                              output_names=output_names, dynamic_axes=axes, do_constant_folding=True)
+            with warnings.catch_warnings():  # the legacy exporter's deprecation notice: dynamo=False is deliberate
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, input_names=names,
+                                  output_names=output_names, dynamic_axes=axes, do_constant_folding=True)
         except Exception as exc:  # the exporter raises many types for unsupported code
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise QuantError(f"torch.onnx.export cannot export this module: {first}",

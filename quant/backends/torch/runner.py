@@ -44,18 +44,29 @@ def parse_device(text: str | None) -> str | None:
 
 @contextlib.contextmanager
 def ieee_fp32():
-    """TF32 off for cuBLAS and cuDNN inside the block; the previous settings are restored after."""
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    precision = torch.get_float32_matmul_precision()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
+    """TF32 off for cuBLAS and cuDNN inside the block; the caller's settings are restored after.
+
+    Uses the flags the caller uses: the legacy ``allow_tf32`` ones, or (where the caller set the newer
+    ``fp32_precision`` API, which torch will not let one mix with the legacy flags) ``fp32_precision = 'ieee'``.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    try:
+        saved = (matmul.allow_tf32, cudnn.allow_tf32)
+        legacy = True
+    except RuntimeError:  # "mix of the legacy and new APIs": the caller uses fp32_precision
+        saved = (matmul.fp32_precision, cudnn.conv.fp32_precision)
+        legacy = False
+    if legacy:
+        matmul.allow_tf32 = cudnn.allow_tf32 = False
+    else:
+        matmul.fp32_precision = cudnn.conv.fp32_precision = "ieee"
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = matmul
-        torch.backends.cudnn.allow_tf32 = cudnn
-        torch.set_float32_matmul_precision(precision)
+        if legacy:
+            matmul.allow_tf32, cudnn.allow_tf32 = saved
+        else:
+            matmul.fp32_precision, cudnn.conv.fp32_precision = saved
 
 
 def describe(device: str) -> str:
