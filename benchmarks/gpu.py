@@ -122,8 +122,7 @@ def build(name: str, work: Path) -> dict:
         if not (folder / file).exists():
             np.savez(folder / file, **data(first, count))
     return {"model": str(model_path), "calibration": str(folder / "calibration.npz"),
-            "heldout": str(folder / "heldout.npz"), "model_sha256": _sha(model_path),
-            "calibration_sha256": _sha(folder / "calibration.npz")}
+            "heldout": str(folder / "heldout.npz"), "model_sha256": _sha(model_path)}
 
 
 def _sha(path: Path) -> str:
@@ -172,6 +171,7 @@ def collection_seconds(files: dict, device: str, batch: int | None = None) -> di
         torch.cuda.synchronize() if device.startswith("cuda") else None
     end = time.perf_counter()
     return {"device": device, "tensors": len(tensors), "samples": result.samples, "batch": batch or 64,
+            "data_sha256": result.data_hash,
             "runner_build_s": round(built - start, 3), "collection_s": round(end - built, 3),
             "histograms": result.histograms}
 
@@ -288,6 +288,7 @@ def run_side(side: str, work: Path, models: list[str], sensitivity_on_cpu: bool)
             runs.append(result)
             print(f"[{side}] {name}: collection {result}", flush=True)
         entry["collection"] = runs
+        entry["files"]["data_sha256"] = runs[0]["data_sha256"]  # quant's order-independent hash of the samples
         calibration = work / name / f"out-{side}"
         if calibration.exists():
             import shutil
