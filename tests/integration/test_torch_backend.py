@@ -69,6 +69,14 @@ def test_device_histogram_counts_equal_the_numpy_path_for_the_same_values():
     assert zeros.to_histogram() == Histogram().update(np.zeros(10, np.float32))
 
 
+def test_device_histogram_counts_stay_exact_past_float32_precision():
+    x = np.full((1 << 24) + 1000, 3.0, np.float32)  # more values in one bin than float32 counts hold exactly
+    x[:7] = 0.0
+    reference, on_device = Histogram().update(x), DeviceHistogram(device=DEVICE)
+    on_device.update(torch.from_numpy(x).to(DEVICE))
+    assert on_device.to_histogram() == reference and reference.counts.max() == (1 << 24) + 993
+
+
 def test_device_histograms_of_the_digits_activations_equal_the_numpy_histograms(digits):
     model = normalize(load_model(digits["model"]))
     plan = pipeline.calibration.plan_qdq(model)
