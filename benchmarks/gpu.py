@@ -5,7 +5,8 @@ record their sha256, so the two machines' numbers are for the same inputs:
 
     python benchmarks/gpu.py --side cpu --out /tmp/gpu-bench-cpu.json      # here: ONNX Runtime, 2 threads
     python benchmarks/gpu.py --side gpu --out $OUT/gpu-side.json           # on the GPU machine: --device cuda
-    python benchmarks/gpu.py --merge /tmp/gpu-bench-cpu.json gpu-side.json  # results/gpu.json + RESULTS.md
+    taskset -c 0,1 python benchmarks/gpu.py --side cpu --threads 2 --label gpu-host-2-cores --out $OUT/cpu2.json
+    python benchmarks/gpu.py --merge /tmp/gpu-bench-cpu.json cpu2.json gpu-side.json  # results/gpu.json + RESULTS.md
 
 Models: ResNet-50-shaped (benchmarks/resnet.py: 53 Conv + 1 Gemm, 224x224) and BERT-base-shaped (12 layers,
 hidden 768, 12 heads, FF 3072, 128 tokens, random NumPy weights, exported with torch.onnx.export).
@@ -134,7 +135,8 @@ def _sha(path: Path) -> str:
 
 
 # ------------------------------------------------------------------ measurements
-def collection_seconds(files: dict, device: str, batch: int | None = None) -> dict:
+def collection_seconds(files: dict, device: str, batch: int | None = None, samples: int | None = None,
+                       threads: int | None = None) -> dict:
     """The collection pass alone: FP32 forward + a histogram of every tensor the Q/DQ plan names."""
     from quant.core.config import CalibrationConfig
     from quant.core.onnx_model import input_specs, load_model, normalize, with_outputs
@@ -149,14 +151,15 @@ def collection_seconds(files: dict, device: str, batch: int | None = None) -> di
     source = open_source(files["calibration"])
     inputs = input_specs(proto)
     mapping = resolve_input_map(inputs, source, None)
-    indices = select(len(source), None, 0)
+    indices = select(len(source), None, 0)[:samples]
     batches = list(iter_batches(source, indices, inputs, mapping, batch or 64))  # data read before timing
-    start = time.perf_counter()
+    start, cpu_start, load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     if device == "ort":
         from quant.backends.onnxruntime import OrtRunner
         from quant.collect import collect
 
-        runner = OrtRunner(with_outputs(proto, [t for t in tensors if t not in mapping]), mode="fp32", spin=False)
+        runner = OrtRunner(with_outputs(proto, [t for t in tensors if t not in mapping]), mode="fp32", spin=False,
+                           threads=threads)
         built = time.perf_counter()
         result = collect(runner, iter(batches), tensors, progress=False)
     else:
@@ -169,11 +172,12 @@ def collection_seconds(files: dict, device: str, batch: int | None = None) -> di
         import torch
 
         torch.cuda.synchronize() if device.startswith("cuda") else None
-    end = time.perf_counter()
+    end, cpu_end = time.perf_counter(), time.process_time()
     return {"device": device, "tensors": len(tensors), "samples": result.samples, "batch": batch or 64,
-            "data_sha256": result.data_hash,
+            "data_sha256": result.data_hash, "ort_threads": threads,
             "runner_build_s": round(built - start, 3), "collection_s": round(end - built, 3),
-            "histograms": result.histograms}
+            "process_cpu_s": round(cpu_end - cpu_start, 1), "loadavg_1min_before": round(load, 2),
+            "loadavg_1min_after": round(os.getloadavg()[0], 2), "histograms": result.histograms}
 
 
 def cli_seconds(files: dict, device: str, out: Path) -> dict:
@@ -181,12 +185,19 @@ def cli_seconds(files: dict, device: str, out: Path) -> dict:
                "--method", ",".join(METHODS), "--output", str(out), "--device", device]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent)] + sys.path[2:3] +
                                                          [os.environ.get("PYTHONPATH", "")]))
+    import resource
+
+    before, load = resource.getrusage(resource.RUSAGE_CHILDREN), os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    out = {"device": device, "seconds": round(seconds, 2), "process_cpu_s": round(cpu, 1),
+           "loadavg_1min_before": round(load, 2), "loadavg_1min_after": round(os.getloadavg()[0], 2)}
     if proc.returncode:
-        return {"device": device, "error": proc.stderr.strip().splitlines()[-3:], "seconds": round(seconds, 2)}
-    return {"device": device, "seconds": round(seconds, 2), "stdout_head": proc.stdout.splitlines()[:3]}
+        return dict(out, error=proc.stderr.strip().splitlines()[-3:])
+    return dict(out, stdout_head=proc.stdout.splitlines()[:4])
 
 
 def eval_summary(files: dict, calibration: Path, device: str) -> dict:
@@ -271,9 +282,14 @@ def machine() -> dict:
     return info
 
 
-def run_side(side: str, work: Path, models: list[str], sensitivity_on_cpu: bool) -> dict:
+def run_side(side: str, work: Path, models: list[str], sensitivity_on_cpu: bool, out_file: Path,
+             samples: dict[str, int], threads: int | None, skip: set[str], label: str, note: str) -> dict:
     device = "cuda" if side == "gpu" else "ort"
-    out = {"side": side, "machine": machine(), "models": {}}
+    out = {"side": side, "label": label, "note": note, "machine": machine(), "models": {}}
+
+    def save():  # after every step: a run cut short keeps what it measured
+        out_file.write_text(json.dumps(out, indent=1, default=float) + "\n")
+
     for name in models:
         entry = out["models"][name] = {}
         t = time.perf_counter()
@@ -283,45 +299,72 @@ def run_side(side: str, work: Path, models: list[str], sensitivity_on_cpu: bool)
         print(f"[{side}] {name}: built in {entry['build_s']} s", flush=True)
         runs = []
         for repeat in range(2 if side == "gpu" else 1):  # GPU: the first run includes CUDA/cuDNN warm-up
-            result = collection_seconds(files, device)
+            result = collection_seconds(files, device, samples=samples.get(name), threads=threads)
             result.pop("histograms")
             runs.append(result)
             print(f"[{side}] {name}: collection {result}", flush=True)
-        entry["collection"] = runs
+            entry["collection"] = runs
+            save()
         entry["files"]["data_sha256"] = runs[0]["data_sha256"]  # quant's order-independent hash of the samples
         calibration = work / name / f"out-{side}"
         if calibration.exists():
             import shutil
 
             shutil.rmtree(calibration)
+        if "cli" in skip or samples.get(name):
+            continue
         entry["cli_calibrate"] = cli_seconds(files, device, calibration)
         print(f"[{side}] {name}: cli {entry['cli_calibrate']}", flush=True)
+        save()
         if "error" in entry["cli_calibrate"]:
             continue
-        if side == "gpu" or name == "resnet50":
+        if "eval" not in skip:
             entry["eval"] = eval_summary(files, calibration, device)
             print(f"[{side}] {name}: eval {entry['eval']}", flush=True)
+            save()
         if side == "gpu":
             entry["checks"] = gpu_checks(files, device)
             print(f"[{side}] {name}: checks {entry['checks']}", flush=True)
+            save()
         if name == "resnet50" and (side == "gpu" or sensitivity_on_cpu):
             entry["sensitivity"] = sensitivity_summary(files, calibration, device)
             print(f"[{side}] {name}: sensitivity {entry['sensitivity']}", flush=True)
+            save()
     return out
 
 
-def merge(cpu_file: Path, gpu_file: Path) -> None:
-    cpu, gpu = json.loads(cpu_file.read_text()), json.loads(gpu_file.read_text())
-    results = {"cpu": cpu, "gpu": gpu, "ratios": {}}
-    for name in gpu["models"]:
-        c, g = cpu["models"].get(name, {}), gpu["models"][name]
-        ratios = results["ratios"][name] = {"same_inputs": c.get("files") == g.get("files")}
-        if c.get("collection") and g.get("collection"):
-            ratios["collection_warm"] = round(c["collection"][0]["collection_s"] / g["collection"][-1]["collection_s"], 1)
-        if "seconds" in c.get("cli_calibrate", {}) and "seconds" in g.get("cli_calibrate", {}):
-            ratios["cli_calibrate"] = round(c["cli_calibrate"]["seconds"] / g["cli_calibrate"]["seconds"], 1)
-        if "eval" in c and "eval" in g:
-            ratios["eval"] = round(c["eval"]["seconds"] / g["eval"]["seconds"], 1)
+def _collection_rate(side: dict, name: str, idle_equivalent: bool = False) -> float | None:
+    """Seconds for 1,024 samples (scaled when a subset was measured); optionally CPU seconds / threads."""
+    runs = side["models"].get(name, {}).get("collection")
+    if not runs:
+        return None
+    run = runs[-1]
+    seconds = run["process_cpu_s"] / (run.get("ort_threads") or 1) if idle_equivalent else run["collection_s"]
+    return seconds * SAMPLES / run["samples"]
+
+
+def merge(files: list[Path]) -> None:
+    sides = [json.loads(f.read_text()) for f in files]
+    cpus, gpu = sides[:-1], sides[-1]
+    results = {"cpu_sides": cpus, "gpu": gpu, "ratios": {}}
+    for name, g in gpu["models"].items():
+        gpu_collection = g["collection"][-1]["collection_s"]
+        rows = results["ratios"][name] = {}
+        for cpu in cpus:
+            c = cpu["models"].get(name)
+            if not c:
+                continue
+            row = rows[cpu.get("label", "cpu")] = {"same_model": c["files"].get("model_sha256") == g["files"]["model_sha256"],
+                                                   "same_data": c["files"].get("data_sha256") == g["files"]["data_sha256"]}
+            row["cpu_collection_s_per_1024"] = round(_collection_rate(cpu, name), 1)
+            row["collection_x"] = round(_collection_rate(cpu, name) / gpu_collection, 1)
+            if c["collection"][-1].get("loadavg_1min_before", 0) > (cpu["machine"]["cpus"] or 1):
+                row["cpu_idle_equivalent_s_per_1024"] = round(_collection_rate(cpu, name, True), 1)
+                row["collection_x_idle_equivalent"] = round(_collection_rate(cpu, name, True) / gpu_collection, 1)
+            if "seconds" in c.get("cli_calibrate", {}) and "seconds" in g.get("cli_calibrate", {}):
+                row["cli_x"] = round(c["cli_calibrate"]["seconds"] / g["cli_calibrate"]["seconds"], 1)
+            if "eval" in c and "eval" in g:
+                row["eval_x"] = round(c["eval"]["seconds"] / g["eval"]["seconds"], 1)
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "gpu.json").write_text(json.dumps(results, indent=1) + "\n")
     write_section(results)
@@ -330,39 +373,57 @@ def merge(cpu_file: Path, gpu_file: Path) -> None:
 def write_section(results: dict) -> None:
     from results_md import write_section as write
 
-    cpu, gpu = results["cpu"], results["gpu"]
+    gpu = results["gpu"]
+    m = gpu["machine"]
     lines = ["## GPU execution (PyTorch backend, `--device cuda`)", "",
-             f"GPU side: {gpu['machine'].get('gpu')} ({gpu['machine']['cpus']} CPU cores), torch "
-             f"{gpu['machine']['torch']}, onnx2torch {gpu['machine']['onnx2torch']}, IEEE fp32 (TF32 off). CPU side: this "
-             f"machine ({cpu['machine']['cpus']} cores), ONNX Runtime {cpu['machine']['onnxruntime']} (`--device ort`). "
-             f"Same models and data on both (sha256 compared: see `same inputs`). 1,024 calibration samples, all four "
-             f"methods from one pass. Raw numbers: `results/gpu.json`; run with `python benchmarks/gpu.py` (docstring).", "",
-             "| model | same inputs | collection, CPU (s) | collection, GPU warm (s) | x | `quant calibrate` CLI, CPU (s) "
-             "| CLI, GPU (s) | x |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name, ratio in results["ratios"].items():
-        c, g = cpu["models"].get(name, {}), gpu["models"][name]
-        cc = c.get("collection", [{}])[0].get("collection_s", "-")
-        gc = g["collection"][-1]["collection_s"] if g.get("collection") else "-"
-        lines.append(f"| {name} | {ratio['same_inputs']} | {cc} | {gc} | {ratio.get('collection_warm', '-')} | "
-                     f"{c.get('cli_calibrate', {}).get('seconds', '-')} | {g.get('cli_calibrate', {}).get('seconds', '-')} "
-                     f"| {ratio.get('cli_calibrate', '-')} |")
+             f"GPU side: {m.get('gpu')} ({m['cpus']} CPU cores), torch {m['torch']}, onnx2torch {m['onnx2torch']}, "
+             "IEEE fp32 (TF32 off), `--device cuda`. CPU sides: ONNX Runtime (`--device ort`, the default) with 2 "
+             "threads, on the machines named below. The same models and the same 1,024 calibration samples on every "
+             "side (`same model/data`: sha256 of the model file and quant's hash of the samples compared); all four "
+             "methods from one pass. Raw numbers: `results/gpu.json`; `python benchmarks/gpu.py` (see its docstring).", ""]
+    for cpu in results["cpu_sides"]:
+        c = cpu["machine"]
+        lines.append(f"- CPU side `{cpu.get('label', 'cpu')}`: {c['cpus']} cores, {c['platform']}, onnxruntime "
+                     f"{c['onnxruntime']}; {cpu.get('note', '')}")
+    lines += ["", "| model | CPU side | same model/data | collection CPU (s) | collection GPU, warm (s) | x "
+                  "| `quant calibrate` CLI CPU (s) | CLI GPU (s) | x |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, rows in results["ratios"].items():
+        g = gpu["models"][name]
+        for label, row in rows.items():
+            cpu = next(c for c in results["cpu_sides"] if c.get("label", "cpu") == label)
+            c = cpu["models"][name]
+            collection = f"{row['cpu_collection_s_per_1024']}"
+            if c["collection"][-1]["samples"] != SAMPLES:
+                collection += f" (measured on {c['collection'][-1]['samples']}, scaled)"
+            ratio = f"{row['collection_x']}"
+            if "collection_x_idle_equivalent" in row:
+                collection += f"; CPU time / 2 threads: {row['cpu_idle_equivalent_s_per_1024']}"
+                ratio += f"; {row['collection_x_idle_equivalent']} by CPU time"
+            lines.append(f"| {name} | {label} | {row['same_model']}/{row['same_data']} | {collection} | "
+                         f"{g['collection'][-1]['collection_s']} | {ratio} | {c.get('cli_calibrate', {}).get('seconds', '-')} "
+                         f"| {g.get('cli_calibrate', {}).get('seconds', '-')} | {row.get('cli_x', '-')} |")
     lines.append("")
     for name, g in gpu["models"].items():
         if "sensitivity" in g:
             s = g["sensitivity"]
-            lines.append(f"- {name} sensitivity sweep on the GPU: {s['layers']} layers, {s['evaluations']} evaluations "
-                         f"of {s['heldout_samples']} held-out samples, {s['seconds']} s.")
+            lines.append(f"- {name} per-layer sensitivity sweep on the GPU (`quant.sensitivity`, both directions, metric "
+                         f"agreement): {s['layers']} layers, {s['evaluations']} evaluations of {s['heldout_samples']} "
+                         f"held-out samples, {s['seconds']} s end to end (calibration folder loaded, FP32 reference, "
+                         f"one-pass local SQNR on ONNX Runtime included).")
         if "eval" in g:
             e = g["eval"]
-            lines.append(f"- {name} eval on the GPU ({e['samples']} samples): {e['seconds']} s, entropy INT8 vs FP32 "
-                         f"SQNR {e['sqnr_db']} dB" + (f" (CPU side: {cpu['models'][name]['eval']['sqnr_db']} dB, "
-                                                     f"{cpu['models'][name]['eval']['seconds']} s)"
-                                                     if "eval" in cpu["models"].get(name, {}) else ""))
+            cpu_evals = [(c.get("label"), c["models"][name]["eval"]) for c in results["cpu_sides"]
+                         if "eval" in c["models"].get(name, {})]
+            lines.append(f"- {name} `quant.evaluate` (entropy Q/DQ vs FP32, {e['samples']} held-out samples) on the GPU: "
+                         f"{e['seconds']} s, SQNR {e['sqnr_db']} dB" +
+                         "".join(f"; CPU side {label}: {v['seconds']} s, SQNR {v['sqnr_db']} dB" for label, v in cpu_evals))
         if "checks" in g:
             k = g["checks"]
-            lines.append(f"- {name} checks on the GPU: device histogram counts equal to the NumPy path's for the same "
-                         f"values: {k['histogram_counts_equal_numpy']}; tensors whose amax differs between batch 64 and "
-                         f"48 on the GPU: {k['tensors_whose_amax_differs_batch64_vs_48']}.")
+            lines.append(f"- {name} on the GPU: device histogram counts equal to the NumPy path's for the same values "
+                         f"(32 samples, every calibrated tensor): {k['histogram_counts_equal_numpy']}; tensors whose "
+                         f"amax differs between batch sizes 64 and 48 on the GPU, per method: "
+                         f"{k['tensors_whose_amax_differs_batch64_vs_48']}.")
     write("## GPU execution", "\n".join(lines))
 
 
@@ -373,13 +434,21 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/quant-gpu-bench"))
     parser.add_argument("--models", default="resnet50,bert-base")
     parser.add_argument("--sensitivity-on-cpu", action="store_true")
-    parser.add_argument("--merge", nargs=2, type=Path, metavar=("CPU_JSON", "GPU_JSON"))
+    parser.add_argument("--samples", action="append", default=[], metavar="MODEL=N",
+                        help="collect on the first N samples only (a loaded CPU side; scaled in the report)")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime threads for the collection pass (CPU side)")
+    parser.add_argument("--skip", default="", help="comma-separated: cli, eval")
+    parser.add_argument("--label", default="cpu", help="name of this side in the report")
+    parser.add_argument("--note", default="", help="a sentence about this side's machine for the report")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="CPU-side JSON files (this machine, then the GPU machine pinned to 2 cores), GPU-side last")
     args = parser.parse_args()
     if args.merge:
-        merge(*args.merge)
+        merge(args.merge)
         return
-    result = run_side(args.side, args.work, args.models.split(","), args.sensitivity_on_cpu)
-    args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
+    samples = {k: int(v) for k, v in (item.split("=") for item in args.samples)}
+    run_side(args.side, args.work, args.models.split(","), args.sensitivity_on_cpu, args.out, samples, args.threads,
+             set(filter(None, args.skip.split(","))), args.label, args.note)
 
 
 if __name__ == "__main__":
