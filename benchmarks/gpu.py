@@ -265,6 +265,39 @@ def gpu_checks(files: dict, device: str) -> dict:
             "tf32_after_run": [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32]}
 
 
+def gpu_extra(files: dict, device: str) -> dict:
+    """The bare forward pass (no taps) for scale, and how far amax moves between GPU batch sizes."""
+    import torch
+
+    from quant.backends.torch.runner import TorchRunner
+    from quant.calibrators import get
+    from quant.core.onnx_model import load_model, normalize
+
+    proto = normalize(load_model(files["model"]))
+    runner = TorchRunner(proto, device)
+    data = dict(np.load(files["calibration"]))
+    batches = [{k: v[i:i + 64] for k, v in data.items()} for i in range(0, SAMPLES, 64)]
+    times = []
+    for _ in range(3):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for feeds in batches:
+            runner.forward(feeds, {})
+        torch.cuda.synchronize()
+        times.append(round(time.perf_counter() - start, 3))
+    hists = {b: collection_seconds(files, device, b)["histograms"] for b in (64, 48, 32)}
+    spread = {}
+    for method in METHODS:
+        worst, differing = 0.0, 0
+        for tensor in hists[64]:
+            values = [float(get(method).fit(hists[b][tensor]).amax_) for b in hists]
+            if len(set(values)) > 1:
+                differing += 1
+                worst = max(worst, (max(values) - min(values)) / max(abs(v) for v in values))
+        spread[method] = {"tensors_differing": differing, "max_relative_spread": worst}
+    return {"bare_forward_s": times, "amax_across_batch_64_48_32": spread, "tensors": len(hists[64])}
+
+
 def machine() -> dict:
     info = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
     for package in ("torch", "onnxruntime", "onnx", "numpy", "onnx2torch"):
@@ -440,11 +473,17 @@ def main() -> None:
     parser.add_argument("--skip", default="", help="comma-separated: cli, eval")
     parser.add_argument("--label", default="cpu", help="name of this side in the report")
     parser.add_argument("--note", default="", help="a sentence about this side's machine for the report")
+    parser.add_argument("--extra", action="store_true", help="GPU side: bare forward and amax spread across batch sizes")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                         help="CPU-side JSON files (this machine, then the GPU machine pinned to 2 cores), GPU-side last")
     args = parser.parse_args()
     if args.merge:
         merge(args.merge)
+        return
+    if args.extra:
+        out = {name: gpu_extra(build(name, args.work), "cuda") for name in args.models.split(",")}
+        print(json.dumps(out, indent=1))
+        args.out.write_text(json.dumps(out, indent=1) + "\n")
         return
     samples = {k: int(v) for k, v in (item.split("=") for item in args.samples)}
     run_side(args.side, args.work, args.models.split(","), args.sensitivity_on_cpu, args.out, samples, args.threads,
