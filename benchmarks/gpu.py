@@ -180,8 +180,16 @@ def collection_seconds(files: dict, device: str, batch: int | None = None, sampl
             "loadavg_1min_after": round(os.getloadavg()[0], 2), "histograms": result.histograms}
 
 
-def cli_seconds(files: dict, device: str, out: Path) -> dict:
-    command = [sys.executable, "-m", "quant", "calibrate", files["model"], "--data", files["calibration"],
+_FORCED_THREADS = (  # ORT's default thread count is its physical core count, and it pins those threads itself, so
+    # taskset does not hold it to 2 cores; this starts the same CLI with ORT's default set to what a 2-core machine gets
+    "import sys; import quant.backends.onnxruntime as o; d = list(o.OrtRunner.__init__.__defaults__); "
+    "d[1] = {threads}; o.OrtRunner.__init__.__defaults__ = tuple(d); from quant.cli.main import main; "
+    "sys.exit(main(sys.argv[1:]))")
+
+
+def cli_seconds(files: dict, device: str, out: Path, ort_threads: int | None = None) -> dict:
+    start_cli = ["-m", "quant"] if ort_threads is None else ["-c", _FORCED_THREADS.format(threads=ort_threads)]
+    command = [sys.executable, *start_cli, "calibrate", files["model"], "--data", files["calibration"],
                "--method", ",".join(METHODS), "--output", str(out), "--device", device]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE.parent)] + sys.path[2:3] +
                                                          [os.environ.get("PYTHONPATH", "")]))
@@ -193,7 +201,7 @@ def cli_seconds(files: dict, device: str, out: Path) -> dict:
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    out = {"device": device, "seconds": round(seconds, 2), "process_cpu_s": round(cpu, 1),
+    out = {"device": device, "seconds": round(seconds, 2), "process_cpu_s": round(cpu, 1), "ort_threads": ort_threads,
            "loadavg_1min_before": round(load, 2), "loadavg_1min_after": round(os.getloadavg()[0], 2)}
     if proc.returncode:
         return dict(out, error=proc.stderr.strip().splitlines()[-3:])
@@ -263,6 +271,32 @@ def gpu_checks(files: dict, device: str) -> dict:
     return {"histogram_counts_equal_numpy": f"{equal}/{len(tensors)}",
             "tensors_whose_amax_differs_batch64_vs_48": differing,
             "tf32_after_run": [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32]}
+
+
+_PHASES = """
+import sys, time, json
+t0 = time.perf_counter()
+import quant
+from quant.pipeline import calibrate
+t1 = time.perf_counter()
+import torch
+from quant.backends.torch.convert import load_onnx2torch
+load_onnx2torch()
+t2 = time.perf_counter()
+result = calibrate(sys.argv[1], sys.argv[2], methods=tuple(sys.argv[4].split(",")), device=sys.argv[5])
+t3 = time.perf_counter()
+result.save(sys.argv[3])
+t4 = time.perf_counter()
+print(json.dumps({"import_quant_s": round(t1 - t0, 2), "import_torch_onnx2torch_s": round(t2 - t1, 2),
+                  "calibrate_s (load, convert, collect, ranges)": round(t3 - t2, 2), "save_4_methods_s": round(t4 - t3, 2)}))
+"""
+
+
+def cli_phases(files: dict, device: str, out: Path) -> dict:
+    """Where a cold `quant calibrate` process spends its time (the CLI's steps, timed in a fresh process)."""
+    proc = subprocess.run([sys.executable, "-c", _PHASES, files["model"], files["calibration"], str(out),
+                           ",".join(METHODS), device], capture_output=True, text=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.stderr[-500:]}
 
 
 def gpu_extra(files: dict, device: str) -> dict:
@@ -349,7 +383,7 @@ def run_side(side: str, work: Path, models: list[str], sensitivity_on_cpu: bool,
             shutil.rmtree(calibration)
         if "cli" in skip or samples.get(name):
             continue
-        entry["cli_calibrate"] = cli_seconds(files, device, calibration)
+        entry["cli_calibrate"] = cli_seconds(files, device, calibration, threads if side == "cpu" else None)
         print(f"[{side}] {name}: cli {entry['cli_calibrate']}", flush=True)
         save()
         if "error" in entry["cli_calibrate"]:
@@ -477,11 +511,25 @@ def main() -> None:
     parser.add_argument("--label", default="cpu", help="name of this side in the report")
     parser.add_argument("--note", default="", help="a sentence about this side's machine for the report")
     parser.add_argument("--extra", action="store_true", help="GPU side: bare forward and amax spread across batch sizes")
+    parser.add_argument("--cli-only", action="store_true", help="only the CLI run per model (plus, on the GPU, its phases)")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
                         help="CPU-side JSON files (this machine, then the GPU machine pinned to 2 cores), GPU-side last")
     args = parser.parse_args()
     if args.merge:
         merge(args.merge)
+        return
+    if args.cli_only:
+        device = "cuda" if args.side == "gpu" else "ort"
+        out = {"side": args.side, "label": args.label, "note": args.note, "machine": machine(), "models": {}}
+        for name in args.models.split(","):
+            files = build(name, args.work)
+            entry = out["models"][name] = {"files": {"model_sha256": files["model_sha256"]}}
+            folder = args.work / name / f"cli-{args.side}"
+            entry["cli_calibrate"] = cli_seconds(files, device, folder, args.threads)
+            if args.side == "gpu":
+                entry["cli_phases"] = cli_phases(files, device, args.work / name / "phases")
+            print(name, json.dumps(entry), flush=True)
+            args.out.write_text(json.dumps(out, indent=1) + "\n")
         return
     if args.extra:
         out = {name: gpu_extra(build(name, args.work), "cuda") for name in args.models.split(",")}
