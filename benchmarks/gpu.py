@@ -403,6 +403,11 @@ def run_side(side: str, work: Path, models: list[str], sensitivity_on_cpu: bool,
     return out
 
 
+def _gpu_cli(g: dict) -> float:
+    """The slower of the GPU side's cold CLI runs (there were two)."""
+    return max(g["cli_calibrate"]["seconds"], g.get("cli_calibrate_second_run", {}).get("seconds", 0))
+
+
 def _collection_rate(side: dict, name: str, idle_equivalent: bool = False) -> float | None:
     """Seconds for 1,024 samples (scaled when a subset was measured); optionally CPU seconds / threads."""
     runs = side["models"].get(name, {}).get("collection")
@@ -413,9 +418,38 @@ def _collection_rate(side: dict, name: str, idle_equivalent: bool = False) -> fl
     return seconds * SAMPLES / run["samples"]
 
 
+def device_sides(raw: Path) -> tuple[dict, dict]:
+    """The GPU machine's files (results/gpu_raw: four calls) as one CPU side and one GPU side.
+
+    Its first call ran `quant calibrate` on the pinned CPU with ONNX Runtime's default threads, which pin
+    themselves to all 16 cores despite taskset: that number is kept as ``cli_calibrate_ort_default_threads``
+    and not used; the CLI numbers come from the fourth call (ORT held to 2 threads).
+    """
+    load = lambda name: json.loads((raw / name).read_text())  # noqa: E731
+    cpu, cpu_bert, cpu_cli = load("cpu2.json"), load("cpu2-bert.json"), load("cpu2-cli.json")
+    gpu, gpu_cli, extra = load("gpu-side.json"), load("gpu-cli.json"), load("gpu-extra.json")
+    resnet = cpu["models"]["resnet50"]
+    resnet["cli_calibrate_ort_default_threads"] = resnet.pop("cli_calibrate")
+    cpu["models"]["bert-base"] = cpu_bert["models"]["bert-base"]
+    for name, entry in cpu_cli["models"].items():
+        cpu["models"][name]["cli_calibrate"] = entry["cli_calibrate"]
+    cpu["note"] = cpu_cli["note"]
+    for name, entry in gpu_cli["models"].items():
+        gpu["models"][name]["cli_calibrate_second_run"] = entry["cli_calibrate"]
+        gpu["models"][name]["cli_phases"] = entry["cli_phases"]
+        gpu["models"][name]["extra"] = extra[name]
+    return cpu, gpu
+
+
 def merge(files: list[Path]) -> None:
-    sides = [json.loads(f.read_text()) for f in files]
-    cpus, gpu = sides[:-1], sides[-1]
+    """``files``: CPU-side JSON files of this machine, then the GPU machine's raw folder (or a GPU-side JSON)."""
+    *here, last = files
+    cpus = [json.loads(f.read_text()) for f in here]
+    if last.is_dir():
+        device_cpu, gpu = device_sides(last)
+        cpus.append(device_cpu)
+    else:
+        gpu = json.loads(last.read_text())
     results = {"cpu_sides": cpus, "gpu": gpu, "ratios": {}}
     for name, g in gpu["models"].items():
         gpu_collection = g["collection"][-1]["collection_s"]
@@ -432,7 +466,9 @@ def merge(files: list[Path]) -> None:
                 row["cpu_idle_equivalent_s_per_1024"] = round(_collection_rate(cpu, name, True), 1)
                 row["collection_x_idle_equivalent"] = round(_collection_rate(cpu, name, True) / gpu_collection, 1)
             if "seconds" in c.get("cli_calibrate", {}) and "seconds" in g.get("cli_calibrate", {}):
-                row["cli_x"] = round(c["cli_calibrate"]["seconds"] / g["cli_calibrate"]["seconds"], 1)
+                row["cli_x"] = round(c["cli_calibrate"]["seconds"] / _gpu_cli(g), 1)
+                if c["cli_calibrate"].get("loadavg_1min_before", 0) > (cpu["machine"]["cpus"] or 1):
+                    row["cli_x_idle_equivalent"] = round(c["cli_calibrate"]["process_cpu_s"] / 2 / _gpu_cli(g), 1)
             if "eval" in c and "eval" in g:
                 row["eval_x"] = round(c["eval"]["seconds"] / g["eval"]["seconds"], 1)
     (HERE / "results").mkdir(exist_ok=True)
@@ -470,9 +506,14 @@ def write_section(results: dict) -> None:
             if "collection_x_idle_equivalent" in row:
                 collection += f"; CPU time / 2 threads: {row['cpu_idle_equivalent_s_per_1024']}"
                 ratio += f"; {row['collection_x_idle_equivalent']} by CPU time"
+            cli = f"{c.get('cli_calibrate', {}).get('seconds', '-')}"
+            cli_ratio = f"{row.get('cli_x', '-')}"
+            if "cli_x_idle_equivalent" in row:
+                cli += f"; CPU time / 2: {round(c['cli_calibrate']['process_cpu_s'] / 2, 1)}"
+                cli_ratio += f"; {row['cli_x_idle_equivalent']} by CPU time"
+            gpu_cli = " / ".join(str(r["seconds"]) for r in (g.get("cli_calibrate"), g.get("cli_calibrate_second_run")) if r)
             lines.append(f"| {name} | {label} | {row['same_model']}/{row['same_data']} | {collection} | "
-                         f"{g['collection'][-1]['collection_s']} | {ratio} | {c.get('cli_calibrate', {}).get('seconds', '-')} "
-                         f"| {g.get('cli_calibrate', {}).get('seconds', '-')} | {row.get('cli_x', '-')} |")
+                         f"{g['collection'][-1]['collection_s']} | {ratio} | {cli} | {gpu_cli} | {cli_ratio} |")
     lines.append("")
     for name, g in gpu["models"].items():
         if "sensitivity" in g:
@@ -488,6 +529,15 @@ def write_section(results: dict) -> None:
             lines.append(f"- {name} `quant.evaluate` (entropy Q/DQ vs FP32, {e['samples']} held-out samples) on the GPU: "
                          f"{e['seconds']} s, SQNR {e['sqnr_db']} dB" +
                          "".join(f"; CPU side {label}: {v['seconds']} s, SQNR {v['sqnr_db']} dB" for label, v in cpu_evals))
+        if "extra" in g:
+            x = g["extra"]
+            phases = ", ".join(f"{k.replace('_s', '')} {v} s" for k, v in g.get("cli_phases", {}).items())
+            spread = "; ".join(f"{m} {v['tensors_differing']} tensors, up to {v['max_relative_spread']:.2g}"
+                               for m, v in x["amax_across_batch_64_48_32"].items())
+            lines.append(f"- {name} on the GPU: bare FP32 forward over the 1,024 samples (no taps) {x['bare_forward_s'][-1]} s "
+                         f"(collection adds the histograms of {x['tensors']} tensors); a cold CLI process spends: {phases}. "
+                         f"Histograms identical in a second run at batch 64: {x['histograms_identical_in_a_second_run_at_batch_64']}; "
+                         f"amax across batch sizes 64/48/32 on the GPU (cuDNN/cuBLAS pick kernels by shape): {spread}.")
         if "checks" in g:
             k = g["checks"]
             lines.append(f"- {name} on the GPU: device histogram counts equal to the NumPy path's for the same values "

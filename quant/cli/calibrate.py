@@ -65,7 +65,14 @@ def run(args) -> int:
     plan = result.plan
     stdout(f"calibrated {len(result.histograms)} activation tensors on {result.data['samples']} samples "
            f"({result.data['source']})")
-    stdout(f"collection pass: {result.data.get('collected_with', 'ONNX Runtime (CPU)')}")
+    collected_with = result.data.get("collected_with", "ONNX Runtime (CPU)")
+    stdout(f"collection pass: {collected_with}")
+    if " on cuda" in collected_with:
+        from quant.cli.common import stderr
+
+        stderr("note: on CUDA, cuDNN/cuBLAS pick kernels by batch shape, so the last bits of activations (and of "
+               "minmax/entropy ranges) can change with --batch-size; --device ort or cpu gives bit-identical ranges "
+               "for any batch size")
     stdout(f"quantized layers: {len(plan.layers)}, residual Adds: {len(plan.residuals)}, "
            f"weighted ops left in float: {len(plan.excluded)}")
     if len(result.methods) > 1:

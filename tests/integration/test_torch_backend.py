@@ -279,6 +279,18 @@ def test_a_model_the_converter_cannot_take_fails_with_one_error_line(tmp_path):
     assert ok.returncode == 0, ok.stderr  # ONNX Runtime (the default) runs it
 
 
+def test_nms_without_a_working_torchvision_is_a_clear_error():
+    try:
+        import torchvision.ops  # noqa: F401
+        pytest.skip("torchvision loads here: onnx2torch's NonMaxSuppression uses it")
+    except Exception:  # noqa: BLE001 - missing, or built for another torch
+        pass
+    from onnx2torch.node_converters import nms
+
+    with pytest.raises(quant.QuantError, match="needs torchvision.ops.nms"):
+        nms.torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
 def test_cuda_without_a_gpu_is_one_error_line(digits, tmp_path):
     proc = run_cli(["eval", digits["model"], digits["model"], "--data", digits["heldout"], "--device", "cuda:1"])

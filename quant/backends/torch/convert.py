@@ -39,10 +39,11 @@ _loaded = None
 def load_onnx2torch():
     """Import onnx2torch once, registering quant's converters.
 
-    onnx2torch imports torchvision at import time for NonMaxSuppression alone. The torchvision wheel on
-    PyPI does not load beside the CPU torch wheel ('operator torchvision::nms does not exist'), so where
-    torchvision cannot be imported a stand-in module is visible during that import only; a model with
-    NonMaxSuppression then fails with a clear error when it runs.
+    onnx2torch imports torchvision at import time, for NonMaxSuppression and RoiAlign alone. torchvision costs
+    a second or more to import on the GPU machine, and the torchvision wheel on PyPI does not load beside the
+    CPU torch wheel ('operator torchvision::nms does not exist'). So during that import a stand-in module is
+    visible whose functions import the real torchvision.ops when first called; a model with those ops then
+    runs where torchvision works and fails with one clear error where it does not.
     """
     global _loaded
     if _loaded is not None:
@@ -50,17 +51,12 @@ def load_onnx2torch():
     require("torch")
     stand_in = None
     if "torchvision" not in sys.modules:
-        try:
-            importlib.import_module("torchvision")
-        except Exception:  # ImportError, or RuntimeError from a torchvision built for another torch
-            for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
-                del sys.modules[name]
-            stand_in = types.ModuleType("torchvision")
-            stand_in.__path__ = []  # type: ignore[attr-defined]  (a package, so 'torchvision.ops' imports)
-            ops = types.ModuleType("torchvision.ops")
-            ops.__getattr__ = _missing_torchvision_op  # type: ignore[attr-defined]  (PEP 562)
-            stand_in.ops = ops  # type: ignore[attr-defined]
-            sys.modules["torchvision"], sys.modules["torchvision.ops"] = stand_in, ops
+        stand_in = types.ModuleType("torchvision")
+        stand_in.__path__ = []  # type: ignore[attr-defined]  (a package, so 'torchvision.ops' imports)
+        ops = types.ModuleType("torchvision.ops")
+        ops.__getattr__ = _torchvision_op  # type: ignore[attr-defined]  (PEP 562)
+        stand_in.ops = ops  # type: ignore[attr-defined]
+        sys.modules["torchvision"], sys.modules["torchvision.ops"] = stand_in, ops
     try:
         onnx2torch = require("onnx2torch")
     except QuantError:
@@ -69,7 +65,8 @@ def load_onnx2torch():
     finally:
         if stand_in is not None:
             for name in ("torchvision", "torchvision.ops"):
-                sys.modules.pop(name, None)
+                if sys.modules.get(name) in (stand_in, stand_in.ops):
+                    del sys.modules[name]
     from quant.backends.torch.modules import register_qdq_converters
 
     register_qdq_converters()
@@ -78,15 +75,20 @@ def load_onnx2torch():
     return onnx2torch
 
 
-def _missing_torchvision_op(name: str):
+def _torchvision_op(name: str):
+    """torchvision.ops.<name>, imported when first called."""
     if name.startswith("__"):
         raise AttributeError(name)
 
-    def missing(*_args, **_kwargs):
-        raise QuantError(f"this model needs torchvision.ops.{name} (NonMaxSuppression/RoiAlign), and torchvision "
-                         "does not load beside this torch", hint="install the torchvision that matches your torch, "
-                                                                 "or use --device ort")
-    return missing
+    def call(*args, **kwargs):
+        try:
+            real = importlib.import_module("torchvision.ops")
+        except Exception:  # ImportError, or RuntimeError from a torchvision built for another torch
+            raise QuantError(f"this model needs torchvision.ops.{name} (NonMaxSuppression/RoiAlign), and torchvision "
+                             "does not load beside this torch", hint="install the torchvision that matches your "
+                                                                     "torch, or use --device ort") from None
+        return getattr(real, name)(*args, **kwargs)
+    return call
 
 
 def _register_comparisons() -> None:
