@@ -376,6 +376,9 @@ def _torch_backend(device: str | None):
     """(quant.backends.torch.pipeline or None, checked torch device or None) for ``device``; 'ort' -> (None, None)."""
     if device in (None, "ort"):
         return None, None
+    from quant.backends.torch import device_name
+
+    device_name(device)  # a typo fails before torch is imported
     from quant.backends.torch import pipeline as torch_backend
 
     return torch_backend, torch_backend.parse_device(device)

@@ -45,6 +45,9 @@ def _torch(device: str | None) -> str | None:
     """A checked torch device for ``device`` ('cuda', 'cuda:N', 'cpu'), or None for 'ort' (ONNX Runtime)."""
     if device in (None, "ort"):
         return None
+    from quant.backends.torch import device_name
+
+    device_name(device)  # a typo fails before torch is imported
     from quant.backends.torch.pipeline import parse_device
 
     return parse_device(device)

@@ -23,23 +23,21 @@ PRECISION_NOTE = "IEEE float32 (TF32 off for matmul and convolutions)"
 
 def parse_device(text: str | None) -> str | None:
     """'ort' (or None) -> None (ONNX Runtime); 'cpu', 'cuda', 'cuda:N' -> a checked torch device string."""
+    from quant.backends.torch import device_name
+
     if text is None or text == "ort":
         return None
-    name = text.strip().lower()
+    name = device_name(text)
     if name == "cpu":
         return "cpu"
-    if name == "cuda" or name.startswith("cuda:"):
-        index = name.partition(":")[2] or "0"
-        if not index.isdigit():
-            raise QuantError(f"--device '{text}' is not a device", hint="use ort, cpu, cuda or cuda:N")
-        if not torch.cuda.is_available():
-            raise QuantError(f"--device {text}: this torch ({torch.__version__}) sees no CUDA GPU",
-                             hint="use --device cpu or ort, or install a CUDA build of torch")
-        if int(index) >= torch.cuda.device_count():
-            raise QuantError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) are visible",
-                             hint=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
-        return f"cuda:{index}"
-    raise QuantError(f"--device '{text}' is not a device", hint="use ort (ONNX Runtime, the default), cpu, cuda or cuda:N")
+    index = name.partition(":")[2] or "0"
+    if not torch.cuda.is_available():
+        raise QuantError(f"--device {text}: this torch ({torch.__version__}) sees no CUDA GPU",
+                         hint="use --device cpu or ort, or install a CUDA build of torch")
+    if int(index) >= torch.cuda.device_count():
+        raise QuantError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) are visible",
+                         hint=f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    return f"cuda:{index}"
 
 
 @contextlib.contextmanager
