@@ -18,6 +18,10 @@ RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
             "tensorrt": "a TensorRT engine on the GPU (INT8_MODEL is the .engine file)"}
 
 
+TORCH_EMULATE = ("Q/DQ computed exactly in float with PyTorch, as ONNX Runtime's emulate path computes it (round half "
+                 "to even, saturation): the arithmetic TensorRT's INT8 kernels perform")
+
+
 def int8_runner(int8_model, runtime: str, device: str | None = None):
     """The runner of an INT8 model (path or ModelProto; an engine for tensorrt) on ``runtime``.
 
@@ -160,8 +164,9 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     reference = fp32_runner(fp32_proto, device)
     bar = _bar(len(held.indices), "evaluating") if progress else None
     try:
+        description = RUNTIMES[runtime] if device is None or runtime != "emulate" else TORCH_EMULATE
         report = compare(reference, candidate, held.batches(batch_size), labels=held.labels, topk=topk,
-                         runtime=runtime, runtime_description=RUNTIMES[runtime], progress=bar)
+                         runtime=runtime, runtime_description=description, progress=bar)
     finally:
         if bar is not None:
             bar.close()
