@@ -6,7 +6,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,clocks.sm --format=csv
 python3 -c "import torch, onnx, onnxruntime, numpy, onnx2torch; print(torch.__version__, torch.cuda.is_available(), onnx.__version__, onnxruntime.__version__, numpy.__version__)"
 python3 setup.py build_ext --inplace -q >/dev/null 2>&1 || echo "no C accelerator (numpy path)"
-for d in cuda ort; do /usr/bin/time -f "calibrate digits --device $d: %e s" python3 -m quant calibrate examples/digits/model.onnx --data examples/digits/calibration.npz --method entropy,minmax,percentile,mse --output /tmp/d-$d --device $d | head -2; done
+for d in cuda ort; do /usr/bin/time -f "calibrate digits --device $d: %e s" python3 -m quant calibrate examples/digits/model.onnx --data examples/digits/calibration.npz --method entropy,minmax,percentile,mse --output /tmp/d-$d --device $d > /tmp/cal-$d.log; head -2 /tmp/cal-$d.log; done
 for m in entropy minmax percentile mse; do cmp /tmp/d-cuda/$m/calibration.cache /tmp/d-ort/$m/calibration.cache && echo "cache $m: cuda == ort"; done
 python3 -m quant eval examples/digits/model.onnx /tmp/d-cuda/entropy/model.int8.onnx --data examples/digits/heldout.npz --device cuda | tail -4
 python3 -m quant sensitivity examples/digits/model.onnx --calibration /tmp/d-cuda/entropy --data examples/digits/heldout.npz --device cuda -o /tmp/s-cuda | tail -3
