@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import (add_data_options, add_ray_options, input_files, input_map_from_args,
+from quant.cli.common import (add_data_options, add_device_option, add_ray_options, input_files, input_map_from_args,
                                preprocess_from_args, print_warnings, ray_from_args, stdout)
 from quant.core.config import HIGH_PRECISION, METHOD_ALIASES, METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS, WEIGHT_STORAGE
 from quant.cli import validators as V
@@ -56,6 +56,7 @@ def register(subparsers) -> None:
     parser.add_argument("--reduce-range", default="auto", choices=REDUCE_RANGE,
                         help="ort-cpu: 7-bit weights so x86 CPUs without VNNI do not saturate (auto: probe "
                              "this machine's ONNX Runtime kernels)")
+    add_device_option(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     add_ray_options(parser, shards=True)
     parser.set_defaults(run=run)
@@ -85,7 +86,7 @@ def run(args) -> int:
     inputs = input_files(args.model, args.data, args.preprocess)
     check_output_dir(args.output, protect=tuple(inputs))  # fail fast, before the pass
     result = calibrate(args.model, args.data, config, input_map=input_map_from_args(args), preprocess=preprocess,
-                       split=args.split, progress=True, ray=ray_from_args(args))
+                       split=args.split, progress=True, ray=ray_from_args(args), device=args.device)
     folders = result.save(args.output, protect=tuple(inputs))
     print_warnings(result)
     _warn_cache_version(args.trt_version)
@@ -95,6 +96,14 @@ def run(args) -> int:
     plan = result.plan
     stdout(f"calibrated {len(result.histograms)} activation tensors on {result.data['samples']} samples "
            f"({result.data['source']})")
+    collected_with = result.data.get("collected_with", "ONNX Runtime (CPU)")
+    stdout(f"collection pass: {collected_with}")
+    if " on cuda" in collected_with:
+        from quant.cli.common import stderr
+
+        stderr("note: on CUDA, cuDNN/cuBLAS pick kernels by batch shape, so the last bits of activations (and of "
+               "minmax/entropy ranges) can change with --batch-size; --device ort or cpu gives bit-identical ranges "
+               "for any batch size")
     stdout(f"quantized layers: {len(plan.layers)}, residual Adds: {len(plan.residuals)}, "
            f"weighted ops left in float: {len(plan.excluded)}")
     if len(result.methods) > 1:

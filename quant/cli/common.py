@@ -56,6 +56,11 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                             "labels, or the only output; a metric can name its own as METRIC@NAME)")
     group.add_argument("--class-axis", type=V.integer(-16, 16, "class-axis"), metavar="AXIS",
                        help="axis of the classes for argmax agreement (default 1: [N, C] scores and [N, C, H, W] maps)")
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="ort", metavar="ort|cuda[:N]|cpu",
+                        help="where FP32 and emulated INT8 run: ort = ONNX Runtime on the CPU (default: installed "
+                             "with quant, no torch needed); cuda, cuda:N or cpu = the ONNX graph converted to "
+                             "PyTorch (pip install 'quant[gpu]'), in IEEE fp32 with TF32 off")
 
 
 def _floats(text: str, flag: str) -> tuple[float, ...]:

@@ -1,8 +1,9 @@
 """quant eval: FP32 vs INT8 on held-out data, printed and written as JSON."""
 from __future__ import annotations
 
-from quant.cli.common import (add_data_options, add_force_option, add_output_options, add_ray_options, input_files,
-                              input_map_from_args, preprocess_from_args, ray_from_args, stdout)
+from quant.cli.common import (add_data_options, add_device_option, add_force_option, add_output_options,
+                              add_ray_options, input_files, input_map_from_args, preprocess_from_args, ray_from_args,
+                              stdout)
 from quant.cli import validators as V
 
 
@@ -24,6 +25,7 @@ def register(subparsers) -> None:
                              "tensorrt = a built engine on the GPU")
     parser.add_argument("--topk", default="1", type=V.int_list(1, 1000, "topk"), metavar="K[,K]", help="top-k accuracies to report (default 1)")
     add_output_options(parser)
+    add_device_option(parser)
     parser.add_argument("--output-json", metavar="FILE", help="also write the results as JSON (atomically)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     add_force_option(parser)
@@ -46,7 +48,8 @@ def run(args) -> int:
                                                         args.preprocess), args.force, "--output-json")
     options = dict(labels=args.labels, runtime=args.runtime, batch_size=args.batch_size, num_samples=args.num_samples,
                    seed=args.seed, input_map=input_map_from_args(args), preprocess=preprocess_from_args(args),
-                   split=args.split, topk=topk, progress=True, output_name=args.output_name, class_axis=args.class_axis)
+                   split=args.split, topk=topk, progress=True, output_name=args.output_name, class_axis=args.class_axis,
+                   device=args.device)
     ray = ray_from_args(args)
     int8_model = Path(args.int8_model)
     if int8_model.is_dir() and args.runtime != "tensorrt" and (int8_model / "model.int8.onnx").is_file():

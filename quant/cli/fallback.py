@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from quant.cli.common import add_data_options, add_ray_options, input_files, print_warnings, ray_from_args, stdout, stderr
+from quant.cli.common import (add_data_options, add_device_option, add_ray_options, input_files, print_warnings,
+                              ray_from_args, stdout, stderr)
 from quant.cli.gate import add_metric_options, data_options, single_metric
 from quant.cli import validators as V
 
@@ -30,6 +31,7 @@ def register(subparsers) -> None:
     parser.add_argument("--sensitivity", metavar="FILE",
                         help="rank layers by this sensitivity.json (default: CALIBRATION/sensitivity.json for the "
                              "same metric if present, else the one-pass local SQNR)")
+    add_device_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -67,7 +69,7 @@ def run(args) -> int:
                                labels=args.labels, lower_is_better=args.lower_is_better, ranking=ranking,
                                naive=args.naive, max_float=args.max_float_layers, progress=True,
                                output_name=args.output_name, class_axis=args.class_axis, ray=ray_from_args(args),
-                               search=args.search, log=log, **data_options(args))
+                               search=args.search, log=log, device=args.device, **data_options(args))
     stdout(outcome.format_text())
     if not outcome:
         stderr(f"No set of float layers met the bound ({outcome.criterion}); nothing was written.")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from quant.cli.common import (add_data_options, add_force_option, add_output_options, input_files, input_map_from_args,
+from quant.cli.common import (add_data_options, add_device_option, add_force_option, add_output_options, input_files, input_map_from_args,
                               preprocess_from_args, stdout)
 from quant.core.errors import QuantError
 from quant.cli import validators as V
@@ -85,6 +85,7 @@ def register(subparsers) -> None:
     parser.add_argument("--json-out", dest="output_json", help=argparse.SUPPRESS)  # the old name, kept working
     parser.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per gated metric)")
     add_force_option(parser)
+    add_device_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -101,7 +102,7 @@ def run(args) -> int:
         checks = [{**c, "metric": c.get("metric") or "top1"} for c in checks]
         result = gate(args.fp32_model, args.int8_model, args.data, checks=checks, labels=args.labels,
                       runtime=args.runtime, output_name=args.output_name, class_axis=args.class_axis,
-                      **data_options(args))
+                      device=args.device, **data_options(args))
     except QuantError as exc:
         write_error_reports(args, exc)
         raise

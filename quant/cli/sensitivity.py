@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quant.cli.common import add_data_options, add_force_option, add_ray_options, input_files, ray_from_args, stdout
+from quant.cli.common import (add_data_options, add_device_option, add_force_option, add_ray_options, input_files,
+                              ray_from_args, stdout)
 from quant.cli.gate import add_metric_options, data_options, single_metric
 
 
@@ -21,6 +22,7 @@ def register(subparsers) -> None:
                         help="where the INT8 variants run (default: emulate, TensorRT's arithmetic in float)")
     add_force_option(parser)
     add_ray_options(parser)
+    add_device_option(parser)
     parser.set_defaults(run=run)
 
 
@@ -35,6 +37,7 @@ def run(args) -> int:
     report = sensitivity(args.fp32_model, args.calibration, args.data, metric=single_metric(args, "sensitivity"),
                          labels=args.labels, lower_is_better=args.lower_is_better, progress=True, runtime=args.runtime,
                          output_name=args.output_name, class_axis=args.class_axis, ray=ray_from_args(args),
+                         device=args.device,
                          **data_options(args))
     with writing(force=args.force, register=True):  # a folder output: its files are listed in its manifest
         write_file_atomic(out / "sensitivity.json", json_output(report.to_json()))

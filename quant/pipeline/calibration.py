@@ -30,6 +30,7 @@ from quant.pipeline.checks import check_ranges, check_weights, range_warnings
 
 TRT_MODEL = "model.int8.onnx"
 ORT_CPU_MODEL = "model.ort-cpu.int8.onnx"
+FP32_MODEL = "model.fp32.onnx"  # written only when the model came in as a torch.nn.Module
 VALIDATION_SAMPLES = 8
 
 
@@ -87,6 +88,7 @@ class CalibrationResult:
     execution: dict = field(default_factory=dict)  # how the pass ran: batches, ray (not written to quant.json)
     ort_cpu_validation: dict[str, dict] = field(default_factory=dict)  # method -> the check save() recorded
     _clipping: dict = field(default_factory=dict, repr=False)  # method -> clipping_report(method), computed once
+    exported: object = None  # the onnx.ModelProto exported from a torch.nn.Module (saved as FP32_MODEL)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -277,6 +279,7 @@ class CalibrationResult:
         """The files ``save`` writes into each method's folder (besides ``extra_files``)."""
         files = [TRT_MODEL, "calibration.cache"] if "tensorrt" in self.config.targets else []
         files += [ORT_CPU_MODEL] if "ort-cpu" in self.config.targets else []
+        files += [FP32_MODEL] if self.exported is not None else []
         return files + ["quant.json", "histograms.npz"]
 
     def _targets_manifest(self, method: str, keep_float: Sequence[str]) -> dict:
@@ -320,6 +323,10 @@ class CalibrationResult:
                 folder = staging if len(self.methods) == 1 else staging / method
                 folder.mkdir(exist_ok=True)
                 manifest = self.manifest(method, keep_float)
+                if self.exported is not None:  # the FP32 model, so eval/sensitivity/recalibrate can find it
+                    save_model(self.exported, folder / FP32_MODEL)
+                    final = Path(output) if len(self.methods) == 1 else Path(output) / method
+                    manifest["model"]["path"] = str((final / FP32_MODEL).resolve())
                 if "tensorrt" in self.config.targets:
                     save_model(self.qdq_model(method, keep_float), folder / TRT_MODEL, self.config.external_data)
                     tensors = self.quantized_tensors(keep_float)
@@ -403,15 +410,26 @@ def prepare_model(model) -> tuple[object, Path | None, str]:
 
 def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map: dict[str, str] | None = None,
               preprocess: Preprocess | None = None, split: str | None = None, progress: bool = False,
-              ray=None, **overrides) -> CalibrationResult:
+              ray=None, device: str | None = "ort", example_inputs=None, **overrides) -> CalibrationResult:
     """Collect histograms in one FP32 pass over ``data`` and compute ranges with every configured method.
 
-    ``model`` is a path or an onnx.ModelProto; ``data`` anything :func:`quant.datasets.open_source` takes.
-    Keyword overrides set config fields, e.g. ``calibrate(m, d, methods=("entropy", "mse"))``.
-    ``ray``: run the pass as Ray tasks over shards of the data (True/"local", an address, or
-    :class:`quant.distributed.RayOptions`); the result is identical to one process.
+    ``model`` is a path, an onnx.ModelProto, or a torch.nn.Module (exported to ONNX with ``example_inputs``,
+    a tensor or tuple of tensors; the FP32 ONNX file is saved as model.fp32.onnx beside the Q/DQ model).
+    ``data`` is anything :func:`quant.datasets.open_source` takes. ``device``: 'ort' (ONNX Runtime, CPU) or a
+    torch device ('cuda', 'cuda:N', 'cpu') for the collection pass. Keyword overrides set config fields,
+    e.g. ``calibrate(m, d, methods=("entropy", "mse"))``. ``ray``: run the pass as Ray tasks over shards of
+    the data (True/"local", an address, or :class:`quant.distributed.RayOptions`); the result is identical
+    to one process.
     """
     config = (config or CalibrationConfig()).replace(**overrides) if overrides else (config or CalibrationConfig())
+    torch_backend, torch_device = _torch_backend(device)
+    exported = None
+    if _is_torch_module(model):
+        from quant.backends.torch.export import export_module
+
+        model = exported = export_module(model, example_inputs)
+    elif example_inputs is not None:
+        raise QuantError("example_inputs is only for a torch.nn.Module model", hint="drop example_inputs=")
     proto, path, digest = prepare_model(model)
     already = sorted({n.op_type for n in proto.graph.node if n.op_type in QDQ_OPS or n.op_type.startswith("QLinear")})
     if already:
@@ -443,38 +461,54 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     from quant.backends.onnxruntime import OrtRunner
     from quant.collect import AutoBatchSize, collect
 
-    # No spinning: the histograms of one batch are computed while ORT runs the next (collect._run_ahead).
     tensors = needed_tensors(proto, plan, config)
     extended = with_outputs(proto, [t for t in tensors if t not in mapping])
     validation: dict[str, np.ndarray] = {}
     cluster = _ray_options(ray)
+    if cluster is not None and torch_device is not None:
+        raise QuantError("--ray runs ONNX Runtime on its workers; it does not combine with --device yet",
+                         hint="drop --device (or --ray)")
     if cluster is not None:
         from quant.distributed.ray_cluster import collect_on_ray
 
         collected = collect_on_ray(cluster, extended, data if isinstance(data, (str, Path)) else source, preprocess,
                                    split, indices, inputs, mapping, tensors, config, progress)
+        collected_with = "ONNX Runtime (CPU)"  # the same arithmetic as one process (quant.json stays identical)
         if "ort-cpu" in config.targets:  # the same samples one process keeps (shapes as the first sample's)
             for _ in _keep_first(iter_batches(source, indices, inputs, mapping, 1), validation, VALIDATION_SAMPLES):
                 if len(next(iter(validation.values()))) >= VALIDATION_SAMPLES:
                     break
     else:
-        runner = OrtRunner(extended, mode="fp32", spin=False)
         auto = AutoBatchSize(int(config.memory_budget_mb * 2**20)) if config.batch_size is None else None
-        batches = iter_batches(source, indices, inputs, mapping, auto or config.batch_size)
+        if torch_device is not None and torch_device.startswith("cuda") and auto is not None:
+            auto = None
+            config_batch = torch_backend.CUDA_BATCH
+        else:
+            config_batch = config.batch_size
+        batches = iter_batches(source, indices, inputs, mapping, auto or config_batch)
         if "ort-cpu" in config.targets:
             batches = _keep_first(batches, validation, VALIDATION_SAMPLES)
-        collected = collect(runner, batches, tensors, bins=config.bins, total=len(indices), progress=progress,
-                            batch_size=auto)
-        del runner, batches  # release ONNX Runtime's session and arena before the next steps allocate
+        if torch_device is None:
+            # No spinning: the histograms of one batch are computed while ORT runs the next (collect._run_ahead).
+            runner = OrtRunner(extended, mode="fp32", spin=False)
+            collected = collect(runner, batches, tensors, bins=config.bins, total=len(indices), progress=progress,
+                                batch_size=auto)
+            collected_with = "ONNX Runtime (CPU)"
+            del runner  # release ONNX Runtime's session and arena before the next steps allocate
+        else:
+            collected, collected_with = torch_backend.collect(proto, torch_device, batches, tensors, config.bins,
+                                                              len(indices), progress, auto)
+        del batches
     data_info = {"source": source.description, "samples": collected.samples, "sha256": collected.data_hash,
                  "selection": "all" if config.num_samples is None or config.num_samples >= len(source)
                  else f"{len(indices)} of {len(source)}, seed {config.seed}",
-                 "input_map": mapping, "input_shapes": collected.shapes}
+                 "input_map": mapping, "input_shapes": collected.shapes, "collected_with": collected_with}
     if uses_preprocess(source):  # recorded so that eval, gate, sensitivity and fallback apply the same
         data_info["preprocess"] = (preprocess.spec if preprocess else Preprocess()).to_dict()
     result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info,
-                               validation_feeds=validation or None)
-    # How the pass ran (not in quant.json, which stays the same whatever the batching or the workers).
+                               validation_feeds=validation or None, exported=exported)
+    # How the pass ran (not in quant.json, which stays the same whatever the batching, the workers or the
+    # device that collected it).
     result.execution = {"batches": collected.batches, "ray": cluster is not None}
     compute_ranges(result)
     return result
@@ -526,6 +560,23 @@ def check_float_types(proto, plan: QuantPlan, config: CalibrationConfig) -> None
     if other and "ort-cpu" in config.targets:
         raise QuantError(f"--target {config.target}: the ort-cpu form is written for float32 models, this one "
                          f"quantizes {', '.join(other)} tensors", hint="use --target tensorrt for this model")
+def _torch_backend(device: str | None):
+    """(quant.backends.torch.pipeline or None, checked torch device or None) for ``device``; 'ort' -> (None, None)."""
+    if device in (None, "ort"):
+        return None, None
+    from quant.backends.torch import device_name
+
+    device_name(device)  # a typo fails before torch is imported
+    from quant.backends.torch import pipeline as torch_backend
+
+    return torch_backend, torch_backend.parse_device(device)
+
+
+def _is_torch_module(model) -> bool:
+    import sys
+
+    torch = sys.modules.get("torch")  # a torch.nn.Module implies torch is imported already
+    return torch is not None and isinstance(model, torch.nn.Module)
 
 
 def needed_tensors(proto, plan: QuantPlan, config: CalibrationConfig) -> list[str]:

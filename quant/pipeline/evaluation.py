@@ -21,15 +21,24 @@ RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
             "tensorrt": "a TensorRT engine on the GPU (INT8_MODEL is the .engine file)"}
 
 
-def int8_runner(int8_model, runtime: str, fold_cache: dict | None = None):
+TORCH_EMULATE = ("Q/DQ computed exactly in float with PyTorch, as ONNX Runtime's emulate path computes it (round half "
+                 "to even, saturation): the arithmetic TensorRT's INT8 kernels perform")
+
+
+def int8_runner(int8_model, runtime: str, fold_cache: dict | None = None, device: str | None = None):
     """The runner of an INT8 model (path or ModelProto; an engine for tensorrt) on ``runtime``.
 
-    ``fold_cache``: shared by the emulate sessions of one model's variants (each folded weight computed once)."""
+    ``fold_cache``: shared by the emulate sessions of one model's variants (each folded weight computed once).
+    ``device``: a checked torch device (see ``_torch``) runs ``emulate`` with PyTorch; None: ONNX Runtime."""
     if runtime not in RUNTIMES:
         raise QuantError(f"unknown INT8 runtime '{runtime}'", hint=f"choose from: {', '.join(RUNTIMES)}")
     if runtime == "tensorrt":
         return _tensorrt_runner(int8_model)
     proto = int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model)
+    if device is not None and runtime == "emulate":
+        from quant.backends.torch.pipeline import emulate_runner
+
+        return emulate_runner(proto, device)
     if runtime == "openvino":
         from quant.backends.openvino import OpenVinoRunner
 
@@ -48,6 +57,29 @@ def check_not_quantized(proto, given) -> None:
         where = f"'{given}'" if isinstance(given, (str, Path)) else "given as FP32"
         raise QuantError(f"the FP32 model {where} contains quantization nodes ({', '.join(found)}): it is an INT8 model",
                          hint="give the FP32 model first and the INT8 model second (quant eval FP32_MODEL INT8_MODEL)")
+
+
+def _torch(device: str | None) -> str | None:
+    """A checked torch device for ``device`` ('cuda', 'cuda:N', 'cpu'), or None for 'ort' (ONNX Runtime)."""
+    if device in (None, "ort"):
+        return None
+    from quant.backends.torch import device_name
+
+    device_name(device)  # a typo fails before torch is imported
+    from quant.backends.torch.pipeline import parse_device
+
+    return parse_device(device)
+
+
+def fp32_runner(proto, device: str | None):
+    """The FP32 reference: ONNX Runtime, or PyTorch on a checked torch ``device`` (IEEE fp32)."""
+    if device is None:
+        from quant.backends.onnxruntime import OrtRunner
+
+        return OrtRunner(proto, mode="fp32")
+    from quant.backends.torch.pipeline import fp32_runner as torch_fp32
+
+    return torch_fp32(proto, device)
 
 
 def find_labels(source: DataSource, labels, inputs, integer: bool = True) -> tuple[np.ndarray | None, str | None]:
@@ -127,18 +159,23 @@ def _held_out_source(proto, data, labels, num_samples, seed, input_map, preproce
 def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate", batch_size: int = 32,
              num_samples: int | None = None, seed: int = 0, input_map: dict[str, str] | None = None,
              preprocess: Preprocess | None = None, split: str | None = None, topk: Sequence[int] = (1,),
-             progress: bool = False, output_name: str | None = None, class_axis: int | None = None, ray=None):
+             progress: bool = False, output_name: str | None = None, class_axis: int | None = None, ray=None,
+             device: str | None = "ort"):
     """Run FP32 and INT8 models over held-out data; returns an :class:`quant.eval.EvalReport`.
 
     ``output_name``: the output labels score (default: the one that fits, see quant.eval.outputs);
     ``class_axis``: the axis argmax agreement takes (default 1); ``ray``: run both models as Ray tasks over
-    shards of the batches (see quant.distributed); same report."""
-    from quant.backends.onnxruntime import OrtRunner
+    shards of the batches (see quant.distributed); same report. ``device``: 'ort' (ONNX Runtime) or a torch
+    device for the FP32 reference and ``emulate``."""
     from quant.eval import compare
 
+    device = _torch(device)
     fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
     check_not_quantized(fp32_proto, fp32_model)
-    candidate = kernels = int8_runner(int8_model, runtime)  # checks the runtime name
+    if device is not None and ray is not None and ray is not False:
+        raise QuantError("--ray runs ONNX Runtime on its workers; it does not combine with --device yet",
+                         hint="drop --device (or --ray)")
+    candidate = kernels = int8_runner(int8_model, runtime, device=device)  # checks the runtime name
     preprocess = choose_preprocess(preprocess, int8_model if isinstance(int8_model, (str, Path)) else None)
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
     bar = _bar(len(held.indices), "evaluating") if progress else None
@@ -154,14 +191,18 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
                 held.source, preprocess, split, held, batch_size, progress=bar)
             bar = None if bar is None else bar.close()
         else:
-            reference, batches = OrtRunner(fp32_proto, mode="fp32"), held.batches(batch_size)
+            reference, batches = fp32_runner(fp32_proto, device), held.batches(batch_size)
+        description = RUNTIMES[runtime] if device is None or runtime != "emulate" else TORCH_EMULATE
         report = compare(reference, candidate, batches, labels=held.labels, topk=topk,
-                         runtime=runtime, runtime_description=RUNTIMES[runtime], progress=bar,
+                         runtime=runtime, runtime_description=description, progress=bar,
                          output_name=output_name, class_axis=class_axis)
     finally:
         if bar is not None:
             bar.close()
     report.labels_source = held.label_name
+    if device is not None:
+        report.notes.append(f"FP32{' and emulated INT8' if runtime == 'emulate' else ''} ran on "
+                            f"{reference.description}")
     if runtime in ("ort-int8", "openvino"):
         report.notes.append(kernels.integer_kernel_note())
     from quant.pipeline.folder_eval import name_worst_samples
@@ -172,9 +213,9 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
 
 def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_samples: int | None = None, seed: int = 0,
                  input_map: dict[str, str] | None = None, preprocess: Preprocess | None = None,
-                 split: str | None = None, need_labels: bool = False, integer_labels: bool = False):
+                 split: str | None = None, need_labels: bool = False, integer_labels: bool = False,
+                 device: str | None = "ort"):
     """Held-out batches with labels and cached FP32 outputs (see :class:`quant.eval.heldout.HeldOut`)."""
-    from quant.backends.onnxruntime import OrtRunner
     from quant.eval.heldout import HeldOut
 
     proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
@@ -183,7 +224,7 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
     if need_labels and held.labels is None:
         raise QuantError("this metric needs labels and the data has none",
                          hint="pass --labels with a .npy file or the data's label column")
-    reference = OrtRunner(proto, mode="fp32")
+    reference = fp32_runner(proto, _torch(device))
     batches = list(held.batches(batch_size))
     from quant.eval.batch_axis import check_batch_axis
 
@@ -196,7 +237,7 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
 def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | None = None, relative: bool = False,
          min_value: float | None = None, labels=None, runtime: str = "emulate", lower_is_better: bool | None = None,
          checks: Sequence[dict] | None = None, output_name: str | None = None, class_axis: int | None = None,
-         **data_options):
+         device: str | None = "ort", **data_options):
     """Score FP32 and INT8 on held-out data in one pass each and decide pass/fail; a truthy-when-passing GateResult.
 
     ``checks``: several gated metrics, each a dict ``{metric, max_drop, relative, min_value, lower_is_better}``
@@ -222,9 +263,10 @@ def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | N
     data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"),
                                                    int8_model if isinstance(int8_model, (str, Path)) else None)
     start = time.perf_counter()
+    device = _torch(device)
     heldout = load_heldout(fp32_model, data, labels, need_labels=needs_labels, integer_labels=needs_labels,
-                           **data_options)
-    candidate = int8_runner(int8_model, runtime)
+                           device=device or "ort", **data_options)
+    candidate = int8_runner(int8_model, runtime, device=device)
     int8_outputs = heldout.run(candidate)
     results = []
     for scorer, check in gated:
@@ -295,12 +337,18 @@ def _check_search_runtime(runtime: str) -> None:
                          hint=f"choose from: {', '.join(SEARCH_RUNTIMES)}")
 
 
-def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "emulate"):
+def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "emulate", device: str | None = "ort"):
     """``make(keep_float) -> runner`` of the Q/DQ model with those layers in float (one session alive).
 
-    ``runtime``: emulate (exact Q/DQ in float, TensorRT's arithmetic), ort-int8 or openvino.
+    ``runtime``: emulate (exact Q/DQ in float, TensorRT's arithmetic), ort-int8 or openvino. With a torch
+    ``device``, emulate runs on one converted graph whose Q/DQ pairs are switched per variant.
     """
     _check_search_runtime(runtime)
+    device = _torch(device)
+    if device is not None and runtime == "emulate":
+        from quant.backends.torch.pipeline import qdq_switch
+
+        return qdq_switch(result, method, device)
     cache: dict[frozenset, object] = {}
     folded: dict = {}  # each weight's Q->DQ, computed once for every variant (emulate)
 
@@ -315,7 +363,8 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
 
 def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1", labels=None,
                 lower_is_better: bool | None = None, progress: bool = False, runtime: str = "emulate",
-                output_name: str | None = None, class_axis: int | None = None, ray=None, **data_options):
+                output_name: str | None = None, class_axis: int | None = None, ray=None, device: str | None = "ort",
+                **data_options):
     """Per-layer sensitivity (both directions) and the one-pass local SQNR, ranked.
 
     ``ray``: evaluate the variants as Ray tasks (True/"local", an address, or RayOptions); same report.
@@ -330,14 +379,14 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
                         class_axis=class_axis)
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
-                           integer_labels=scorer.needs_labels, **data_options)
+                           integer_labels=scorer.needs_labels, device=device, **data_options)
     local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
     layers = [(layer.node, layer.op_type) for layer in result.plan.layers]
     bar = _bar(2 * len(layers) + 1, "sensitivity") if progress else None
     try:
-        with _cluster(ray) as cluster:
+        with _cluster(ray, device) as cluster:
             score_many = None if cluster is None else ray_scores(cluster, result, method, runtime, heldout, scorer, bar)
-            report = run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime), local,
+            report = run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime, device), local,
                                      progress=bar, score_many=score_many)
         report.output, report.output_basis, report.unit = scorer.output_name, scorer.basis, scorer.unit
         report.notes.insert(0, scorer.description)
@@ -347,12 +396,15 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
             bar.close()
 
 
-def _cluster(ray):
+def _cluster(ray, device: str | None = "ort"):
     """A RayCluster context for ``ray`` (see quant.distributed), or a null context when ray is None."""
     import contextlib
 
     if ray is None or ray is False:
         return contextlib.nullcontext(None)
+    if device not in (None, "ort"):
+        raise QuantError("--ray runs ONNX Runtime on its workers; it does not combine with --device yet",
+                         hint="drop --device (or --ray)")
     from quant.distributed.ray_cluster import RayCluster, as_options
 
     return RayCluster(as_options(ray))
@@ -368,7 +420,7 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
              relative: bool = False, min_value: float | None = None, labels=None, lower_is_better: bool | None = None,
              ranking: Sequence[str] | None = None, naive: bool = False, max_float: int | None = None,
              progress: bool = False, output_name: str | None = None, class_axis: int | None = None, ray=None,
-             search: str = "bisect", log=None, **data_options):
+             search: str = "bisect", log=None, device: str | None = "ort", **data_options):
     """Mixed-precision fallback; returns (CalibrationResult, FallbackResult).
 
     ``search``: "bisect" (bounded: bisection over the ranking on a screening subset, confirmed on the full
@@ -385,7 +437,7 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
                         class_axis=class_axis)
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
-                           integer_labels=scorer.needs_labels, **data_options)
+                           integer_labels=scorer.needs_labels, device=device, **data_options)
     names = [layer.node for layer in result.plan.layers]
     unknown = [n for n in ranking or () if n not in names]
     if unknown:
@@ -397,7 +449,7 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     if ranking is None:  # cheap first guess: worst local SQNR first; re-ranked by the search where it misleads
         local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
         ranking = sorted(names, key=lambda n: local[n])
-    make = qdq_runner_factory(result, method)
+    make = qdq_runner_factory(result, method, device=device)
     if search not in ("bisect", "greedy"):
         raise QuantError(f"unknown fallback search '{search}'", hint="choose from: bisect, greedy")
     bar = _bar(None, "fallback") if progress and (search == "greedy" or naive) else None
@@ -406,7 +458,7 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
             outcome = bisect_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,
                                       screen=screening_subset(heldout), log=log)
         else:
-            with _cluster(ray) as cluster:
+            with _cluster(ray, device) as cluster:
                 score_many = None if cluster is None else ray_scores(cluster, result, method, "emulate", heldout,
                                                                      scorer)
                 outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,

@@ -1,0 +1,46 @@
+"""Bad inputs for the PyTorch backend (--device): each ends in one 'Error:' line, exit code 2, nothing written."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from bad_inputs.cases import CALIBRATION, HELDOUT, MODEL, Case
+
+
+def unknown_device(d: Path):
+    return ["calibrate", MODEL, "--data", CALIBRATION, "--output", d / "out", "--device", "gpu0"]
+
+
+def cuda_device_out_of_range(d: Path):
+    return ["eval", MODEL, MODEL, "--data", HELDOUT, "--device", "cuda:7"]
+
+
+def op_the_converter_lacks(d: Path):
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["input", "w"], ["c"], name="conv"),
+             helper.make_node("Hardmax", ["c"], ["y"], name="hardmax", axis=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])],
+                              [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(d / "hardmax.onnx"))
+    np.save(d / "data.npy", rng.standard_normal((4, 3, 8, 8)).astype(np.float32))
+    return ["calibrate", d / "hardmax.onnx", "--data", d / "data.npy", "--output", d / "out", "--device", "cpu"]
+
+
+def nan_on_the_device(d: Path):
+    data = np.load(CALIBRATION)["input"].copy()
+    data[5, 0, 3, 3] = np.inf
+    np.save(d / "inf.npy", data)
+    return ["calibrate", MODEL, "--data", d / "inf.npy", "--output", d / "out", "--device", "cpu"]
+
+
+CASES = [
+    Case("unknown_device", unknown_device, "--device 'gpu0' is not a device"),
+    Case("cuda_device_out_of_range", cuda_device_out_of_range, "--device cuda:7"),
+    Case("op_the_converter_lacks", op_the_converter_lacks, "no converter for the op Hardmax"),
+    Case("nan_on_the_device", nan_on_the_device, "input 'input' contains NaN or Inf"),
+]
