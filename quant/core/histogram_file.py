@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import struct
+import tokenize
 import zipfile
 import zlib
 
@@ -25,7 +26,8 @@ MAX_NAMES_BYTES = 1 << 26
 MAX_COUNT = 1 << 62
 _EMPTY = -10**6  # the exponent written for a histogram that saw only zeros (or nothing)
 _READ_ERRORS = (OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, ValueError,
-                struct.error, UnicodeDecodeError, OverflowError, SyntaxError, TypeError)
+                struct.error, UnicodeDecodeError, OverflowError, SyntaxError, TypeError,
+                tokenize.TokenError)  # numpy parses a damaged .npy header with tokenize
 HINT = "pass a folder written by 'quant calibrate', or calibrate again"
 
 
