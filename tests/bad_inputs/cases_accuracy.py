@@ -40,8 +40,8 @@ def sensitivity_of_another_model(d: Path):
 
 CASES = [
     Case("fallback_sensitivity_missing", sensitivity_missing, "does not exist"),
-    Case("fallback_sensitivity_not_json", sensitivity_not_json, "is not a sensitivity.json written by quant"),
-    Case("fallback_sensitivity_without_layers", sensitivity_without_layers, "is not a sensitivity.json written by quant"),
+    Case("fallback_sensitivity_not_json", sensitivity_not_json, "is not valid JSON"),
+    Case("fallback_sensitivity_without_layers", sensitivity_without_layers, "is malformed: field 'layers' is missing"),
     Case("fallback_sensitivity_of_another_model", sensitivity_of_another_model,
-         "the ranking names 1 layer(s) this calibration does not quantize"),
+         "the layer ranking names layers this calibration does not quantize"),
 ]

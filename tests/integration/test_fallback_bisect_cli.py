@@ -73,5 +73,5 @@ def test_a_sensitivity_file_naming_other_layers_is_refused(digits, tmp_path):
     (tmp_path / "sens.json").write_text(json.dumps({"metric": "sqnr", "layers": [{"node": "not_a_layer"}]}))
     proc = run_cli(["fallback", digits["model"], "--calibration", cal, "--data", digits["heldout"], "--metric", "sqnr",
                     "--min-value", "40", "--output", tmp_path / "fb", "--sensitivity", tmp_path / "sens.json"])
-    assert proc.returncode == 2 and proc.stderr.startswith("Error: the ranking names 1 layer(s)")
+    assert proc.returncode == 2 and proc.stderr.startswith("Error: the layer ranking names layers this calibration does not quantize")
     assert "Traceback" not in proc.stderr and not (tmp_path / "fb").exists()
