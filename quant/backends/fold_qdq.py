@@ -8,8 +8,8 @@ emulation runs feeds its weighted ops the same float32 tensors, and its outputs 
 (tests/integration/test_fold_qdq.py). Only the model given to the emulation session changes; the written
 Q/DQ model keeps its Q/DQ pairs for TensorRT.
 
-Folded: a DequantizeLinear whose input comes from a QuantizeLinear whose input, scales and zero points
-are all constants (initializers or Constant nodes), per tensor or per axis, int8/uint8/int16/uint16
+Folded: a DequantizeLinear of a constant integer weight (quant's default INT8 weight storage), and a
+DequantizeLinear whose input comes from a QuantizeLinear whose input, scales and zero points are all constants (initializers or Constant nodes), per tensor or per axis, int8/uint8/int16/uint16
 outputs, float32 scales, no ``block_size``. Anything else is left as it is.
 """
 from __future__ import annotations
@@ -139,7 +139,13 @@ def _fold(model, cache: dict | None):
         if node.op_type != "DequantizeLinear" or node.output[0] in graph_outputs:
             continue
         quant = producers.get(node.input[0])
-        if quant is None or quant.op_type != "QuantizeLinear":
+        if quant is None:  # DequantizeLinear of a stored integer weight (--weight-storage int8)
+            value = _dequantize_constant(node, constants, small, onnx, numpy_helper, cache)
+            if value is not None:
+                folded[node.output[0]] = value
+                drop.add(id(node))
+            continue
+        if quant.op_type != "QuantizeLinear":
             continue
         names = list(quant.input) + list(node.input[1:])
         if not all(n in constants for n in names if n) or _attribute(quant, "block_size", 0) or \
@@ -178,7 +184,7 @@ def _fold(model, cache: dict | None):
         return out, folded
     out = _copy_without_initializers(model)  # the folded weights are never copied
     graph = out.graph
-    quantizers = {id(producers[n.input[0]]) for n in model.graph.node if id(n) in drop}
+    quantizers = {id(producers[n.input[0]]) for n in model.graph.node if id(n) in drop and n.input[0] in producers}
     pairs = list(zip(graph.node, model.graph.node))
     keep = [(n, original) for n, original in pairs if id(original) not in drop]
     used = {name for n, _ in keep for name in n.input} | graph_outputs
@@ -189,6 +195,35 @@ def _fold(model, cache: dict | None):
     graph.node.extend(keep)
     graph.initializer.extend(init for init in model.graph.initializer if init.name in used)
     return out, folded
+
+
+def _dequantize_constant(node, constants, small, onnx, numpy_helper, cache: dict):
+    """The float32 values ONNX Runtime's DequantizeLinear computes from a constant integer weight,
+    (q - zero_point) * scale, or None where it is not such a node."""
+    stored = constants.get(node.input[0])
+    types = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16}
+    if stored is None or stored.data_type not in types or _attribute(node, "block_size", 0):
+        return None
+    if not all(n in constants for n in node.input[1:] if n):
+        return None
+    scale = small(node.input[1])
+    zero = small(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if scale is None or scale.dtype != np.float32 or not np.all(np.isfinite(scale)):
+        return None
+    axis = _attribute(node, "axis", 1)
+    key = ("dq", node.input[0], tuple(stored.dims), scale.tobytes(), axis,
+           None if zero is None else (zero.dtype.str, zero.tobytes()))
+    if key not in cache:
+        q = numpy_helper.to_array(stored).astype(np.int32)
+        zp = np.zeros((), np.int32) if zero is None else np.asarray(zero).astype(np.int32)
+        sc = scale
+        if scale.ndim == 1 and q.ndim > 0:
+            shape = [1] * q.ndim
+            shape[axis % q.ndim] = scale.size
+            sc = scale.reshape(shape)
+            zp = zp.reshape(shape) if zp.ndim == 1 else zp
+        cache[key] = ((q - zp).astype(np.float32) * sc).astype(np.float32)
+    return cache[key]
 
 
 def _copy_fields(source, target, skip: str) -> None:

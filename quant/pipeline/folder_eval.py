@@ -162,8 +162,11 @@ def evaluate_folder(fp32_model, folder: str | Path, data, labels=None, runtime: 
                     batch_size: int = 32, num_samples: int | None = None, seed: int = 0,
                     input_map: dict[str, str] | None = None, preprocess=None, split: str | None = None,
                     topk: Sequence[int] = (1,), progress: bool = False, output_name: str | None = None,
-                    class_axis: int | None = None) -> FolderEval:
+                    class_axis: int | None = None, device: str | None = "ort") -> FolderEval:
     """Evaluate every method's model.int8.onnx in ``folder`` against one FP32 pass over ``data``."""
+    if device not in (None, "ort"):
+        raise QuantError("a folder of several methods is evaluated with ONNX Runtime (--device ort)",
+                         hint="pass one method's model.int8.onnx with --device, or drop --device")
     from quant.core.onnx_model import load_model
     from quant.eval import compare
     from quant.pipeline.evaluation import RUNTIMES, _held_out_source, int8_runner
