@@ -53,12 +53,41 @@ def cluster(tmp_path_factory):
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, env=env, timeout=120)
+        _stop_cluster(temp)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _stop_cluster(temp: Path) -> None:
+    """Stop this test's cluster only: its processes name its temp folder on their command lines.
+
+    (`ray stop` would end every Ray process of the machine, a cluster another test session uses too.)"""
+    import signal
+    import time
+
+    def ours() -> list[int]:
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if str(temp).encode() in (entry / "cmdline").read_bytes():
+                        pids.append(int(entry.name))
+                except OSError:
+                    continue
+        return pids
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in ours():
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 10
+        while ours() and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 def _saved(result, folder: Path) -> dict[str, bytes]:
