@@ -176,6 +176,10 @@ def evaluate_folder(fp32_model, folder: str | Path, data, labels=None, runtime: 
     models = folder_methods(folder)
     fp32_proto = load_model(fp32_model) if isinstance(fp32_model, (str, Path)) else fp32_model
     runners = {method: int8_runner(path, runtime) for method, path in models.items()}  # checks every model first
+    from quant.datasets.recorded import choose_preprocess
+
+    # One collection pass wrote every method, so the first method's quant.json holds the folder's preprocessing.
+    preprocess = choose_preprocess(preprocess, next(iter(models.values())))
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
     reference = OrtRunner(fp32_proto, mode="fp32")
     # Only the FP32 outputs are kept (not the inputs): the data is read again for each method, in the same order.

@@ -62,3 +62,70 @@ def test_folder_report_table_is_in_percent(two_outputs_folder):
     assert cells == [f"{folder['methods']['entropy']['task']['top1']['fp32']:.2f}%"] + [
         f"{folder['methods'][m]['task']['top1']['int8']:.2f}%" for m in ("entropy", "mse")]
     assert all(float(c.rstrip("%")) <= 100 for c in cells)
+
+
+def _image_folders(d):
+    """A 3-class PNG folder (16x16 RGB, one channel brightened per class) for calibration and one held out."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    for split, n in (("cal", 6), ("held", 8)):
+        for index, name in enumerate(("bird", "cat", "dog")):
+            (d / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (16, 16, 3))
+                pixels[..., index] = np.minimum(pixels[..., index] + 100, 255)
+                Image.fromarray(pixels.astype(np.uint8)).save(d / split / name / f"{name}_{i}.png")
+    return d / "cal", d / "held"
+
+
+def _image_model(path):
+    """pixels [N, 3, 8, 8] -> Conv -> Relu -> GlobalAveragePool -> Flatten -> Gemm -> scores [N, 3]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((3, 4)).astype(np.float32), "fw"),
+             numpy_helper.from_array(np.zeros(3, np.float32), "fb")]
+    nodes = [helper.make_node("Conv", ["pixels", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["scores"], name="fc", transB=1)]
+    graph = helper.make_graph(nodes, "image", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_folder_eval_of_an_image_folder_applies_the_recorded_preprocessing(tmp_path):
+    # Found: `quant eval MODEL DIR --data images/` on a multi-method folder ignored the preprocessing recorded
+    # at calibration (it does for one method's model) and refused: "expects size 8 ... have shape (3, 16, 16)".
+    from PIL import Image
+
+    cal, held = _image_folders(tmp_path)
+    model = _image_model(tmp_path / "img.onnx")
+    proc = run_cli(["calibrate", model, "--data", cal, "--resize", "8,8", "--mean", "0.5,0.5,0.5", "--std", "0.25",
+                    "--method", "entropy,minmax", "--output", tmp_path / "out"])
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(["eval", model, tmp_path / "out", "--data", held, "--output-json", tmp_path / "out" / "eval.json"])
+    assert proc.returncode == 0, proc.stderr
+    assert "preprocessing from" in proc.stderr and "mean 0.5,0.5,0.5" in proc.stderr
+    files = sorted(held.glob("*/*.png"))
+    x = np.stack([((np.asarray(Image.open(f).convert("RGB").resize((8, 8), resample=2), np.float32) / 255 - 0.5)
+                   / 0.25).transpose(2, 0, 1) for f in files]).astype(np.float32)
+    y = np.array([("bird", "cat", "dog").index(f.parent.name) for f in files])
+    fp32 = _run(model, x)[0].astype(np.float64)
+    folder = json.loads((tmp_path / "out" / "eval.json").read_text())
+    for method in ("entropy", "minmax"):
+        int8 = _run(tmp_path / "out" / method / "model.int8.onnx", x)[0].astype(np.float64)
+        got = folder["methods"][method]
+        assert got["task"]["top1"]["fp32"] == pytest.approx(100 * np.mean(fp32.argmax(1) == y))
+        assert got["task"]["top1"]["int8"] == pytest.approx(100 * np.mean(int8.argmax(1) == y))
+        sqnr = 10 * np.log10((fp32 ** 2).sum() / ((fp32 - int8) ** 2).sum())
+        assert got["outputs"]["scores"]["sqnr_db"] == pytest.approx(sqnr, abs=0.01)
+    proc = run_cli(["report", tmp_path / "out"])
+    assert proc.returncode == 0, proc.stderr
