@@ -129,3 +129,29 @@ def test_folder_eval_of_an_image_folder_applies_the_recorded_preprocessing(tmp_p
         assert got["outputs"]["scores"]["sqnr_db"] == pytest.approx(sqnr, abs=0.01)
     proc = run_cli(["report", tmp_path / "out"])
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("target", ["quant.json", "histograms.npz", "entropy/quant.json", "summary.json"])
+def test_output_json_never_replaces_the_calibration_it_evaluates(two_outputs_folder, target):
+    # Found: `quant eval MODEL DIR --data H --output-json DIR/quant.json` exited 0 and replaced the calibration's
+    # quant.json (listed in the folder's manifest, so "quant wrote it") with the eval results; recalibrate and
+    # build then read an eval file as the calibration ("'DIR/quant.json' is damaged: 'config'").
+    d, model, *_ = two_outputs_folder
+    folder = d / "out"
+    int8 = folder / "entropy" / "model.int8.onnx"
+    path = folder / target
+    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    for args in (["eval", model, folder if "/" not in target else folder / "entropy", "--data", d / "held.npz",
+                  "--output-json", path],
+                 ["gate", model, int8, "--data", d / "held.npz", "--metric", "sqnr@logits", "--min-value", "1",
+                  "--output-json", path]):
+        if not path.exists():
+            continue
+        proc = run_cli(args)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        error, hint = proc.stderr.strip().splitlines()
+        assert error.startswith("Error: --output-json") and "input" in error and hint.startswith("Hint: ")
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    # an eval.json next to the calibration stays allowed (README's own example)
+    proc = run_cli(["eval", model, folder, "--data", d / "held.npz", "--output-json", folder / "eval.json"])
+    assert proc.returncode == 0, proc.stderr
