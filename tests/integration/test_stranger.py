@@ -155,3 +155,17 @@ def test_output_json_never_replaces_the_calibration_it_evaluates(two_outputs_fol
     # an eval.json next to the calibration stays allowed (README's own example)
     proc = run_cli(["eval", model, folder, "--data", d / "held.npz", "--output-json", folder / "eval.json"])
     assert proc.returncode == 0, proc.stderr
+
+
+def test_sensitivity_says_n_a_for_an_undefined_rank_correlation(two_outputs_folder, tmp_path):
+    # Found: with fewer than 3 layers (or all tied) sensitivity printed "rank correlation ...: nan".
+    d, model, *_ = two_outputs_folder
+    import shutil
+
+    shutil.copytree(d / "out" / "entropy", tmp_path / "entropy")
+    proc = run_cli(["sensitivity", model, "--calibration", tmp_path / "entropy", "--data", d / "held.npz"])
+    assert proc.returncode == 0, proc.stderr
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("rank correlation"))
+    assert "nan" not in line and line.endswith("n/a (undefined: fewer than 3 layers, or every layer scores the same)")
+    assert json.loads((tmp_path / "entropy" / "sensitivity.json").read_text())[
+        "rank_correlation_one_pass_vs_exhaustive"] is None
