@@ -169,3 +169,33 @@ def test_sensitivity_says_n_a_for_an_undefined_rank_correlation(two_outputs_fold
     assert "nan" not in line and line.endswith("n/a (undefined: fewer than 3 layers, or every layer scores the same)")
     assert json.loads((tmp_path / "entropy" / "sensitivity.json").read_text())[
         "rank_correlation_one_pass_vs_exhaustive"] is None
+
+
+def test_an_integer_output_gets_no_sqnr_or_cosine(tmp_path):
+    # Found: a model that also outputs its ArgMax (int64 class ids) got "pred cosine 1.00000, SQNR inf" in eval:
+    # SQNR and cosine of class indices mean nothing (one flipped class would print an arbitrary dB).
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((12, 4)).astype(np.float32), "w")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"], name="fc"),
+             helper.make_node("ArgMax", ["logits"], ["pred"], name="argmax", axis=1, keepdims=0)]
+    graph = helper.make_graph(nodes, "argmax", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 12])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4]),
+                               helper.make_tensor_value_info("pred", TensorProto.INT64, ["N"])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    np.save(tmp_path / "cal.npy", rng.standard_normal((40, 12)).astype(np.float32))
+    held = rng.standard_normal((50, 12)).astype(np.float32)
+    np.save(tmp_path / "held.npy", held)
+    assert run_cli(["calibrate", tmp_path / "m.onnx", "--data", tmp_path / "cal.npy", "--output", tmp_path / "o"]).returncode == 0
+    proc = run_cli(["eval", tmp_path / "m.onnx", tmp_path / "o", "--data", tmp_path / "held.npy", "--json"])
+    assert proc.returncode == 0, proc.stderr
+    outputs = json.loads(proc.stdout)["outputs"]
+    assert outputs["pred"]["sqnr_db"] is None and outputs["pred"]["cosine"] is None
+    fp32, int8 = _run(tmp_path / "m.onnx", held), _run(tmp_path / "o" / "model.int8.onnx", held)
+    assert outputs["pred"]["max_abs_error"] == float(np.abs(fp32[1] - int8[1]).max())
+    a, b = fp32[0].astype(np.float64), int8[0].astype(np.float64)
+    assert outputs["logits"]["sqnr_db"] == pytest.approx(10 * np.log10((a ** 2).sum() / ((a - b) ** 2).sum()), abs=1e-6)
