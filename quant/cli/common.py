@@ -158,7 +158,31 @@ def input_files(*paths) -> list[Path]:
         out.append(path)
         if path.suffix == ".onnx" and path.is_file():
             out += _external_data_files(path)
+        out += _calibration_record(path)
     return out
+
+
+_RECORD = ("quant.json", "summary.json", "model.int8.onnx", "model.ort-cpu.int8.onnx", "calibration.cache",
+           "histograms.npz", ".quant-manifest.json")
+
+
+def _calibration_record(path: Path) -> list[Path]:
+    """The files of the calibration a path belongs to (its folder, or the folder of a model inside one, and
+    each method's sub-folder): an --output-json there must not replace the quant.json a later command reads."""
+    folder = path if path.is_dir() else path.parent
+    if (folder / "quant.json").is_file() and (folder.parent / "summary.json").is_file():
+        folder = folder.parent  # one method of a multi-method folder: the whole calibration
+    if not any((folder / name).is_file() for name in ("quant.json", "summary.json")):
+        return []
+    folders = [folder] + [sub for sub in _subfolders(folder) if (sub / "quant.json").is_file()]
+    return [f / name for f in folders for name in _RECORD if (f / name).exists()]
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return []
 
 
 def _external_data_files(model: Path) -> list[Path]:

@@ -34,8 +34,10 @@ class OutputStats:
     class_axis: int | None = None  # set when the output holds class scores (see quant.eval.outputs); else None
     class_note: str = ""  # why agreement is scored on this output, or why it is n/a
     shape: tuple = ()
+    integer: bool = False  # class indices, counts, masks: SQNR and cosine of such values mean nothing
 
     def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
+        self.integer = self.integer or np.asarray(reference).dtype.kind in "biu"
         ref = np.asarray(reference, dtype=np.float64)
         cand = np.asarray(candidate, dtype=np.float64)
         if ref.shape != cand.shape:
@@ -64,9 +66,11 @@ class OutputStats:
 
     def summary(self) -> dict:
         samples = len(self.sample_sqnr)
+        if self.integer:  # n/a, said in agreement_basis; max/mean abs error stay (0 when every value is equal)
+            self.class_note = f"output '{self.name}' holds integers (not scores): SQNR and cosine are n/a"
         return {
-            "sqnr_db": sqnr_db(self.signal, self.noise),
-            "cosine": self.cosine_sum / samples if samples else float("nan"),
+            "sqnr_db": None if self.integer else sqnr_db(self.signal, self.noise),
+            "cosine": None if self.integer else self.cosine_sum / samples if samples else float("nan"),
             "shape": shape_text(self.shape) if self.shape else None,
             "class_axis": self.class_axis,
             "agreement": 100.0 * self.agree / self.positions if self.class_axis is not None and self.positions else None,

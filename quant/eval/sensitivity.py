@@ -75,7 +75,9 @@ class SensitivityReport:
             name = shown if len(shown) <= 40 else "..." + shown[-37:]
             lines.append(f"{rank:>4}  {name:<40} {l.op_type:<8} {l.only_this:>10.4f} {l.all_but_this:>12.4f} "
                          f"{l.local_sqnr_db:>8.2f}dB")
-        lines.append(f"rank correlation (Spearman) of the one-pass score with the exhaustive one: {self.rank_correlation:.3f}")
+        correlation = (f"{self.rank_correlation:.3f}" if np.isfinite(self.rank_correlation) else
+                       "n/a (undefined: fewer than 3 layers, or every layer scores the same)")
+        lines.append(f"rank correlation (Spearman) of the one-pass score with the exhaustive one: {correlation}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 

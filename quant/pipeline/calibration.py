@@ -633,6 +633,10 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     folder = Path(folder)
     manifest_path = folder / "quant.json"
     if not manifest_path.exists():
+        if (folder / "summary.json").is_file():  # quant's own multi-method folder: name its methods
+            methods = sorted(p.name for p in folder.iterdir() if (p / "quant.json").is_file())
+            raise QuantError(f"'{folder}' holds several methods ({', '.join(methods) or 'none'}), not one calibration",
+                             hint=f"pass one method's folder, e.g. '{folder / (methods[0] if methods else 'entropy')}'")
         raise QuantError(f"'{folder}' is not a quant calibration folder (no quant.json)",
                          hint="pass a folder written by 'quant calibrate' (one method's folder)")
     from quant.core.readback import read_quant_json

@@ -102,8 +102,9 @@ class FolderEval:
         label = max([24] + [len(f"'{n}' agreement") for n in first.outputs])
         lines.append(f"{'metric':<{label}} {'FP32':>{width}} " + " ".join(f"{m:>{width}}" for m in methods))
         for name in first.task:
-            row = [f"{100 * self.reports[m].task[name]['int8']:.2f}%" for m in methods]
-            lines.append(f"{name:<{label}} {100 * first.task[name]['fp32']:>{width - 1}.2f}% "
+            row = [f"{self.reports[m].task[name]['int8']:.2f}%" for m in methods]  # already in percent
+            title = f"{name}@{first.task[name]['output']}"
+            lines.append(f"{title:<{label}} {first.task[name]['fp32']:>{width - 1}.2f}% "
                          + " ".join(f"{v:>{width}}" for v in row))
         for output in first.outputs:
             for key, title, fmt in (("agreement", "agreement", "pct"), ("cosine", "cosine", ".5f"),
@@ -111,7 +112,7 @@ class FolderEval:
                 values = [self.reports[m].outputs[output][key] for m in methods]
                 if all(v is None for v in values):
                     continue
-                cells = ["-" if v is None else f"{100 * v:.2f}%" if fmt == "pct" else format(v, fmt) for v in values]
+                cells = ["-" if v is None else f"{v:.2f}%" if fmt == "pct" else format(v, fmt) for v in values]
                 lines.append(f"{f'{output!r} {title}':<{label}} {'':>{width}} " + " ".join(f"{c:>{width}}" for c in cells))
         best = self.best()
         if best:
@@ -129,7 +130,7 @@ class FolderEval:
         first = next(iter(self.reports.values()))
         if "top1" in first.task:
             method = max(self.reports, key=lambda m: (self.reports[m].task["top1"]["int8"], -list(self.reports).index(m)))
-            return method, "top1", f"{100 * self.reports[method].task['top1']['int8']:.2f}%"
+            return method, "top1", f"{self.reports[method].task['top1']['int8']:.2f}%"
         if first.outputs:
             output = next(iter(first.outputs))
             method = max(self.reports, key=lambda m: (self.reports[m].outputs[output]["sqnr_db"],
@@ -178,6 +179,10 @@ def evaluate_folder(fp32_model, folder: str | Path, data, labels=None, runtime: 
     models = folder_methods(folder)
     fp32_proto = load_model(fp32_model) if isinstance(fp32_model, (str, Path)) else fp32_model
     runners = {method: int8_runner(path, runtime) for method, path in models.items()}  # checks every model first
+    from quant.datasets.recorded import choose_preprocess
+
+    # One collection pass wrote every method, so the first method's quant.json holds the folder's preprocessing.
+    preprocess = choose_preprocess(preprocess, next(iter(models.values())))
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
     reference = OrtRunner(fp32_proto, mode="fp32")
     # Only the FP32 outputs are kept (not the inputs): the data is read again for each method, in the same order.

@@ -64,15 +64,15 @@ def _eval_table(evaluation: dict, methods: list[str]) -> list[str]:
              "methods.", "", "| metric | FP32 | " + " | ".join(md_name(m) for m in shown) + " |",
              "|---|---|" + "---|" * len(shown)]
     for name, value in first.get("task", {}).items():
-        cells = [f"{100 * results[m]['task'][name]['int8']:.2f}%" for m in shown]
-        lines.append(f"| {md_name(name)} | {100 * value['fp32']:.2f}% | " + " | ".join(cells) + " |")
+        cells = [f"{results[m]['task'][name]['int8']:.2f}%" for m in shown]  # eval.json holds percent
+        lines.append(f"| {md_name(name)} | {value['fp32']:.2f}% | " + " | ".join(cells) + " |")
     for output in first.get("outputs", {}):
         for key, title, fmt in (("agreement", "agreement", "pct"), ("cosine", "cosine", ".5f"),
                                 ("sqnr_db", "SQNR (dB)", ".2f")):
             values = [results[m]["outputs"][output].get(key) for m in shown]
             if all(v is None for v in values):
                 continue
-            cells = ["-" if v is None else f"{100 * v:.2f}%" if fmt == "pct" else format(v, fmt) for v in values]
+            cells = ["-" if v is None else f"{v:.2f}%" if fmt == "pct" else format(v, fmt) for v in values]
             lines.append(f"| output {md_name(output)} {title} | | " + " | ".join(cells) + " |")
     worst = [f"{md_name(m)}: " + ", ".join(f"#{w['index']}" + (f" {md_name(w['file'])}" if w.get("file") else "")
                                            + f" ({w['sqnr_db']:.1f} dB)" for w in results[m].get("worst_samples", [])[:3])
