@@ -220,21 +220,10 @@ def add_ray_options(parser: argparse.ArgumentParser, shards: bool = False) -> No
                        help="run the work as Ray tasks: on the cluster at ADDRESS ('auto', host:port, ray://...), "
                             "or on a new local cluster when no address is given; results are identical to one process")
     if shards:
-        group.add_argument("--ray-shards", type=_positive_int("--ray-shards"), metavar="N",
+        from quant.cli import validators
+
+        group.add_argument("--ray-shards", type=validators.integer(1, validators.MAX_COUNT, "ray-shards"), metavar="N",
                            help="calibration shards (default: two per CPU of the cluster); never changes a result")
-
-
-def _positive_int(flag: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} takes an integer >= 1, got '{text}'")
-        return value
-
-    return parse
 
 
 def ray_from_args(args):

@@ -18,6 +18,7 @@ BAD = {
     "--worst": ["-1", "1.5"],
     "--max-float-layers": ["-1"],
     "--threads": ["0", "-1", "99999"],
+    "--ray-shards": ["0", "-2", "x", "1.5"],
     "--bins": [str(2**40), "1000", "128", "0", "-4096"],
     "--percentile": ["0", "101", "nan", "inf", "-5"],
     "--memory-budget": ["0", "-1", "inf", "nan"],
@@ -33,7 +34,7 @@ GOOD = {"--seed": "7", "--num-samples": "10", "--batch-size": "8", "--max-batch"
         "--repeat": "3", "--warmup": "0", "--worst": "0", "--max-float-layers": "0", "--threads": "2",
         "--bins": "2048", "--percentile": "99.9", "--memory-budget": "64", "--trt-version": "8.6.1",
         "--max-drop": "0.5", "--min-value": "-3", "--scale": "0.5", "--class-axis": "-1", "--topk": "1,5",
-        "--metric": "top5"}
+        "--metric": "top5", "--ray-shards": "3"}
 
 
 def _typed_options():
