@@ -13,7 +13,7 @@ from quant.backends.torch.convert import load_onnx2torch  # noqa: E402
 
 try:
     load_onnx2torch()
-except quant.QuantError as exc:  # onnx2torch missing: pip install 'quant[gpu]'
+except quant.QuantError as exc:  # onnx2torch missing: pip install --no-deps onnx2torch==1.5.15
     pytest.skip(str(exc), allow_module_level=True)
 from conftest import run_cli  # noqa: E402
 from quant import pipeline  # noqa: E402

@@ -31,7 +31,8 @@ from quant.core.errors import QuantError
 from quant.core.lazy import require
 
 ONNX2TORCH_VERSION = "1.5.15"
-INSTALL_HINT = "pip install 'quant[gpu]' (onnx2torch; install the torch build you want first, e.g. pip install torch)"
+INSTALL_HINT = ("install the torch build you want, then pip install --no-deps onnx2torch==1.5.15 (with its "
+                "dependencies it pulls torchvision, and pip would swap a CPU torch for a CUDA build)")
 
 _loaded = None
 
