@@ -138,7 +138,7 @@ def _shape_arg(profiles: list[Profile], which: str) -> str:
         if "'" in name:  # a quote cannot be written inside trtexec's quotes: the spec would name another input
             raise QuantError(f"input name {name!r} holds a single quote, which trtexec's --minShapes/--optShapes/"
                              "--maxShapes cannot express", hint="rename the model input, or build with the "
-                             "tensorrt Python module (pip install 'quant[tensorrt]')")
+                             "tensorrt Python module (pip install 'quant-trt[tensorrt]')")
         return f"'{name}'" if any(c in name for c in ":,") else name
 
     return ",".join(f"{quote(p.name)}:{'x'.join(str(d) for d in getattr(p, which))}" for p in profiles)
