@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         stderr("Interrupted: nothing was written.")
         return 130
+    except BrokenPipeError:  # `quant ... | head`: the reader left; end quietly, as Unix tools do (128 + SIGPIPE)
+        _silence_stdout()
+        return 141
     except OSError as exc:  # the safety net: the common cases already have their own message
         from quant.core.oserrors import os_error
 
@@ -71,6 +74,17 @@ def _parse(parser: Parser, argv: list[str] | None):
             gate.write_error_reports_from_argv(argv[1:], exc)
         raise
     return args
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail on the closed pipe."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _terminate(signum, frame) -> None:

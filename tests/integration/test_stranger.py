@@ -199,3 +199,16 @@ def test_an_integer_output_gets_no_sqnr_or_cosine(tmp_path):
     assert outputs["pred"]["max_abs_error"] == float(np.abs(fp32[1] - int8[1]).max())
     a, b = fp32[0].astype(np.float64), int8[0].astype(np.float64)
     assert outputs["logits"]["sqnr_db"] == pytest.approx(10 * np.log10((a ** 2).sum() / ((a - b) ** 2).sum()), abs=1e-6)
+
+
+def test_output_piped_into_head_ends_quietly(digits, tmp_path):
+    """`quant calibrate ... | head -1`: the reader closes the pipe; no traceback, the artifacts are complete."""
+    import subprocess
+    import sys
+
+    command = (f"{sys.executable} -m quant calibrate {digits['model']} --data {digits['calibration']} "
+               f"--method entropy,mse,minmax,percentile --output {tmp_path / 'out'} | head -c 1")
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode in (0, 141)  # 141: quant saw the closed pipe (128 + SIGPIPE), as Unix tools end
+    assert (tmp_path / "out" / "mse" / "model.int8.onnx").is_file()
