@@ -144,6 +144,7 @@ def collect_on_device(runner, batches: Iterable[tuple[list[int], dict[str, np.nd
     if result.samples == 0:
         raise QuantError("no calibration samples were read", hint="point --data at a non-empty data source")
     result.histograms = {name: hist.to_histogram() for name, hist in histograms.items()}
+    result.digests = digests  # merge_collections (Ray shards) combines the per-sample digests
     combined = hashlib.sha256()
     for digest in sorted(digests):
         combined.update(digest)

@@ -69,10 +69,14 @@ def as_options(value) -> RayOptions | None:
 
 
 class RayCluster:
-    """A connection to a Ray cluster for the length of a ``with`` block (started locally if no address)."""
+    """A connection to a Ray cluster for the length of a ``with`` block (started locally if no address).
 
-    def __init__(self, options: RayOptions) -> None:
+    ``gpus_per_task``: GPUs each task and actor asks for (1 for ``--device cuda``); a cluster without GPUs
+    is then refused when the block starts, before any work is submitted."""
+
+    def __init__(self, options: RayOptions, gpus_per_task: int = 0) -> None:
         self.options = options
+        self.gpus_per_task = gpus_per_task
         self._started = False
 
     def __enter__(self) -> "RayCluster":
@@ -100,7 +104,20 @@ class RayCluster:
                 ray.shutdown()
                 raise
             self._started = True
+        try:
+            self._check_gpus()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self
+
+    def _check_gpus(self) -> None:
+        if self.gpus_per_task and self.gpus < self.gpus_per_task:
+            where = self.options.address or "the local cluster"
+            raise QuantError(f"--device cuda with --ray: the Ray cluster ({where}) has no GPUs "
+                             f"({self.cpus} CPUs, {self.gpus} GPUs); each worker needs one",
+                             hint="start the nodes with their GPUs (ray start ... --num-gpus N), or use --device cpu "
+                                  "or ort with --ray")
 
     def __exit__(self, *exc_info) -> None:
         if self._started:
@@ -109,6 +126,15 @@ class RayCluster:
     @property
     def cpus(self) -> int:
         return max(1, int(require("ray").cluster_resources().get("CPU", 1)))
+
+    @property
+    def gpus(self) -> int:
+        return int(require("ray").cluster_resources().get("GPU", 0))
+
+    @property
+    def workers(self) -> int:
+        """How many tasks or actors run at once: one per CPU, or one per GPU when each needs a GPU."""
+        return min(self.cpus, self.gpus // self.gpus_per_task) if self.gpus_per_task else self.cpus
 
     def put(self, value):
         """Put a value in the object store once; pass the reference to ``map`` instead of the value."""
@@ -122,7 +148,8 @@ class RayCluster:
         one that fails for good raises QuantError; Ctrl-C cancels every task.
         """
         ray = require("ray")
-        remote = ray.remote(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)(_run_task)
+        remote = ray.remote(num_cpus=1, num_gpus=self.gpus_per_task, max_retries=MAX_RETRIES,
+                            retry_exceptions=False)(_run_task)
         return self.drive(len(calls), lambda i: remote.remote(function, *calls[i]), what, on_done)
 
     def drive(self, count: int, submit: Callable[[int], object], what: Callable[[int], str],
@@ -266,33 +293,54 @@ def shard_bounds(count: int, shards: int | tuple[int, ...]) -> list[tuple[int, i
     return bounds
 
 
+def worker_device(kind: str | None) -> str | None:
+    """The torch device of this worker for ``kind`` ('cpu', 'cuda'; None: ONNX Runtime). 'cuda' is cuda:0,
+    the GPU Ray assigned to this task or actor (Ray sets CUDA_VISIBLE_DEVICES to it)."""
+    from quant.pipeline.execution import local_device
+
+    return local_device(kind)
+
+
 def collect_shard(model, data, preprocess, split, indices, inputs, mapping, tensors, bins, batch_size,
-                  memory_budget_mb):
-    """One shard of the collection pass (runs on a worker): the FP32 model over ``indices``."""
-    from quant.backends.onnxruntime import OrtRunner
-    from quant.collect import AutoBatchSize, collect
+                  memory_budget_mb, device=None):
+    """One shard of the collection pass (runs on a worker): the FP32 model over ``indices``.
+
+    ``model``: the model with the collected tensors as outputs (ONNX Runtime) or as it is (``device``, a
+    worker device kind: the torch backend reads any tensor by name). Returns (CollectionResult, where it ran)."""
+    from quant.collect import collect
     from quant.datasets import iter_batches, open_source
+    from quant.pipeline.calibration import collection_batching
 
     source = open_source(data, preprocess, split)
+    device = worker_device(device)
+    auto, size = collection_batching(batch_size, memory_budget_mb, device)
+    batches = iter_batches(source, indices, inputs, mapping, auto or size)
+    if device is not None:
+        from quant.backends.torch import pipeline as torch_backend
+
+        return torch_backend.collect(model, device, batches, tensors, bins, len(indices), False, auto)
+    from quant.backends.onnxruntime import OrtRunner
+
     runner = OrtRunner(model, mode="fp32", spin=False, threads=1)
-    auto = AutoBatchSize(int(memory_budget_mb * 2**20)) if batch_size is None else None
-    batches = iter_batches(source, indices, inputs, mapping, auto or batch_size)
-    return collect(runner, batches, tensors, bins=bins, progress=False, batch_size=auto)
+    return collect(runner, batches, tensors, bins=bins, progress=False, batch_size=auto), "ONNX Runtime (CPU)"
 
 
-def collect_on_ray(options: RayOptions, model, data, preprocess, split, indices, inputs, mapping, tensors,
+def collect_on_ray(execution, model, data, preprocess, split, indices, inputs, mapping, tensors,
                    config, progress: bool = False):
-    """The collection pass as Ray tasks over contiguous shards of ``indices``; merged in shard order."""
+    """The collection pass as Ray tasks over contiguous shards of ``indices``; merged in shard order.
+
+    ``execution``: a :class:`quant.pipeline.execution.Execution` with Ray options (and the workers' device).
+    Returns (CollectionResult, where it ran: the workers' description, each distinct one once)."""
     from quant.collect import merge_collections
 
     if isinstance(data, (str, Path)):
         data = str(Path(data).resolve())  # workers may start in another folder
-    with RayCluster(options) as cluster:
-        bounds = shard_bounds(len(indices), options.shards or 2 * cluster.cpus)
+    with execution.cluster() as cluster:
+        bounds = shard_bounds(len(indices), execution.ray.shards or 2 * cluster.workers)
         model_ref, data_ref = cluster.put(model), cluster.put(data)
         calls = [(model_ref, data_ref, preprocess, split, [int(i) for i in indices[a:b]], inputs,
-                  mapping, list(tensors), config.bins, config.batch_size, config.memory_budget_mb)
-                 for a, b in bounds]
+                  mapping, list(tensors), config.bins, config.batch_size, config.memory_budget_mb,
+                  execution.worker_device) for a, b in bounds]
         bar = _bar(len(indices), progress)
         try:
             parts = cluster.map(collect_shard, calls, lambda i: f"calibration shard {i + 1}/{len(bounds)} (samples "
@@ -301,7 +349,7 @@ def collect_on_ray(options: RayOptions, model, data, preprocess, split, indices,
         finally:
             if bar is not None:
                 bar.close()
-    return merge_collections(parts, tensors)
+    return merge_collections([part for part, _ in parts], tensors), "; ".join(dict.fromkeys(w for _, w in parts))
 
 
 def _bar(total: int, enabled: bool):
@@ -318,12 +366,13 @@ def _bar(total: int, enabled: bool):
 
 class Evaluator:
     """A Ray actor's state for a search: the calibration, the held-out data (FP32 outputs included) and
-    the runner factory with its caches, deserialized once per worker instead of once per evaluation."""
+    the runner factory with its caches, deserialized once per worker instead of once per evaluation.
+    ``device``: the worker device kind (None: ONNX Runtime; 'cpu'; 'cuda': the actor's own GPU)."""
 
-    def __init__(self, result, method: str, runtime: str, heldout, metric) -> None:
+    def __init__(self, result, method: str, runtime: str, heldout, metric, device: str | None = None) -> None:
         from quant.pipeline.evaluation import qdq_runner_factory
 
-        self.make = qdq_runner_factory(result, method, runtime)
+        self.make = qdq_runner_factory(result, method, runtime, device or "ort")
         self.heldout, self.metric = heldout, metric
 
     def score(self, keep_float: frozenset) -> float:
@@ -331,10 +380,11 @@ class Evaluator:
         return _on_worker(lambda: self.heldout.score(self.make(keep_float), self.metric))
 
 
-def ray_scores(cluster: RayCluster, result, method: str, runtime: str, heldout, metric, progress=None):
-    """``score_many(candidates)`` on a pool of Ray actors (one per CPU of the cluster, created at the first
-    call); the calibration and the held-out data go to the object store once. An actor whose process dies
-    is restarted and its evaluation retried (MAX_RETRIES)."""
+def ray_scores(cluster: RayCluster, result, method: str, runtime: str, heldout, metric, progress=None,
+               device: str | None = None):
+    """``score_many(candidates)`` on a pool of Ray actors (one per CPU of the cluster, or per GPU with
+    ``device`` 'cuda'; created at the first call); the calibration and the held-out data go to the object
+    store once. An actor whose process dies is restarted and its evaluation retried (MAX_RETRIES)."""
     ray = require("ray")
     refs = (cluster.put(result), cluster.put(heldout))
     actors: list = []
@@ -342,8 +392,10 @@ def ray_scores(cluster: RayCluster, result, method: str, runtime: str, heldout, 
     def score_many(candidates):
         candidates = list(candidates)
         if not actors:
-            remote = ray.remote(num_cpus=1, max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)(Evaluator)
-            actors.extend(remote.remote(refs[0], method, runtime, refs[1], metric) for _ in range(cluster.cpus))
+            remote = ray.remote(num_cpus=1, num_gpus=cluster.gpus_per_task, max_restarts=MAX_RETRIES,
+                                max_task_retries=MAX_RETRIES)(Evaluator)
+            actors.extend(remote.remote(refs[0], method, runtime, refs[1], metric, device)
+                          for _ in range(cluster.workers))
         free, owner = list(actors), {}
 
         def submit(i: int):
@@ -368,27 +420,32 @@ def ray_scores(cluster: RayCluster, result, method: str, runtime: str, heldout, 
 
 # ---------------------------------------------------------------------------------------------- evaluation
 
-def run_batches(fp32_model, int8_model, runtime: str, data, preprocess, split, groups, inputs, mapping):
-    """Both models over batches given by their sample indices (runs on a worker); outputs by name."""
+def run_batches(fp32_model, int8_model, runtime: str, data, preprocess, split, groups, inputs, mapping,
+                device: str | None = None):
+    """Both models over batches given by their sample indices (runs on a worker); outputs by name, and
+    where FP32 ran. ``device``: the worker device kind (None: ONNX Runtime; see worker_device)."""
     from quant.backends.onnxruntime import OrtRunner
     from quant.datasets import iter_batches, open_source
-    from quant.pipeline.evaluation import int8_runner
+    from quant.pipeline.evaluation import fp32_runner, int8_runner
 
     source = open_source(data, preprocess, split)
-    reference, candidate = OrtRunner(fp32_model, mode="fp32", threads=1), int8_runner(int8_model, runtime)
+    device = worker_device(device)
+    reference = OrtRunner(fp32_model, mode="fp32", threads=1) if device is None else fp32_runner(fp32_model, device)
+    candidate = int8_runner(int8_model, runtime, device=device)
     out = []
     for group in groups:  # one group = one batch of one process: same shapes, so iter_batches keeps it whole
         (_, feeds), = list(iter_batches(source, group, inputs, mapping, len(group)))
         out.append((dict(zip(reference.output_names, reference.run(feeds))),
                     dict(zip(candidate.output_names, candidate.run(feeds)))))
-    return out
+    return out, getattr(reference, "description", "")
 
 
 class ReplayRunner:
     """Returns outputs computed elsewhere, batch after batch, in the order they are asked for."""
 
-    def __init__(self, output_names: list[str], outputs: list[dict]) -> None:
+    def __init__(self, output_names: list[str], outputs: list[dict], description: str = "") -> None:
         self.output_names = list(output_names)
+        self.description = description
         self._outputs = iter(outputs)
 
     def run(self, feeds, outputs=None):
@@ -396,23 +453,25 @@ class ReplayRunner:
         return [values[name] for name in (outputs or self.output_names)]
 
 
-def evaluate_on_ray(options: RayOptions, fp32_model, int8_model, runtime: str, data, preprocess, split, held,
+def evaluate_on_ray(execution, fp32_model, int8_model, runtime: str, data, preprocess, split, held,
                     batch_size: int, progress=None):
     """(reference, candidate) ReplayRunners and the batches: both models run as Ray tasks over shards of
-    whole batches (the batches one process makes), so every output is the one a single process computes."""
+    whole batches (the batches one process makes), so every output is the one a single process computes.
+    ``execution``: a :class:`quant.pipeline.execution.Execution` with Ray options (and the workers' device)."""
     if isinstance(data, (str, Path)):
         data = str(Path(data).resolve())
     batches = [indices for indices, _ in held.batches(batch_size)]  # the batch boundaries of one process
-    with RayCluster(options) as cluster:
-        shards = shard_bounds(len(batches), options.shards or 2 * cluster.cpus)
+    with execution.cluster() as cluster:
+        shards = shard_bounds(len(batches), execution.ray.shards or 2 * cluster.workers)
         refs = [cluster.put(v) for v in (fp32_model, int8_model, data)]
-        calls = [(refs[0], refs[1], runtime, refs[2], preprocess, split, batches[a:b], held.inputs, held.mapping)
-                 for a, b in shards]
+        calls = [(refs[0], refs[1], runtime, refs[2], preprocess, split, batches[a:b], held.inputs, held.mapping,
+                  execution.worker_device) for a, b in shards]
         parts = cluster.map(run_batches, calls, lambda i: f"evaluation shard {i + 1}/{len(shards)}",
                             on_done=(lambda i: progress.update(sum(len(g) for g in batches[slice(*shards[i])])))
                             if progress is not None else None)
-    pairs = [pair for part in parts for pair in part]
+    pairs = [pair for part, _ in parts for pair in part]
     names = list(pairs[0][0]) if pairs else []
-    reference = ReplayRunner(names, [r for r, _ in pairs])
+    where = "; ".join(dict.fromkeys(description for _, description in parts))
+    reference = ReplayRunner(names, [r for r, _ in pairs], where)
     candidate = ReplayRunner(list(pairs[0][1]) if pairs else [], [c for _, c in pairs])
     return reference, candidate, [(indices, {}) for indices in batches]

@@ -27,6 +27,7 @@ from quant.qdq.cache import ALGORITHMS, DEFAULT_ALGORITHM, check_cache_names, tr
 from quant.qdq.ort_cpu import OrtCpuPlan, build_ort_cpu_model, default_reduce_range, plan_ort_cpu
 from quant.qdq.placement import weight_array
 from quant.pipeline.checks import check_ranges, check_weights, range_warnings
+from quant.pipeline.execution import execution, local_device
 
 TRT_MODEL = "model.int8.onnx"
 ORT_CPU_MODEL = "model.ort-cpu.int8.onnx"
@@ -422,7 +423,9 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     to one process.
     """
     config = (config or CalibrationConfig()).replace(**overrides) if overrides else (config or CalibrationConfig())
-    torch_backend, torch_device = _torch_backend(device)
+    context = execution(device, ray)
+    # With Ray the workers run the model (each on the device Ray gives it); this process runs nothing.
+    torch_backend, torch_device = _torch_backend(None if context.ray is not None else device)
     exported = None
     if _is_torch_module(model):
         from quant.backends.torch.export import export_module
@@ -459,32 +462,24 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
                          "from one sample do not represent the data", hint="provide more samples (hundreds are typical)")
 
     from quant.backends.onnxruntime import OrtRunner
-    from quant.collect import AutoBatchSize, collect
+    from quant.collect import collect
 
     tensors = needed_tensors(proto, plan, config)
     extended = with_outputs(proto, [t for t in tensors if t not in mapping])
     validation: dict[str, np.ndarray] = {}
-    cluster = _ray_options(ray)
-    if cluster is not None and torch_device is not None:
-        raise QuantError("--ray runs ONNX Runtime on its workers; it does not combine with --device yet",
-                         hint="drop --device (or --ray)")
-    if cluster is not None:
+    if context.ray is not None:
         from quant.distributed.ray_cluster import collect_on_ray
 
-        collected = collect_on_ray(cluster, extended, data if isinstance(data, (str, Path)) else source, preprocess,
-                                   split, indices, inputs, mapping, tensors, config, progress)
-        collected_with = "ONNX Runtime (CPU)"  # the same arithmetic as one process (quant.json stays identical)
+        # the same arithmetic as one process on the same device kind (quant.json stays identical)
+        collected, collected_with = collect_on_ray(context, extended if context.device is None else proto,
+                                                   data if isinstance(data, (str, Path)) else source, preprocess,
+                                                   split, indices, inputs, mapping, tensors, config, progress)
         if "ort-cpu" in config.targets:  # the same samples one process keeps (shapes as the first sample's)
             for _ in _keep_first(iter_batches(source, indices, inputs, mapping, 1), validation, VALIDATION_SAMPLES):
                 if len(next(iter(validation.values()))) >= VALIDATION_SAMPLES:
                     break
     else:
-        auto = AutoBatchSize(int(config.memory_budget_mb * 2**20)) if config.batch_size is None else None
-        if torch_device is not None and torch_device.startswith("cuda") and auto is not None:
-            auto = None
-            config_batch = torch_backend.CUDA_BATCH
-        else:
-            config_batch = config.batch_size
+        auto, config_batch = collection_batching(config.batch_size, config.memory_budget_mb, torch_device)
         batches = iter_batches(source, indices, inputs, mapping, auto or config_batch)
         if "ort-cpu" in config.targets:
             batches = _keep_first(batches, validation, VALIDATION_SAMPLES)
@@ -509,17 +504,23 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
                                validation_feeds=validation or None, exported=exported)
     # How the pass ran (not in quant.json, which stays the same whatever the batching, the workers or the
     # device that collected it).
-    result.execution = {"batches": collected.batches, "ray": cluster is not None}
+    result.execution = {"batches": collected.batches, "ray": context.ray is not None}
     compute_ranges(result)
     return result
 
 
-def _ray_options(value):
-    if value is None or value is False:
-        return None
-    from quant.distributed.ray_cluster import as_options
+def collection_batching(batch_size: int | None, memory_budget_mb: float, torch_device: str | None):
+    """(AutoBatchSize or None, fixed batch size or None) of a collection pass: ``batch_size`` when given; else
+    on a GPU CUDA_BATCH samples a batch, elsewhere a batch size fitted to the memory budget."""
+    from quant.collect import AutoBatchSize
 
-    return as_options(value)
+    if batch_size is not None:
+        return None, batch_size
+    if torch_device is not None and torch_device.startswith("cuda"):
+        from quant.backends.torch.pipeline import CUDA_BATCH
+
+        return None, CUDA_BATCH
+    return AutoBatchSize(int(memory_budget_mb * 2**20)), None
 def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
     """The Q/DQ plan with the user's exclusions and inclusions, each checked against the model first."""
     nodes = {n.name: n for n in proto.graph.node}
@@ -562,14 +563,12 @@ def check_float_types(proto, plan: QuantPlan, config: CalibrationConfig) -> None
                          f"quantizes {', '.join(other)} tensors", hint="use --target tensorrt for this model")
 def _torch_backend(device: str | None):
     """(quant.backends.torch.pipeline or None, checked torch device or None) for ``device``; 'ort' -> (None, None)."""
-    if device in (None, "ort"):
+    torch_device = local_device(device)
+    if torch_device is None:
         return None, None
-    from quant.backends.torch import device_name
-
-    device_name(device)  # a typo fails before torch is imported
     from quant.backends.torch import pipeline as torch_backend
 
-    return torch_backend, torch_backend.parse_device(device)
+    return torch_backend, torch_device
 
 
 def _is_torch_module(model) -> bool:

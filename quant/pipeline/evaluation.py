@@ -15,6 +15,7 @@ from quant.datasets.keyed import fit_to_inputs
 from quant.datasets.labels import LABEL_FILES, default_label_key, label_keys, normalize_labels, read_label_file
 from quant.datasets.recorded import choose_preprocess
 from quant.pipeline.calibration import CalibrationResult, load_calibration
+from quant.pipeline.execution import execution, local_device as _torch
 
 RUNTIMES = {"emulate": ORT_MODES["emulate"], "ort-int8": ORT_MODES["ort-int8"],
             "openvino": "OpenVINO's CPU runtime (its own INT8 kernels; pip install 'quant-trt[openvino]')",
@@ -57,18 +58,6 @@ def check_not_quantized(proto, given) -> None:
         where = f"'{given}'" if isinstance(given, (str, Path)) else "given as FP32"
         raise QuantError(f"the FP32 model {where} contains quantization nodes ({', '.join(found)}): it is an INT8 model",
                          hint="give the FP32 model first and the INT8 model second (quant eval FP32_MODEL INT8_MODEL)")
-
-
-def _torch(device: str | None) -> str | None:
-    """A checked torch device for ``device`` ('cuda', 'cuda:N', 'cpu'), or None for 'ort' (ONNX Runtime)."""
-    if device in (None, "ort"):
-        return None
-    from quant.backends.torch import device_name
-
-    device_name(device)  # a typo fails before torch is imported
-    from quant.backends.torch.pipeline import parse_device
-
-    return parse_device(device)
 
 
 def fp32_runner(proto, device: str | None):
@@ -166,33 +155,31 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     ``output_name``: the output labels score (default: the one that fits, see quant.eval.outputs);
     ``class_axis``: the axis argmax agreement takes (default 1); ``ray``: run both models as Ray tasks over
     shards of the batches (see quant.distributed); same report. ``device``: 'ort' (ONNX Runtime) or a torch
-    device for the FP32 reference and ``emulate``."""
+    device for the FP32 reference and ``emulate`` (with ``ray``: on every worker, see quant.pipeline.execution)."""
     from quant.eval import compare
 
-    device = _torch(device)
+    context = execution(device, ray)
+    device = None if context.ray is not None else context.local_device()  # with Ray, the workers run the models
     fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
     check_not_quantized(fp32_proto, fp32_model)
-    if device is not None and ray is not None and ray is not False:
-        raise QuantError("--ray runs ONNX Runtime on its workers; it does not combine with --device yet",
-                         hint="drop --device (or --ray)")
     candidate = kernels = int8_runner(int8_model, runtime, device=device)  # checks the runtime name
     preprocess = choose_preprocess(preprocess, int8_model if isinstance(int8_model, (str, Path)) else None)
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
     bar = _bar(len(held.indices), "evaluating") if progress else None
     try:
-        if ray is not None and ray is not False:
-            from quant.distributed.ray_cluster import as_options, evaluate_on_ray
+        if context.ray is not None:
+            from quant.distributed.ray_cluster import evaluate_on_ray
 
             if runtime == "tensorrt":
                 raise QuantError("--ray does not run TensorRT engines", hint="evaluate the engine without --ray")
             int8_proto = int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model)
             reference, candidate, batches = evaluate_on_ray(
-                as_options(ray), fp32_proto, int8_proto, runtime, data if isinstance(data, (str, Path)) else
+                context, fp32_proto, int8_proto, runtime, data if isinstance(data, (str, Path)) else
                 held.source, preprocess, split, held, batch_size, progress=bar)
             bar = None if bar is None else bar.close()
         else:
             reference, batches = fp32_runner(fp32_proto, device), held.batches(batch_size)
-        description = RUNTIMES[runtime] if device is None or runtime != "emulate" else TORCH_EMULATE
+        description = RUNTIMES[runtime] if context.device is None or runtime != "emulate" else TORCH_EMULATE
         report = compare(reference, candidate, batches, labels=held.labels, topk=topk,
                          runtime=runtime, runtime_description=description, progress=bar,
                          output_name=output_name, class_axis=class_axis)
@@ -200,7 +187,7 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
         if bar is not None:
             bar.close()
     report.labels_source = held.label_name
-    if device is not None:
+    if context.device is not None:
         report.notes.append(f"FP32{' and emulated INT8' if runtime == 'emulate' else ''} ran on "
                             f"{reference.description}")
     if runtime in ("ort-int8", "openvino"):
@@ -373,6 +360,7 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     from quant.eval.sensitivity import local_sqnr, sensitivity as run_sensitivity
 
     _check_search_runtime(runtime)
+    context = execution(device, ray)
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
     data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"), calibration)
@@ -384,30 +372,17 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     layers = [(layer.node, layer.op_type) for layer in result.plan.layers]
     bar = _bar(2 * len(layers) + 1, "sensitivity") if progress else None
     try:
-        with _cluster(ray, device) as cluster:
-            score_many = None if cluster is None else ray_scores(cluster, result, method, runtime, heldout, scorer, bar)
-            report = run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime, device), local,
-                                     progress=bar, score_many=score_many)
+        with context.cluster() as cluster:
+            score_many = None if cluster is None else ray_scores(cluster, result, method, runtime, heldout, scorer, bar,
+                                                                 device=context.worker_device)
+            make = qdq_runner_factory(result, method, runtime, device) if cluster is None else None  # Ray: the actors'
+            report = run_sensitivity(heldout, scorer, layers, make, local, progress=bar, score_many=score_many)
         report.output, report.output_basis, report.unit = scorer.output_name, scorer.basis, scorer.unit
         report.notes.insert(0, scorer.description)
         return report
     finally:
         if bar is not None:
             bar.close()
-
-
-def _cluster(ray, device: str | None = "ort"):
-    """A RayCluster context for ``ray`` (see quant.distributed), or a null context when ray is None."""
-    import contextlib
-
-    if ray is None or ray is False:
-        return contextlib.nullcontext(None)
-    if device not in (None, "ort"):
-        raise QuantError("--ray runs ONNX Runtime on its workers; it does not combine with --device yet",
-                         hint="drop --device (or --ray)")
-    from quant.distributed.ray_cluster import RayCluster, as_options
-
-    return RayCluster(as_options(ray))
 
 
 def ray_scores(*args, **kwargs):
@@ -431,6 +406,7 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr
 
+    context = execution(device, ray)
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
     data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"), calibration)
@@ -458,9 +434,9 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
             outcome = bisect_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,
                                       screen=screening_subset(heldout), log=log)
         else:
-            with _cluster(ray, device) as cluster:
+            with context.cluster() as cluster:
                 score_many = None if cluster is None else ray_scores(cluster, result, method, "emulate", heldout,
-                                                                     scorer)
+                                                                     scorer, device=context.worker_device)
                 outcome = run_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,
                                        progress=bar, log=log, score_many=score_many)
         if naive:

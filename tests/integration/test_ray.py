@@ -209,3 +209,48 @@ def test_an_evaluation_actor_killed_mid_sweep_is_restarted_and_the_report_is_ide
     monkeypatch.setenv(FAULT_MARKER_ENV, str(marker))
     on_ray = sensitivity(*args, metric="sqnr", ray=cluster)
     assert marker.read_bytes() == b"k" and on_ray.to_json() == serial.to_json()
+
+
+def test_ray_with_device_cpu_gives_what_one_process_gives_on_device_cpu(digits, cluster, tmp_path):
+    """--ray --device cpu: the torch backend runs inside the Ray tasks and actors; every artifact, the
+    sensitivity table and the fallback's float layers equal the serial --device cpu run's, byte for byte."""
+    pytest.importorskip("torch")
+    options = dict(methods=("entropy", "mse"), batch_size=16, device="cpu")
+    serial = _saved(quant.calibrate(digits["model"], digits["calibration"], **options), tmp_path / "serial")
+    on_ray = quant.calibrate(digits["model"], digits["calibration"], ray=RayOptions(cluster, shards=(3, 150, 47)),
+                             **options)
+    assert on_ray.execution["ray"] is True
+    assert _saved(on_ray, tmp_path / "ray") == serial
+    manifest = json.loads(serial[next(n for n in serial if n.endswith("quant.json"))])
+    assert manifest["data"]["collected_with"].startswith("PyTorch ")  # the torch backend ran, not ONNX Runtime
+    calibration = tmp_path / "serial" / "entropy"
+    args = (digits["model"], calibration, digits["heldout"])
+    serial_table = sensitivity(*args, metric="sqnr", device="cpu")
+    assert sensitivity(*args, metric="sqnr", device="cpu", ray=cluster).to_json() == serial_table.to_json()
+    bound = dict(metric="sqnr", min_value=serial_table.all_quantized + 0.5, search="greedy", device="cpu")
+    _, serial_fb = fallback(*args, **bound)
+    _, ray_fb = fallback(*args, ray=cluster, **bound)
+    assert serial_fb.float_layers and ray_fb.to_json() == serial_fb.to_json()
+    int8 = calibration / "model.int8.onnx"
+    serial_eval = quant.evaluate(digits["model"], int8, digits["heldout"], batch_size=50, device="cpu")
+    ray_eval = quant.evaluate(digits["model"], int8, digits["heldout"], batch_size=50, device="cpu",
+                              ray=RayOptions(cluster, shards=3))
+    assert ray_eval.to_json() == serial_eval.to_json() and any("PyTorch" in n for n in serial_eval.notes)
+
+
+@pytest.mark.parametrize("command", ["calibrate", "eval"])
+def test_device_cuda_on_a_cluster_without_gpus_is_one_error_line_and_nothing_written(digits, cluster, tmp_path,
+                                                                                       command):
+    if command == "calibrate":
+        args = ["calibrate", digits["model"], "--data", digits["calibration"], "--output", tmp_path / "out"]
+    else:
+        folder = tmp_path / "cal"
+        quant.calibrate(digits["model"], digits["calibration"]).save(folder)
+        args = ["eval", digits["model"], folder / "model.int8.onnx", "--data", digits["heldout"],
+                "--output-json", tmp_path / "out"]
+    proc = run_cli(args + ["--ray", cluster, "--device", "cuda"])
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: --device cuda with --ray: the Ray cluster ({cluster}) has no GPUs (2 CPUs, 0 GPUs); "
+                      "each worker needs one"], proc.stderr
+    assert not (tmp_path / "out").exists()
