@@ -35,14 +35,15 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def saved_ranking(path: Path, metric: str) -> list[str] | None:
-    """The layer ranking of 'quant sensitivity' in ``path`` when it was computed for ``metric`` (checked)."""
+def saved_ranking(path: Path, metric: str | None) -> list[str] | None:
+    """The layer ranking of 'quant sensitivity' in ``path`` when it was computed for ``metric`` (any metric when
+    None); every field checked: one Error line for a damaged file. None when there is no such file."""
     from quant.core.readback import RANKING_SPEC, read_report_input
 
     if not path.exists():
         return None
     saved = read_report_input(path, RANKING_SPEC)
-    if saved["metric"] != metric:
+    if metric is not None and saved["metric"] != metric:
         return None
     return list(dict.fromkeys(layer["node"] for layer in saved["layers"]))
 
@@ -83,18 +84,13 @@ def run(args) -> int:
 
 
 def _ranking(args, metric: str) -> list[str] | None:
-    """Layers most sensitive first from a sensitivity.json (``--sensitivity``, or the calibration folder's)."""
-    from quant.core.errors import QuantError
-
-    given = args.sensitivity is not None
-    path = Path(args.sensitivity) if given else Path(args.calibration) / "sensitivity.json"
+    """Layers most sensitive first from ``--sensitivity`` (whatever its metric), else from the calibration
+    folder's sensitivity.json when it was computed for ``metric``."""
+    if args.sensitivity is None:
+        return saved_ranking(Path(args.calibration) / "sensitivity.json", metric)
+    path = Path(args.sensitivity)
     if not path.exists():
-        if given:
-            raise QuantError(f"sensitivity file '{path}' does not exist", hint="write one with 'quant sensitivity'")
-        return None
-    from quant.core.readback import RANKING_SPEC, read_report_input
+        from quant.core.errors import QuantError
 
-    saved = read_report_input(path, RANKING_SPEC)  # every field checked: one Error line for a damaged file
-    if saved["metric"] != metric and not given:  # the folder's own ranking only for the same metric
-        return None
-    return list(dict.fromkeys(layer["node"] for layer in saved["layers"]))
+        raise QuantError(f"sensitivity file '{path}' does not exist", hint="write one with 'quant sensitivity'")
+    return saved_ranking(path, None)

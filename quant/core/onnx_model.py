@@ -133,6 +133,17 @@ def opset_version(model) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
+def upgrade_opset(model, opset: int, why: str):
+    """``model`` converted to ``opset`` by ONNX's version converter; a QuantError saying ``why`` when it cannot."""
+    onnx = _onnx()
+    try:
+        return onnx.version_converter.convert_version(model, opset)
+    except Exception as exc:
+        raise QuantError(f"cannot upgrade the model from opset {opset_version(model)} to {opset} ({why}): "
+                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                         hint=f"re-export the model with opset >= {opset}") from None
+
+
 def normalize(model):
     """A copy with Constant nodes turned into initializers and the opset raised to >= 13."""
     onnx = _onnx()
@@ -140,12 +151,7 @@ def normalize(model):
     model_copy.CopyFrom(model)
     model = model_copy
     if opset_version(model) < MIN_OPSET:
-        try:
-            model = onnx.version_converter.convert_version(model, MIN_OPSET)
-        except Exception as exc:
-            raise QuantError(f"cannot upgrade the model from opset {opset_version(model)} to {MIN_OPSET} "
-                             f"(needed for per-channel Q/DQ): {exc}",
-                             hint=f"re-export the model with opset >= {MIN_OPSET}") from None
+        model = upgrade_opset(model, MIN_OPSET, "needed for per-channel Q/DQ")
     _raise_ir_version(model)
     graph = model.graph
     kept = []

@@ -93,16 +93,10 @@ def required_opset(types: dict[str, int]) -> int:
 
 def raise_versions(model, opset: int):
     """``model`` at opset >= ``opset`` with the IR version that opset needs (the model itself when it has them)."""
-    from quant.core.onnx_model import opset_version
+    from quant.core.onnx_model import opset_version, upgrade_opset
 
-    onnx = require("onnx")
     if opset_version(model) < opset:
-        try:
-            model = onnx.version_converter.convert_version(model, opset)
-        except Exception as exc:
-            raise QuantError(f"cannot upgrade the model from opset {opset_version(model)} to {opset} (float16 "
-                             f"Q/DQ needs it): {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                             hint=f"re-export the model with opset >= {opset}") from None
+        model = upgrade_opset(model, opset, "float16 Q/DQ needs it")
     fix_ir_version(model)
     return model
 

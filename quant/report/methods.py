@@ -86,9 +86,8 @@ def write_methods_report(folder: Path, output: Path, worst: int = 6):
     """report.md / report.html / plots for a multi-method folder; returns (md path, html path)."""
     from quant.calibrators import get as get_calibrator
     from quant.core.histogram import load_histograms
-    from quant.core.io import write_file_atomic
     from quant.report import plots
-    from quant.report.render import _html
+    from quant.report.render import write_report_files
 
     summary = _load(folder / "summary.json")
     try:
@@ -147,14 +146,5 @@ def write_methods_report(folder: Path, output: Path, worst: int = 6):
                          "amax per method (the range each maps to +-127), largest ratio first; the histograms show "
                          "each method's threshold.\n\n" + "\n".join(rows), images))
 
-    (output / "plots").mkdir(parents=True, exist_ok=True)
-    md = [f"# quant report: {folder.name} (methods compared)", ""]
-    for title, text, pngs in sections:
-        md += [f"## {title}", "", text, ""]
-        for name, png in pngs:
-            write_file_atomic(output / "plots" / name, png)
-            md += [f"![{name}](plots/{name})", ""]
-    md_path, html_path = output / "report.md", output / "report.html"
-    write_file_atomic(md_path, "\n".join(md))
-    write_file_atomic(html_path, _html(f"{folder.name} (methods compared)", sections))
-    return md_path, html_path
+    return write_report_files(output, f"# quant report: {folder.name} (methods compared)",
+                        f"{folder.name} (methods compared)", sections)

@@ -118,16 +118,22 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
         sections.append(("Fallback path", "\n".join(lines),
                          [("fallback.png", plots.fallback_plot(fallback["path"], fallback["metric"], fallback["fp32"]))]))
 
+    return write_report_files(out, f"# quant report: {md_code(folder.name)}", folder.name, sections)
+
+
+def write_report_files(out: Path, heading: str, title: str, sections) -> tuple[Path, Path]:
+    """``out``/report.md (first line ``heading``, Markdown as given) and report.html (``title``, escaped there),
+    the plots of ``sections`` [(title, markdown text, [(png name, png bytes)])] in ``out``/plots."""
     (out / "plots").mkdir(parents=True, exist_ok=True)
-    md = [f"# quant report: {md_code(folder.name)}", ""]
-    for title, text, pngs in sections:
-        md += [f"## {title}", "", text, ""]
+    md = [heading, ""]
+    for section, text, pngs in sections:
+        md += [f"## {section}", "", text, ""]
         for name, data in pngs:
             write_file_atomic(out / "plots" / name, data)
             md += [f"![{name}](plots/{name})", ""]
     md_path, html_path = out / "report.md", out / "report.html"
     write_file_atomic(md_path, "\n".join(md).encode("utf-8"))  # UTF-8 whatever the locale (the HTML says so)
-    write_file_atomic(html_path, _html(folder.name, sections).encode("utf-8"))
+    write_file_atomic(html_path, _html(title, sections).encode("utf-8"))
     return md_path, html_path
 
 
