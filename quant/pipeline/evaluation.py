@@ -361,6 +361,8 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
 
     _check_search_runtime(runtime)
     context = execution(device, ray)
+    if context.ray is not None:  # before the cluster starts: this process runs the device too
+        device = context.driver_device("the FP32 reference of the held-out data")
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
     data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"), calibration)
@@ -407,6 +409,8 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     from quant.eval.sensitivity import local_sqnr
 
     context = execution(device, ray)
+    if context.ray is not None:  # before the cluster starts: this process runs the device too
+        device = context.driver_device("the FP32 reference and the search's sequential steps")
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
     data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"), calibration)

@@ -37,6 +37,18 @@ class Execution:
         whether this machine has the GPU, so it is called only where this process runs the model."""
         return local_device(self.device)
 
+    def driver_device(self, what: str) -> str | None:
+        """``local_device()`` for the part of a command that runs in this process even with Ray (``what``);
+        its error says so, since the workers' GPUs do not help there."""
+        try:
+            return self.local_device()
+        except QuantError as exc:
+            if self.ray is None:
+                raise
+            raise QuantError(f"{exc.message}; with --ray, this process still runs {what}",
+                             hint="run the command on a node with the device, or use --device cpu or ort "
+                                  "with --ray") from None
+
     def cluster(self):
         """A RayCluster context (it refuses a CUDA device on a cluster without GPUs), or a null context."""
         if self.ray is None:

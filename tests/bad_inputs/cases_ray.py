@@ -33,3 +33,15 @@ CASES = [
     Case("cuda_index_with_ray_eval", cuda_index_with_ray_eval, "--device cuda:3 with --ray"),
     Case("device_typo_with_ray", device_typo_with_ray, "--device 'gpu' is not a device"),
 ]
+
+
+def cuda_sensitivity_on_a_driver_without_gpu(d: Path):
+    """Only where this machine has no CUDA GPU (see test_bad_inputs_ray.py): the driver's own part needs one."""
+    return ["sensitivity", MODEL, "--calibration", d / "missing", "--data", HELDOUT, "--device", "cuda",
+            "--ray", _closed_address()]
+
+
+NO_GPU_CASES = [
+    Case("cuda_sensitivity_on_a_driver_without_gpu", cuda_sensitivity_on_a_driver_without_gpu,
+         "with --ray, this process still runs the FP32 reference"),
+]
