@@ -521,6 +521,8 @@ def collection_batching(batch_size: int | None, memory_budget_mb: float, torch_d
 
         return None, CUDA_BATCH
     return AutoBatchSize(int(memory_budget_mb * 2**20)), None
+
+
 def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
     """The Q/DQ plan with the user's exclusions and inclusions, each checked against the model first."""
     nodes = {n.name: n for n in proto.graph.node}
