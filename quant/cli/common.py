@@ -218,12 +218,14 @@ def add_ray_options(parser: argparse.ArgumentParser, shards: bool = False) -> No
     group = parser.add_argument_group("cluster (Ray; needs pip install ray)")
     group.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                        help="run the work as Ray tasks: on the cluster at ADDRESS ('auto', host:port, ray://...), "
-                            "or on a new local cluster when no address is given; results are identical to one process")
+                            "or on a new local cluster when no address is given; results are identical to one process "
+                            "(on the same --device: with cpu or cuda the workers run PyTorch, one GPU each for cuda)")
     if shards:
         from quant.cli import validators
 
         group.add_argument("--ray-shards", type=validators.integer(1, validators.MAX_COUNT, "ray-shards"), metavar="N",
-                           help="calibration shards (default: two per CPU of the cluster); never changes a result")
+                           help="calibration shards (default: two per CPU of the cluster, per GPU with --device cuda); "
+                                "never changes a result")
 
 
 def ray_from_args(args):
