@@ -8,6 +8,7 @@ from pathlib import Path
 
 from quant.core.errors import QuantError
 from quant.core.onnx_model import file_hash
+from quant.report.escape import md_code
 
 TRT_MODEL = "model.int8.onnx"
 
@@ -146,5 +147,5 @@ def write_methods_report(folder: Path, output: Path, worst: int = 6):
                          "amax per method (the range each maps to +-127), largest ratio first; the histograms show "
                          "each method's threshold.\n\n" + "\n".join(rows), images))
 
-    return write_report_files(output, f"# quant report: {folder.name} (methods compared)",
-                        f"{folder.name} (methods compared)", sections)
+    return write_report_files(output, f"# quant report: {md_code(folder.name)} (methods compared)",
+                              f"{folder.name} (methods compared)", sections)

@@ -141,3 +141,17 @@ def test_worst_samples_are_named_by_file_for_image_folders(multi, digits, tmp_pa
     proc = run_cli(["eval", digits["model"], out, "--data", root, "--color", "L"])
     assert proc.returncode == 0, proc.stderr
     assert any(".png" in line for line in proc.stdout.splitlines() if "worst samples" in line)
+
+
+def test_report_heading_quotes_a_folder_name_with_markdown_in_it(multi, tmp_path):
+    out, _ = multi
+    odd = tmp_path / "run *1* | `x`"
+    shutil.copytree(out, odd)
+    proc = run_cli(["report", odd])
+    assert proc.returncode == 0, proc.stderr
+    from markdown_it import MarkdownIt
+
+    heading = (odd / "report.md").read_text().splitlines()[0]
+    tokens = MarkdownIt().parseInline(heading[2:])[0].children
+    assert [t.type for t in tokens] == ["text", "code_inline", "text"], heading  # the name is one code span
+    assert "*1*" in tokens[1].content and "|" in tokens[1].content
