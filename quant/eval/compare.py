@@ -76,7 +76,8 @@ def user_score_lines(rows: list[dict]) -> list[str]:
     lines = [f"{'evaluation function':<{width}} {'FP32':>12} {'INT8':>12} {'drop':>12}  direction"]
     for label, row in zip(labels, rows):
         direction = "higher is better" if row["higher_is_better"] else "lower is better"
-        lines.append(f"{_cut(label, width):<{width}} {row['fp32']:>12.6g} {row['int8']:>12.6g} {row['drop']:>12.4g}  "
+        label = label if len(label) <= width else "..." + label[3 - width:]  # keep the function's name
+        lines.append(f"{label:<{width}} {row['fp32']:>12.6g} {row['int8']:>12.6g} {row['drop']:>12.4g}  "
                      f"{direction}")
     lines.append("the evaluation function ran each model itself on the held-out data (drop > 0: INT8 is worse)")
     return lines

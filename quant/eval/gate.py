@@ -121,6 +121,7 @@ class GateResult:
         lines += [f"  {c.metric} scored output '{c.output}'" + (f" on axis {c.class_axis}" if c.class_axis is not None
                                                                  else "") + f" ({c.basis})"
                   for c in self.checks if c.output]
+        lines += [f"  {c.metric}: {c.basis}" for c in self.checks if c.source == "evaluation function"]
         for value in self.reported:
             lines.append(f"  reported, not gated: {value['metric']}@{value['output']}: FP32 "
                          f"{_value(value['fp32'], value['unit'])}, INT8 {_value(value['int8'], value['unit'])}")

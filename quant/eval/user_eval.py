@@ -175,7 +175,7 @@ class EvalFunction:
             raise QuantError(f"an evaluation function is FILE.py:FUNCTION, MODULE:FUNCTION or a callable, got "
                              f"{type(spec).__name__}", hint=HINT)
         check_signature(name, function)
-        self.function, self.name = function, name
+        self.function, self.name, self.is_spec = function, name, isinstance(spec, str)
         self.direction = getattr(function, "higher_is_better", None) if higher_is_better is None else higher_is_better
         if self.direction is not None and not isinstance(self.direction, (bool, np.bool_, dict)):
             raise QuantError(f"{WHAT} '{name}': higher_is_better must be True, False or a dict of them per score, "
@@ -271,7 +271,8 @@ class EvalScore(Metric):
                 return scores[self.key]
             raise QuantError(f"{WHAT} '{self.function.name}' returned {len(scores)} scores "
                              f"({', '.join(map(str, scores))}); name the one to use",
-                             hint=f"--eval-fn {self.function.name}@{next(iter(scores))}")
+                             hint=f"--eval-fn {self.function.name}@{next(iter(scores))}" if self.function.is_spec
+                             else f"pass eval_fn=({self.function.name}, {next(iter(scores))!r})")
         if self.key not in scores:
             found = ", ".join("(one unnamed number)" if k is None else k for k in scores)
             raise QuantError(f"{WHAT} '{self.function.name}' returned no score '{self.key}' on the {model} model "
@@ -288,13 +289,16 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def eval_score(spec, higher_is_better: bool | None = None, functions: dict | None = None) -> EvalScore:
-    """An EvalScore from ``FILE.py:FUNCTION[@SCORE]``, ``MODULE:FUNCTION[@SCORE]`` or a callable.
+    """An EvalScore from ``FILE.py:FUNCTION[@SCORE]``, ``MODULE:FUNCTION[@SCORE]``, a callable, or a pair
+    ``(callable or spec, score name)`` naming one score of a function that returns a dict.
 
     ``functions``: a cache {spec: EvalFunction} so several scores of one function share its calls."""
     if isinstance(spec, EvalScore):
         return spec
     key = None
-    if isinstance(spec, str):
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], str):
+        spec, key = spec
+    elif isinstance(spec, str):
         spec, key = split_spec(spec)
     cache = functions if functions is not None else {}
     identity = spec if isinstance(spec, str) else id(spec)
