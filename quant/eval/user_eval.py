@@ -139,12 +139,12 @@ class ModelRun:
         self.calls += 1
         try:
             return list(self._runner.run(checked, self.output_names))
-        except (QuantError, KeyboardInterrupt):
+        except KeyboardInterrupt:
             raise
         except Exception as exc:  # the runtime refused these feeds (shape, type): the user's input
             shapes = ", ".join(f"{n} {list(a.shape)} {a.dtype}" for n, a in checked.items())
-            text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            raise self._error(f"the runtime refused the feeds ({shapes}): {text}",
+            text = exc.message if isinstance(exc, QuantError) else str(exc) or type(exc).__name__
+            raise self._error(f"the runtime refused the feeds ({shapes}): {text.splitlines()[0][:300]}",
                               "feed arrays with a batch axis and the model's input shapes and types") from None
 
 
