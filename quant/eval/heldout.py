@@ -18,6 +18,7 @@ class HeldOut:
     output_names: list[str]
     description: str = ""
     fp32_runner: object = None  # the FP32 model itself, for metrics that run the model (--eval-fn)
+    source: object = None  # the DataSource, for an evaluation function's data.column() (ground truth beside the inputs)
 
     @property
     def samples(self) -> int:

@@ -20,7 +20,8 @@ them in file order; ``--num-samples N`` draws a seeded subset, still in file ord
 mapping and preprocessing. ``data.samples()`` yields ``(feeds, label)`` one sample at a time (each array
 with a batch axis of 1), ``data.batches()`` yields ``(feeds, labels)`` in ``--batch-size`` batches,
 ``data.labels`` is the labels array (None without labels), ``data.indices`` the sample numbers in the data
-source, ``len(data)`` the sample count. Streaming functions should not combine with ``--num-samples``.
+source, ``len(data)`` the sample count, ``data.column(key)`` any other key of the data (ground-truth boxes
+stored in the .npz beside the images: a list, one array per sample), ``data.keys`` the keys there are. Streaming functions should not combine with ``--num-samples``.
 
 Whatever the function does wrong is bad input, one ``Error:`` line and exit code 2 (see
 quant.eval.user_metric, whose loader and checks this module reuses): a missing function, a signature that
@@ -67,6 +68,21 @@ class EvalData:
         if self.labels is None:
             return None
         return self.labels[np.asarray(indices)]
+
+    @property
+    def keys(self) -> list[str]:
+        """Every key of the data source: the model's inputs, labels and anything else stored beside them."""
+        source = self._heldout.source
+        return list(getattr(source, "keys", []) or []) if source is not None else list(self.input_names)
+
+    def column(self, key: str) -> list[np.ndarray]:
+        """Key ``key`` of every held-out sample, in order (e.g. ground-truth boxes stored beside the images in an
+        .npz); a list, since samples may differ in shape."""
+        source = self._heldout.source
+        if source is None or key not in self.keys:
+            raise QuantError(f"the held-out data has no key '{key}' (keys: {', '.join(map(str, self.keys))})",
+                             hint="store it in the --data file beside the model's inputs")
+        return [np.asarray(source.sample(int(index))[key]) for index in self.indices]
 
     def batches(self) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
         """``(feeds, labels)`` per held-out batch, in file order (labels None without labels)."""

@@ -231,7 +231,8 @@ def _user_scores(function, reference, candidate, batches, held, report) -> list[
     """FP32 and INT8 scores of a user evaluation function, one entry per score it returns."""
     from quant.eval.heldout import HeldOut
 
-    heldout = HeldOut(batches, [], held.labels, list(reference.output_names), held.source.description)
+    heldout = HeldOut(batches, [], held.labels, list(reference.output_names), held.source.description,
+                      source=held.source)
     fp32 = function.scores(reference, heldout, "FP32")
     int8 = function.scores(candidate, heldout, "INT8")
     if set(fp32) != set(int8):
@@ -268,7 +269,7 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
     for (indices, _), output in zip(batches, outputs):
         check_batch_axis(reference.output_names, output, len(indices))
     return HeldOut(batches, outputs, held.labels, reference.output_names, held.source.description,
-                   fp32_runner=reference if keep_runner else None)
+                   fp32_runner=reference if keep_runner else None, source=held.source if keep_runner else None)
 
 
 def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | None = None, relative: bool = False,

@@ -55,6 +55,9 @@ def wrong_input(run, data):
 def wrong_shape(run, data):
     return float(run(np.zeros((1, 3))))
 
+def missing_column(run, data):
+    return float(len(data.column("gt_boxes")))
+
 not_a_function = 3
 '''
 
@@ -118,6 +121,7 @@ CASES = [
     Case("eval_fn_exits", _gate("exits"), "called sys.exit(3) on the FP32 model"),
     Case("eval_fn_feeds_a_wrong_input", _gate("wrong_input"), "gave unknown input(s) 'image'"),
     Case("eval_fn_feeds_a_wrong_shape", _gate("wrong_shape"), "the runtime refused the feeds (input [1, 3] float32)"),
+    Case("eval_fn_reads_a_missing_key", _gate("missing_column"), "the held-out data has no key 'gt_boxes' (keys: "),
     Case("eval_fn_and_metric_in_sensitivity", eval_fn_and_metric_in_sensitivity, "scores one metric, got top1, "),
     Case("eval_fn_on_a_methods_folder", eval_fn_on_a_methods_folder, "--eval-fn evaluates one INT8 model"),
     Case("eval_fn_with_ray", eval_fn_with_ray, "--ray does not run an evaluation function"),

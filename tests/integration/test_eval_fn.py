@@ -13,7 +13,7 @@ import pytest
 
 import quant
 from conftest import run_cli
-from models_state import stateful_setup
+from models_evalfn import stateful_setup
 from quant.schemas import load_schema
 
 
@@ -137,3 +137,32 @@ def test_interrupt_inside_the_function_is_130(cell, tmp_path):
     (tmp_path / "stop.py").write_text("def evaluate(run, data):\n    raise KeyboardInterrupt\n")
     proc = _gate(cell, "--eval-fn", f"{tmp_path / 'stop.py'}:evaluate", "--max-drop", "1")
     assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def detector_files(tmp_path_factory):
+    from models_evalfn import detection_data, detector
+
+    folder = tmp_path_factory.mktemp("detector")
+    model = detector(folder / "detector.onnx")
+    calibration = detection_data(model, folder / "cal.npz", 200, seed=1)
+    heldout = detection_data(model, folder / "held.npz", 300, seed=2)
+    quant.calibrate(model, calibration).save(folder / "cal")
+    return {"model": model, "int8": folder / "cal" / "model.int8.onnx", "heldout": heldout}
+
+
+def test_detector_example_threshold_nms_and_ap(detector_files):
+    """examples/eval_fn/detection.py: ground truth read with data.column('gt_boxes'), two named scores."""
+    from models_evalfn import DETECTION
+
+    files = detector_files
+    report = quant.evaluate(files["model"], files["int8"], files["heldout"], eval_fn=f"{DETECTION}:mean_ap")
+    rows = {row["score"]: row for row in report.user_scores}
+    assert set(rows) == {"AP50", "recall"}
+    assert rows["AP50"]["fp32"] == 100.0 and rows["recall"]["fp32"] == 100.0  # the truth is FP32's own detections
+    assert 80 < rows["AP50"]["int8"] < 100 and rows["AP50"]["drop"] == pytest.approx(100 - rows["AP50"]["int8"])
+    gate = ["gate", files["model"], files["int8"], "--data", files["heldout"], "--eval-fn", f"{DETECTION}:mean_ap@AP50"]
+    tight = run_cli([*gate, "--max-drop", str(rows["AP50"]["drop"] / 2)])
+    loose = run_cli([*gate, "--max-drop", str(rows["AP50"]["drop"] * 2)])
+    assert (tight.returncode, loose.returncode) == (1, 0), tight.stderr + loose.stderr
+    assert f"INT8 {rows['AP50']['int8']:.4f}" in loose.stdout
