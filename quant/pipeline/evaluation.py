@@ -451,13 +451,18 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
         get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
                    class_axis=class_axis)
     _refuse_ray_with_eval_fn(ray, scorer)
-    heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
-                           integer_labels=scorer.needs_labels, device=device, keep_runner=_whole_model(scorer),
-                           **data_options)
-    local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
     layers = [(layer.node, layer.op_type) for layer in result.plan.layers]
-    bar = _bar(2 * len(layers) + 1, "sensitivity") if progress else None
+    bar = None
+    if progress:  # shown before the FP32 pass: it counts the evaluations, all INT8 + two per layer
+        from quant.core.progress import progress as progress_bar
+
+        bar = progress_bar(2 * len(layers) + 1, "sensitivity", "evaluations")
     try:
+        heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
+                               integer_labels=scorer.needs_labels, device=device, keep_runner=_whole_model(scorer),
+                               **data_options)
+        local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax,
+                           heldout.batches)
         with _cluster(ray, device) as cluster:
             score_many = None if cluster is None else ray_scores(cluster, result, method, runtime, heldout, scorer, bar)
             report = run_sensitivity(heldout, scorer, layers, qdq_runner_factory(result, method, runtime, device), local,
