@@ -59,6 +59,10 @@ def run(args) -> int:
     ray = ray_from_args(args)
     if args.eval_fn is not None:
         options.update(eval_fn=args.eval_fn, lower_is_better=args.lower_is_better)
+    elif args.lower_is_better is not None:
+        flag = "--lower-is-better" if args.lower_is_better else "--higher-is-better"
+        raise QuantError(f"{flag} says which way an --eval-fn score goes, and no --eval-fn is given",
+                         hint="add --eval-fn FILE.py:FUNCTION, or drop the flag (eval's own metrics know their direction)")
     int8_model = Path(args.int8_model)
     if int8_model.is_dir() and args.runtime != "tensorrt" and (int8_model / "model.int8.onnx").is_file():
         int8_model = int8_model / "model.int8.onnx"  # one method's folder: its model

@@ -1,9 +1,11 @@
 """Progress that a user sees at once, on a terminal (a tqdm bar) and in a CI log (a line per step).
 
 tqdm hides itself when stderr is not a terminal, so a long run in CI said nothing for minutes; a
-:class:`LineProgress` writes ``"<what>: 3/13 evaluations, 1.2 s"`` lines instead (about 20 per run, at the
-start and at the end too), flushed so a log shows them as they happen. Both are on stderr: results stay on
-stdout.
+:class:`LineProgress` writes ``"<what>: 3/13 evaluations, 1.2 s"`` lines instead (about 20 per run, the
+first when the first step is done, and the last), flushed so a log shows them as they happen. Both are on
+stderr: results stay on stdout. The first line waits for the first step so that bad input found by it (a
+metric returning NaN) is still the one ``Error:`` line on stderr; a terminal's bar is drawn at once and
+erased when it closes.
 """
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ class LineProgress:
         self.total, self.description, self.unit = total, description, unit
         self.count, self._stream, self._start = 0, stream, time.perf_counter()
         self._every = max(1, -(-total // lines)) if total else 1
-        self._write()
 
     def _write(self) -> None:
         stream = self._stream or sys.stderr
@@ -28,7 +29,7 @@ class LineProgress:
 
     def update(self, n: int = 1) -> None:
         before, self.count = self.count, self.count + n
-        if self.count // self._every != before // self._every or (self.total and self.count == self.total):
+        if before == 0 or self.count // self._every != before // self._every or (self.total and self.count == self.total):
             self._write()
 
     def set_description(self, description: str) -> None:

@@ -15,6 +15,7 @@ from quant.report import plots
 from quant.report.escape import md_code, md_text
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
+REPORT_INPUTS = ("eval.json", "gate.json", "sensitivity.json", "fallback.json")
 
 
 def _f(value, spec: str = ".4g") -> str:
@@ -76,14 +77,12 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
         if log is not None:
             log(f"report: {text}, {time.perf_counter() - start:.1f} s")
 
-    stage("reading the folder")
     manifest = _load(folder, "quant.json")
     if manifest is None and (folder / "summary.json").is_file():  # several methods: the comparison report
         from quant.report.methods import write_methods_report
 
-        stage("comparing the methods of the folder")
         paths = write_methods_report(folder, Path(output or folder), worst)
-        stage("wrote report.md and report.html")
+        stage("compared the methods of the folder: done")
         return paths
     if manifest is None:
         raise QuantError(f"'{folder}' is not a quant calibration folder (no quant.json)",
@@ -92,6 +91,9 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
     bins = (manifest.get("config") or {}).get("bins")
     histograms = load_histograms(folder / "histograms.npz", names=list(manifest.get("activations", {})),
                                  bins=bins if isinstance(bins, int) else None)
+    # every input is checked before the first progress line: bad input stays the one Error line on stderr
+    found = [name for name in REPORT_INPUTS if _load(folder, name) is not None]
+    stage(f"read quant.json, the histograms of {len(histograms)} tensors" + "".join(f", {n}" for n in found))
     sections: list[tuple[str, str, list[tuple[str, bytes]]]] = []  # (title, markdown body, [(png name, bytes)])
 
     model = manifest["model"]

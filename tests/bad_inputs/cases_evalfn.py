@@ -103,7 +103,13 @@ def eval_fn_with_ray(d: Path):
     return ["eval", MODEL, MODEL, "--data", HELDOUT, "--eval-fn", f"{_file(d)}:accuracy", "--ray"]
 
 
+def direction_without_eval_fn(d: Path):
+    return ["eval", MODEL, MODEL, "--data", HELDOUT, "--lower-is-better"]
+
+
 CASES = [
+    Case("eval_fn_direction_without_eval_fn", direction_without_eval_fn,
+         "--lower-is-better says which way an --eval-fn score goes, and no --eval-fn is given"),
     Case("eval_fn_missing_function", _gate("evaluate"), "has no function 'evaluate'"),
     Case("eval_fn_not_a_function", _gate("not_a_function"), "is not a function (it is int 3)"),
     Case("eval_fn_missing_file", missing_file, "nowhere.py' does not exist"),

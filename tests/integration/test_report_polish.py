@@ -32,7 +32,7 @@ def test_sensitivity_progress_counts_evaluations_from_the_start(folder):
     layers = len(json.loads((folder / "cal" / "sensitivity.json").read_text())["layers"])
     total = 2 * layers + 1  # all INT8, then only-this and all-but-this per layer
     progress = [l for l in lines if l.startswith("sensitivity: ")]
-    assert progress[0].startswith(f"sensitivity: 0/{total} evaluations, ")  # before the FP32 pass
+    assert progress[0].startswith(f"sensitivity: 1/{total} evaluations, ")  # as soon as the first is done
     assert progress[-1].startswith(f"sensitivity: {total}/{total} evaluations, ")
     counts = [int(re.match(r"sensitivity: (\d+)/", l).group(1)) for l in progress]
     assert counts == sorted(counts) and len(progress) <= 22  # about 20 lines, however many layers
@@ -63,7 +63,8 @@ def test_report_stages_width_numbers_and_parameters(folder, tmp_path):
     proc = run_cli(["report", cal])
     assert proc.returncode == 0, proc.stderr
     stages = [l for l in proc.stderr.splitlines() if l.startswith("report: ")]
-    assert stages[0].startswith("report: reading the folder, ") and stages[-1].startswith("report: done, ")
+    assert stages[0].startswith("report: read quant.json, the histograms of ") and stages[-1].startswith("report: done, ")
+    assert "sensitivity.json" in stages[0] and "eval.json" in stages[0]
     assert any(l.startswith("report: plotting the histograms of 6 tensors") for l in stages)
     assert any(l.startswith("report: sensitivity of ") for l in stages)
     assert all(re.search(r", \d+\.\d s$", l) for l in stages)
