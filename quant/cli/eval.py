@@ -25,6 +25,9 @@ def register(subparsers) -> None:
                              "tensorrt = a built engine on the GPU")
     parser.add_argument("--topk", default="1", type=V.int_list(1, 1000, "topk"), metavar="K[,K]", help="top-k accuracies to report (default 1)")
     add_output_options(parser)
+    from quant.cli.eval_fn import add_eval_fn_options
+
+    add_eval_fn_options(parser)
     add_device_option(parser)
     parser.add_argument("--output-json", metavar="FILE", help="also write the results as JSON (atomically)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -44,17 +47,29 @@ def run(args) -> int:
     from quant.pipeline.folder_eval import evaluate_folder, model_identity
 
     if args.output_json is not None:  # fail fast, before the evaluation
+        from quant.cli.eval_fn import input_file
+
         check_output_file(args.output_json, input_files(args.fp32_model, args.int8_model, args.data, args.labels,
-                                                        args.preprocess), args.force, "--output-json")
+                                                        args.preprocess, input_file(args.eval_fn)), args.force,
+                          "--output-json")
     options = dict(labels=args.labels, runtime=args.runtime, batch_size=args.batch_size, num_samples=args.num_samples,
                    seed=args.seed, input_map=input_map_from_args(args), preprocess=preprocess_from_args(args),
                    split=args.split, topk=topk, progress=True, output_name=args.output_name, class_axis=args.class_axis,
                    device=args.device)
     ray = ray_from_args(args)
+    if args.eval_fn is not None:
+        options.update(eval_fn=args.eval_fn, lower_is_better=args.lower_is_better)
+    elif args.lower_is_better is not None:
+        flag = "--lower-is-better" if args.lower_is_better else "--higher-is-better"
+        raise QuantError(f"{flag} says which way an --eval-fn score goes, and no --eval-fn is given",
+                         hint="add --eval-fn FILE.py:FUNCTION, or drop the flag (eval's own metrics know their direction)")
     int8_model = Path(args.int8_model)
     if int8_model.is_dir() and args.runtime != "tensorrt" and (int8_model / "model.int8.onnx").is_file():
         int8_model = int8_model / "model.int8.onnx"  # one method's folder: its model
     if int8_model.is_dir() and args.runtime != "tensorrt":
+        if args.eval_fn is not None:
+            raise QuantError("--eval-fn evaluates one INT8 model; a folder of several methods is compared without it",
+                             hint="pass one method's model.int8.onnx with --eval-fn")
         if ray is not None:
             raise QuantError("--ray evaluates one INT8 model; a folder of several methods is evaluated in this process",
                              hint="pass one method's model.int8.onnx, or drop --ray")

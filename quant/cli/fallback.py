@@ -55,9 +55,13 @@ def run(args) -> int:
 
     if args.max_drop is None and args.min_value is None:
         raise QuantError("fallback needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
+    from quant.cli.eval_fn import eval_fn_from_args, input_file
+
     metric = single_metric(args, "fallback")
+    eval_fn = eval_fn_from_args(args)
+    metric = eval_fn or metric  # the name a saved sensitivity.json gives it
     inputs = tuple(input_files(args.fp32_model, args.data, args.calibration, args.labels, args.preprocess,
-                               args.sensitivity))
+                               args.sensitivity, input_file(eval_fn)))
     check_output_dir(args.output, protect=inputs)  # fail fast, before the search
     ranking = _ranking(args, metric)
 
@@ -65,7 +69,7 @@ def run(args) -> int:
         stderr(line)
         sys.stderr.flush()
 
-    result, outcome = fallback(args.fp32_model, args.calibration, args.data, metric=metric,
+    result, outcome = fallback(args.fp32_model, args.calibration, args.data, metric=metric, eval_fn=eval_fn,
                                max_drop=args.max_drop, relative=args.relative, min_value=args.min_value,
                                labels=args.labels, lower_is_better=args.lower_is_better, ranking=ranking,
                                naive=args.naive, max_float=args.max_float_layers, progress=True,

@@ -9,18 +9,21 @@ from quant.core.errors import QuantError
 from quant.cli import validators as V
 
 
+STARTS = ("metric", "eval_fn")  # the options that start a gated score; the bounds after them belong to it
+
+
 class _CheckOption(argparse.Action):
     """--metric starts a gated metric; the bounds after it (--max-drop, --relative, --min-value,
     --lower-is-better) belong to it. Bounds given before the first --metric belong to the first."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         checks = list(getattr(namespace, "checks", None) or [])
-        value = True if self.nargs == 0 else values
-        if self.dest == "metric":
-            if checks and checks[-1].get("metric") is None:
-                checks[-1]["metric"] = value
+        value = (True if self.const is None else self.const) if self.nargs == 0 else values
+        if self.dest in STARTS:  # --metric or --eval-fn: a gated score
+            if checks and not any(checks[-1].get(key) is not None for key in STARTS):
+                checks[-1][self.dest] = value
             else:
-                checks.append({"metric": value})
+                checks.append({self.dest: value})
         else:
             if not checks:
                 checks.append({"metric": None})
@@ -42,7 +45,11 @@ def add_metric_options(parser, with_bound: bool = True) -> None:
                              "METRIC@OUTPUT scores that output" + ("; repeat it to gate several metrics, each "
                                                                     "followed by its bounds" if with_bound else ""))
     parser.add_argument("--lower-is-better", action=_CheckOption, nargs=0, default=None,
-                        help="for a module:function metric that is an error rate (or set function.higher_is_better)")
+                        help="for a module:function metric or an --eval-fn score that is an error rate (or set "
+                             "function.higher_is_better)")
+    from quant.cli.eval_fn import add_eval_fn_options
+
+    add_eval_fn_options(parser, _CheckOption, gated=with_bound)
     add_output_options(parser)
     parser.set_defaults(checks=None)
     if with_bound:
@@ -58,6 +65,10 @@ def add_metric_options(parser, with_bound: bool = True) -> None:
 def single_metric(args, command: str) -> str:
     """The one metric of a command that scores one (sensitivity, fallback); several are refused."""
     metrics = [c.get("metric") for c in (args.checks or []) if c.get("metric")]
+    functions = [c.get("eval_fn") for c in (args.checks or []) if c.get("eval_fn")]
+    if functions and (metrics or len(functions) > 1):
+        raise QuantError(f"'quant {command}' scores one metric, got {', '.join(metrics + functions)}",
+                         hint="pass either --metric or --eval-fn, once (quant gate checks several in one run)")
     if len(metrics) > 1:
         raise QuantError(f"'quant {command}' scores one metric, got {len(metrics)}: {', '.join(metrics)}",
                          hint=f"pass --metric once (quant gate checks several in one run)")
@@ -93,13 +104,16 @@ def run(args) -> int:
     from quant.core.io import json_output, write_file_atomic, writing, xml_output
     from quant.pipeline import gate
 
+    from quant.cli.eval_fn import input_file
+
     check_output_files(args, {"--output-json": args.output_json, "--junit": args.junit},
-                       (args.fp32_model, args.int8_model, args.data, args.labels, args.preprocess))
+                       (args.fp32_model, args.int8_model, args.data, args.labels, args.preprocess,
+                        *(input_file(c.get("eval_fn")) for c in args.checks or [])))
     try:
         checks = args.checks or [{"metric": None}]
         if all(c.get("max_drop") is None and c.get("min_value") is None for c in checks):
             raise QuantError("the gate needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
-        checks = [{**c, "metric": c.get("metric") or "top1"} for c in checks]
+        checks = [c if c.get("eval_fn") is not None else {**c, "metric": c.get("metric") or "top1"} for c in checks]
         result = gate(args.fp32_model, args.int8_model, args.data, checks=checks, labels=args.labels,
                       runtime=args.runtime, output_name=args.output_name, class_axis=args.class_axis,
                       device=args.device, **data_options(args))

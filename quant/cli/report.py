@@ -28,6 +28,14 @@ def run(args) -> int:
     for path in [out / "report.md", out / "report.html", *plots]:  # fail fast: nothing half-written
         check_output_file(path, (), args.force)  # names that no input of the report has
     with writing(force=args.force, register=True):  # a folder output: its files are listed in its manifest
-        md, page = write_report(args.folder, args.output, args.worst)
+        md, page = write_report(args.folder, args.output, args.worst, log=_stage_line)
     stdout(f"wrote {md} and {page}")
     return 0
+
+
+def _stage_line(line: str) -> None:
+    """One line per report stage on stderr, flushed (a CI log shows where it is)."""
+    import sys
+
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()

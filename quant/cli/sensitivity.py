@@ -31,10 +31,13 @@ def run(args) -> int:
     from quant.pipeline import sensitivity
 
     out = Path(args.output or args.calibration)
-    inputs = input_files(args.fp32_model, args.data, args.labels, args.preprocess)  # (it writes into --calibration)
+    inputs = input_files(args.fp32_model, args.data, args.labels, args.preprocess, _eval_file(args))  # (it writes into --calibration)
     for name in ("sensitivity.json", "sensitivity.csv"):  # fail fast, before the evaluations
         check_output_file(out / name, inputs, args.force)
-    report = sensitivity(args.fp32_model, args.calibration, args.data, metric=single_metric(args, "sensitivity"),
+    from quant.cli.eval_fn import eval_fn_from_args
+
+    metric = single_metric(args, "sensitivity")
+    report = sensitivity(args.fp32_model, args.calibration, args.data, metric=metric, eval_fn=eval_fn_from_args(args),
                          labels=args.labels, lower_is_better=args.lower_is_better, progress=True, runtime=args.runtime,
                          output_name=args.output_name, class_axis=args.class_axis, ray=ray_from_args(args),
                          device=args.device,
@@ -45,3 +48,10 @@ def run(args) -> int:
     stdout(report.format_text())
     stdout(f"wrote {out / 'sensitivity.json'} and {out / 'sensitivity.csv'}")
     return 0
+
+
+def _eval_file(args):
+    """The --eval-fn file, protected like the other inputs (None for a module)."""
+    from quant.cli.eval_fn import eval_fn_from_args, input_file
+
+    return input_file(eval_fn_from_args(args))

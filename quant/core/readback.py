@@ -222,6 +222,8 @@ EVAL_SPEC = {  # eval.json, as report reads it
     "task?": MapOf({"output": ANY, "fp32": Optional(NUMBER), "int8": Optional(NUMBER), "drop": Optional(NUMBER)}),
     "outputs": MapOf({"agreement": Optional(NUMBER), "class_axis": ANY, "shape?": ANY, "cosine": Optional(NUMBER),
                       "sqnr_db": Optional(NUMBER), "max_abs_error": Optional(NUMBER)}),
+    "user_evaluation?": [{"function": str, "score": Optional(str), "higher_is_better": bool, "fp32": NUMBER,
+                          "int8": NUMBER, "drop": NUMBER}],
 }
 
 GATE_SPEC = {  # gate.json, as report reads it

@@ -23,6 +23,7 @@ class EvalReport:
     labels_source: str | None = None
     notes: list[str] = field(default_factory=list)
     worst_output: str = ""
+    user_scores: list[dict] = field(default_factory=list)  # --eval-fn: {function, score, higher_is_better, fp32, int8, drop}
 
     def to_json(self) -> dict:
         from quant.schemas import stamp
@@ -30,7 +31,8 @@ class EvalReport:
         return to_jsonable(stamp("eval", {"runtime": {"int8": self.runtime, "description": self.runtime_description},
                 "samples": self.samples, "labels": self.labels_source, "task": self.task,
                 "outputs": self.outputs, "worst_samples": self.worst_samples,
-                "worst_samples_output": self.worst_output, "notes": self.notes}))
+                "worst_samples_output": self.worst_output, "notes": self.notes,
+                **({"user_evaluation": self.user_scores} if self.user_scores else {})}))
 
     def format_text(self) -> str:
         lines = [f"INT8 runtime: {self.runtime} - {self.runtime_description}",
@@ -56,12 +58,29 @@ class EvalReport:
             lines.append(f"{_cut(name, width):<{width}} {value['shape'] or '':<16} {agreement:>17} {_num(value['cosine'], '.5f'):>9} "
                          f"{_num(value['sqnr_db'], '.2f'):>8} {_num(value['max_abs_error'], '.4g'):>11} "
                          f"{_num(value['mean_abs_error'], '.4g'):>12}")
+        lines += user_score_lines(self.user_scores)
         if self.worst_samples:
             worst = ", ".join(f"#{w['index']}" + (f" {w['file']}" if w.get("file") else "") + f" ({w['sqnr_db']:.1f} dB)"
                               for w in self.worst_samples)
             lines.append(f"worst samples by SQNR of output '{self.worst_output}': {worst}")
         lines += [f"note: {n}" for n in notes + self.notes if n]
         return "\n".join(lines)
+
+
+def user_score_lines(rows: list[dict]) -> list[str]:
+    """The table of a user evaluation function's scores: FP32, INT8 and the drop, with the direction."""
+    if not rows:
+        return []
+    labels = [r["function"] if r["score"] is None else f"{r['function']}@{r['score']}" for r in rows]
+    width = min(max([16] + [len(label) for label in labels]), 48)
+    lines = [f"{'evaluation function':<{width}} {'FP32':>12} {'INT8':>12} {'drop':>12}  direction"]
+    for label, row in zip(labels, rows):
+        direction = "higher is better" if row["higher_is_better"] else "lower is better"
+        label = label if len(label) <= width else "..." + label[3 - width:]  # keep the function's name
+        lines.append(f"{label:<{width}} {row['fp32']:>12.6g} {row['int8']:>12.6g} {row['drop']:>12.4g}  "
+                     f"{direction}")
+    lines.append("the evaluation function ran each model itself on the held-out data (drop > 0: INT8 is worse)")
+    return lines
 
 
 def _cut(text: str, width: int) -> str:

@@ -43,6 +43,7 @@ class CheckResult:
     class_axis: int | None = None
     basis: str = ""
     seconds: float = 0.0  # scoring this metric from the cached FP32 and INT8 outputs (the runs are in GateResult)
+    source: str = "metric"  # or "evaluation function": a --eval-fn function that ran each model itself
 
     def __bool__(self) -> bool:
         return self.passed
@@ -56,7 +57,7 @@ class CheckResult:
                 "unit": self.unit, "fp32": self.fp32, "int8": self.int8, "drop": self.drop,
                 "drop_unit": drop_unit(self.unit, self.relative), "max_drop": self.max_drop, "relative": self.relative,
                 "min_value": self.min_value, "passed": self.passed, "criterion": self.criterion,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "source": self.source}
 
     def format_line(self, runtime: str, samples: int) -> str:
         verdict = "PASS" if self.passed else "FAIL"
@@ -120,6 +121,7 @@ class GateResult:
         lines += [f"  {c.metric} scored output '{c.output}'" + (f" on axis {c.class_axis}" if c.class_axis is not None
                                                                  else "") + f" ({c.basis})"
                   for c in self.checks if c.output]
+        lines += [f"  {c.metric}: {c.basis}" for c in self.checks if c.source == "evaluation function"]
         for value in self.reported:
             lines.append(f"  reported, not gated: {value['metric']}@{value['output']}: FP32 "
                          f"{_value(value['fp32'], value['unit'])}, INT8 {_value(value['int8'], value['unit'])}")

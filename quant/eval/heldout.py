@@ -17,6 +17,8 @@ class HeldOut:
     labels: np.ndarray | None
     output_names: list[str]
     description: str = ""
+    fp32_runner: object = None  # the FP32 model itself, for metrics that run the model (--eval-fn)
+    source: object = None  # the DataSource, for an evaluation function's data.column() (ground truth beside the inputs)
 
     @property
     def samples(self) -> int:
@@ -30,6 +32,8 @@ class HeldOut:
 
     def score(self, runner, metric: Metric) -> float:
         """The metric of ``runner``'s outputs (vs labels and the cached FP32 outputs)."""
+        if getattr(metric, "whole_model", False):  # a user evaluation function runs the model itself
+            return metric.evaluate(runner, self, "INT8")
         self.bind(metric)
         state = metric.start()
         for (indices, feeds), reference in zip(self.batches, self.reference):
@@ -38,6 +42,10 @@ class HeldOut:
         return metric.finish(state)
 
     def fp32_score(self, metric: Metric) -> float:
+        if getattr(metric, "whole_model", False):
+            if self.fp32_runner is None:
+                raise RuntimeError("HeldOut.fp32_runner is needed to score FP32 with an evaluation function")
+            return metric.evaluate(self.fp32_runner, self, "FP32")
         self.bind(metric)
         state = metric.start()
         for (indices, _), reference in zip(self.batches, self.reference):

@@ -33,49 +33,55 @@ SIGNATURE = "function(outputs: list of arrays, labels[, fp32_outputs]) -> number
 HINT = f"a metric is {SIGNATURE}, one call per batch"
 
 
-def _failure(spec: str, when: str, exc: BaseException) -> QuantError:
+def _failure(spec: str, when: str, exc: BaseException, what: str = "metric", hint: str = HINT) -> QuantError:
+    """The one Error line for a user function that raised or called sys.exit() (``what``: its kind)."""
     if isinstance(exc, SystemExit):
-        return QuantError(f"metric '{spec}' called sys.exit({exc.code!r}) {when}; a metric must return a value, "
-                          "not end the program", hint=HINT)
+        return QuantError(f"{what} '{spec}' called sys.exit({exc.code!r}) {when}; a {what} must return a value, "
+                          "not end the program", hint=hint)
     text = str(exc).splitlines()[0] if str(exc) else ""
-    return QuantError(f"metric '{spec}' failed {when}: {type(exc).__name__}: {text[:300]}".rstrip(": "), hint=HINT)
+    return QuantError(f"{what} '{spec}' failed {when}: {type(exc).__name__}: {text[:300]}".rstrip(": "), hint=hint)
 
 
-def load_function(spec: str) -> Callable:
-    """The callable named by ``module:function`` or ``path/to/file.py:function`` (QuantError otherwise)."""
+def load_function(spec: str, what: str = "metric", hint: str = HINT, flag: str = "--metric",
+                  parameters: str = "(outputs, labels)") -> Callable:
+    """The callable named by ``module:function`` or ``path/to/file.py:function`` (QuantError otherwise).
+
+    ``what``/``hint``/``flag``/``parameters`` word the errors for the kind of function loaded (a metric, an
+    evaluation function: see quant.eval.user_eval)."""
     source, sep, attribute = spec.rpartition(":")
     if not sep or not source or not attribute:
-        raise QuantError(f"cannot load metric '{spec}': it is not MODULE:FUNCTION or FILE.py:FUNCTION",
-                         hint="e.g. --metric my_metrics:accuracy or --metric ./metrics.py:accuracy")
+        raise QuantError(f"cannot load {what} '{spec}': it is not MODULE:FUNCTION or FILE.py:FUNCTION",
+                         hint=f"e.g. {flag} my_metrics:accuracy or {flag} ./metrics.py:accuracy" if what == "metric"
+                         else f"e.g. {flag} ./file.py:function")
     is_file = source.endswith(".py") or "/" in source or os.sep in source
     try:
-        module = _load_file(source, spec) if is_file else _import(source, spec)
+        module = _load_file(source, spec, what) if is_file else _import(source, spec, what, flag)
     except QuantError:
         raise
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # SyntaxError, any error raised by the module's code, SystemExit
-        error = _failure(spec, "on import", exc)
-        raise QuantError(error.message.replace(f"metric '{spec}' ", f"cannot load metric '{spec}': its module ", 1),
+        error = _failure(spec, "on import", exc, what, hint)
+        raise QuantError(error.message.replace(f"{what} '{spec}' ", f"cannot load {what} '{spec}': its module ", 1),
                          hint=error.hint) from None
     function = getattr(module, attribute, None)
     if function is None:
-        raise QuantError(f"cannot load metric '{spec}': '{source}' has no function '{attribute}'",
-                         hint=f"define {attribute}(outputs, labels) in {source}")
+        raise QuantError(f"cannot load {what} '{spec}': '{source}' has no function '{attribute}'",
+                         hint=f"define {attribute}{parameters} in {source}")
     if not callable(function):
-        raise QuantError(f"cannot load metric '{spec}': '{attribute}' in '{source}' is not a function (it is "
-                         f"{_describe(function)})", hint=HINT)
+        raise QuantError(f"cannot load {what} '{spec}': '{attribute}' in '{source}' is not a function (it is "
+                         f"{_describe(function)})", hint=hint)
     return function
 
 
-def _load_file(source: str, spec: str):
+def _load_file(source: str, spec: str, what: str = "metric"):
     path = Path(source)
     if not path.is_file():
-        raise QuantError(f"cannot load metric '{spec}': the file '{source}' does not exist", hint="check the path before the ':'")
+        raise QuantError(f"cannot load {what} '{spec}': the file '{source}' does not exist", hint="check the path before the ':'")
     name = f"quant_user_metric_{abs(hash(str(path.resolve())))}"
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
-        raise QuantError(f"cannot load metric '{spec}': '{source}' is not a Python file", hint="name a .py file")
+        raise QuantError(f"cannot load {what} '{spec}': '{source}' is not a Python file", hint="name a .py file")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up by name
     try:
@@ -86,7 +92,7 @@ def _load_file(source: str, spec: str):
     return module
 
 
-def _import(source: str, spec: str):
+def _import(source: str, spec: str, what: str = "metric", flag: str = "--metric"):
     """Import a module by name; a module in the current folder is found under the console script too."""
     try:
         return importlib.import_module(source)
@@ -96,8 +102,8 @@ def _import(source: str, spec: str):
             raise  # the module was found but imports something missing: report that
         cwd = os.getcwd()
         if cwd in sys.path or not (Path(cwd, f"{top}.py").is_file() or Path(cwd, top, "__init__.py").is_file()):
-            raise QuantError(f"cannot load metric '{spec}': no module named '{source}' (on the Python path or in the current "
-                             "folder)", hint="give the file instead: --metric path/to/file.py:function") from None
+            raise QuantError(f"cannot load {what} '{spec}': no module named '{source}' (on the Python path or in the current "
+                             "folder)", hint=f"give the file instead: {flag} path/to/file.py:function") from None
     sys.path.insert(0, cwd)
     try:
         return importlib.import_module(source)

@@ -149,8 +149,12 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
              num_samples: int | None = None, seed: int = 0, input_map: dict[str, str] | None = None,
              preprocess: Preprocess | None = None, split: str | None = None, topk: Sequence[int] = (1,),
              progress: bool = False, output_name: str | None = None, class_axis: int | None = None, ray=None,
-             device: str | None = "ort"):
+             device: str | None = "ort", eval_fn=None, lower_is_better: bool | None = None):
     """Run FP32 and INT8 models over held-out data; returns an :class:`quant.eval.EvalReport`.
+
+    ``eval_fn``: also score both models with a user evaluation function (``file.py:function`` or a
+    callable ``evaluate(run, data)``, see quant.eval.user_eval): its scores are ``report.user_scores``.
+    ``lower_is_better`` says the direction of its scores (default: the function's ``higher_is_better``).
 
     ``output_name``: the output labels score (default: the one that fits, see quant.eval.outputs);
     ``class_axis``: the axis argmax agreement takes (default 1); ``ray``: run both models as Ray tasks over
@@ -162,6 +166,14 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     device = None if context.ray is not None else context.local_device()  # with Ray, the workers run the models
     fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
     check_not_quantized(fp32_proto, fp32_model)
+    function = None
+    if eval_fn is not None:  # loaded and checked before any model runs
+        from quant.eval.user_eval import EvalFunction
+
+        function = EvalFunction(eval_fn, None if lower_is_better is None else not lower_is_better)
+        if context.ray is not None:
+            raise QuantError("--ray does not run an evaluation function (--eval-fn): it runs in this process",
+                             hint="drop --ray")
     candidate = kernels = int8_runner(int8_model, runtime, device=device)  # checks the runtime name
     preprocess = choose_preprocess(preprocess, int8_model if isinstance(int8_model, (str, Path)) else None)
     held = _held_out_source(fp32_proto, data, labels, num_samples, seed, input_map, preprocess, split, integer=True)
@@ -179,6 +191,8 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
             bar = None if bar is None else bar.close()
         else:
             reference, batches = fp32_runner(fp32_proto, device), held.batches(batch_size)
+            if function is not None:
+                batches = list(batches)  # compared, then handed to the user's function
         description = RUNTIMES[runtime] if context.device is None or runtime != "emulate" else TORCH_EMULATE
         report = compare(reference, candidate, batches, labels=held.labels, topk=topk,
                          runtime=runtime, runtime_description=description, progress=bar,
@@ -187,6 +201,8 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
         if bar is not None:
             bar.close()
     report.labels_source = held.label_name
+    if function is not None:
+        report.user_scores = _user_scores(function, reference, candidate, batches, held, report)
     if context.device is not None:
         report.notes.append(f"FP32{' and emulated INT8' if runtime == 'emulate' else ''} ran on "
                             f"{reference.description}")
@@ -198,11 +214,32 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     return report
 
 
+def _user_scores(function, reference, candidate, batches, held, report) -> list[dict]:
+    """FP32 and INT8 scores of a user evaluation function, one entry per score it returns."""
+    from quant.eval.heldout import HeldOut
+
+    heldout = HeldOut(batches, [], held.labels, list(reference.output_names), held.source.description,
+                      source=held.source)
+    fp32 = function.scores(reference, heldout, "FP32")
+    int8 = function.scores(candidate, heldout, "INT8")
+    if set(fp32) != set(int8):
+        raise QuantError(f"evaluation function '{function.name}' returned the scores {sorted(map(str, fp32))} for FP32 "
+                         f"but {sorted(map(str, int8))} for INT8", hint="return the same named scores for every model")
+    rows = []
+    for key, value in fp32.items():
+        higher = function.higher_is_better(key)
+        rows.append({"function": function.name, "score": key, "higher_is_better": higher, "fp32": value,
+                     "int8": int8[key], "drop": (value - int8[key]) if higher else (int8[key] - value)})
+    return rows
+
+
 def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_samples: int | None = None, seed: int = 0,
                  input_map: dict[str, str] | None = None, preprocess: Preprocess | None = None,
                  split: str | None = None, need_labels: bool = False, integer_labels: bool = False,
-                 device: str | None = "ort"):
-    """Held-out batches with labels and cached FP32 outputs (see :class:`quant.eval.heldout.HeldOut`)."""
+                 device: str | None = "ort", keep_runner: bool = False):
+    """Held-out batches with labels and cached FP32 outputs (see :class:`quant.eval.heldout.HeldOut`).
+
+    ``keep_runner``: keep the FP32 runner in ``HeldOut.fp32_runner`` (a user evaluation function runs it)."""
     from quant.eval.heldout import HeldOut
 
     proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
@@ -218,14 +255,19 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
     outputs = [reference.run(feeds) for _, feeds in batches]
     for (indices, _), output in zip(batches, outputs):
         check_batch_axis(reference.output_names, output, len(indices))
-    return HeldOut(batches, outputs, held.labels, reference.output_names, held.source.description)
+    return HeldOut(batches, outputs, held.labels, reference.output_names, held.source.description,
+                   fp32_runner=reference if keep_runner else None, source=held.source if keep_runner else None)
 
 
 def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | None = None, relative: bool = False,
          min_value: float | None = None, labels=None, runtime: str = "emulate", lower_is_better: bool | None = None,
          checks: Sequence[dict] | None = None, output_name: str | None = None, class_axis: int | None = None,
-         device: str | None = "ort", **data_options):
+         device: str | None = "ort", eval_fn=None, **data_options):
     """Score FP32 and INT8 on held-out data in one pass each and decide pass/fail; a truthy-when-passing GateResult.
+
+    ``eval_fn``: a user evaluation function (``file.py:function[@score]`` or a callable, see
+    quant.eval.user_eval) gated instead of ``metric``; in ``checks``, a dict with ``eval_fn`` instead of
+    ``metric`` gates one (each function is called once per model, whatever the number of its scores gated).
 
     ``checks``: several gated metrics, each a dict ``{metric, max_drop, relative, min_value, lower_is_better}``
     (default: the one given by ``metric`` and its bounds). Every metric names the output it scores
@@ -237,16 +279,21 @@ def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | N
     from quant.eval.gate import CheckResult, GateResult, decide
     from quant.eval.scoring import get_metric
 
-    checks = list(checks) if checks else [{"metric": metric, "max_drop": max_drop, "relative": relative,
-                                           "min_value": min_value, "lower_is_better": lower_is_better}]
-    gated = []
+    checks = list(checks) if checks else [{"metric": None if eval_fn is not None else metric, "eval_fn": eval_fn,
+                                           "max_drop": max_drop, "relative": relative, "min_value": min_value,
+                                           "lower_is_better": lower_is_better}]
+    gated, functions = [], {}
     for check in checks:
         lower = check.get("lower_is_better")
-        scorer = get_metric(check.get("metric") or "top1", None if lower is None else not lower, output=output_name,
-                            class_axis=class_axis)
+        if check.get("eval_fn") is not None:
+            scorer = _eval_score(check["eval_fn"], lower, functions)
+        else:
+            scorer = get_metric(check.get("metric") or "top1", None if lower is None else not lower,
+                                output=output_name, class_axis=class_axis)
         decide(scorer, 1.0, 1.0, check.get("max_drop"), bool(check.get("relative")), check.get("min_value"))
         gated.append((scorer, check))
     needs_labels = any(scorer.needs_labels for scorer, _ in gated)
+    data_options["keep_runner"] = any(_whole_model(scorer) for scorer, _ in gated)
     data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"),
                                                    int8_model if isinstance(int8_model, (str, Path)) else None)
     start = time.perf_counter()
@@ -259,15 +306,37 @@ def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | N
     for scorer, check in gated:
         began = time.perf_counter()
         fp32 = heldout.fp32_score(scorer) if scorer.has_reference_value else float("nan")
-        int8 = heldout.score_outputs(int8_outputs, scorer)
+        if _whole_model(scorer):  # the user's function runs the INT8 model itself
+            int8 = heldout.score(candidate, scorer)
+        else:
+            int8 = heldout.score_outputs(int8_outputs, scorer)
         relative_drop = bool(check.get("relative"))
         passed, drop, criterion = decide(scorer, fp32, int8, check.get("max_drop"), relative_drop,
                                          check.get("min_value"))
         results.append(CheckResult(scorer.name, scorer.unit, fp32, int8, drop, passed, criterion,
                                    check.get("max_drop"), relative_drop, check.get("min_value"), scorer.output_name,
-                                   scorer.axis, scorer.basis, time.perf_counter() - began))
+                                   scorer.axis, scorer.basis, time.perf_counter() - began,
+                                   "evaluation function" if _whole_model(scorer) else "metric"))
     reported, notes = _reported_metrics(heldout, int8_outputs, gated, class_axis)
     return GateResult(results, runtime, heldout.samples, reported, time.perf_counter() - start, notes)
+
+
+def _whole_model(metric) -> bool:
+    """A user evaluation function (it runs the model itself, see quant.eval.user_eval)."""
+    return bool(getattr(metric, "whole_model", False))
+
+
+def _eval_score(eval_fn, lower_is_better: bool | None = None, functions: dict | None = None):
+    """The Metric of a user evaluation function (``file.py:function[@score]`` or a callable)."""
+    from quant.eval.user_eval import eval_score
+
+    return eval_score(eval_fn, None if lower_is_better is None else not lower_is_better, functions)
+
+
+def _refuse_ray_with_eval_fn(ray, metric) -> None:
+    if ray is not None and ray is not False and _whole_model(metric):
+        raise QuantError("--ray does not run an evaluation function (--eval-fn): it runs in this process",
+                         hint="drop --ray")
 
 
 def _reported_metrics(heldout, int8_outputs, gated, class_axis) -> tuple[list[dict], list[str]]:
@@ -351,10 +420,12 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
 def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1", labels=None,
                 lower_is_better: bool | None = None, progress: bool = False, runtime: str = "emulate",
                 output_name: str | None = None, class_axis: int | None = None, ray=None, device: str | None = "ort",
-                **data_options):
+                eval_fn=None, **data_options):
     """Per-layer sensitivity (both directions) and the one-pass local SQNR, ranked.
 
     ``ray``: evaluate the variants as Ray tasks (True/"local", an address, or RayOptions); same report.
+    ``eval_fn``: score each candidate with a user evaluation function instead of ``metric`` (one call per
+    candidate; see quant.eval.user_eval).
     """
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr, sensitivity as run_sensitivity
@@ -366,14 +437,22 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
     data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"), calibration)
-    scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
-                        class_axis=class_axis)
-    heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
-                           integer_labels=scorer.needs_labels, device=device, **data_options)
-    local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax, heldout.batches)
+    scorer = _eval_score(eval_fn, lower_is_better) if eval_fn is not None else \
+        get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
+                   class_axis=class_axis)
+    _refuse_ray_with_eval_fn(ray, scorer)
     layers = [(layer.node, layer.op_type) for layer in result.plan.layers]
-    bar = _bar(2 * len(layers) + 1, "sensitivity") if progress else None
+    bar = None
+    if progress:  # shown before the FP32 pass: it counts the evaluations, all INT8 + two per layer
+        from quant.core.progress import progress as progress_bar
+
+        bar = progress_bar(2 * len(layers) + 1, "sensitivity", "evaluations")
     try:
+        heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
+                               integer_labels=scorer.needs_labels, device=device, keep_runner=_whole_model(scorer),
+                               **data_options)
+        local = local_sqnr(result.model, result.plan, result.activation_amax[method], result.weight_amax,
+                           heldout.batches)
         with context.cluster() as cluster:
             score_many = None if cluster is None else ray_scores(cluster, result, method, runtime, heldout, scorer, bar,
                                                                  device=context.worker_device)
@@ -397,13 +476,15 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
              relative: bool = False, min_value: float | None = None, labels=None, lower_is_better: bool | None = None,
              ranking: Sequence[str] | None = None, naive: bool = False, max_float: int | None = None,
              progress: bool = False, output_name: str | None = None, class_axis: int | None = None, ray=None,
-             search: str = "bisect", log=None, device: str | None = "ort", **data_options):
+             search: str = "bisect", log=None, device: str | None = "ort", eval_fn=None, **data_options):
     """Mixed-precision fallback; returns (CalibrationResult, FallbackResult).
 
     ``search``: "bisect" (bounded: bisection over the ranking on a screening subset, confirmed on the full
     held-out set; ``log`` gets one line per step) or "greedy" (one layer at a time, re-ranking by trying
     every layer when a step does not help). ``ray``: the greedy search's independent evaluations (its
-    re-ranking trials) run as Ray tasks; the bisect search is sequential and runs here."""
+    re-ranking trials) run as Ray tasks; the bisect search is sequential and runs here. ``eval_fn``: a user
+    evaluation function scores each candidate instead of ``metric`` (the bisect search then screens on the
+    whole held-out set: a subset of batches would cut a stream)."""
     from quant.eval.fallback import bisect_fallback, fallback as run_fallback, naive_first_last, screening_subset
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr
@@ -414,10 +495,13 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     result = load_calibration(calibration, model=fp32_model)
     method = result.methods[0]
     data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"), calibration)
-    scorer = get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
-                        class_axis=class_axis)
+    scorer = _eval_score(eval_fn, lower_is_better) if eval_fn is not None else \
+        get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
+                   class_axis=class_axis)
+    _refuse_ray_with_eval_fn(ray, scorer)
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
-                           integer_labels=scorer.needs_labels, device=device, **data_options)
+                           integer_labels=scorer.needs_labels, device=device, keep_runner=_whole_model(scorer),
+                           **data_options)
     names = [layer.node for layer in result.plan.layers]
     unknown = [n for n in ranking or () if n not in names]
     if unknown:
@@ -436,7 +520,7 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     try:
         if search == "bisect":
             outcome = bisect_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,
-                                      screen=screening_subset(heldout), log=log)
+                                      screen=None if _whole_model(scorer) else screening_subset(heldout), log=log)
         else:
             with context.cluster() as cluster:
                 score_many = None if cluster is None else ray_scores(cluster, result, method, "emulate", heldout,

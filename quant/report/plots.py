@@ -39,6 +39,9 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
+WIDTH = 10  # inches, every figure: the HTML shows each at the page's width, so they line up
+
+
 COLORS = {"minmax": "tab:red", "percentile": "tab:orange", "entropy": "tab:green", "mse": "tab:blue"}
 
 
@@ -46,7 +49,7 @@ COLORS = {"minmax": "tab:red", "percentile": "tab:orange", "entropy": "tab:green
 def histogram_plot(name: str, edges: np.ndarray, counts: np.ndarray, thresholds: dict[str, float]) -> bytes:
     """|x| histogram (log counts) with each method's threshold as a vertical line."""
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(7, 3))
+    figure, axis = plt.subplots(figsize=(WIDTH, 3.2))
     extent = int(np.flatnonzero(counts)[-1]) + 1 if np.any(counts) else 1
     step = max(1, extent // 256)  # show at most ~256 bars
     merged = np.add.reduceat(counts[:extent], np.arange(0, extent, step))
@@ -67,7 +70,7 @@ def sensitivity_plot(layers: list[dict], metric: str) -> bytes:
     plt = _pyplot()
     shown = [plot_text(l["node"]) for l in layers]
     names = [n if len(n) < 40 else "..." + n[-37:] for n in shown]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 0.35 * len(layers) + 1.5), sharey=True)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(WIDTH, 0.35 * len(layers) + 1.5), sharey=True)
     y = np.arange(len(layers))
     def values(key):
         return [np.nan if l[key] is None else l[key] for l in layers]
@@ -87,7 +90,7 @@ def sensitivity_plot(layers: list[dict], metric: str) -> bytes:
 @_plain
 def fallback_plot(path: list[dict], metric: str, fp32: float) -> bytes:
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(6, 3))
+    figure, axis = plt.subplots(figsize=(WIDTH, 3.2))
     steps = [p["step"] for p in path]
     axis.plot(steps, [np.nan if p["value"] is None else p["value"] for p in path], marker="o", label="INT8 with fallback")
     if fp32 is not None:

@@ -15,11 +15,32 @@ from quant.report import plots
 from quant.report.escape import md_code, md_text
 
 METHODS = ("minmax", "percentile", "entropy", "mse")
+REPORT_INPUTS = ("eval.json", "gate.json", "sensitivity.json", "fallback.json")
 
 
-def _f(value, spec: str = ".4f") -> str:
-    """A number from JSON, where NaN/Inf were written as null."""
+def _f(value, spec: str = ".4g") -> str:
+    """A number from JSON, where NaN/Inf were written as null; 4 significant digits unless ``spec`` says."""
     return "n/a" if value is None else format(value, spec)
+
+
+def number(value) -> str:
+    """A parameter value as a person writes it: 99.99, 2048, 0.0001234, True; text as it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    return format(value, ".6g")
+
+
+def parameter_table(parameters) -> str:
+    """The method's parameters as a two-column Markdown table (not a Python dict)."""
+    if not isinstance(parameters, dict) or not parameters:
+        return "Parameters: none."
+    rows = ["| parameter | value |", "|---|---|"]
+    for key, value in parameters.items():
+        shown = ", ".join(number(v) for v in value) if isinstance(value, (list, tuple)) else number(value)
+        rows.append(f"| {md_code(str(key), table=True)} | {md_text(shown)} |")
+    return "\n".join(rows)
 
 
 def _load(folder: Path, name: str):
@@ -43,14 +64,26 @@ def _worst_tensors(histograms, manifest, limit: int) -> list[str]:
     return sorted(ratio, key=lambda t: ratio[t])[:limit]
 
 
-def write_report(folder: str | Path, output: str | Path | None = None, worst: int = 6) -> tuple[Path, Path]:
-    """Write report.md, report.html and plots/ into ``output`` (default: the folder). Returns both paths."""
-    folder = Path(folder)
+def write_report(folder: str | Path, output: str | Path | None = None, worst: int = 6,
+                 log=None) -> tuple[Path, Path]:
+    """Write report.md, report.html and plots/ into ``output`` (default: the folder). Returns both paths.
+
+    ``log``: called with one line per stage ("report: 6 histogram plots, 1.2 s"), e.g. to print progress."""
+    import time
+
+    folder, start = Path(folder), time.perf_counter()
+
+    def stage(text: str) -> None:
+        if log is not None:
+            log(f"report: {text}, {time.perf_counter() - start:.1f} s")
+
     manifest = _load(folder, "quant.json")
     if manifest is None and (folder / "summary.json").is_file():  # several methods: the comparison report
         from quant.report.methods import write_methods_report
 
-        return write_methods_report(folder, Path(output or folder), worst)
+        paths = write_methods_report(folder, Path(output or folder), worst)
+        stage("compared the methods of the folder: done")
+        return paths
     if manifest is None:
         raise QuantError(f"'{folder}' is not a quant calibration folder (no quant.json)",
                          hint="pass one method's folder written by 'quant calibrate' or 'quant fallback'")
@@ -58,13 +91,16 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
     bins = (manifest.get("config") or {}).get("bins")
     histograms = load_histograms(folder / "histograms.npz", names=list(manifest.get("activations", {})),
                                  bins=bins if isinstance(bins, int) else None)
+    # every input is checked before the first progress line: bad input stays the one Error line on stderr
+    found = [name for name in REPORT_INPUTS if _load(folder, name) is not None]
+    stage(f"read quant.json, the histograms of {len(histograms)} tensors" + "".join(f", {n}" for n in found))
     sections: list[tuple[str, str, list[tuple[str, bytes]]]] = []  # (title, markdown body, [(png name, bytes)])
 
     model = manifest["model"]
     body = [f"- model: {md_code(model['path'])} (sha256 {md_code(str(model['sha256'])[:16] + '...')}, "
             f"opset {md_text(model['opset'])})",
             f"- data: {md_code(manifest['data'].get('source'))}, {md_text(manifest['data'].get('samples'))} samples",
-            f"- method: **{md_text(manifest['method'])}** {md_code(manifest.get('parameters', {}))}",
+            f"- method: **{md_text(manifest['method'])}**",
             f"- quantized layers: {len(manifest['layers'])}, residual Adds: {len(manifest['residual_adds'])}, "
             f"nodes without Q/DQ: {len(manifest['unquantized'])}"]
     floats = [u for u in manifest["unquantized"] if "fallback" in u["reason"]]
@@ -74,18 +110,21 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
     for warning in manifest.get("warnings") or []:
         if isinstance(warning, dict):
             body.append(f"- warning: tensor {md_code(warning.get('tensor'))} {md_text(warning.get('problem'))}")
+    body += ["", parameter_table(manifest.get("parameters"))]
     sections.append(("Calibration", "\n".join(body), []))
 
     table = _metric_table(folder)
     if table:
         sections.append(("FP32 vs INT8", _eval_check(folder, manifest) + table, []))
 
+    stage(f"plotting the histograms of {min(worst, len(histograms))} tensors")
     images = []
     rows = ["| tensor | max abs | " + " | ".join(METHODS) + " |", "|---|---|" + "---|" * len(METHODS)]
     for index, tensor in enumerate(_worst_tensors(histograms, manifest, worst)):
         hist = histograms[tensor]
         thresholds = {m: get_calibrator(m).fit(hist).amax_ for m in METHODS}
         images.append((f"histogram_{index}.png", plots.histogram_plot(tensor, hist.edges, hist.counts, thresholds)))
+        stage(f"histogram plot {index + 1}")
         rows.append(f"| {md_code(tensor, table=True)} | {hist.absmax:.4g} | " + " | ".join(f"{thresholds[m]:.4g}" for m in METHODS) + " |")
     sections.append((f"Histograms of the {len(images)} most clipped tensors",
                      "Log-scale |x| histograms with the threshold each method picks (dashed lines).\n\n" + "\n".join(rows),
@@ -93,6 +132,7 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
 
     sensitivity = _load(folder, "sensitivity.json")
     if sensitivity:
+        stage(f"sensitivity of {len(sensitivity['layers'])} layers")
         lines = [f"Metric **{md_text(sensitivity['metric'])}**: FP32 {_f(sensitivity['fp32'])}, all INT8 "
                  f"{_f(sensitivity['all_quantized'])}. Rank correlation of the one-pass local SQNR with the "
                  f"exhaustive score: {_f(sensitivity['rank_correlation_one_pass_vs_exhaustive'], '.3f')}.", "",
@@ -105,6 +145,7 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
 
     fallback = _load(folder, "fallback.json")
     if fallback:
+        stage(f"fallback path of {len(fallback['path'])} steps")
         lines = [f"Bound: {md_text(fallback['criterion'])} - {'met' if fallback['passed'] else 'NOT met'} with "
                  f"{len(fallback['float_layers'])} layer(s) in float ({fallback['evaluations']} evaluations).", "",
                  "| step | value | drop | change |", "|---|---|---|---|"]
@@ -118,7 +159,10 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
         sections.append(("Fallback path", "\n".join(lines),
                          [("fallback.png", plots.fallback_plot(fallback["path"], fallback["metric"], fallback["fp32"]))]))
 
-    return write_report_files(out, f"# quant report: {md_code(folder.name)}", folder.name, sections)
+    stage("writing report.md and report.html")
+    paths = write_report_files(out, f"# quant report: {md_code(folder.name)}", folder.name, sections)
+    stage("done")
+    return paths
 
 
 def write_report_files(out: Path, heading: str, title: str, sections) -> tuple[Path, Path]:
@@ -168,13 +212,21 @@ def _metric_table(folder: Path) -> str:
             agreement = "n/a" if value["agreement"] is None else f"{value['agreement']:.2f}% (axis {value['class_axis']})"
             lines.append(f"| {md_code(name, table=True)} | {md_text(value.get('shape') or '')} | {agreement} | "
                          f"{_f(value['cosine'], '.5f')} | {_f(value['sqnr_db'], '.2f')} | {_f(value['max_abs_error'], '.4g')} |")
+        rows = evaluation.get("user_evaluation") or []
+        if rows:
+            lines += ["", "| evaluation function | FP32 | INT8 | drop | direction |", "|---|---|---|---|---|"]
+            for row in rows:
+                name = row["function"] + ("" if row["score"] is None else f"@{row['score']}")
+                lines.append(f"| {md_code(name, table=True)} | {_f(row['fp32'])} | {_f(row['int8'])} | "
+                             f"{_f(row['drop'])} | {'higher' if row['higher_is_better'] else 'lower'} is better |")
     if gate:
         if gate.get("error"):
             lines += ["", f"Gate: **ERROR**: {md_text(gate['error']['message'])}"]
         for check in gate.get("checks", []):
-            lines += ["", f"Gate: **{'PASS' if check['passed'] else 'FAIL'}** on {md_text(check['metric'])}@"
-                          f"{md_code(check['output'])}: FP32 {md_text(_f(check['fp32']))}, INT8 {md_text(_f(check['int8']))} "
-                          f"{md_text(check['unit'])}; {md_text(check['criterion'])}"]
+            on = md_text(check["metric"]) + ("" if check["output"] is None else f"@{md_code(check['output'])}")
+            unit = f" {md_text(check['unit'])}" if check["unit"] else ""
+            lines += ["", f"Gate: **{'PASS' if check['passed'] else 'FAIL'}** on {on}: FP32 {md_text(_f(check['fp32']))}, "
+                          f"INT8 {md_text(_f(check['int8']))}{unit}; {md_text(check['criterion'])}"]
     return "\n".join(lines).strip()
 
 
@@ -182,9 +234,10 @@ def _html(title: str, sections) -> str:
     from quant.report.markdown import to_html
 
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>quant report: {html.escape(printable(title))}</title>",
-             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
-             "code{background:#f4f4f4}img{max-width:100%}</style></head><body>",
+             "<style>body{font-family:sans-serif;margin:2em 3%;color:#222}"  # the page's width, not pixels
+             "table{border-collapse:collapse;margin:1em 0;max-width:100%}td,th{border:1px solid #ccc;"
+             "padding:0.2em 0.6em;font-size:0.85em}code{background:#f4f4f4;overflow-wrap:anywhere}"
+             "img{display:block;width:100%;max-width:100%;height:auto}</style></head><body>",
              f"<h1>quant report: <code>{html.escape(printable(title))}</code></h1>"]
     for heading, text, pngs in sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>")

@@ -29,12 +29,13 @@ BAD = {
     "--class-axis": ["99", "abc"],
     "--topk": ["-1", "0", "a", ",", "1,0"],
     "--metric": ["top0", "top0@logits", ":f", "module:"],
+    "--eval-fn": ["evaluate", ":f", "file.py:", "file.py:@score"],
 }
 GOOD = {"--seed": "7", "--num-samples": "10", "--batch-size": "8", "--max-batch": "16", "--workspace": "1024",
         "--repeat": "3", "--warmup": "0", "--worst": "0", "--max-float-layers": "0", "--threads": "2",
         "--bins": "2048", "--percentile": "99.9", "--memory-budget": "64", "--trt-version": "8.6.1",
         "--max-drop": "0.5", "--min-value": "-3", "--scale": "0.5", "--class-axis": "-1", "--topk": "1,5",
-        "--metric": "top5", "--ray-shards": "3"}
+        "--metric": "top5", "--ray-shards": "3", "--eval-fn": "examples/eval_fn/detection.py:mean_ap@AP50"}
 
 
 def _typed_options():
