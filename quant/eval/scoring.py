@@ -234,6 +234,15 @@ def get_metric(spec, higher_is_better: bool | None = None, output: str | None = 
 
 
 def _get_metric(spec, higher_is_better: bool | None = None) -> Metric:
+    metric = _lookup_metric(spec, higher_is_better)
+    if higher_is_better is not None and bool(higher_is_better) != metric.higher_is_better:  # built-in: fixed direction
+        said, fixed = ("--lower-is-better", "higher") if not higher_is_better else ("--higher-is-better", "lower")
+        raise QuantError(f"{said} does not apply to the metric '{spec}': {fixed} is better for it, always",
+                         hint=f"drop {said} (it sets the direction of a custom metric or --eval-fn)")
+    return metric
+
+
+def _lookup_metric(spec, higher_is_better: bool | None) -> Metric:
     if callable(spec):
         direction = getattr(spec, "higher_is_better", True) if higher_is_better is None else higher_is_better
         return UserMetric(getattr(spec, "__name__", "metric"), spec, bool(direction))
