@@ -41,6 +41,6 @@ def nan_on_the_device(d: Path):
 CASES = [
     Case("unknown_device", unknown_device, "--device 'gpu0' is not a device"),
     Case("cuda_device_out_of_range", cuda_device_out_of_range, "--device cuda:7"),
-    Case("op_the_converter_lacks", op_the_converter_lacks, "no converter for the op Hardmax"),
+    Case("op_the_converter_lacks", op_the_converter_lacks, "no implementation of the ONNX op Hardmax (node 'hardmax'"),
     Case("nan_on_the_device", nan_on_the_device, "input 'input' contains NaN or Inf"),
 ]
