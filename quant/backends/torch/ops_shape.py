@@ -76,7 +76,7 @@ def _reshape(attrs, ctx):
 @op("Flatten")
 def _flatten(attrs, ctx):
     def run(x):
-        axis = attrs["axis"] % (x.dim() + 1) if x.dim() else 0
+        axis = attrs["axis"] + x.dim() if attrs["axis"] < 0 else attrs["axis"]  # in [-rank, rank]
         outer = int(np.prod(x.shape[:axis], dtype=np.int64))
         return x.reshape(outer, int(np.prod(x.shape[axis:], dtype=np.int64)))
     return run
