@@ -145,6 +145,10 @@ class OnnxGraph(torch.nn.Module):
         for index, step in enumerate(self.steps):
             step.frees = tuple(frees.get(index, ()))
 
+    def readable(self, name: str) -> bool:
+        """Whether ``execute`` can tap ``name``: a graph input, a constant or a node's output."""
+        return name in self.producers or name in self._host or name in self._buffers_by_name or name in self.input_names
+
     def constants(self) -> dict:
         values = dict(self._host)
         for name, buffer in self._buffers_by_name.items():
@@ -157,8 +161,8 @@ class OnnxGraph(torch.nn.Module):
         env = self.constants()
         env.update(feeds)
         for name, tap in taps.items():
-            if name in feeds:
-                tap(feeds[name])
+            if name in env:  # a graph input or a constant
+                tap(env[name])
         hooks = self.input_hooks
         for step in self.steps:
             args = [env[name] if name else None for name in step.inputs]

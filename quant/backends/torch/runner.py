@@ -114,7 +114,7 @@ class TorchRunner:
         """Run one batch; ``taps[name](tensor)`` is called with each named tensor as soon as it exists."""
         inputs = self.to_device(feeds)
         for name in taps:
-            if name not in inputs and name not in self.converted.producers:
+            if name not in inputs and not self.module.readable(name):
                 raise QuantError(f"the PyTorch backend cannot read tensor '{name}' (no node produces it)",
                                  hint="use --device ort for this model")
         try:
