@@ -16,8 +16,6 @@ import numpy as np
 
 from quant.core.lazy import require
 
-INSTALL_HINT = "pip install torch (the build you want: the CPU wheel, or a CUDA build for --device cuda)"
-
 
 # ------------------------------------------------------------------ pre-passes on the ONNX graph
 def fold_constants(model):
