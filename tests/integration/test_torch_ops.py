@@ -10,6 +10,8 @@ import quant  # noqa: E402
 from quant.backends.onnxruntime import OrtRunner  # noqa: E402
 from quant.backends.torch.runner import TorchRunner  # noqa: E402
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # IEEE fp32 on either
+
 F32, I64 = TensorProto.FLOAT, TensorProto.INT64
 
 
@@ -117,7 +119,7 @@ def test_op_equals_onnx_runtime(name):
     x = spec[6] if len(spec) > 6 else None
     model, x = _case(op, shape, attrs, extra, outputs=outputs, x=x)
     model.opset_import[0].version = opset
-    got, want = TorchRunner(model, "cpu").run({"x": x}), OrtRunner(model).run({"x": x})
+    got, want = TorchRunner(model, DEVICE).run({"x": x}), OrtRunner(model).run({"x": x})
     assert len(got) == len(want) == outputs
     for a, b in zip(got, want):
         assert a.shape == b.shape, name
@@ -135,7 +137,7 @@ def test_integer_shape_arithmetic_divides_towards_zero_and_stays_exact():
     model = _model(nodes, [helper.make_tensor_value_info("x", F32, [7, 5, 9, 4])],
                    [helper.make_tensor_value_info("r", I64, [4]), helper.make_tensor_value_info("qn", I64, [4])], inits)
     x = {"x": np.zeros((7, 5, 9, 4), np.float32)}
-    got, want = TorchRunner(model, "cpu").run(x), OrtRunner(model).run(x)
+    got, want = TorchRunner(model, DEVICE).run(x), OrtRunner(model).run(x)
     for a, b in zip(got, want):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(got[1], [-2, 3, -2, 1])  # truncation, as ORT (floor would give -3 ... -2)
@@ -145,11 +147,11 @@ def test_an_unknown_op_names_the_op_and_the_node():
     model, _ = _case("Hardmax", (2, 3))
     with pytest.raises(quant.QuantError, match=r"no implementation of the ONNX op Hardmax \(node 'hardmax_node', "
                                                 r"opset 17\)"):
-        TorchRunner(model, "cpu")
+        TorchRunner(model, DEVICE)
 
 
 def test_an_unsupported_attribute_value_names_the_node():
     model, _ = _case("Resize", (1, 2, 3, 4), {"mode": "cubic"}, [None, np.array([1, 1, 2, 2], np.float32)])
-    runner = TorchRunner(model, "cpu")
+    runner = TorchRunner(model, DEVICE)
     with pytest.raises(quant.QuantError, match=r"does not implement Resize mode cubic .*node 'resize_node'"):
         runner.run({"x": np.zeros((1, 2, 3, 4), np.float32)})

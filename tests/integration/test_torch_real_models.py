@@ -18,6 +18,8 @@ torch = pytest.importorskip("torch")
 import quant  # noqa: E402
 from quant.backends.onnxruntime import OrtRunner  # noqa: E402
 from quant.backends.torch.runner import TorchRunner  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # IEEE fp32 on either
 from quant.core.onnx_model import load_model, normalize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +46,7 @@ def _rapidocr(name):
 
 def _max_diff(model, feeds, what):
     """Max abs difference of every output, torch executor (CPU, IEEE fp32) vs ORT; printed and returned."""
-    got, want = TorchRunner(model, "cpu").run(feeds), OrtRunner(model).run(feeds)
+    got, want = TorchRunner(model, DEVICE).run(feeds), OrtRunner(model).run(feeds)
     diffs = []
     for name, a, b in zip(model.graph.output, got, want):
         assert a.shape == b.shape and a.dtype == b.dtype, (what, name.name)
@@ -132,7 +134,7 @@ def test_mtcnn_shaped_net_outputs_equal_onnx_runtime_fp32(tmp_path):
 def _int8_vs_ort_emulate(model_path, data, feeds, what):
     result = quant.calibrate(model_path, data, methods=("minmax",))
     qdq = result.qdq_model("minmax")
-    on_torch = TorchRunner(qdq, "cpu").run(feeds)
+    on_torch = TorchRunner(qdq, DEVICE).run(feeds)
     on_ort = OrtRunner(qdq, mode="emulate").run(feeds)
     fp32 = OrtRunner(result.model).run(feeds)
     out = []
@@ -159,7 +161,7 @@ def test_ppocr_rec_int8_equals_onnx_runtime_emulate_up_to_fp32_rounding_ties(tmp
     quantizers = [n for n in qdq.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in constants]
     names = [n.output[0] for n in quantizers] + [n.input[0] for n in quantizers] + [qdq.graph.output[0].name]
     probe = with_outputs(qdq, list(dict.fromkeys(names)))
-    got = dict(zip([o.name for o in probe.graph.output], TorchRunner(probe, "cpu").run(feeds)))
+    got = dict(zip([o.name for o in probe.graph.output], TorchRunner(probe, DEVICE).run(feeds)))
     want = dict(zip([o.name for o in probe.graph.output], OrtRunner(probe, mode="emulate").run(feeds)))
     scales = {init.name: float(np.asarray(onnx.numpy_helper.to_array(init))) for init in qdq.graph.initializer
               if init.name in {n.input[1] for n in quantizers}}
