@@ -8,6 +8,10 @@ record their sha256, so the two machines' numbers are for the same inputs:
     taskset -c 0,1 python benchmarks/gpu.py --side cpu --threads 2 --label gpu-host-2-cores --out $OUT/cpu2.json
     python benchmarks/gpu.py --merge /tmp/gpu-bench-cpu.json cpu2.json gpu-side.json  # results/gpu.json + RESULTS.md
 
+`--merge` rebuilds results/gpu.json and the RESULTS.md section of the first measurement (onnx2torch, a carried
+wheel, results/gpu_raw/*.json). The section now in RESULTS.md is the re-measurement with quant's own executor:
+benchmarks/gpu_own_executor.sh and gpu_own_executor_2.sh on the GPU machine, then `python benchmarks/gpu_rerun.py`.
+
 Models: ResNet-50-shaped (benchmarks/resnet.py: 53 Conv + 1 Gemm, 224x224) and BERT-base-shaped (12 layers,
 hidden 768, 12 heads, FF 3072, 128 tokens, random NumPy weights, exported with torch.onnx.export).
 1,024 calibration samples each, all four methods from one pass.
