@@ -88,7 +88,7 @@ class OnnxGraph(torch.nn.Module):
         self._buffers_by_name: dict[str, str] = {}
         for index, init in enumerate(graph.initializer):
             array = np.asarray(to_array(init))
-            tensor = torch.from_numpy(array.copy()) if array.dtype != np.bool_ else torch.from_numpy(array.copy())
+            tensor = torch.from_numpy(array.copy())  # a copy: the model's arrays stay untouched
             if not tensor.is_floating_point() and tensor.numel() <= _HOST_INTEGERS:
                 self._host[init.name] = tensor
             else:

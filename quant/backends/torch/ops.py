@@ -33,14 +33,11 @@ class Unsupported(Exception):
 
 
 def _dtype(onnx_type: int):
+    """The torch dtype of an ONNX TensorProto data type (through NumPy's)."""
+    import numpy as np
     from onnx import helper
 
-    numpy_dtype = helper.tensor_dtype_to_np_dtype(onnx_type)
-    import numpy as np
-
-    if numpy_dtype == np.dtype(bool):
-        return torch.bool
-    return torch.from_numpy(np.zeros(0, numpy_dtype)).dtype
+    return torch.from_numpy(np.zeros(0, helper.tensor_dtype_to_np_dtype(onnx_type))).dtype
 
 
 def _ints(tensor) -> list[int]:
@@ -86,9 +83,8 @@ def _binary(fn):
 
 for _name, _fn in {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Equal": torch.eq, "Less": torch.lt,
                    "Greater": torch.gt, "LessOrEqual": torch.le, "GreaterOrEqual": torch.ge, "And": torch.logical_and,
-                   "Or": torch.logical_or, "Xor": torch.logical_xor, "BitShift": None}.items():
-    if _fn is not None:
-        OPS[_name] = _binary(_fn)
+                   "Or": torch.logical_or, "Xor": torch.logical_xor}.items():
+    OPS[_name] = _binary(_fn)
 
 
 @op("Div")
