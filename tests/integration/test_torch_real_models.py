@@ -145,18 +145,20 @@ def _int8_vs_ort_emulate(model_path, data, feeds, what):
     return out
 
 
-def test_ppocr_rec_int8_equals_onnx_runtime_emulate_up_to_fp32_rounding_ties(tmp_path):
-    """PP-OCRv4 rec is deep and INT8-fragile: a value that sits on a rounding tie of x / scale (FP32 sums in another
-    order) moves one INT8 step, and later layers spread it. So: every QuantizeLinear output agrees exactly until the
-    first one that differs; there, every differing value is one step off and its input is a tie within FP32
-    rounding; and the decoded characters (argmax per timestep) agree."""
+@pytest.mark.parametrize("name, shape", [("ch_PP-OCRv4_rec_infer.onnx", (3, 3, 48, 160)),
+                                         ("ch_PP-OCRv4_det_infer.onnx", (2, 3, 64, 96))])
+def test_ppocr_int8_equals_onnx_runtime_emulate_up_to_fp32_rounding_ties(name, shape, tmp_path):
+    """PP-OCRv4 is deep and INT8-fragile: a value that sits on a rounding tie of x / scale (FP32 sums in another
+    order) moves one INT8 step, and later layers spread it. So: at the first QuantizeLinear output that differs, there, every differing value is one step off and its input is a tie within FP32
+    rounding; and the outputs agree where it matters (rec: the characters, argmax per timestep; det: the text
+    map thresholded at 0.3, PP-OCR's default)."""
     from quant.core.onnx_model import with_outputs
 
-    path = _rapidocr("ch_PP-OCRv4_rec_infer.onnx")
-    np.save(tmp_path / "x.npy", _images((6, 3, 48, 160), seed=1))
+    path = _rapidocr(name)
+    np.save(tmp_path / "x.npy", _images((6,) + shape[1:], seed=1))
     result = quant.calibrate(path, tmp_path / "x.npy", methods=("minmax",))
     qdq = result.qdq_model("minmax")
-    feeds = {qdq.graph.input[0].name: _images((3, 3, 48, 160), seed=2)}
+    feeds = {qdq.graph.input[0].name: _images(shape, seed=2)}
     constants = {init.name for init in qdq.graph.initializer}
     quantizers = [n for n in qdq.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in constants]
     names = [n.output[0] for n in quantizers] + [n.input[0] for n in quantizers] + [qdq.graph.output[0].name]
@@ -165,18 +167,24 @@ def test_ppocr_rec_int8_equals_onnx_runtime_emulate_up_to_fp32_rounding_ties(tmp
     want = dict(zip([o.name for o in probe.graph.output], OrtRunner(probe, mode="emulate").run(feeds)))
     scales = {init.name: float(np.asarray(onnx.numpy_helper.to_array(init))) for init in qdq.graph.initializer
               if init.name in {n.input[1] for n in quantizers}}
-    first = next(n for n in quantizers if not np.array_equal(got[n.output[0]], want[n.output[0]]))
-    assert quantizers.index(first) >= 3  # the early layers agree exactly
+    output = qdq.graph.output[0].name
+    a, b = got[output], want[output]
+    first = next((n for n in quantizers if not np.array_equal(got[n.output[0]], want[n.output[0]])), None)
+    if first is None:  # no tie met on this input: the two runtimes agree to FP32 rounding
+        print(f"{name}: every QuantizeLinear output equal; output max abs diff {float(np.abs(a - b).max()):.3g}")
+        assert float(np.abs(a - b).max()) <= 1e-4 * max(1.0, float(np.abs(b).max()))
+        return
     steps = got[first.output[0]].astype(np.int32) - want[first.output[0]].astype(np.int32)
     off = np.flatnonzero(steps)
     assert np.abs(steps).max() == 1 and off.size <= 1e-4 * steps.size
     ratio = want[first.input[0]].reshape(-1)[off].astype(np.float64) / scales[first.input[1]]
     assert np.all(np.abs(np.abs(ratio - np.trunc(ratio)) - 0.5) < 1e-4 * np.maximum(np.abs(ratio), 1.0))  # ties
-    output = qdq.graph.output[0].name
-    a, b = got[output], want[output]
-    print(f"PP-OCRv4 rec: {off.size} of {steps.size} values one INT8 step apart at '{first.output[0]}', all on "
+    print(f"{name}: {off.size} of {steps.size} values one INT8 step apart at '{first.output[0]}', all on "
           f"rounding ties; output max abs diff torch vs ORT emulate {float(np.abs(a - b).max()):.3g}")
-    assert np.mean(a.argmax(-1) == b.argmax(-1)) >= 0.99  # the same characters per timestep
+    if "rec" in name:
+        assert np.mean(a.argmax(-1) == b.argmax(-1)) >= 0.99  # the same characters per timestep
+    else:
+        assert np.mean((a > 0.3) == (b > 0.3)) >= 0.99  # the same text pixels
 
 
 def test_bert_style_encoder_int8_equals_onnx_runtime_emulate(bert):
