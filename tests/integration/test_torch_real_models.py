@@ -149,8 +149,8 @@ def _int8_vs_ort_emulate(model_path, data, feeds, what):
                                          ("ch_PP-OCRv4_det_infer.onnx", (2, 3, 64, 96))])
 def test_ppocr_int8_equals_onnx_runtime_emulate_up_to_fp32_rounding_ties(name, shape, tmp_path):
     """PP-OCRv4 is deep and INT8-fragile: a value that sits on a rounding tie of x / scale (FP32 sums in another
-    order) moves one INT8 step, and later layers spread it. So: at the first QuantizeLinear output that differs, there, every differing value is one step off and its input is a tie within FP32
-    rounding; and the outputs agree where it matters (rec: the characters, argmax per timestep; det: the text
+    order) moves one INT8 step, and later layers spread it. So: at the first QuantizeLinear output that differs,
+    every differing value is one step off and its input is a tie within FP32 rounding; and the outputs agree where it matters (rec: the characters, argmax per timestep; det: the text
     map thresholded at 0.3, PP-OCR's default)."""
     from quant.core.onnx_model import with_outputs
 
