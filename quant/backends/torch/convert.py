@@ -93,10 +93,11 @@ def quantize_array(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | No
 
 
 def dequantize_array(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int) -> np.ndarray:
-    """ONNX DequantizeLinear in NumPy: (q - zero_point) * scale in float32."""
+    """ONNX DequantizeLinear in NumPy: (q - zero_point) * scale in float32, returned in the scale's type."""
     s = _broadcast(np.asarray(scale, np.float32), q.ndim, axis)
     zp = 0 if zero_point is None else _broadcast(zero_point.astype(np.int32), q.ndim, axis)
-    return ((q.astype(np.int32) - zp).astype(np.float32) * s).astype(np.float32)
+    kind = np.asarray(scale).dtype
+    return ((q.astype(np.int32) - zp).astype(np.float32) * s).astype(kind if kind.kind == "f" else np.float32)
 
 
 # ------------------------------------------------------------------ conversion

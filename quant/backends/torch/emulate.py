@@ -25,8 +25,15 @@ from quant.backends.torch.runner import TorchRunner  # noqa: E402
 
 
 def fake_quantize(x, scale):
-    """Symmetric INT8 QuantizeLinear -> DequantizeLinear (zero point 0) in float32, per tensor."""
-    return torch.clamp(torch.round(x / scale), -128.0, 127.0) * scale
+    """Symmetric INT8 QuantizeLinear -> DequantizeLinear (zero point 0) in float32, per tensor.
+
+    A float16 tensor gets the scale rounded to float16 (what its Q/DQ model stores), the arithmetic in float32 and
+    the result cast back, as ONNX Runtime computes a float16 QuantizeLinear/DequantizeLinear.
+    """
+    if x.dtype == torch.float32:
+        return torch.clamp(torch.round(x / scale), -128.0, 127.0) * scale
+    scale = scale.to(x.dtype).to(torch.float32)
+    return (torch.clamp(torch.round(x.to(torch.float32) / scale), -128.0, 127.0) * scale).to(x.dtype)
 
 
 class QdqSwitch:
@@ -57,11 +64,14 @@ class QdqSwitch:
             node = nodes[layer.node]
             self._check(nodes, layer.node)
             spec = layer.weight
-            weight = to_array(constants[spec.tensor]).astype(np.float32)
+            original = to_array(constants[spec.tensor])
+            weight = original.astype(np.float32)
             scale = scale_from_amax(weight_amax[spec.tensor])
+            if original.dtype != np.float32:  # a float16 model's Q/DQ stores its scales in float16
+                scale = np.asarray(scale).astype(original.dtype).astype(np.float32)
             zero = np.zeros(np.shape(scale), np.int8)
             quantized = dequantize_array(quantize_array(weight, scale, zero, spec.axis), scale, zero, spec.axis)
-            value = torch.from_numpy(np.ascontiguousarray(quantized)).to(device)
+            value = torch.from_numpy(np.ascontiguousarray(quantized.astype(original.dtype))).to(device)
             self._inputs.setdefault(layer.node, []).append((list(node.input).index(spec.tensor), "arg", value))
         for node_name in self._inputs:
             graph.input_hooks[node_name] = self._hook(node_name)

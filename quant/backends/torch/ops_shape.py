@@ -337,7 +337,7 @@ def _quantize(attrs, ctx):
 
 @op("DequantizeLinear")
 def _dequantize(attrs, ctx):
-    """(q - zero_point) * scale in float32."""
+    """(q - zero_point) * scale in float32, then in the scale's type."""
     if attrs.get("block_size", 0):
         raise Unsupported("DequantizeLinear with block_size (blocked quantization)")
     axis = attrs.get("axis", 1)
@@ -347,7 +347,8 @@ def _dequantize(attrs, ctx):
         values = q.to(torch.int32)
         if zero is not None:
             values = values - _per_axis(zero.to(torch.int32), q.dim(), axis)
-        return values.to(torch.float32) * _per_axis(scale.to(torch.float32), q.dim(), axis)
+        out = values.to(torch.float32) * _per_axis(scale.to(torch.float32), q.dim(), axis)
+        return out.to(scale.dtype)  # the output has the scale's type (float16 in a float16 Q/DQ model)
     return run
 
 
