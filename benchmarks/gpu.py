@@ -8,6 +8,10 @@ record their sha256, so the two machines' numbers are for the same inputs:
     taskset -c 0,1 python benchmarks/gpu.py --side cpu --threads 2 --label gpu-host-2-cores --out $OUT/cpu2.json
     python benchmarks/gpu.py --merge /tmp/gpu-bench-cpu.json cpu2.json gpu-side.json  # results/gpu.json + RESULTS.md
 
+`--merge` rebuilds results/gpu.json and the RESULTS.md section of the first measurement (onnx2torch, a carried
+wheel, results/gpu_raw/*.json). The section now in RESULTS.md is the re-measurement with quant's own executor:
+benchmarks/gpu_own_executor.sh and gpu_own_executor_2.sh on the GPU machine, then `python benchmarks/gpu_rerun.py`.
+
 Models: ResNet-50-shaped (benchmarks/resnet.py: 53 Conv + 1 Gemm, 224x224) and BERT-base-shaped (12 layers,
 hidden 768, 12 heads, FF 3072, 128 tokens, random NumPy weights, exported with torch.onnx.export).
 1,024 calibration samples each, all four methods from one pass.
@@ -280,14 +284,13 @@ import quant
 from quant.pipeline import calibrate
 t1 = time.perf_counter()
 import torch
-from quant.backends.torch.convert import load_onnx2torch
-load_onnx2torch()
+import quant.backends.torch.graph  # quant's own ONNX executor: torch is all it needs
 t2 = time.perf_counter()
 result = calibrate(sys.argv[1], sys.argv[2], methods=tuple(sys.argv[4].split(",")), device=sys.argv[5])
 t3 = time.perf_counter()
 result.save(sys.argv[3])
 t4 = time.perf_counter()
-print(json.dumps({"import_quant_s": round(t1 - t0, 2), "import_torch_onnx2torch_s": round(t2 - t1, 2),
+print(json.dumps({"import_quant_s": round(t1 - t0, 2), "import_torch_s": round(t2 - t1, 2),
                   "calibrate_s (load, convert, collect, ranges)": round(t3 - t2, 2), "save_4_methods_s": round(t4 - t3, 2)}))
 """
 

@@ -59,8 +59,8 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="ort", metavar="ort|cuda[:N]|cpu",
                         help="where FP32 and emulated INT8 run: ort = ONNX Runtime on the CPU (default: installed "
-                             "with quant, no torch needed); cuda, cuda:N or cpu = the ONNX graph converted to "
-                             "PyTorch (torch, then pip install --no-deps onnx2torch==1.5.15), in IEEE fp32 with TF32 off")
+                             "with quant, no torch needed); cuda, cuda:N or cpu = the ONNX graph run with "
+                             "PyTorch (needs torch: pip install 'quant-trt[gpu]'), in IEEE fp32 with TF32 off")
 
 
 def _floats(text: str, flag: str) -> tuple[float, ...]:

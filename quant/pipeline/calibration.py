@@ -415,7 +415,8 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     """Collect histograms in one FP32 pass over ``data`` and compute ranges with every configured method.
 
     ``model`` is a path, an onnx.ModelProto, or a torch.nn.Module (exported to ONNX with ``example_inputs``,
-    a tensor or tuple of tensors; the FP32 ONNX file is saved as model.fp32.onnx beside the Q/DQ model).
+    a tensor or tuple of tensors; the FP32 ONNX file is saved as model.fp32.onnx beside the Q/DQ model). A
+    ``.pt2`` path (torch.export.save) is loaded with torch.export.load and exported the same way.
     ``data`` is anything :func:`quant.datasets.open_source` takes. ``device``: 'ort' (ONNX Runtime, CPU) or a
     torch device ('cuda', 'cuda:N', 'cpu') for the collection pass. Keyword overrides set config fields,
     e.g. ``calibrate(m, d, methods=("entropy", "mse"))``. ``ray``: run the pass as Ray tasks over shards of
@@ -431,6 +432,10 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
         from quant.backends.torch.export import export_module
 
         model = exported = export_module(model, example_inputs)
+    elif _is_program_path(model) and example_inputs is None:  # model.pt2 from torch.export.save
+        from quant.backends.torch.export import export_program
+
+        model = exported = export_program(model)
     elif example_inputs is not None:
         raise QuantError("example_inputs is only for a torch.nn.Module model", hint="drop example_inputs=")
     proto, path, digest = prepare_model(model)
@@ -571,6 +576,12 @@ def _torch_backend(device: str | None):
     from quant.backends.torch import pipeline as torch_backend
 
     return torch_backend, torch_device
+
+
+def _is_program_path(model) -> bool:
+    from quant.backends.torch.export import is_program_path  # imports no torch
+
+    return is_program_path(model)
 
 
 def _is_torch_module(model) -> bool:

@@ -38,9 +38,28 @@ def nan_on_the_device(d: Path):
     return ["calibrate", MODEL, "--data", d / "inf.npy", "--output", d / "out", "--device", "cpu"]
 
 
+def pt2_not_a_program(d: Path):
+    (d / "model.pt2").write_bytes(Path(MODEL).read_bytes())  # an ONNX file under a .pt2 name
+    return ["calibrate", d / "model.pt2", "--data", CALIBRATION, "--output", d / "out"]
+
+
+def pt2_a_saved_tensor(d: Path):
+    import torch
+
+    torch.save({"weight": torch.zeros(3)}, d / "weights.pt2")  # torch.save, not torch.export.save
+    return ["calibrate", d / "weights.pt2", "--data", CALIBRATION, "--output", d / "out"]
+
+
+def pt2_missing(d: Path):
+    return ["calibrate", d / "absent.pt2", "--data", CALIBRATION, "--output", d / "out"]
+
+
 CASES = [
     Case("unknown_device", unknown_device, "--device 'gpu0' is not a device"),
     Case("cuda_device_out_of_range", cuda_device_out_of_range, "--device cuda:7"),
-    Case("op_the_converter_lacks", op_the_converter_lacks, "no converter for the op Hardmax"),
+    Case("op_the_converter_lacks", op_the_converter_lacks, "no implementation of the ONNX op Hardmax (node 'hardmax'"),
     Case("nan_on_the_device", nan_on_the_device, "input 'input' contains NaN or Inf"),
+    Case("pt2_not_a_program", pt2_not_a_program, "is not a torch.export program (ExportedProgram)"),
+    Case("pt2_a_saved_tensor", pt2_a_saved_tensor, "is not a torch.export program (ExportedProgram)"),
+    Case("pt2_missing", pt2_missing, "absent.pt2' does not exist"),
 ]

@@ -4,7 +4,7 @@ Imported only when a torch device is asked for; ``import quant`` never imports t
 """
 DEVICE_HELP = ("where FP32 and emulated INT8 run: ort = ONNX Runtime on the CPU (default: installed with quant, "
                "no torch needed, the runtime quant's outputs are checked against); cuda, cuda:N or cpu = the ONNX "
-               "graph converted to PyTorch (torch, then pip install --no-deps onnx2torch==1.5.15), in IEEE fp32 (TF32 off)")
+               "graph run with PyTorch (needs torch: pip install 'quant-trt[gpu]'), in IEEE fp32 (TF32 off)")
 
 
 def device_name(text: str) -> str:

@@ -4,8 +4,9 @@ Sensitivity and fallback score dozens to hundreds of Q/DQ variants of one model 
 but one ...). Converting each variant's ONNX graph again costs 1-2 s on ResNet-50, more than running it
 on a GPU; so the FP32 graph is converted once, and the Q/DQ pairs that ``quant.qdq.build_qdq_model``
 would insert are applied in place: each (consumer node, input index) the plan rewires gets
-``clip(round_half_even(x / scale), -128, 127) * scale`` on its input (a forward pre-hook), and each
-quantized weight is swapped for its Q -> DQ value, computed once in NumPy as ONNX Runtime computes it.
+``clip(round_half_even(x / scale), -128, 127) * scale`` on its input, and each
+quantized weight is replaced by its Q -> DQ value, computed once in NumPy as ONNX Runtime computes it
+(both through the executor's ``input_hooks``, keyed by ONNX node name and input index).
 The arithmetic is that of the Q/DQ model run by ONNX Runtime with graph optimizations off (--runtime
 emulate); a layer kept in float, and the residual Add fused into it, get none of it, exactly as
 ``build_qdq_model(keep_float=...)`` leaves them out.
@@ -24,8 +25,15 @@ from quant.backends.torch.runner import TorchRunner  # noqa: E402
 
 
 def fake_quantize(x, scale):
-    """Symmetric INT8 QuantizeLinear -> DequantizeLinear (zero point 0) in float32, per tensor."""
-    return torch.clamp(torch.round(x / scale), -128.0, 127.0) * scale
+    """Symmetric INT8 QuantizeLinear -> DequantizeLinear (zero point 0) in float32, per tensor.
+
+    A float16 tensor gets the scale rounded to float16 (what its Q/DQ model stores), the arithmetic in float32 and
+    the result cast back, as ONNX Runtime computes a float16 QuantizeLinear/DequantizeLinear.
+    """
+    if x.dtype == torch.float32:
+        return torch.clamp(torch.round(x / scale), -128.0, 127.0) * scale
+    scale = scale.to(x.dtype).to(torch.float32)
+    return (torch.clamp(torch.round(x.to(torch.float32) / scale), -128.0, 127.0) * scale).to(x.dtype)
 
 
 class QdqSwitch:
@@ -41,80 +49,49 @@ class QdqSwitch:
         nodes = {node.name: node for node in model.graph.node}
         constants = initializers(model)
         device = runner.device
+        graph = runner.module
         self._float_nodes: frozenset[str] = frozenset()
-        # module name -> [(arg position, kind, value, node)]; kind "act": a scale, "arg": a replacement tensor
-        self._inputs: dict[str, list[tuple[int, str, object, str]]] = {}
-        self._weights: list[tuple[object, str, object, object]] = []  # (parameter, node, float value, quantized)
+        # node -> [(ONNX input index, kind, value)]; kind "act": a scale to fake-quantize with, "arg": a new tensor
+        self._inputs: dict[str, list[tuple[int, str, object]]] = {}
         for tensor, consumers in plan.consumers.items():
             scale = torch.tensor(float(scale_from_amax(activation_amax[tensor])), dtype=torch.float32, device=device)
             for node_name, index in consumers:
-                module_name, position = self._position(nodes[node_name], index)
-                self._inputs.setdefault(module_name, []).append((position, "act", scale, node_name))
+                self._check(nodes, node_name)
+                self._inputs.setdefault(node_name, []).append((index, "act", scale))
         for layer in plan.layers:
             if layer.weight is None:
                 continue
             node = nodes[layer.node]
+            self._check(nodes, layer.node)
             spec = layer.weight
-            weight = to_array(constants[spec.tensor]).astype(np.float32)
+            original = to_array(constants[spec.tensor])
+            weight = original.astype(np.float32)
             scale = scale_from_amax(weight_amax[spec.tensor])
+            if original.dtype != np.float32:  # a float16 model's Q/DQ stores its scales in float16
+                scale = np.asarray(scale).astype(original.dtype).astype(np.float32)
             zero = np.zeros(np.shape(scale), np.int8)
             quantized = dequantize_array(quantize_array(weight, scale, zero, spec.axis), scale, zero, spec.axis)
-            index = list(node.input).index(spec.tensor)
-            module_name, position = self._position(node, index, allow_baked=True)
-            if position is not None:
-                value = torch.from_numpy(quantized).to(device)
-                self._inputs.setdefault(module_name, []).append((position, "arg", value, layer.node))
-            else:
-                self._weights.append(self._baked(module_name, node, weight, quantized))
-        self._handles = [runner.module.get_submodule(name).register_forward_pre_hook(self._hook(name))
-                         for name in self._inputs]
+            value = torch.from_numpy(np.ascontiguousarray(quantized.astype(original.dtype))).to(device)
+            self._inputs.setdefault(layer.node, []).append((list(node.input).index(spec.tensor), "arg", value))
+        for node_name in self._inputs:
+            graph.input_hooks[node_name] = self._hook(node_name)
         self.output_names = runner.output_names
         self.set_float(frozenset())
 
-    def _position(self, node, index: int, allow_baked: bool = False):
-        producers = self.runner.converted.producers
-        if node.output[0] not in producers:
-            raise QuantError(f"the PyTorch backend has no module for node '{node.name}'", hint="use --device ort")
-        module_name = producers[node.output[0]][0]
-        mapping = self.runner.module.get_submodule(module_name).onnx_mapping
-        tensor = node.input[index]
-        inputs = list(mapping.inputs)
-        if list(node.input[: len(inputs)]) == inputs:
-            return module_name, index if index < len(inputs) else None
-        if tensor in inputs and inputs.count(tensor) == 1:
-            return module_name, inputs.index(tensor)
-        if allow_baked:
-            return module_name, None
-        raise QuantError(f"the PyTorch backend cannot place the Q/DQ of input {index} of node '{node.name}'",
-                         hint="use --device ort")
+    def _check(self, nodes, node_name: str) -> None:
+        if node_name not in nodes or not any(step.name == node_name for step in self.runner.module.steps):
+            raise QuantError(f"the PyTorch backend has no node '{node_name}'", hint="use --device ort")
 
-    def _baked(self, module_name: str, node, weight: np.ndarray, quantized: np.ndarray):
-        """A weight onnx2torch moved into the module (Conv: as is; Gemm -> Linear: transposed, times alpha)."""
-        module = self.runner.module.get_submodule(module_name)
-        parameter = getattr(module, "weight", None)
-        if parameter is None:
-            raise QuantError(f"the PyTorch backend cannot find the weight of node '{node.name}'", hint="use --device ort")
-        if node.op_type == "Gemm":
-            attrs = {a.name: a for a in node.attribute}
-            alpha = np.float32(attrs["alpha"].f) if "alpha" in attrs else np.float32(1.0)
-            trans_b = bool(attrs["transB"].i) if "transB" in attrs else False
-            weight, quantized = ((w if trans_b else w.T) * alpha for w in (weight, quantized))
-        if tuple(parameter.shape) != weight.shape:
-            raise QuantError(f"the PyTorch backend cannot match the weight of node '{node.name}'", hint="use --device ort")
-        device = parameter.device
-        return (parameter, node.name, torch.from_numpy(np.ascontiguousarray(weight)).to(device),
-                torch.from_numpy(np.ascontiguousarray(quantized)).to(device))
+    def _hook(self, node_name: str):
+        entries = self._inputs[node_name]
 
-    def _hook(self, module_name: str):
-        entries = self._inputs[module_name]
-
-        def hook(_module, args):
+        def hook(args):
+            if node_name in self._float_nodes:
+                return args
             args = list(args)
-            for position, kind, value, node in entries:
-                if node in self._float_nodes:
-                    continue
-                args[position] = fake_quantize(args[position], value) if kind == "act" else value
-            return tuple(args)
+            for index, kind, value in entries:
+                args[index] = fake_quantize(args[index], value) if kind == "act" else value
+            return args
 
         return hook
 
@@ -122,15 +99,11 @@ class QdqSwitch:
         """Layers in ``keep_float`` (and the residual Adds fused into them) run in float from now on."""
         layers = set(keep_float)
         self._float_nodes = frozenset(layers | {r["node"] for r in self.plan.residuals if r["layer"] in layers})
-        with torch.no_grad():
-            for parameter, node, float_value, quantized in self._weights:
-                parameter.copy_(float_value if node in layers else quantized)
         return self
 
     def run(self, feeds, outputs=None):
         return self.runner.run(feeds, outputs)
 
     def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self.set_float(frozenset(layer.node for layer in self.plan.layers))
+        for node_name in self._inputs:
+            self.runner.module.input_hooks.pop(node_name, None)

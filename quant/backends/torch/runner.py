@@ -113,37 +113,19 @@ class TorchRunner:
     def forward(self, feeds: dict[str, np.ndarray], taps: dict[str, Callable]) -> None:
         """Run one batch; ``taps[name](tensor)`` is called with each named tensor as soon as it exists."""
         inputs = self.to_device(feeds)
-        handles = []
-        by_module: dict[str, list[tuple[int, Callable]]] = {}
-        for name, tap in taps.items():
-            if name in inputs:
-                continue
-            if name not in self.converted.producers:
+        for name in taps:
+            if name not in inputs and not self.module.readable(name):
                 raise QuantError(f"the PyTorch backend cannot read tensor '{name}' (no node produces it)",
                                  hint="use --device ort for this model")
-            module_name, index = self.converted.producers[name]
-            by_module.setdefault(module_name, []).append((index, tap))
-        multi = self.converted.multi_output
-        for module_name, wanted in by_module.items():
-            def hook(_module, _args, output, wanted=wanted, tuple_output=module_name in multi):
-                for index, tap in wanted:
-                    tap(output[index] if tuple_output else output)
-            handles.append(self.module.get_submodule(module_name).register_forward_hook(hook))
         try:
-            for name, tap in taps.items():
-                if name in inputs:
-                    tap(inputs[name])
             with torch.inference_mode(), ieee_fp32():
-                self.module(*[inputs[n] for n in self.input_names])
+                self.module.execute(inputs, taps)
         except QuantError:
             raise
         except RuntimeError as exc:  # torch raises RuntimeError for shape/dtype mismatches and device errors
             shapes = ", ".join(f"{k}{list(v.shape)} {v.dtype}" for k, v in feeds.items())
             raise QuantError(f"PyTorch failed on a batch ({shapes}): {str(exc).splitlines()[0]}",
                              hint="check that the data matches the model's inputs, or use --device ort") from None
-        finally:
-            for handle in handles:
-                handle.remove()
 
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         names = list(outputs) if outputs else self.output_names
