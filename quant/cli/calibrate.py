@@ -56,6 +56,10 @@ def register(subparsers) -> None:
     parser.add_argument("--reduce-range", default="auto", choices=REDUCE_RANGE,
                         help="ort-cpu: 7-bit weights so x86 CPUs without VNNI do not saturate (auto: probe "
                              "this machine's ONNX Runtime kernels)")
+    parser.add_argument("--bias-correction", action="store_true",
+                        help="after the ranges, a second pass over the data measures each quantized layer's mean "
+                             "output shift per channel (Q/DQ input and weight vs FP32) and folds it into the FP32 "
+                             "bias of model.int8.onnx (a Conv/Gemm without a bias gets one)")
     add_device_option(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     add_ray_options(parser, shards=True)
@@ -79,7 +83,8 @@ def run(args) -> int:
                                exclude_patterns=tuple(args.exclude_regex) + tuple(e[3:] for e in args.exclude
                                                                                  if e.startswith("re:")),
                                include=tuple(args.include),
-                               weight_storage=args.weight_storage, high_precision=args.high_precision)
+                               weight_storage=args.weight_storage, high_precision=args.high_precision,
+                               bias_correction=args.bias_correction)
     preprocess = preprocess_from_args(args)
     from quant.core.io import check_output_dir
 

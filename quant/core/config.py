@@ -25,7 +25,8 @@ _TYPES = {"percentile": ((int, float), "a number"), "bins": ((int,), "an integer
           "weight_method": ((str,), "a string"), "trt_version": ((str,), "a string"),
           "external_data": ((bool,), "true or false"), "target": ((str,), "a string"),
           "reduce_range": ((str,), "a string"), "version": ((int,), "an integer"),
-          "weight_storage": ((str,), "a string"), "high_precision": ((str,), "a string")}
+          "weight_storage": ((str,), "a string"), "high_precision": ((str,), "a string"),
+          "bias_correction": ((bool,), "true or false")}
 _OPTIONAL = {"batch_size", "num_samples"}
 
 
@@ -75,6 +76,7 @@ class CalibrationConfig:
     include: tuple[str, ...] = ()  # nodes quantized although the heuristics would keep them in float
     weight_storage: str = "int8"
     high_precision: str = "fp32"
+    bias_correction: bool = False  # FP32 biases absorb the mean output shift of quantization (second pass)
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:

@@ -89,6 +89,7 @@ class CalibrationResult:
     ort_cpu_validation: dict[str, dict] = field(default_factory=dict)  # method -> the check save() recorded
     _clipping: dict = field(default_factory=dict, repr=False)  # method -> clipping_report(method), computed once
     exported: object = None  # the onnx.ModelProto exported from a torch.nn.Module (saved as FP32_MODEL)
+    bias_correction: dict = field(default_factory=dict)  # method -> measured shifts (quant.pipeline.bias_correction)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -141,7 +142,12 @@ class CalibrationResult:
     def qdq_model(self, method: str | None = None, keep_float: Sequence[str] = ()):
         """The Q/DQ ONNX model (onnx.ModelProto) for one method; ``keep_float`` names layers left in float."""
         method = self._method(method)
-        model = build_qdq_model(self.model, self.plan, self.activation_amax[method], self.weight_amax,
+        base = self.model
+        if method in self.bias_correction:
+            from quant.pipeline import bias_correction
+
+            base = bias_correction.corrected(self, method, keep_float)
+        model = build_qdq_model(base, self.plan, self.activation_amax[method], self.weight_amax,
                                 keep_float=frozenset(keep_float), weight_storage=self.config.weight_storage)
         if self.config.high_precision == "fp16":
             from quant.qdq.float16 import to_float16
@@ -252,7 +258,13 @@ class CalibrationResult:
             "residual_adds": [r for r in self.plan.residuals if r["node"] in residual_adds],
             "unquantized": unquantized,
             "warnings": self.warnings(method, keep_float),
+            **({"bias_correction": self._bias_manifest(method, keep_float)} if self.config.bias_correction else {}),
         })
+
+    def _bias_manifest(self, method: str, keep_float: Sequence[str]) -> dict:
+        from quant.pipeline import bias_correction
+
+        return bias_correction.manifest(self, method, keep_float)
 
     def warnings(self, method: str | None = None, keep_float: Sequence[str] = ()) -> list[dict]:
         """Tensors whose scale is a guess (all zeros, no values) or was raised to a normal float32 (see checks)."""
@@ -280,6 +292,7 @@ class CalibrationResult:
         files = [TRT_MODEL, "calibration.cache"] if "tensorrt" in self.config.targets else []
         files += [ORT_CPU_MODEL] if "ort-cpu" in self.config.targets else []
         files += [FP32_MODEL] if self.exported is not None else []
+        files += ["bias_correction.npz"] if self.bias_correction else []
         return files + ["quant.json", "histograms.npz"]
 
     def _targets_manifest(self, method: str, keep_float: Sequence[str]) -> dict:
@@ -342,6 +355,10 @@ class CalibrationResult:
                 for name, text in (extra_files or {}).items():
                     (folder / name).write_text(text)
                 save_histograms(folder / "histograms.npz", self.histograms)
+                if method in self.bias_correction:
+                    from quant.pipeline import bias_correction
+
+                    bias_correction.save(self, method, folder)
                 folders.append(Path(output) if len(self.methods) == 1 else Path(output) / method)
             if len(self.methods) > 1:
                 (staging / "summary.json").write_text(dumps(self.summary()))
@@ -511,6 +528,11 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     # device that collected it).
     result.execution = {"batches": collected.batches, "ray": cluster is not None}
     compute_ranges(result)
+    if config.bias_correction:  # a second pass, now that the ranges are known (quant.pipeline.bias_correction)
+        from quant.pipeline import bias_correction
+
+        bias_batches = iter_batches(source, indices, inputs, mapping, config.batch_size or bias_correction.BATCH)
+        bias_correction.measure(result, bias_batches, progress)
     return result
 
 
@@ -676,6 +698,11 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     result = CalibrationResult(proto, path, digest, plan, histograms, config,
                                dict(manifest.get("data", {}), recalibrated_from=str(folder)))
     compute_ranges(result)
+    if config.bias_correction:  # the shifts measured on the data, for the same ranges only
+        from quant.pipeline import bias_correction
+
+        bias_correction.check_recalibration(manifest.get("method"), methods, old, config)
+        bias_correction.load(result, methods[0], folder)
     return result
 
 

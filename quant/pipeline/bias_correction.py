@@ -1,0 +1,145 @@
+"""Bias correction, the measuring side: one more pass over the calibration data after the ranges are known.
+
+For every quantized layer with a per-channel bias (see :mod:`quant.qdq.bias`) the pass measures the mean of
+(the layer on its Q/DQ'd FP32 input with its Q/DQ'd weight) - (the layer in FP32) per output channel, for
+every method at once, and the written Q/DQ model's biases absorb it. Sums are per sample in float64, then
+exact across samples (:class:`quant.qdq.bias.ExactSum`), so the correction is the same bits whatever the
+batch size, the batch order or the order of the samples.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from quant.core.errors import QuantError
+from quant.qdq.bias import BiasTarget, ExactSum, bias_targets, channel_sums, corrected_model, shift_model
+
+BATCH = 8  # the pass's default batch (the correction does not depend on it)
+SHIFTS_FILE = "bias_correction.npz"
+
+
+def measure(result, batches, progress: bool = False) -> None:
+    """Fill ``result.bias_correction`` (method -> {"targets", "shifts", "rms", "skipped", "samples"})."""
+    from quant.backends.onnxruntime import OrtRunner
+
+    targets, skipped = bias_targets(result.model, result.plan)
+    if not targets:
+        for method in result.methods:
+            result.bias_correction[method] = {"targets": [], "shifts": {}, "rms": {}, "skipped": skipped, "samples": 0}
+        return
+    amax = {method: result.activation_amax[method] for method in result.methods}
+    model, outputs, float_outputs = shift_model(result.model, result.plan, targets, amax, result.weight_amax,
+                                                result.config.weight_storage)
+    runner = OrtRunner(model, mode="emulate", spin=False)  # Q/DQ in float, exactly as the emulated model
+    names = [name for method in result.methods for name in outputs[method].values()]
+    floats = list(float_outputs.values())
+    shift_sums = {name: None for name in names}
+    square_sums = {name: ExactSum(1) for name in floats}
+    axes = {}
+    for method in result.methods:
+        for target in targets:
+            axes[outputs[method][target.node]] = target.axis
+    for target in targets:
+        axes[float_outputs[target.node]] = target.axis
+    samples = 0
+    for _indices, feeds in batches:
+        values = runner.run(feeds, names + floats)
+        for name, value in zip(names + floats, values):
+            if value.dtype.kind != "f" or value.ndim < 2:
+                raise QuantError(f"bias correction: the layer output '{name}' is not a float tensor with a batch "
+                                 "axis", hint="calibrate without --bias-correction")
+            if name in square_sums:
+                squares = np.square(value.astype(np.float64)).reshape(value.shape[0], 1, -1).sum(axis=2)
+                square_sums[name].add(squares, value[0].size)
+                continue
+            sums, count = channel_sums(value, axes[name])
+            if shift_sums[name] is None:
+                shift_sums[name] = ExactSum(sums.shape[1])
+            shift_sums[name].add(sums, count)
+        samples += len(next(iter(feeds.values())))
+    rms = {target.node: float(np.sqrt(square_sums[float_outputs[target.node]].mean()[0])) for target in targets}
+    for method in result.methods:
+        shifts = {t.node: shift_sums[outputs[method][t.node]].mean() for t in targets}
+        result.bias_correction[method] = {"targets": targets, "shifts": shifts, "rms": rms, "skipped": skipped,
+                                          "samples": samples}
+
+
+def corrected(result, method: str, keep_float=()) -> object:
+    """The FP32 model whose biases absorb ``method``'s measured shifts (layers in ``keep_float`` untouched)."""
+    entry = result.bias_correction.get(method)
+    if not entry or not entry["targets"]:
+        return result.model
+    return corrected_model(result.model, entry["targets"], entry["shifts"], skip=frozenset(keep_float))
+
+
+def manifest(result, method: str, keep_float=()) -> dict:
+    """quant.json's ``bias_correction``: that it was applied, how, and per layer the correction's size."""
+    entry = result.bias_correction.get(method)
+    if entry is None:
+        return {"applied": False}
+    layers = {}
+    for target in entry["targets"]:
+        if target.node in set(keep_float):
+            continue
+        shift = np.asarray(entry["shifts"][target.node], np.float64)
+        rms = entry["rms"].get(target.node)
+        layers[target.node] = {
+            "bias": target.tensor if target.tensor is not None else "added (the layer had none)",
+            "where": "input C of the Gemm" if target.op_type == "Gemm" else
+                     f"constant of the Add {target.add_node}" if target.kind == "add" else "bias input of the layer",
+            "channels": target.channels,
+            "max_abs": float(np.max(np.abs(shift))), "mean_abs": float(np.mean(np.abs(shift))),
+            "mean_abs_over_output_rms": None if not rms else float(np.mean(np.abs(shift)) / rms)}
+    return {"applied": True, "samples": entry["samples"],
+            "measured": "per output channel, mean of (layer on its Q/DQ input and Q/DQ weight) - (layer in FP32) "
+                        "over the calibration data; subtracted from the FP32 bias of model.int8.onnx",
+            "applies_to": "model.int8.onnx only: calibration.cache holds ranges, and TensorRT builds it with the "
+                          "model's own biases; the ort-cpu model is not corrected",
+            "file": SHIFTS_FILE, "layers": layers, "not_corrected": entry["skipped"]}
+
+
+def save(result, method: str, folder: Path) -> None:
+    """The measured shifts, so that eval/sensitivity/fallback rebuild the same model from the folder."""
+    entry = result.bias_correction[method]
+    arrays = {"nodes": np.array([t.node for t in entry["targets"]], dtype=str),
+              "rms": np.array([entry["rms"][t.node] for t in entry["targets"]], dtype=np.float64),
+              "samples": np.array(entry["samples"])}
+    for index, target in enumerate(entry["targets"]):
+        arrays[f"shift_{index}"] = np.asarray(entry["shifts"][target.node], np.float64)
+    with open(folder / SHIFTS_FILE, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def load(result, method: str, folder: Path) -> None:
+    """Read back what :func:`save` wrote for ``method`` (refusing a file that does not fit the model)."""
+    path = Path(folder) / SHIFTS_FILE
+    targets, skipped = bias_targets(result.model, result.plan)
+    by_node = {t.node: t for t in targets}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            nodes = [str(n) for n in data["nodes"]]
+            shifts = {node: np.asarray(data[f"shift_{i}"], np.float64) for i, node in enumerate(nodes)}
+            rms = dict(zip(nodes, (float(v) for v in data["rms"])))
+            samples = int(data["samples"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise QuantError(f"cannot read the bias correction '{path}': {exc}",
+                         hint="calibrate again with --bias-correction (the folder is quant's own record)") from None
+    if set(nodes) != set(by_node) or any(shifts[n].shape != (by_node[n].channels,) for n in nodes):
+        raise QuantError(f"the bias correction '{path}' does not fit the model's layers",
+                         hint="calibrate again with --bias-correction")
+    result.bias_correction[method] = {"targets": [by_node[n] for n in nodes], "shifts": shifts, "rms": rms,
+                                      "skipped": skipped, "samples": samples}
+
+
+def check_recalibration(old_method: str, methods, old_config, config) -> None:
+    """Ranges other than the measured ones would need the data again: refuse (the correction depends on them)."""
+    same = tuple(methods) == (old_method,) and all(
+        getattr(old_config, key) == getattr(config, key) for key in ("weight_method", "percentile", "bins"))
+    if not same:
+        raise QuantError("this folder's bias correction was measured with its own ranges; other ranges need a new "
+                         "pass over the calibration data",
+                         hint="run quant calibrate again with --bias-correction and the method you want")
+
+
+__all__ = ["BiasTarget", "SHIFTS_FILE", "corrected", "load", "manifest", "measure", "save"]
