@@ -60,6 +60,10 @@ def register(subparsers) -> None:
                         help="after the ranges, a second pass over the data measures each quantized layer's mean "
                              "output shift per channel (Q/DQ input and weight vs FP32) and folds it into the FP32 "
                              "bias of model.int8.onnx (a Conv/Gemm without a bias gets one)")
+    parser.add_argument("--equalize", action="store_true",
+                        help="cross-layer equalization: balance the channel ranges of Conv -> (ReLU) -> Conv pairs "
+                             "(depthwise convolutions included) in the FP32 weights before calibrating; the FP32 "
+                             "function is unchanged")
     add_device_option(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     add_ray_options(parser, shards=True)
@@ -84,7 +88,7 @@ def run(args) -> int:
                                                                                  if e.startswith("re:")),
                                include=tuple(args.include),
                                weight_storage=args.weight_storage, high_precision=args.high_precision,
-                               bias_correction=args.bias_correction)
+                               bias_correction=args.bias_correction, equalize=args.equalize)
     preprocess = preprocess_from_args(args)
     from quant.core.io import check_output_dir
 

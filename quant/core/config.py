@@ -26,7 +26,7 @@ _TYPES = {"percentile": ((int, float), "a number"), "bins": ((int,), "an integer
           "external_data": ((bool,), "true or false"), "target": ((str,), "a string"),
           "reduce_range": ((str,), "a string"), "version": ((int,), "an integer"),
           "weight_storage": ((str,), "a string"), "high_precision": ((str,), "a string"),
-          "bias_correction": ((bool,), "true or false")}
+          "bias_correction": ((bool,), "true or false"), "equalize": ((bool,), "true or false")}
 _OPTIONAL = {"batch_size", "num_samples"}
 
 
@@ -77,6 +77,7 @@ class CalibrationConfig:
     weight_storage: str = "int8"
     high_precision: str = "fp32"
     bias_correction: bool = False  # FP32 biases absorb the mean output shift of quantization (second pass)
+    equalize: bool = False  # cross-layer equalization of Conv -> (ReLU) -> Conv pairs, folded into FP32 weights
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:

@@ -3,7 +3,8 @@
 For every quantized layer with a per-channel bias (see :mod:`quant.qdq.bias`) the pass measures the mean of
 (the layer on its Q/DQ'd FP32 input with its Q/DQ'd weight) - (the layer in FP32) per output channel, for
 every method at once, and the written Q/DQ model's biases absorb it. Sums are per sample in float64, then
-exact across samples (:class:`quant.qdq.bias.ExactSum`), so the correction is the same bits whatever the
+exact across samples (:class:`quant.qdq.bias.ExactSum`), and the pass runs one sample at a time (ONNX
+Runtime's Conv can round differently with the batch size), so the correction is the same bits whatever the
 batch size, the batch order or the order of the samples.
 """
 from __future__ import annotations
@@ -15,7 +16,6 @@ import numpy as np
 from quant.core.errors import QuantError
 from quant.qdq.bias import BiasTarget, ExactSum, bias_targets, channel_sums, corrected_model, shift_model
 
-BATCH = 8  # the pass's default batch (the correction does not depend on it)
 SHIFTS_FILE = "bias_correction.npz"
 
 

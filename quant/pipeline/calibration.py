@@ -90,6 +90,7 @@ class CalibrationResult:
     _clipping: dict = field(default_factory=dict, repr=False)  # method -> clipping_report(method), computed once
     exported: object = None  # the onnx.ModelProto exported from a torch.nn.Module (saved as FP32_MODEL)
     bias_correction: dict = field(default_factory=dict)  # method -> measured shifts (quant.pipeline.bias_correction)
+    equalization: list = field(default_factory=list)  # the pairs cross-layer equalization balanced (quant.qdq.equalize)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -259,6 +260,10 @@ class CalibrationResult:
             "unquantized": unquantized,
             "warnings": self.warnings(method, keep_float),
             **({"bias_correction": self._bias_manifest(method, keep_float)} if self.config.bias_correction else {}),
+            **({"equalization": {"applied": True, "pairs": self.equalization,
+                                 "what": "cross-layer equalization folded into the FP32 weights and biases before "
+                                         "calibration (quant.qdq.equalize); the FP32 function is unchanged"}}
+               if self.config.equalize else {}),
         })
 
     def _bias_manifest(self, method: str, keep_float: Sequence[str]) -> dict:
@@ -452,6 +457,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if already:
         raise QuantError(f"the model already contains quantization nodes ({', '.join(already)}): it is quantized",
                          hint="calibrate the FP32 model it was made from")
+    proto, equalized = _equalize(proto, config)
     plan = make_plan(proto, config)
     check_float_types(proto, plan, config)
     if not plan.layers and plan.excluded:
@@ -523,7 +529,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if uses_preprocess(source):  # recorded so that eval, gate, sensitivity and fallback apply the same
         data_info["preprocess"] = (preprocess.spec if preprocess else Preprocess()).to_dict()
     result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info,
-                               validation_feeds=validation or None, exported=exported)
+                               validation_feeds=validation or None, exported=exported, equalization=equalized)
     # How the pass ran (not in quant.json, which stays the same whatever the batching, the workers or the
     # device that collected it).
     result.execution = {"batches": collected.batches, "ray": cluster is not None}
@@ -531,9 +537,20 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if config.bias_correction:  # a second pass, now that the ranges are known (quant.pipeline.bias_correction)
         from quant.pipeline import bias_correction
 
-        bias_batches = iter_batches(source, indices, inputs, mapping, config.batch_size or bias_correction.BATCH)
+        # one sample per run: ONNX Runtime's Conv output can differ in the last bit with the batch size, and the
+        # correction must not (a sample's outputs at batch 1 are the same whatever --batch-size is)
+        bias_batches = iter_batches(source, indices, inputs, mapping, 1)
         bias_correction.measure(result, bias_batches, progress)
     return result
+
+
+def _equalize(proto, config: CalibrationConfig):
+    """(the model with cross-layer equalization folded in when the config asks, the pairs balanced)."""
+    if not config.equalize:
+        return proto, []
+    from quant.qdq.equalize import equalize
+
+    return equalize(proto)
 
 
 def _ray_options(value):
@@ -685,6 +702,7 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         methods = manifest.get("method") or old.methods
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     config = old.replace(methods=methods, **overrides)
+    proto, equalized = _equalize(proto, config)
     plan = make_plan(proto, config)
     check_weights(proto, plan)
     tensors = needed_tensors(proto, plan, config)
@@ -696,7 +714,7 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         raise QuantError(f"histograms.npz lacks tensors {missing[:3]} that the model needs", hint=hint)
     histograms = load_histograms(histogram_file, names=tensors, bins=old.bins)
     result = CalibrationResult(proto, path, digest, plan, histograms, config,
-                               dict(manifest.get("data", {}), recalibrated_from=str(folder)))
+                               dict(manifest.get("data", {}), recalibrated_from=str(folder)), equalization=equalized)
     compute_ranges(result)
     if config.bias_correction:  # the shifts measured on the data, for the same ranges only
         from quant.pipeline import bias_correction
