@@ -541,6 +541,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
         # correction must not (a sample's outputs at batch 1 are the same whatever --batch-size is)
         bias_batches = iter_batches(source, indices, inputs, mapping, 1)
         bias_correction.measure(result, bias_batches, progress)
+        bias_correction.check(result, iter_batches(source, indices[:bias_correction.CHECK_SAMPLES], inputs, mapping, 1))
     return result
 
 

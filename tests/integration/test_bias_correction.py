@@ -166,3 +166,26 @@ def test_cli_flag_writes_the_corrected_model(tmp_path):
     manifest = json.loads((tmp_path / "out" / "quant.json").read_text())
     assert manifest["config"]["bias_correction"] is True and manifest["bias_correction"]["applied"] is True
     onnx.checker.check_model(onnx.load(str(tmp_path / "out" / "model.int8.onnx")), full_check=True)
+
+
+def test_a_correction_that_lowers_the_output_sqnr_is_not_applied(tmp_path):
+    from quant.datasets import iter_batches, open_source, resolve_input_map
+    from quant.core.onnx_model import input_specs
+    from quant.pipeline import bias_correction
+
+    model = conv_relu_conv(tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", _data((4, 10, 10), 20, seed=7))
+    result = quant.calibrate(str(model), tmp_path / "x.npy", methods=("minmax",), bias_correction=True)
+    entry = result.bias_correction["minmax"]
+    assert "not_applied" not in entry
+    assert entry["check"]["output_sqnr_db_with"] > entry["check"]["output_sqnr_db_without"]
+    plain = quant.calibrate(str(model), tmp_path / "x.npy", methods=("minmax",)).qdq_model()
+    entry["shifts"] = {node: shift - 5.0 for node, shift in entry["shifts"].items()}  # a wrong correction
+    source = open_source(tmp_path / "x.npy")
+    inputs = input_specs(result.model)
+    mapping = resolve_input_map(inputs, source, None)
+    bias_correction.check(result, iter_batches(source, range(len(source)), inputs, mapping, 1))
+    assert "not above the uncorrected" in entry["not_applied"]
+    assert result.qdq_model().SerializeToString() == plain.SerializeToString()
+    manifest = result.manifest("minmax")["bias_correction"]
+    assert manifest["applied"] is False and manifest["why"] == entry["not_applied"]
