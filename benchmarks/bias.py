@@ -25,7 +25,12 @@ METHODS = {"ppocr-det": ("minmax", "percentile", "mse", "entropy"), "resnet50": 
 
 def variants(task: str, requested: list[str]) -> dict[str, dict]:
     """name -> calibrate() keyword arguments."""
-    table = {"plain": {}, "bias-correction": {"bias_correction": True}}
+    modelopt = {"quantize_op_types": ("Add", "Mul", "GlobalAveragePool", "Resize")}
+    if task == "ppocr-det":  # Model Optimizer also quantizes the 1-channel output layer quant keeps in float
+        modelopt["include"] = ("p2o.ConvTranspose.2",)
+    table = {"plain": {}, "bias-correction": {"bias_correction": True}, "equalize": {"equalize": True},
+             "equalize+bias-correction": {"equalize": True, "bias_correction": True},
+             "modelopt-placement": modelopt, "modelopt-placement+bias-correction": {**modelopt, "bias_correction": True}}
     return {name: table[name] for name in requested}
 
 

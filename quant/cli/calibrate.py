@@ -60,6 +60,9 @@ def register(subparsers) -> None:
                         help="after the ranges, a second pass over the data measures each quantized layer's mean "
                              "output shift per channel (Q/DQ input and weight vs FP32) and folds it into the FP32 "
                              "bias of model.int8.onnx (a Conv/Gemm without a bias gets one)")
+    parser.add_argument("--quantize-op-types", default="", metavar="OP[,OP...]",
+                        help="also put Q/DQ on the float inputs of these op types, as Model Optimizer does "
+                             "(e.g. Add,Mul,GlobalAveragePool,Resize); TensorRT fuses them")
     parser.add_argument("--equalize", action="store_true",
                         help="cross-layer equalization: balance the channel ranges of Conv -> (ReLU) -> Conv pairs "
                              "(depthwise convolutions included) in the FP32 weights before calibrating; the FP32 "
@@ -88,7 +91,8 @@ def run(args) -> int:
                                                                                  if e.startswith("re:")),
                                include=tuple(args.include),
                                weight_storage=args.weight_storage, high_precision=args.high_precision,
-                               bias_correction=args.bias_correction, equalize=args.equalize)
+                               bias_correction=args.bias_correction, equalize=args.equalize,
+                               quantize_op_types=tuple(t.strip() for t in args.quantize_op_types.split(",") if t.strip()))
     preprocess = preprocess_from_args(args)
     from quant.core.io import check_output_dir
 

@@ -14,7 +14,7 @@ HIGH_PRECISION = ("fp32", "fp16")  # the type of the layers left unquantized in 
 WEIGHT_METHODS = ("minmax", "percentile", "mse")
 TARGETS = ("tensorrt", "ort-cpu", "all")
 REDUCE_RANGE = ("auto", "on", "off")
-TUPLE_FIELDS = ("exclude", "exclude_op_types", "exclude_patterns", "include")
+TUPLE_FIELDS = ("exclude", "exclude_op_types", "exclude_patterns", "include", "quantize_op_types")
 MAX_BINS = 2**16  # memory is tensors x bins x 8 bytes: 1,000 tensors at 2^16 bins already hold 512 MB
 MAX_SEED = 2**32 - 1
 
@@ -78,6 +78,7 @@ class CalibrationConfig:
     high_precision: str = "fp32"
     bias_correction: bool = False  # FP32 biases absorb the mean output shift of quantization (second pass)
     equalize: bool = False  # cross-layer equalization of Conv -> (ReLU) -> Conv pairs, folded into FP32 weights
+    quantize_op_types: tuple[str, ...] = ()  # also Q/DQ the inputs of these op types (Model Optimizer: Add,Mul,...)
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:

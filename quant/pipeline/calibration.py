@@ -586,8 +586,17 @@ def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
             raise QuantError(f"--exclude-regex '{pattern}' matches no node name of the model",
                              hint="node names are listed in quant.json (layers / unquantized); the pattern is "
                                   "searched anywhere in the name (anchor it with ^)")
-    return plan_qdq(proto, exclude=set(config.exclude), exclude_op_types=config.exclude_op_types,
+    plan = plan_qdq(proto, exclude=set(config.exclude), exclude_op_types=config.exclude_op_types,
                     exclude_patterns=config.exclude_patterns, include=config.include)
+    if config.quantize_op_types:  # Model Optimizer's placement: Q/DQ on Add/Mul/GAP/Resize inputs too
+        from quant.qdq.op_inputs import add_op_inputs
+
+        missing = sorted(set(config.quantize_op_types) - op_types)
+        if missing:
+            raise QuantError(f"--quantize-op-types {missing[0]}: the model has no {missing[0]} node",
+                             hint=f"op types in this model: {', '.join(sorted(op_types))}")
+        add_op_inputs(proto, plan, config.quantize_op_types)
+    return plan
 
 
 def check_float_types(proto, plan: QuantPlan, config: CalibrationConfig) -> None:

@@ -37,7 +37,12 @@ def bias_correction_given_a_value(d: Path):
     return ["calibrate", MODEL, "--data", CALIBRATION, "--bias-correction=yes", "--output", d / "out"]
 
 
+def quantize_op_type_not_in_model(d: Path):
+    return ["calibrate", MODEL, "--data", CALIBRATION, "--quantize-op-types", "Add,Resize", "--output", d / "out"]
+
+
 CASES = [
+    Case("quantize_op_type_not_in_model", quantize_op_type_not_in_model, "--quantize-op-types"),
     Case("recalibrate_corrected_to_another_method", recalibrate_corrected_to_another_method,
          "bias correction was measured with its own ranges"),
     Case("damaged_bias_correction_file", damaged_bias_correction_file, "cannot read the bias correction"),

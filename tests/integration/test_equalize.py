@@ -80,3 +80,24 @@ def test_a_clip_between_the_convs_is_not_equalized(tmp_path):
     model.graph.initializer.extend([numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")])
     relu.input.extend(["lo", "hi"])
     assert equalization_pairs(model) == []
+
+
+def test_quantize_op_types_puts_qdq_on_their_inputs(tmp_path):
+    """--quantize-op-types Add,GlobalAveragePool: Model Optimizer's placement; ranges from the same pass."""
+    from models import pooled_residual
+
+    path = pooled_residual(tmp_path / "pr.onnx")
+    np.save(tmp_path / "cal.npy", np.random.default_rng(3).standard_normal((8, 3, 16, 16)).astype(np.float32))
+    plain = quant.calibrate(str(path), tmp_path / "cal.npy", methods=("minmax",))
+    more = quant.calibrate(str(path), tmp_path / "cal.npy", methods=("minmax",),
+                           quantize_op_types=("Add", "GlobalAveragePool"))
+    model = more.qdq_model()
+    producers = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type in ("Add", "GlobalAveragePool"):
+            assert all(producers[t].op_type == "DequantizeLinear" for t in node.input), node.name
+    extra = set(more.activation_amax["minmax"]) - set(plain.activation_amax["minmax"])
+    assert extra  # tensors only the new placement quantizes, with a minmax range from the same pass
+    for tensor in extra:
+        assert more.activation_amax["minmax"][tensor] == more.histograms[tensor].absmax
+    onnx.checker.check_model(model, full_check=True)
