@@ -66,6 +66,10 @@ def main() -> None:
                 runner = OrtRunner(result.qdq_model(method), mode="emulate")
                 scores[method] = task.score(suite.outputs_of(runner, task.heldout), task.labels, fp32_outputs)
             entry["variants"][variant] = {"options": options, "calibrate_seconds": round(seconds, 1), "scores": scores}
+            if options.get("bias_correction"):  # applied or not per method (the output-SQNR check), and why
+                entry["variants"][variant]["bias_correction"] = {
+                    m: {k: v for k, v in result.manifest(m)["bias_correction"].items() if k in ("applied", "why", "check")}
+                    for m in METHODS[name]}
             print(name, variant, f"{seconds:.1f} s", json.dumps({m: s[task.primary] for m, s in scores.items()}),
                   flush=True)
             output.write_text(json.dumps(results, indent=2) + "\n")
