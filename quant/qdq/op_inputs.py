@@ -20,20 +20,40 @@ DATA_INPUTS = {"Resize": (0,), "Upsample": (0,), "Pad": (0,), "Slice": (0,), "Re
 MODEL_OPTIMIZER_OP_TYPES = ("Add", "Mul", "GlobalAveragePool", "Resize")
 
 
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _epilogue_tensors(model, constants) -> set[str]:
+    """Outputs of a Mul/Add with a constant operand applied to a weighted op's output (a BatchNormalization
+    exported as Mul + Add), directly or through such a chain: TensorRT fuses them into the layer, and Model
+    Optimizer puts no Q/DQ there (quantizing the conv output before a per-channel scale would lose channels)."""
+    layer_outputs = {n.output[0] for n in model.graph.node if n.op_type in WEIGHTED}
+    epilogue: set[str] = set()
+    for node in model.graph.node:
+        if node.op_type in ("Mul", "Add", "Sub", "Div") and len(node.input) == 2:
+            data = [t for t in node.input if t not in constants]
+            if len(data) == 1 and (data[0] in layer_outputs or data[0] in epilogue):
+                epilogue.add(node.output[0])
+    return epilogue
+
+
 def add_op_inputs(model, plan: QuantPlan, op_types: Sequence[str]) -> int:
     """Give every float, non-constant data input of the nodes of ``op_types`` a Q/DQ pair in ``plan``.
 
-    Nodes the user excluded (``plan.excluded`` names weighted ops only; these are not) are not touched here;
-    returns how many node inputs were added.
+    A Mul/Add that applies a constant scale or shift to a weighted op's output (an exported BatchNormalization)
+    gets none: TensorRT fuses it into that layer. Returns how many node inputs were added.
     """
     if not op_types:
         return 0
     wanted = set(op_types)
     constants = initializers(model)
     floats = _float_tensors(model)
+    epilogue = _epilogue_tensors(model, constants)
     added = 0
     for node in model.graph.node:
         if node.op_type not in wanted or node.domain not in ("", "ai.onnx"):
+            continue
+        if node.output[0] in epilogue:  # a scale or shift TensorRT fuses into the layer before it: no Q/DQ between
             continue
         indices = DATA_INPUTS.get(node.op_type, range(len(node.input)))
         for index in indices:
