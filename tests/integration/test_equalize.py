@@ -101,3 +101,27 @@ def test_quantize_op_types_puts_qdq_on_their_inputs(tmp_path):
     for tensor in extra:
         assert more.activation_amax["minmax"][tensor] == more.histograms[tensor].absmax
     onnx.checker.check_model(model, full_check=True)
+
+
+def test_quantize_op_types_leaves_a_batchnorm_exported_as_mul_add_fused(tmp_path):
+    """Conv -> Mul(constant) -> Add(constant) is one layer for TensorRT: no Q/DQ between (Model Optimizer neither);
+    the Add that joins two branches does get one on both inputs."""
+    from quant.pipeline.calibration import make_plan
+    from quant.core.config import CalibrationConfig
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((1, 4, 1, 1)).astype(np.float32), "gamma"),
+             numpy_helper.from_array(rng.standard_normal((1, 4, 1, 1)).astype(np.float32), "beta")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["c", "gamma"], ["scaled"], name="bn_scale"),
+             helper.make_node("Add", ["scaled", "beta"], ["shifted"], name="bn_shift"),
+             helper.make_node("Relu", ["x"], ["skip"], name="relu"),
+             helper.make_node("Add", ["shifted", "skip"], ["y"], name="join")]
+    graph = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, 6, 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    plan = make_plan(model, CalibrationConfig(quantize_op_types=("Add", "Mul")))
+    readers = {node for consumers in plan.consumers.values() for node, _ in consumers}
+    assert "bn_scale" not in readers and "bn_shift" not in readers
+    assert sorted(plan.consumers["shifted"]) == [("join", 0)] and ("join", 1) in plan.consumers["skip"]
