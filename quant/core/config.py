@@ -127,6 +127,9 @@ class CalibrationConfig:
         if self.high_precision not in HIGH_PRECISION:
             raise QuantError(f"unknown --high-precision '{self.high_precision}'",
                              hint=f"choose from: {', '.join(HIGH_PRECISION)}")
+        if self.bias_correction and self.target == "ort-cpu":
+            raise QuantError("--bias-correction corrects the biases of model.int8.onnx, which --target ort-cpu does "
+                             "not write", hint="use --target tensorrt or --target all with --bias-correction")
         if self.version != CONFIG_VERSION:
             raise QuantError(f"calibration config version {self.version} is not supported (this quant reads "
                              f"version {CONFIG_VERSION})", hint="recalibrate with this version of quant")

@@ -41,7 +41,12 @@ def quantize_op_type_not_in_model(d: Path):
     return ["calibrate", MODEL, "--data", CALIBRATION, "--quantize-op-types", "Add,Resize", "--output", d / "out"]
 
 
+def bias_correction_for_ort_cpu_only(d: Path):
+    return ["calibrate", MODEL, "--data", CALIBRATION, "--bias-correction", "--target", "ort-cpu", "--output", d / "out"]
+
+
 CASES = [
+    Case("bias_correction_for_ort_cpu_only", bias_correction_for_ort_cpu_only, "which --target ort-cpu does not write"),
     Case("quantize_op_type_not_in_model", quantize_op_type_not_in_model, "--quantize-op-types"),
     Case("recalibrate_corrected_to_another_method", recalibrate_corrected_to_another_method,
          "bias correction was measured with its own ranges"),
