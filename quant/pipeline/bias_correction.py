@@ -10,6 +10,7 @@ batch size, the batch order or the order of the samples.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from quant.qdq.bias import BiasTarget, ExactSum, bias_targets, channel_sums, cor
 SHIFTS_FILE = "bias_correction.npz"
 
 
-def measure(result, batches, progress: bool = False) -> None:
+def measure(result, batches, total: int | None = None, progress: bool = False) -> None:
     """Fill ``result.bias_correction`` (method -> {"targets", "shifts", "rms", "skipped", "samples"})."""
     from quant.backends.onnxruntime import OrtRunner
 
@@ -44,6 +45,7 @@ def measure(result, batches, progress: bool = False) -> None:
     for target in targets:
         axes[float_outputs[target.node]] = target.axis
     samples = 0
+    bar = _bar(total, progress, "bias correction")
     for _indices, feeds in batches:
         values = runner.run(feeds, names + floats)
         for name, value in zip(names + floats, values):
@@ -59,6 +61,10 @@ def measure(result, batches, progress: bool = False) -> None:
                 shift_sums[name] = ExactSum(sums.shape[1])
             shift_sums[name].add(sums, count)
         samples += len(next(iter(feeds.values())))
+        if bar is not None:
+            bar.update(len(next(iter(feeds.values()))))
+    if bar is not None:
+        bar.close()
     rms = {target.node: float(np.sqrt(square_sums[float_outputs[target.node]].mean()[0])) for target in targets}
     for method in result.methods:
         shifts = {t.node: shift_sums[outputs[method][t.node]].mean() for t in targets}
@@ -69,7 +75,18 @@ def measure(result, batches, progress: bool = False) -> None:
 CHECK_SAMPLES = 256  # calibration samples (the first) on which the corrected model must beat the uncorrected one
 
 
-def check(result, batches) -> None:
+def _bar(total, enabled: bool, what: str):
+    """A tqdm bar on stderr (as the collection pass shows), or None."""
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=what, unit="sample", file=sys.stderr, leave=False, disable=None, dynamic_ncols=True)
+
+
+def check(result, batches, total: int | None = None, progress: bool = False) -> None:
     """Keep each method's correction only if it raises the output SQNR (vs FP32) of the whole Q/DQ model on the
     first calibration samples; otherwise record why it was not applied.
 
@@ -89,12 +106,17 @@ def check(result, batches) -> None:
         for applied in (False, True):
             runners[(method, applied)] = OrtRunner(_qdq(result, method, applied), mode="emulate", spin=False)
     signal, noise = ExactSum(1), {key: ExactSum(1) for key in runners}
+    bar = _bar(total, progress, "bias correction check")
     for _indices, feeds in batches:
+        if bar is not None:
+            bar.update(len(next(iter(feeds.values()))))
         reference = [np.asarray(v, np.float64) for v in fp32.run(feeds) if np.asarray(v).dtype.kind == "f"]
         signal.add(np.array([[sum(float(np.sum(r * r)) for r in reference)]]), 1)
         for key, runner in runners.items():
             outputs = [np.asarray(v, np.float64) for v in runner.run(feeds) if np.asarray(v).dtype.kind == "f"]
             noise[key].add(np.array([[sum(float(np.sum((o - r) ** 2)) for o, r in zip(outputs, reference))]]), 1)
+    if bar is not None:
+        bar.close()
     power = float(signal.mean()[0])
     for method in pending:
         before, after = (sqnr_db(power, float(noise[(method, a)].mean()[0])) for a in (False, True))

@@ -540,8 +540,9 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
         # one sample per run: ONNX Runtime's Conv output can differ in the last bit with the batch size, and the
         # correction must not (a sample's outputs at batch 1 are the same whatever --batch-size is)
         bias_batches = iter_batches(source, indices, inputs, mapping, 1)
-        bias_correction.measure(result, bias_batches, progress)
-        bias_correction.check(result, iter_batches(source, indices[:bias_correction.CHECK_SAMPLES], inputs, mapping, 1))
+        bias_correction.measure(result, bias_batches, len(indices), progress)
+        checked = indices[:bias_correction.CHECK_SAMPLES]
+        bias_correction.check(result, iter_batches(source, checked, inputs, mapping, 1), len(checked), progress)
     return result
 
 
