@@ -123,10 +123,27 @@ def run(args) -> int:
         stdout(_comparison(result))
     for method, folder in zip(result.methods, folders):
         stdout(f"{method}: {folder}/{', '.join(result.files())}")
+    if config.bias_correction:
+        _bias_lines(result)
     if "ort-cpu" in config.targets:
         _ort_cpu_lines(result, folders)
     clipping_warnings(result)
     return 0
+
+
+def _bias_lines(result) -> None:
+    """One line per method: whether its bias correction was applied, with the check that decided it."""
+    for method in result.methods:
+        entry = result.manifest(method)["bias_correction"]
+        check = entry.get("check") or {}
+        measured = (f"output SQNR on {check['samples']} calibration samples {check['output_sqnr_db_without']} -> "
+                    f"{check['output_sqnr_db_with']} dB" if check else "")
+        if entry["applied"]:
+            stdout(f"bias correction ({method}): applied to {len(entry['layers'])} layers"
+                   + (f", {measured}" if measured else "") + f" ({len(entry['not_corrected'])} layers have no bias "
+                   "to absorb a shift)")
+        else:
+            stdout(f"bias correction ({method}): not applied: {entry.get('why', 'no layer with a bias to correct')}")
 
 
 def _percentile(args, methods) -> float:
