@@ -56,7 +56,6 @@ def test_equalization_keeps_fp32_and_improves_int8_sqnr(tmp_path):
     for flag in (False, True):
         result = quant.calibrate(str(path), tmp_path / "cal.npy", methods=("minmax",), equalize=flag)
         scores[flag] = _sqnr(fp32, OrtRunner(result.qdq_model(), mode="emulate").run({"x": held_out})[0])
-    print("SQNR dB without, with equalization:", scores)
     assert scores[True] > scores[False] + 6.0, scores  # at least 4x less error energy
     manifest = result.manifest("minmax")
     assert manifest["equalization"]["pairs"][0]["conv1"] == "depthwise"
