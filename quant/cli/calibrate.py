@@ -56,6 +56,17 @@ def register(subparsers) -> None:
     parser.add_argument("--reduce-range", default="auto", choices=REDUCE_RANGE,
                         help="ort-cpu: 7-bit weights so x86 CPUs without VNNI do not saturate (auto: probe "
                              "this machine's ONNX Runtime kernels)")
+    parser.add_argument("--bias-correction", action="store_true",
+                        help="after the ranges, a second pass over the data measures each quantized layer's mean "
+                             "output shift per channel (Q/DQ input and weight vs FP32) and folds it into the FP32 "
+                             "bias of model.int8.onnx (a Conv/Gemm without a bias gets one)")
+    parser.add_argument("--quantize-op-types", default="", metavar="OP[,OP...]",
+                        help="also put Q/DQ on the float inputs of these op types, as Model Optimizer does "
+                             "(e.g. Add,Mul,GlobalAveragePool,Resize); TensorRT fuses them")
+    parser.add_argument("--equalize", action="store_true",
+                        help="cross-layer equalization: balance the channel ranges of Conv -> (ReLU) -> Conv pairs "
+                             "(depthwise convolutions included) in the FP32 weights before calibrating; the FP32 "
+                             "function is unchanged")
     add_device_option(parser)
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     add_ray_options(parser, shards=True)
@@ -79,7 +90,9 @@ def run(args) -> int:
                                exclude_patterns=tuple(args.exclude_regex) + tuple(e[3:] for e in args.exclude
                                                                                  if e.startswith("re:")),
                                include=tuple(args.include),
-                               weight_storage=args.weight_storage, high_precision=args.high_precision)
+                               weight_storage=args.weight_storage, high_precision=args.high_precision,
+                               bias_correction=args.bias_correction, equalize=args.equalize,
+                               quantize_op_types=tuple(t.strip() for t in args.quantize_op_types.split(",") if t.strip()))
     preprocess = preprocess_from_args(args)
     from quant.core.io import check_output_dir
 
@@ -110,10 +123,27 @@ def run(args) -> int:
         stdout(_comparison(result))
     for method, folder in zip(result.methods, folders):
         stdout(f"{method}: {folder}/{', '.join(result.files())}")
+    if config.bias_correction:
+        _bias_lines(result)
     if "ort-cpu" in config.targets:
         _ort_cpu_lines(result, folders)
     clipping_warnings(result)
     return 0
+
+
+def _bias_lines(result) -> None:
+    """One line per method: whether its bias correction was applied, with the check that decided it."""
+    for method in result.methods:
+        entry = result.manifest(method)["bias_correction"]
+        check = entry.get("check") or {}
+        measured = (f"output SQNR on {check['samples']} calibration samples {check['output_sqnr_db_without']} -> "
+                    f"{check['output_sqnr_db_with']} dB" if check else "")
+        if entry["applied"]:
+            stdout(f"bias correction ({method}): applied to {len(entry['layers'])} layers"
+                   + (f", {measured}" if measured else "") + f" ({len(entry['not_corrected'])} layers have no bias "
+                   "to absorb a shift)")
+        else:
+            stdout(f"bias correction ({method}): not applied: {entry.get('why', 'no layer with a bias to correct')}")
 
 
 def _percentile(args, methods) -> float:

@@ -14,7 +14,7 @@ HIGH_PRECISION = ("fp32", "fp16")  # the type of the layers left unquantized in 
 WEIGHT_METHODS = ("minmax", "percentile", "mse")
 TARGETS = ("tensorrt", "ort-cpu", "all")
 REDUCE_RANGE = ("auto", "on", "off")
-TUPLE_FIELDS = ("exclude", "exclude_op_types", "exclude_patterns", "include")
+TUPLE_FIELDS = ("exclude", "exclude_op_types", "exclude_patterns", "include", "quantize_op_types")
 MAX_BINS = 2**16  # memory is tensors x bins x 8 bytes: 1,000 tensors at 2^16 bins already hold 512 MB
 MAX_SEED = 2**32 - 1
 
@@ -25,7 +25,8 @@ _TYPES = {"percentile": ((int, float), "a number"), "bins": ((int,), "an integer
           "weight_method": ((str,), "a string"), "trt_version": ((str,), "a string"),
           "external_data": ((bool,), "true or false"), "target": ((str,), "a string"),
           "reduce_range": ((str,), "a string"), "version": ((int,), "an integer"),
-          "weight_storage": ((str,), "a string"), "high_precision": ((str,), "a string")}
+          "weight_storage": ((str,), "a string"), "high_precision": ((str,), "a string"),
+          "bias_correction": ((bool,), "true or false"), "equalize": ((bool,), "true or false")}
 _OPTIONAL = {"batch_size", "num_samples"}
 
 
@@ -75,6 +76,9 @@ class CalibrationConfig:
     include: tuple[str, ...] = ()  # nodes quantized although the heuristics would keep them in float
     weight_storage: str = "int8"
     high_precision: str = "fp32"
+    bias_correction: bool = False  # FP32 biases absorb the mean output shift of quantization (second pass)
+    equalize: bool = False  # cross-layer equalization of Conv -> (ReLU) -> Conv pairs, folded into FP32 weights
+    quantize_op_types: tuple[str, ...] = ()  # also Q/DQ the inputs of these op types (Model Optimizer: Add,Mul,...)
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:
@@ -123,6 +127,9 @@ class CalibrationConfig:
         if self.high_precision not in HIGH_PRECISION:
             raise QuantError(f"unknown --high-precision '{self.high_precision}'",
                              hint=f"choose from: {', '.join(HIGH_PRECISION)}")
+        if self.bias_correction and self.target == "ort-cpu":
+            raise QuantError("--bias-correction corrects the biases of model.int8.onnx, which --target ort-cpu does "
+                             "not write", hint="use --target tensorrt or --target all with --bias-correction")
         if self.version != CONFIG_VERSION:
             raise QuantError(f"calibration config version {self.version} is not supported (this quant reads "
                              f"version {CONFIG_VERSION})", hint="recalibrate with this version of quant")

@@ -90,6 +90,8 @@ class CalibrationResult:
     ort_cpu_validation: dict[str, dict] = field(default_factory=dict)  # method -> the check save() recorded
     _clipping: dict = field(default_factory=dict, repr=False)  # method -> clipping_report(method), computed once
     exported: object = None  # the onnx.ModelProto exported from a torch.nn.Module (saved as FP32_MODEL)
+    bias_correction: dict = field(default_factory=dict)  # method -> measured shifts (quant.pipeline.bias_correction)
+    equalization: list = field(default_factory=list)  # the pairs cross-layer equalization balanced (quant.qdq.equalize)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -142,7 +144,12 @@ class CalibrationResult:
     def qdq_model(self, method: str | None = None, keep_float: Sequence[str] = ()):
         """The Q/DQ ONNX model (onnx.ModelProto) for one method; ``keep_float`` names layers left in float."""
         method = self._method(method)
-        model = build_qdq_model(self.model, self.plan, self.activation_amax[method], self.weight_amax,
+        base = self.model
+        if method in self.bias_correction:
+            from quant.pipeline import bias_correction
+
+            base = bias_correction.corrected(self, method, keep_float)
+        model = build_qdq_model(base, self.plan, self.activation_amax[method], self.weight_amax,
                                 keep_float=frozenset(keep_float), weight_storage=self.config.weight_storage)
         if self.config.high_precision == "fp16":
             from quant.qdq.float16 import to_float16
@@ -253,7 +260,17 @@ class CalibrationResult:
             "residual_adds": [r for r in self.plan.residuals if r["node"] in residual_adds],
             "unquantized": unquantized,
             "warnings": self.warnings(method, keep_float),
+            **({"bias_correction": self._bias_manifest(method, keep_float)} if self.config.bias_correction else {}),
+            **({"equalization": {"applied": True, "pairs": self.equalization,
+                                 "what": "cross-layer equalization folded into the FP32 weights and biases before "
+                                         "calibration (quant.qdq.equalize); the FP32 function is unchanged"}}
+               if self.config.equalize else {}),
         })
+
+    def _bias_manifest(self, method: str, keep_float: Sequence[str]) -> dict:
+        from quant.pipeline import bias_correction
+
+        return bias_correction.manifest(self, method, keep_float)
 
     def warnings(self, method: str | None = None, keep_float: Sequence[str] = ()) -> list[dict]:
         """Tensors whose scale is a guess (all zeros, no values) or was raised to a normal float32 (see checks)."""
@@ -281,6 +298,7 @@ class CalibrationResult:
         files = [TRT_MODEL, "calibration.cache"] if "tensorrt" in self.config.targets else []
         files += [ORT_CPU_MODEL] if "ort-cpu" in self.config.targets else []
         files += [FP32_MODEL] if self.exported is not None else []
+        files += ["bias_correction.npz"] if self.bias_correction else []
         return files + ["quant.json", "histograms.npz"]
 
     def _targets_manifest(self, method: str, keep_float: Sequence[str]) -> dict:
@@ -343,6 +361,10 @@ class CalibrationResult:
                 for name, text in (extra_files or {}).items():
                     (folder / name).write_text(text)
                 save_histograms(folder / "histograms.npz", self.histograms)
+                if method in self.bias_correction:
+                    from quant.pipeline import bias_correction
+
+                    bias_correction.save(self, method, folder)
                 folders.append(Path(output) if len(self.methods) == 1 else Path(output) / method)
             if len(self.methods) > 1:
                 (staging / "summary.json").write_text(dumps(self.summary()))
@@ -443,6 +465,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if already:
         raise QuantError(f"the model already contains quantization nodes ({', '.join(already)}): it is quantized",
                          hint="calibrate the FP32 model it was made from")
+    proto, equalized = _equalize(proto, config)
     plan = make_plan(proto, config)
     check_float_types(proto, plan, config)
     if not plan.layers and plan.excluded:
@@ -506,11 +529,20 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if uses_preprocess(source):  # recorded so that eval, gate, sensitivity and fallback apply the same
         data_info["preprocess"] = (preprocess.spec if preprocess else Preprocess()).to_dict()
     result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info,
-                               validation_feeds=validation or None, exported=exported)
+                               validation_feeds=validation or None, exported=exported, equalization=equalized)
     # How the pass ran (not in quant.json, which stays the same whatever the batching, the workers or the
     # device that collected it).
     result.execution = {"batches": collected.batches, "ray": context.ray is not None}
     compute_ranges(result)
+    if config.bias_correction:  # a second pass, now that the ranges are known (quant.pipeline.bias_correction)
+        from quant.pipeline import bias_correction
+
+        # one sample per run: ONNX Runtime's Conv output can differ in the last bit with the batch size, and the
+        # correction must not (a sample's outputs at batch 1 are the same whatever --batch-size is)
+        bias_batches = iter_batches(source, indices, inputs, mapping, 1)
+        bias_correction.measure(result, bias_batches, len(indices), progress)
+        checked = indices[:bias_correction.CHECK_SAMPLES]
+        bias_correction.check(result, iter_batches(source, checked, inputs, mapping, 1), len(checked), progress)
     return result
 
 
@@ -526,6 +558,15 @@ def collection_batching(batch_size: int | None, memory_budget_mb: float, torch_d
 
         return None, CUDA_BATCH
     return AutoBatchSize(int(memory_budget_mb * 2**20)), None
+
+
+def _equalize(proto, config: CalibrationConfig):
+    """(the model with cross-layer equalization folded in when the config asks, the pairs balanced)."""
+    if not config.equalize:
+        return proto, []
+    from quant.qdq.equalize import equalize
+
+    return equalize(proto)
 
 
 def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
@@ -554,8 +595,17 @@ def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
             raise QuantError(f"--exclude-regex '{pattern}' matches no node name of the model",
                              hint="node names are listed in quant.json (layers / unquantized); the pattern is "
                                   "searched anywhere in the name (anchor it with ^)")
-    return plan_qdq(proto, exclude=set(config.exclude), exclude_op_types=config.exclude_op_types,
+    plan = plan_qdq(proto, exclude=set(config.exclude), exclude_op_types=config.exclude_op_types,
                     exclude_patterns=config.exclude_patterns, include=config.include)
+    if config.quantize_op_types:  # Model Optimizer's placement: Q/DQ on Add/Mul/GAP/Resize inputs too
+        from quant.qdq.op_inputs import add_op_inputs
+
+        missing = sorted(set(config.quantize_op_types) - op_types)
+        if missing:
+            raise QuantError(f"--quantize-op-types {missing[0]}: the model has no {missing[0]} node",
+                             hint=f"op types in this model: {', '.join(sorted(op_types))}")
+        add_op_inputs(proto, plan, config.quantize_op_types)
+    return plan
 
 
 def check_float_types(proto, plan: QuantPlan, config: CalibrationConfig) -> None:
@@ -675,6 +725,7 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         methods = manifest.get("method") or old.methods
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     config = old.replace(methods=methods, **overrides)
+    proto, equalized = _equalize(proto, config)
     plan = make_plan(proto, config)
     check_weights(proto, plan)
     tensors = needed_tensors(proto, plan, config)
@@ -686,8 +737,13 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         raise QuantError(f"histograms.npz lacks tensors {missing[:3]} that the model needs", hint=hint)
     histograms = load_histograms(histogram_file, names=tensors, bins=old.bins)
     result = CalibrationResult(proto, path, digest, plan, histograms, config,
-                               dict(manifest.get("data", {}), recalibrated_from=str(folder)))
+                               dict(manifest.get("data", {}), recalibrated_from=str(folder)), equalization=equalized)
     compute_ranges(result)
+    if config.bias_correction:  # the shifts measured on the data, for the same ranges only
+        from quant.pipeline import bias_correction
+
+        bias_correction.check_recalibration(manifest.get("method"), methods, old, config)
+        bias_correction.load(result, methods[0], folder)
     return result
 
 
