@@ -493,13 +493,15 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     from quant.collect import collect
 
     tensors = needed_tensors(proto, plan, config)
-    extended = with_outputs(proto, [t for t in tensors if t not in mapping])
+    def extended():  # ONNX Runtime's model, returning the tensors (the torch backend taps them by name instead)
+        return with_outputs(proto, [t for t in tensors if t not in mapping])
+
     validation: dict[str, np.ndarray] = {}
     if context.ray is not None:
         from quant.distributed.ray_cluster import collect_on_ray
 
         # the same arithmetic as one process on the same device kind (quant.json stays identical)
-        collected, collected_with = collect_on_ray(context, extended if context.device is None else proto,
+        collected, collected_with = collect_on_ray(context, extended() if context.device is None else proto,
                                                    data if isinstance(data, (str, Path)) else source, preprocess,
                                                    split, indices, inputs, mapping, tensors, config, progress)
         if "ort-cpu" in config.targets:  # the same samples one process keeps (shapes as the first sample's)
@@ -513,7 +515,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
             batches = _keep_first(batches, validation, VALIDATION_SAMPLES)
         if torch_device is None:
             # No spinning: the histograms of one batch are computed while ORT runs the next (collect._run_ahead).
-            runner = OrtRunner(extended, mode="fp32", spin=False)
+            runner = OrtRunner(extended(), mode="fp32", spin=False)
             collected = collect(runner, batches, tensors, bins=config.bins, total=len(indices), progress=progress,
                                 batch_size=auto)
             collected_with = "ONNX Runtime (CPU)"
