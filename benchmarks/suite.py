@@ -319,12 +319,25 @@ def prepare(task, folder: Path) -> tuple[Path, Path]:
 
     from quant.core.onnx_model import load_model, normalize
 
+    import io
+
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = folder / "fp32.onnx"
-    onnx.save(normalize(load_model(task.fp32)), str(fp32))
+    _write_if_changed(fp32, normalize(load_model(task.fp32)).SerializeToString())
     calibration = folder / "calibration.npz"
-    np.savez(calibration, **{f"{k}::{i}": v for i, s in enumerate(task.calibration) for k, v in s.items()})
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"{k}::{i}": v for i, s in enumerate(task.calibration) for k, v in s.items()})
+    _write_if_changed(calibration, buffer.getvalue())
     return fp32, calibration
+
+
+def _write_if_changed(path: Path, payload: bytes) -> None:
+    """The cache is shared between checkouts running at once: a file is replaced atomically, and only if it differs."""
+    if path.exists() and path.read_bytes() == payload:
+        return
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staging.write_bytes(payload)
+    os.replace(staging, path)
 
 
 def main() -> None:
@@ -338,7 +351,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20, help="timed latency runs at batch 1")
     parser.add_argument("--worker-quant", nargs=3, metavar=("FP32", "CALIBRATION", "OUT"))
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results/suite.json")
+    parser.add_argument("--prepare-only", action="store_true",
+                        help="make the peers' environments and every task's models and data, run nothing")
     args = parser.parse_args()
+    if args.prepare_only:
+        for tool in args.tools.split(","):
+            print(tool, venv_python(tool) or "not installed", flush=True)
+        for name in args.tasks.split(","):
+            task = suite_models.TASKS[name](CACHE / "suite" / "models")
+            fp32, calibration = prepare(task, CACHE / "suite" / name)
+            print(f"{name}: {fp32} ({len(task.calibration)} calibration, {len(task.heldout)} held-out samples)",
+                  flush=True)
+        return
     if args.report_only:
         write_section(json.loads((HERE / "results" / "suite.json").read_text()))
         return
