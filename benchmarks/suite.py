@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 CACHE = HERE / ".cache"
 VENVS = CACHE / "venvs"
+RUNS = CACHE / "runs" / HERE.parent.name  # per checkout: the cache is shared by checkouts that run at once
 METHODS = ("entropy", "minmax", "percentile", "mse")
 PEERS = ("ort-minmax", "ort-entropy", "ort-percentile", "nncf", "modelopt-entropy", "modelopt-max")
 TOOLS = ("quant",) + PEERS
@@ -379,8 +380,9 @@ def main() -> None:
     for name in args.tasks.split(","):
         print(f"== {name}", flush=True)
         task = suite_models.TASKS[name](CACHE / "suite" / "models")
-        folder = CACHE / "suite" / name
-        fp32, calibration = prepare(task, folder)
+        fp32, calibration = prepare(task, CACHE / "suite" / name)  # shared, read-only from here on
+        folder = RUNS / name  # what this checkout's tools write: runs from other checkouts at once cannot clobber it
+        folder.mkdir(parents=True, exist_ok=True)
         fp32_outputs = outputs_of(OrtRunner(fp32), task.heldout)
         entry = {"description": task.description, "primary": task.primary, "higher_is_better": task.higher_is_better,
                  "calibration_samples": len(task.calibration), "heldout_samples": len(task.heldout),
