@@ -41,7 +41,7 @@ FALLBACK = {  # task -> (metric key of the task's score, bound on its drop, high
     "mtcnn-rnet": ("accuracy", 1.0, True), "mtcnn-onet": ("accuracy", 1.0, True),
     "ppocr-det": ("map_iou", 5.0, True),  # against FP32's own map: uses the cached FP32 outputs
 }
-WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN")  # recurrent ops carry weights too
 NOTES = {  # what was checked by hand where quant is behind (kept with the generated text)
     "ppocr-det": "Checked by hand: Model Optimizer max's activation amax equal quant minmax's on all 68 tensors both "
                  "quantize, and its weights are per-tensor (quant's per output channel), yet it scores higher; it also "

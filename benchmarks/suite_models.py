@@ -487,3 +487,152 @@ def layout(cache: Path, calibration_pages: int = 24, heldout_pages: int = 24) ->
 
 
 TASKS["layout"] = layout
+
+
+# ------------------------------------------------------------------ voice activity detector (silero-vad, LSTM)
+VAD_RATE, VAD_CHUNK, VAD_CONTEXT = 16000, 512, 64  # silero-vad 16 kHz: 32 ms chunks, each with 64 samples before it
+
+
+def _vad_model(cache: Path) -> Path:
+    """silero-vad's whole-sequence LSTM model, given a batch dimension: audio [N, T, 576] -> speech_probs [N, T].
+
+    The wheel's silero_vad_16k_sequence.onnx takes one stream [T, 576] (T chunks of 64 context + 512 new
+    samples) and runs its STFT and convolutions per chunk, then an ONNX LSTM over the T chunks with batch 1.
+    Rewritten here (weights untouched): the N x T chunks go through the convolutions together, the LSTM runs
+    over T with batch N from a zero state (the state silero starts a stream with), the output is [N, T].
+    """
+    target = cache / "silero_vad_batched.onnx"
+    if target.exists():
+        return target
+    import onnx
+    from onnx import TensorProto, helper
+
+    source = cache / "silero_vad_16k_sequence.onnx"
+    if not source.exists():
+        _extract_from_wheel("silero-vad==6.2.3", "silero_vad/data/silero_vad_16k_sequence.onnx", source)
+    model = onnx.load(str(source))
+    graph = model.graph
+    nodes = list(graph.node)
+    lstm = next(n for n in nodes if n.op_type == "LSTM")
+    features = next(n for n in nodes if n.output[0] == lstm.input[0])  # Transpose [T, 128, 1] -> [T, 1, 128]
+    conv_part = nodes[:nodes.index(features)]
+    tail = nodes[nodes.index(lstm) + 1:]
+
+    def const(name, values):
+        return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, TensorProto.INT64,
+                                                                                 [len(values)], values))
+
+    front = [const("vad/flat_shape", [-1, VAD_CONTEXT + VAD_CHUNK]),
+             helper.make_node("Reshape", ["audio", "vad/flat_shape"], ["vad/chunks"])]
+    for node in conv_part:
+        node.input[:] = ["vad/chunks" if i == "input" else i for i in node.input]
+    middle = [helper.make_node("Shape", ["audio"], ["vad/audio_shape"]),
+              const("vad/zero", [0]), const("vad/two", [2]), const("vad/channels", [128]),
+              helper.make_node("Slice", ["vad/audio_shape", "vad/zero", "vad/two"], ["vad/nt"]),
+              helper.make_node("Concat", ["vad/nt", "vad/channels"], ["vad/ntc_shape"], axis=0),
+              helper.make_node("Reshape", [features.input[0], "vad/ntc_shape"], ["vad/ntc"]),
+              helper.make_node("Transpose", ["vad/ntc"], [features.output[0]], perm=[1, 0, 2])]
+    lstm.input[:] = list(lstm.input[:4])  # no initial state: zeros
+    lstm_out = [o for o in lstm.output]
+    lstm.output[:] = [lstm_out[0]]
+    last = tail[-1]
+    assert last.op_type == "Reshape" and last.output[0] == "speech_probs"
+    tail_const = next(n for n in tail if n.output[0] == last.input[1])
+    tail_const.CopyFrom(const(last.input[1], [0, -1]))
+    del graph.node[:]
+    graph.node.extend(front + conv_part + middle + [lstm] + tail)
+    del graph.input[:]
+    graph.input.extend([helper.make_tensor_value_info("audio", TensorProto.FLOAT, ["N", "T", VAD_CONTEXT + VAD_CHUNK])])
+    del graph.output[:]
+    graph.output.extend([helper.make_tensor_value_info("speech_probs", TensorProto.FLOAT, ["N", "T"])])
+    del graph.value_info[:]
+    onnx.checker.check_model(model)
+    onnx.save(model, str(target))
+    return target
+
+
+def _speak(text: str, voice: str, speed: int) -> np.ndarray:
+    """One utterance from espeak-ng (Debian package espeak-ng), float32 at 16 kHz."""
+    import io
+    import wave
+
+    from scipy.signal import resample_poly
+
+    done = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout"], input=text.encode(),
+                          capture_output=True, check=True)  # text on stdin: a line may start with '-'
+    if not done.stdout:
+        raise RuntimeError(f"espeak-ng wrote no audio for {text!r}: {done.stderr.decode(errors='replace')[:200]}")
+    with wave.open(io.BytesIO(done.stdout)) as w:
+        rate, frames = w.getframerate(), w.readframes(w.getnframes())
+    pcm = np.frombuffer(frames, np.int16).astype(np.float64) / 32768.0
+    return resample_poly(pcm, VAD_RATE, rate).astype(np.float32) if rate != VAD_RATE else pcm.astype(np.float32)
+
+
+def _vad_clip(seed: int, lines: list[str], seconds: float = 4.0) -> tuple[np.ndarray, np.ndarray]:
+    """A clip of background noise with one or two spoken lines in it, as rows [T, 576], and per-chunk labels.
+
+    Background: white, pink or brown noise, a mains hum with harmonics, or near silence, at a random level;
+    speech: espeak-ng (seeded voice and rate) at a random SNR of 0-20 dB. A chunk is labelled speech (1)
+    when the clean speech's RMS in it is within 30 dB of the utterance's loudest chunk, else 0.
+    """
+    rng = np.random.default_rng(seed)
+    length = int(seconds * VAD_RATE) // VAD_CHUNK * VAD_CHUNK
+    kind = ("white", "pink", "brown", "hum", "quiet")[seed % 5]
+    white = rng.standard_normal(length)
+    if kind in ("pink", "brown"):
+        spectrum = np.fft.rfft(white)
+        f = np.arange(spectrum.size) + 1.0
+        white = np.fft.irfft(spectrum / (np.sqrt(f) if kind == "pink" else f), length)
+    elif kind == "hum":
+        t = np.arange(length) / VAD_RATE
+        white = sum(np.sin(2 * np.pi * 50 * k * t + rng.uniform(0, 6.3)) / k for k in range(1, 8)) \
+            + 0.05 * white
+    noise = white / (np.std(white) + 1e-12) * (10 ** rng.uniform(-3.5, -1.5) if kind != "quiet" else 1e-4)
+    speech = np.zeros(length)
+    for line in lines[:int(rng.integers(1, 3))]:
+        voice = ("en", "en-us", "en+m3", "en+f2", "en-us+f4", "en+m7")[int(rng.integers(6))]
+        utterance = _speak(line, voice, int(rng.integers(140, 190)))[: length // 2]
+        start = int(rng.integers(0, length - utterance.size))
+        speech[start:start + utterance.size] += utterance
+    rms = lambda x: np.sqrt(np.mean(x ** 2) + 1e-20)  # noqa: E731
+    active = speech[np.abs(speech) > 0]
+    snr_db = rng.uniform(0, 20)
+    if kind != "quiet" and active.size:
+        speech *= rms(noise) * 10 ** (snr_db / 20) / rms(active)
+    audio = (speech + noise).astype(np.float32)
+    chunk_rms = np.sqrt(np.mean(speech.reshape(-1, VAD_CHUNK) ** 2, axis=1))
+    labels = (chunk_rms > chunk_rms.max() * 10 ** (-30 / 20)).astype(np.int64) if chunk_rms.max() > 0 else \
+        np.zeros(chunk_rms.size, np.int64)
+    padded = np.concatenate([np.zeros(VAD_CONTEXT, np.float32), audio])
+    rows = np.stack([padded[i * VAD_CHUNK: i * VAD_CHUNK + VAD_CONTEXT + VAD_CHUNK]
+                     for i in range(length // VAD_CHUNK)])
+    return rows, labels
+
+
+def _vad_score(outputs, labels, fp32):
+    from sklearn.metrics import roc_auc_score
+
+    prob = np.concatenate([o[0].reshape(-1) for o in outputs]).astype(np.float64)
+    truth = np.concatenate([np.asarray(l).reshape(-1) for l in labels])
+    reference = np.concatenate([f[0].reshape(-1) for f in fp32]).astype(np.float64)
+    noise = float(np.sum((reference - prob) ** 2))
+    return {"auc": 100.0 * float(roc_auc_score(truth, prob)),
+            "accuracy": 100.0 * float(np.mean((prob > 0.5) == (truth == 1))),
+            "prob_sqnr_db": 10 * np.log10(float(np.sum(reference ** 2)) / noise) if noise > 0 else float("inf")}
+
+
+def vad(cache: Path, calibration_clips: int = 32, heldout_clips: int = 32) -> Task:
+    from ocr_data import load_lines
+
+    count = calibration_clips + heldout_clips
+    lines = load_lines(2 * count, seed=3, charset=set(map(chr, range(32, 127))), min_len=20, max_len=70)
+    clips = [_vad_clip(2000 + i, lines[2 * i: 2 * i + 2]) for i in range(count)]
+    return Task("vad", "silero-vad (LSTM, the wheel's 16 kHz sequence model given a batch dimension) on 4 s clips: "
+                "espeak-ng speech of fortune lines in white/pink/brown noise, mains hum or near silence at 0-20 dB "
+                "SNR; chunk labels from the clean speech's energy (AUC, accuracy at 0.5)", _vad_model(cache),
+                [{"audio": rows} for rows, _ in clips[:calibration_clips]],
+                [{"audio": rows} for rows, _ in clips[calibration_clips:]], [l for _, l in clips[calibration_clips:]],
+                _vad_score, "auc", latency_shape={"audio": [125, VAD_CONTEXT + VAD_CHUNK]})
+
+
+TASKS["vad"] = vad
