@@ -352,6 +352,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20, help="timed latency runs at batch 1")
     parser.add_argument("--worker-quant", nargs=3, metavar=("FP32", "CALIBRATION", "OUT"))
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results/suite.json")
+    parser.add_argument("--results", type=Path, default=HERE / "results" / "suite.json",
+                        help="the JSON file this run merges its tasks into (and RESULTS.md is written from)")
     parser.add_argument("--prepare-only", action="store_true",
                         help="make the peers' environments and every task's models and data, run nothing")
     args = parser.parse_args()
@@ -365,7 +367,7 @@ def main() -> None:
                   flush=True)
         return
     if args.report_only:
-        write_section(json.loads((HERE / "results" / "suite.json").read_text()))
+        write_section(json.loads(args.results.read_text()))
         return
     if args.worker_quant:
         quant_worker(*args.worker_quant)
@@ -373,7 +375,7 @@ def main() -> None:
 
     from quant.backends.onnxruntime import OrtRunner
 
-    output = HERE / "results" / "suite.json"
+    output = args.results
     results = {"machine": machine(), "tasks": {}}
     if output.exists():  # a run over some tasks replaces those and keeps the others
         results["tasks"] = json.loads(output.read_text()).get("tasks", {})

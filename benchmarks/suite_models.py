@@ -472,7 +472,7 @@ def _layout_score(outputs, labels, fp32):
             "f1_vs_fp32": _f1([_match_f1(d, r) for d, r in zip(found, reference)])}
 
 
-def layout(cache: Path, calibration_pages: int = 24, heldout_pages: int = 24) -> Task:
+def layout(cache: Path, calibration_pages: int = 24, heldout_pages: int = 16) -> Task:
     from ocr_data import load_lines
 
     count = calibration_pages + heldout_pages
