@@ -386,7 +386,7 @@ def main() -> None:
         folder = RUNS / name  # what this checkout's tools write: runs from other checkouts at once cannot clobber it
         folder.mkdir(parents=True, exist_ok=True)
         fp32_outputs = outputs_of(OrtRunner(fp32), task.heldout)
-        entry = {"description": task.description, "primary": task.primary, "higher_is_better": task.higher_is_better,
+        entry = {"run": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "description": task.description, "primary": task.primary, "higher_is_better": task.higher_is_better,
                  "calibration_samples": len(task.calibration), "heldout_samples": len(task.heldout),
                  "fp32": task.score(fp32_outputs, task.labels, fp32_outputs), "fp32_structure": structure(fp32),
                  "tools": {}, "models": {}}
@@ -578,7 +578,8 @@ def write_section(results: dict) -> None:
         arrow = "higher is better" if entry["higher_is_better"] else "lower is better"
         metrics = list(entry["fp32"])
         lines += [f"### {name}", "", f"{entry['description']}. {entry['calibration_samples']} calibration, "
-                  f"{entry['heldout_samples']} held-out samples. Primary metric: {key} ({arrow}).", "",
+                  f"{entry['heldout_samples']} held-out samples. Primary metric: {key} ({arrow})."
+                  + (f" Run: {entry['run']}." if entry.get("run") else ""), "",
                   "| tool / method | " + " | ".join(f"{k} emulated" for k in metrics) + " | " +
                   " | ".join(f"{k} ORT int8" for k in metrics) +
                   " | calibration s | peak RSS GB | Q / DQ nodes | float weighted ops | ORT ms bs1 | ORT ms bs16 |",
