@@ -32,7 +32,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 CACHE = HERE / ".cache"
 VENVS = CACHE / "venvs"
-RUNS = CACHE / "runs" / HERE.parent.name  # per checkout: the cache is shared by checkouts that run at once
+# per checkout (the cache is shared by checkouts that run at once); QUANT_SUITE_RUNS for two runs of one checkout
+RUNS = Path(os.environ.get("QUANT_SUITE_RUNS") or CACHE / "runs" / HERE.parent.name)
 METHODS = ("entropy", "minmax", "percentile", "mse")
 PEERS = ("ort-minmax", "ort-entropy", "ort-percentile", "nncf", "modelopt-entropy", "modelopt-max")
 TOOLS = ("quant",) + PEERS
