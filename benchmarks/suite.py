@@ -55,6 +55,16 @@ NOTES = {  # what was checked by hand where quant is behind (kept with the gener
                  "puts Q/DQ on Add, Mul, GlobalAveragePool and Resize inputs. Not explained yet. NNCF applies its fast "
                  "bias correction, which quant does not have; giving quant NNCF's 21 float layers does not close the "
                  "gap (80.38), so bias correction is the likelier cause there.",
+    "vad": "Measured by hand (same calibration, benchmarks/.cache/runs): quant quantizes /stft/Conv, whose input is the raw "
+           "waveform (clip levels differ by ~40 dB, so one per-tensor int8 grid loses the quiet clips), and leaves the 1x1 "
+           "/output/Conv in float; Model Optimizer does the opposite. quant-entropy with /stft/Conv kept in float: AUC 96.79, "
+           "accuracy 89.40 (modelopt-entropy 96.90 / 88.73; mse with it in float: 89.93). No tool quantizes the ONNX LSTM.",
+    "layout": "Measured by hand (quant-minmax, 2 pages): the depthwise convolutions break per-tensor activation ranges. "
+              "p2o.Conv.5's input (hardswish_31) has absmax 129.6 while 25 of its 64 channels stay below 1.02, one int8 "
+              "step, and the BatchNormalization after it multiplies channels by up to 194.6: quantizing that one layer "
+              "alone (the other 101 in float) takes the score maps to 0.3 dB SQNR vs FP32 (p2o.Conv.1 alone: 16.3 dB, "
+              "p2o.Conv.3: 16.6 dB; only p2o.Conv.0: 58.8 dB). Cross-layer equalization cannot rescale these channels "
+              "exactly: a HardSwish sits between each pair of convolutions.",
 }
 
 
