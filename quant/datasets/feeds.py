@@ -201,11 +201,14 @@ class UserSource(DataSource):
         if not isinstance(raw, Mapping):
             raise QuantError(f"{self.description}.sample({index}) returned a {type(raw).__name__}, not a dict",
                              hint="return {key: array} for one sample, without the batch axis")
-        return {str(k): to_array(v, f"{self.description}.sample({index})['{k}']") for k, v in raw.items()}
+        return {str(k): to_array(v, f"{self.description}.sample({index})['{k}']", numeric=False)
+                for k, v in raw.items()}  # strings (a label key); an input's dtype is checked against the model
 
     def column(self, key: str) -> np.ndarray | None:
         column = getattr(self.inner, "column", None)
-        return None if column is None else (None if (value := column(key)) is None else to_array(value, key))
+        # a label column may hold strings (text lines); model inputs are checked against their dtype elsewhere
+        return None if column is None else (None if (value := column(key)) is None else
+                                            to_array(value, key, numeric=False))
 
 
 def is_user_source(data) -> bool:

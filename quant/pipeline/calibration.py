@@ -131,7 +131,8 @@ class CalibrationResult:
 
         kernels = OrtRunner(model, mode="ort-int8")
         emulated = OrtRunner(model, mode="emulate")
-        fast, exact = kernels.run(self.validation_feeds), emulated.run(self.validation_feeds)
+        fast, exact = _run_in_batches(kernels, model, self.validation_feeds), _run_in_batches(emulated, model,
+                                                                                              self.validation_feeds)
         outputs = {name: compare_kernel_output(a, b) for name, a, b in zip(kernels.output_names, fast, exact)}
         integer = {op: n for op, n in kernels.optimized_ops.items() if is_integer_kernel(op)}
         worst = worst_kernel_sqnr(outputs)
@@ -649,6 +650,19 @@ def needed_tensors(proto, plan: QuantPlan, config: CalibrationConfig) -> list[st
     if "ort-cpu" in config.targets:
         tensors += plan_ort_cpu(proto, plan).range_tensors
     return list(dict.fromkeys(tensors))
+
+
+def _run_in_batches(runner, model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """``runner.run(feeds)``, split into runs of the model's fixed batch size where it has one (e.g. [1, 3, H, W])."""
+    from quant.core.onnx_model import input_specs
+
+    fixed = [s.shape[0] for s in input_specs(model) if s.shape and isinstance(s.shape[0], int) and s.shape[0] > 0]
+    total = len(next(iter(feeds.values())))
+    step = min(fixed) if fixed else total
+    if step >= total:
+        return runner.run(feeds)
+    parts = [runner.run({k: v[i:i + step] for k, v in feeds.items()}) for i in range(0, total, step)]
+    return [np.concatenate(outputs) for outputs in zip(*parts)]
 
 
 def _keep_first(batches, keep: dict, samples: int):
