@@ -11,11 +11,13 @@ by its own quantization error. The candidate with the lowest error wins (ties: t
 order, the four methods before the grid), so the chosen range is never worse on this error than any single
 method's.
 
-Deterministic: the subset is drawn by index (seeded, from the sorted calibration indices), each sample is run
-alone (batch 1) whatever ``--batch-size`` the collection pass used, and the sums are taken in index order.
+Deterministic: the subset is drawn by content (the samples with the smallest seeded hash), each sample is run
+alone (batch 1) whatever ``--batch-size`` the collection pass used, and the sums are taken in hash order, so
+neither the order nor the batching of the data changes a range.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,13 +90,29 @@ def pick(candidates: list[Candidate]) -> int:
     return int(np.argmin([c.error for c in candidates]))
 
 
-def auto_subset(indices, seed: int, samples: int = AUTO_SAMPLES) -> list[int]:
-    """A fixed, seeded subset of the calibration sample indices, sorted (chosen by index, never by batch)."""
-    ordered = np.sort(np.asarray(indices, dtype=np.int64))
-    if len(ordered) <= samples:
-        return [int(i) for i in ordered]
-    chosen = np.random.default_rng(seed).choice(len(ordered), size=samples, replace=False)
-    return [int(i) for i in np.sort(ordered[chosen])]
+def auto_subset(indices, digests, seed: int, samples: int | None = None) -> list[int]:
+    """A fixed, seeded subset of the calibration samples, chosen by content, never by position or batch.
+
+    ``digests[i]`` identifies sample ``indices[i]`` by content (see ``quant.collect.sample_digests_of``); the
+    ``samples`` with the smallest sha256(seed, digest) are taken, in that order, so the subset and the order
+    in which it is scored are the same however the data is ordered or batched.
+    """
+    samples = AUTO_SAMPLES if samples is None else samples
+    salt = int(seed).to_bytes(8, "little")
+    keys = [hashlib.sha256(salt + bytes(d)).digest() for d in digests]
+    order = sorted(range(len(keys)), key=lambda i: keys[i])
+    return [int(indices[i]) for i in order[:samples]]
+
+
+def digests_of(source, indices, inputs, mapping) -> list[bytes]:
+    """Per-sample digests by reading the data (when the collection pass did not record them)."""
+    from quant.collect.collector import sample_digests_of
+    from quant.datasets import iter_batches
+
+    out = []
+    for _, feeds in iter_batches(source, indices, inputs, mapping, 1):
+        out += sample_digests_of(feeds, 1)
+    return out
 
 
 def base_amax(result, tensor: str) -> dict[str, float]:
@@ -107,7 +125,7 @@ def base_amax(result, tensor: str) -> dict[str, float]:
     return out
 
 
-def choose_auto(result, source, indices, inputs, mapping, progress: bool = False) -> dict[str, TensorChoice]:
+def choose_auto(result, source, indices, inputs, mapping, digests=None) -> dict[str, TensorChoice]:
     """Score every tensor's candidates on the subset; fill ``result.activation_amax['auto']`` and ``result.auto``."""
     from quant.backends.onnxruntime import OrtRunner
     from quant.core.onnx_model import initializers, with_outputs
@@ -131,14 +149,16 @@ def choose_auto(result, source, indices, inputs, mapping, progress: bool = False
             node = nodes[name]
             wanted += [t for t in node.input if t and t not in inits] + [node.output[0]]
     wanted = list(dict.fromkeys(wanted))
-    subset = auto_subset(indices, result.config.seed)
+    if digests is None or len(digests) != len(indices):
+        digests = digests_of(source, indices, inputs, mapping)
+    subset = auto_subset(indices, digests, result.config.seed)
     if scored:
         runner = OrtRunner(with_outputs(model, [t for t in wanted if t not in mapping]), mode="fp32", spin=False)
         layer_runners: dict[str, tuple] = {}
         signal = {(t, n): 0.0 for t in scored for n in choices[t].consumers}
         noise = {(t, n, k): 0.0 for t in scored for n in choices[t].consumers
                  for k in range(len(choices[t].candidates))}
-        for _, feeds in iter_batches(source, subset, inputs, mapping, 1):  # one sample at a time, index order
+        for _, feeds in iter_batches(source, subset, inputs, mapping, 1):  # one sample at a time, subset order
             names = [t for t in wanted if t not in feeds]
             values = dict(zip(names, runner.run(feeds, names)))
             values.update({t: feeds[t] for t in wanted if t in feeds})
@@ -152,7 +172,9 @@ def choose_auto(result, source, indices, inputs, mapping, progress: bool = False
                                             for n in choice.consumers))
             choice.index = pick(choice.candidates)
     result.activation_amax["auto"] = {t: c.winner.amax for t, c in choices.items()}
-    result.auto = {"samples": len(subset), "sample_indices": subset, "score": SCORE,
+    result.auto = {"samples": len(subset), "subset": f"the {len(subset)} calibration samples with the smallest "
+                   f"sha256(seed {result.config.seed}, sample); order and batching of the data do not change it",
+                   "score": SCORE,
                    "candidates": f"the amax of {', '.join(BASE_METHODS)}; where they differ by >= 1%, "
                                  f"{GRID_POINTS} geometric points between the smallest and the largest; "
                                  f"{BELOW:g} x the smallest",

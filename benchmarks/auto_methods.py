@@ -1,0 +1,80 @@
+"""`--method auto` against the four single methods on the suite's models. Not a test.
+
+    nice -n 10 python benchmarks/auto_methods.py --tasks digits,mtcnn-rnet   # tasks prepared by benchmarks/suite.py
+
+For each task: the suite's prepared FP32 model and calibration data (benchmarks/.cache/suite/<task>, read only),
+one quant.calibrate pass with entropy, minmax, percentile, mse and auto (the same histograms), then every
+method's model.int8.onnx scored on the task's held-out data with exact Q/DQ emulation (the suite's scorer).
+Writes benchmarks/results/auto.json (a run over some tasks keeps the others) and prints one line per task.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+METHODS = ("entropy", "minmax", "percentile", "mse", "auto")
+OUTPUT = HERE / "results" / "auto.json"
+
+
+def run_task(name: str) -> dict:
+    import quant
+    import suite_models
+    from quant.backends.onnxruntime import OrtRunner
+    from suite import CACHE, list_source, outputs_of
+    from suite_worker import samples
+
+    folder = CACHE / "suite" / name
+    fp32, calibration = folder / "fp32.onnx", folder / "calibration.npz"
+    if not (fp32.is_file() and calibration.is_file()):
+        return {"status": f"not prepared ({folder})"}
+    task = suite_models.TASKS[name](CACHE / "suite" / "models")
+    fp32_outputs = outputs_of(OrtRunner(fp32), task.heldout)
+    start = time.perf_counter()
+    result = quant.calibrate(fp32, list_source(samples(str(calibration))), methods=METHODS)
+    seconds = time.perf_counter() - start
+    entry = {"description": task.description, "primary": task.primary, "higher_is_better": task.higher_is_better,
+             "calibration_samples": len(task.calibration), "heldout_samples": len(task.heldout),
+             "calibrate_seconds_all_five": round(seconds, 1), "auto_summary": result.auto["summary"],
+             "auto_samples": result.auto["samples"],
+             "fp32": task.score(fp32_outputs, task.labels, fp32_outputs), "methods": {}}
+    with tempfile.TemporaryDirectory(prefix="quant-auto-bench-") as tmp:
+        folders = result.save(Path(tmp) / "out")
+        for method, out in zip(result.methods, folders):
+            runner = OrtRunner(out / "model.int8.onnx", mode="emulate")
+            entry["methods"][method] = task.score(outputs_of(runner, task.heldout), task.labels, fp32_outputs)
+    single = {m: entry["methods"][m][task.primary] for m in METHODS if m != "auto"}
+    pick = max if task.higher_is_better else min
+    best = pick(single, key=lambda m: single[m])
+    auto = entry["methods"]["auto"][task.primary]
+    entry["best_single"] = {"method": best, "value": single[best]}
+    entry["auto_vs_best"] = auto - single[best] if task.higher_is_better else single[best] - auto  # >= 0: auto at least as good
+    entry["status"] = "ok"
+    return entry
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", required=True, help="comma-separated suite task names")
+    args = parser.parse_args()
+    results = json.loads(OUTPUT.read_text()) if OUTPUT.exists() else {"tasks": {}}
+    for name in args.tasks.split(","):
+        entry = run_task(name)
+        results["tasks"][name] = entry
+        OUTPUT.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        if entry["status"] != "ok":
+            print(name, entry["status"], flush=True)
+            continue
+        values = ", ".join(f"{m} {entry['methods'][m][entry['primary']]:.4g}" for m in METHODS)
+        print(f"{name}: {entry['primary']}: {values}; best single {entry['best_single']['method']}; auto - best "
+              f"{entry['auto_vs_best']:+.4g} (>= 0: auto at least as good); auto took {entry['auto_summary']}; "
+              f"calibrate (all five) {entry['calibrate_seconds_all_five']} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
