@@ -125,7 +125,8 @@ def base_amax(result, tensor: str) -> dict[str, float]:
     return out
 
 
-def choose_auto(result, source, indices, inputs, mapping, digests=None) -> dict[str, TensorChoice]:
+def choose_auto(result, source, indices, inputs, mapping, digests=None, progress: bool = False
+                ) -> dict[str, TensorChoice]:
     """Score every tensor's candidates on the subset; fill ``result.activation_amax['auto']`` and ``result.auto``."""
     from quant.backends.onnxruntime import OrtRunner
     from quant.core.onnx_model import initializers, with_outputs
@@ -158,13 +159,18 @@ def choose_auto(result, source, indices, inputs, mapping, digests=None) -> dict[
         signal = {(t, n): 0.0 for t in scored for n in choices[t].consumers}
         noise = {(t, n, k): 0.0 for t in scored for n in choices[t].consumers
                  for k in range(len(choices[t].candidates))}
+        bar = _progress(len(subset), progress)
         for _, feeds in iter_batches(source, subset, inputs, mapping, 1):  # one sample at a time, subset order
+            if bar is not None:
+                bar.update(1)
             names = [t for t in wanted if t not in feeds]
             values = dict(zip(names, runner.run(feeds, names)))
             values.update({t: feeds[t] for t in wanted if t in feeds})
             for tensor in scored:
                 _score_sample(choices[tensor], values, nodes, layers, inits, result.weight_amax, layer_runners,
                               model, signal, noise)
+        if bar is not None:
+            bar.close()
         for tensor in scored:
             choice = choices[tensor]
             for k, candidate in enumerate(choice.candidates):
@@ -180,6 +186,19 @@ def choose_auto(result, source, indices, inputs, mapping, digests=None) -> dict[
                                  f"{BELOW:g} x the smallest",
                    "summary": summary(choices), "tensors": {t: c.to_json() for t, c in choices.items()}}
     return choices
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    import sys
+
+    return tqdm(total=total, desc="auto: scoring candidates", unit="sample", file=sys.stderr, leave=False,
+                disable=None, dynamic_ncols=True)
 
 
 def _relative(noise: float, signal: float) -> float:

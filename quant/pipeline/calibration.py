@@ -525,7 +525,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if "auto" in config.methods:  # a bounded second pass over a fixed subset of the calibration samples
         from quant.pipeline.auto_range import choose_auto
 
-        choose_auto(result, source, indices, inputs, mapping, collected.digests)
+        choose_auto(result, source, indices, inputs, mapping, collected.digests, progress)
         check_ranges(result.activation_amax, result.weight_amax)
     return result
 
