@@ -22,6 +22,24 @@ METHODS = ("entropy", "minmax", "percentile", "mse", "auto")
 OUTPUT = HERE / "results" / "auto.json"
 
 
+def output_sqnr(outputs, reference) -> list[float | None]:
+    """SQNR (dB) of each float output against FP32 over all held-out samples (None: not a float output)."""
+    import numpy as np
+
+    from quant.eval.metrics import sqnr_db
+
+    out = []
+    for k in range(len(reference[0])):
+        if not np.issubdtype(np.asarray(reference[0][k]).dtype, np.floating):
+            out.append(None)
+            continue
+        signal = sum(float(np.sum(np.asarray(r[k], np.float64) ** 2)) for r in reference)
+        noise = sum(float(np.sum((np.asarray(o[k], np.float64) - np.asarray(r[k], np.float64)) ** 2))
+                    for o, r in zip(outputs, reference))
+        out.append(round(sqnr_db(signal, noise), 3))
+    return out
+
+
 def run_task(name: str) -> dict:
     import quant
     import suite_models
@@ -47,7 +65,9 @@ def run_task(name: str) -> dict:
         folders = result.save(Path(tmp) / "out")
         for method, out in zip(result.methods, folders):
             runner = OrtRunner(out / "model.int8.onnx", mode="emulate")
-            entry["methods"][method] = task.score(outputs_of(runner, task.heldout), task.labels, fp32_outputs)
+            outputs = outputs_of(runner, task.heldout)
+            entry["methods"][method] = task.score(outputs, task.labels, fp32_outputs)
+            entry["methods"][method]["output_sqnr_db"] = output_sqnr(outputs, fp32_outputs)
     single = {m: entry["methods"][m][task.primary] for m in METHODS if m != "auto"}
     pick = max if task.higher_is_better else min
     best = pick(single, key=lambda m: single[m])
@@ -70,7 +90,8 @@ def main() -> None:
         if entry["status"] != "ok":
             print(name, entry["status"], flush=True)
             continue
-        values = ", ".join(f"{m} {entry['methods'][m][entry['primary']]:.4g}" for m in METHODS)
+        values = ", ".join(f"{m} {entry['methods'][m][entry['primary']]:.4g} ({entry['methods'][m]['output_sqnr_db']} dB)"
+                           for m in METHODS)
         print(f"{name}: {entry['primary']}: {values}; best single {entry['best_single']['method']}; auto - best "
               f"{entry['auto_vs_best']:+.4g} (>= 0: auto at least as good); auto took {entry['auto_summary']}; "
               f"calibrate (all five) {entry['calibrate_seconds_all_five']} s", flush=True)
