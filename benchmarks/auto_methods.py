@@ -78,12 +78,48 @@ def run_task(name: str) -> dict:
     return entry
 
 
+MARKER = "## --method auto against the single methods"
+
+
+def write_section(results: dict) -> None:
+    """The RESULTS.md section: per suite model, every method's primary metric and output SQNR, auto - best."""
+    from results_md import write_section as replace
+
+    lines = [f"{MARKER} (benchmarks/auto_methods.py)", "",
+             "One `quant.calibrate` pass per suite model (the suite's prepared FP32 model and calibration data) with "
+             "entropy, minmax, percentile, mse and auto from the same histograms; each model.int8.onnx scored on the "
+             "task's held-out data with exact Q/DQ emulation (the suite's scorer), plus the SQNR of each float output "
+             "against FP32 over the held-out set. `auto - best`: auto's primary metric minus the best single "
+             "method's (sign flipped where lower is better; >= 0 means auto is at least as good).", "",
+             "| model | primary | held-out | entropy | minmax | percentile | mse | auto | best single | auto - best | "
+             "output SQNR dB (entropy / minmax / percentile / mse / auto) | tensors auto took from |",
+             "| --- |" + " --- |" * 11]
+    for name, e in results["tasks"].items():
+        if e.get("status") != "ok":
+            lines.append(f"| {name} | {e.get('status')} |" + " |" * 10)
+            continue
+        key = e["primary"]
+        values = " | ".join(f"{e['methods'][m][key]:.4g}" for m in METHODS)
+        sqnr = " / ".join(",".join("n/a" if v is None else f"{v:.2f}" for v in e["methods"][m].get("output_sqnr_db", []))
+                          or "-" for m in METHODS)
+        took = ", ".join(f"{k} {v}" for k, v in e["auto_summary"].items() if v)
+        lines.append(f"| {name} | {key} ({'higher' if e['higher_is_better'] else 'lower'} is better) | "
+                     f"{e['heldout_samples']} | {values} | {e['best_single']['method']} | {e['auto_vs_best']:+.4g} | "
+                     f"{sqnr} | {took} |")
+    lines += ["", results.get("conclusion", "")]
+    replace(MARKER, "\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", required=True, help="comma-separated suite task names")
+    parser.add_argument("--tasks", default="", help="comma-separated suite task names")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the RESULTS.md section from auto.json")
     args = parser.parse_args()
     results = json.loads(OUTPUT.read_text()) if OUTPUT.exists() else {"tasks": {}}
-    for name in args.tasks.split(","):
+    if args.report_only:
+        write_section(results)
+        return
+    for name in [t for t in args.tasks.split(",") if t]:
         entry = run_task(name)
         results["tasks"][name] = entry
         OUTPUT.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")

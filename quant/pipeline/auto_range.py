@@ -213,28 +213,31 @@ def _score_sample(choice: TensorChoice, values, nodes, layers, inits, weight_ama
     from quant.qdq.insert import scale_from_amax
 
     x = values[choice.tensor]
-    quantized = {}
+    first = {}  # amax -> the first candidate with it: methods that agree are run once
     for k, candidate in enumerate(choice.candidates):
-        quantized[k] = fake_quantize(x, scale_from_amax(candidate.amax))
+        first.setdefault(candidate.amax, k)
+    quantized = {k: fake_quantize(x, scale_from_amax(choice.candidates[k].amax)) for k in first.values()}
     for name in choice.consumers:
         if name == choice.tensor:  # its own quantization error
             reference = x.astype(np.float64)
             signal[(name, name)] += float(np.sum(reference * reference))
+            errors = {k: float(np.sum((q.astype(np.float64) - reference) ** 2)) for k, q in quantized.items()}
+        else:
+            node = nodes[name]
+            if name not in layer_runners:
+                dtypes = {t: values[t].dtype for t in list(node.input) + [node.output[0]] if t in values}
+                single, graph_inputs = quantized_layer_model(model, node, layers[name], inits, weight_amax, dtypes)
+                layer_runners[name] = (OrtRunner(single, mode="emulate", spin=False), graph_inputs)
+            runner, graph_inputs = layer_runners[name]
+            reference = values[node.output[0]].astype(np.float64)
+            signal[(choice.tensor, name)] += float(np.sum(reference * reference))
+            errors = {}
             for k, q in quantized.items():
-                noise[(name, name, k)] += float(np.sum((q.astype(np.float64) - reference) ** 2))
-            continue
-        node = nodes[name]
-        if name not in layer_runners:
-            dtypes = {t: values[t].dtype for t in list(node.input) + [node.output[0]] if t in values}
-            single, graph_inputs = quantized_layer_model(model, node, layers[name], inits, weight_amax, dtypes)
-            layer_runners[name] = (OrtRunner(single, mode="emulate", spin=False), graph_inputs)
-        runner, graph_inputs = layer_runners[name]
-        reference = values[node.output[0]].astype(np.float64)
-        signal[(choice.tensor, name)] += float(np.sum(reference * reference))
-        for k, q in quantized.items():
-            feeds = {t: (q if t == choice.tensor else values[t]) for t in graph_inputs}
-            out = runner.run(feeds, [node.output[0]])[0].astype(np.float64)
-            noise[(choice.tensor, name, k)] += float(np.sum((out - reference) ** 2))
+                feeds = {t: (q if t == choice.tensor else values[t]) for t in graph_inputs}
+                out = runner.run(feeds, [node.output[0]])[0].astype(np.float64)
+                errors[k] = float(np.sum((out - reference) ** 2))
+        for k, candidate in enumerate(choice.candidates):
+            noise[(choice.tensor, name, k)] += errors[first[candidate.amax]]
 
 
 def summary(choices: dict[str, TensorChoice]) -> dict[str, int]:
