@@ -22,6 +22,18 @@ METHODS = ("entropy", "minmax", "percentile", "mse", "auto")
 OUTPUT = HERE / "results" / "auto.json"
 
 
+VARIANT = "auto-methods"  # auto without the grid: per tensor the best of the four methods by the same errors
+
+
+def methods_only(record: dict) -> dict[str, float]:
+    """Per tensor the method amax with the lowest recorded layer error (the first on a tie), from quant.json's auto."""
+    out = {}
+    for tensor, entry in record["tensors"].items():
+        errors = [(entry["methods"][m]["error"], entry["methods"][m]["amax"]) for m in METHODS if m in entry["methods"]]
+        out[tensor] = min(errors, key=lambda e: e[0])[1]  # min keeps the first of equal errors
+    return out
+
+
 def output_sqnr(outputs, reference) -> list[float | None]:
     """SQNR (dB) of each float output against FP32 over all held-out samples (None: not a float output)."""
     import numpy as np
@@ -61,10 +73,13 @@ def run_task(name: str) -> dict:
              "calibrate_seconds_all_five": round(seconds, 1), "auto_summary": result.auto["summary"],
              "auto_samples": result.auto["samples"],
              "fp32": task.score(fp32_outputs, task.labels, fp32_outputs), "methods": {}}
+    from quant.qdq import build_qdq_model
+
     with tempfile.TemporaryDirectory(prefix="quant-auto-bench-") as tmp:
         folders = result.save(Path(tmp) / "out")
-        for method, out in zip(result.methods, folders):
-            runner = OrtRunner(out / "model.int8.onnx", mode="emulate")
+        variant = build_qdq_model(result.model, result.plan, methods_only(result.auto), result.weight_amax)
+        for method, out in list(zip(result.methods, folders)) + [(VARIANT, variant)]:
+            runner = OrtRunner(out if method == VARIANT else out / "model.int8.onnx", mode="emulate")
             outputs = outputs_of(runner, task.heldout)
             entry["methods"][method] = task.score(outputs, task.labels, fp32_outputs)
             entry["methods"][method]["output_sqnr_db"] = output_sqnr(outputs, fp32_outputs)
@@ -91,17 +106,18 @@ def write_section(results: dict) -> None:
              "task's held-out data with exact Q/DQ emulation (the suite's scorer), plus the SQNR of each float output "
              "against FP32 over the held-out set. `auto - best`: auto's primary metric minus the best single "
              "method's (sign flipped where lower is better; >= 0 means auto is at least as good).", "",
-             "| model | primary | held-out | entropy | minmax | percentile | mse | auto | best single | auto - best | "
-             "output SQNR dB (entropy / minmax / percentile / mse / auto) | tensors auto took from |",
-             "| --- |" + " --- |" * 11]
+             "| model | primary | held-out | entropy | minmax | percentile | mse | auto | auto-methods | best single | "
+             "auto - best | output SQNR dB (entropy / minmax / percentile / mse / auto / auto-methods) | tensors auto "
+             "took from |", "| --- |" + " --- |" * 12]
     for name, e in results["tasks"].items():
         if e.get("status") != "ok":
-            lines.append(f"| {name} | {e.get('status')} |" + " |" * 10)
+            lines.append(f"| {name} | {e.get('status')} |" + " |" * 11)
             continue
         key = e["primary"]
-        values = " | ".join(f"{e['methods'][m][key]:.4g}" for m in METHODS)
-        sqnr = " / ".join(",".join("n/a" if v is None else f"{v:.2f}" for v in e["methods"][m].get("output_sqnr_db", []))
-                          or "-" for m in METHODS)
+        shown = METHODS + (VARIANT,)
+        values = " | ".join(f"{e['methods'][m][key]:.4g}" if m in e["methods"] else "-" for m in shown)
+        sqnr = " / ".join(",".join("n/a" if v is None else f"{v:.2f}" for v in e["methods"].get(m, {}).get(
+            "output_sqnr_db", [])) or "-" for m in shown)
         took = ", ".join(f"{k} {v}" for k, v in e["auto_summary"].items() if v)
         lines.append(f"| {name} | {key} ({'higher' if e['higher_is_better'] else 'lower'} is better) | "
                      f"{e['heldout_samples']} | {values} | {e['best_single']['method']} | {e['auto_vs_best']:+.4g} | "
@@ -127,7 +143,7 @@ def main() -> None:
             print(name, entry["status"], flush=True)
             continue
         values = ", ".join(f"{m} {entry['methods'][m][entry['primary']]:.4g} ({entry['methods'][m]['output_sqnr_db']} dB)"
-                           for m in METHODS)
+                           for m in METHODS + (VARIANT,))
         print(f"{name}: {entry['primary']}: {values}; best single {entry['best_single']['method']}; auto - best "
               f"{entry['auto_vs_best']:+.4g} (>= 0: auto at least as good); auto took {entry['auto_summary']}; "
               f"calibrate (all five) {entry['calibrate_seconds_all_five']} s", flush=True)
