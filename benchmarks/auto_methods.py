@@ -108,10 +108,10 @@ def write_section(results: dict) -> None:
              "method's (sign flipped where lower is better; >= 0 means auto is at least as good).", "",
              "| model | primary | held-out | entropy | minmax | percentile | mse | auto | auto-methods | best single | "
              "auto - best | output SQNR dB (entropy / minmax / percentile / mse / auto / auto-methods) | tensors auto "
-             "took from |", "| --- |" + " --- |" * 12]
+             "took from | calibrate s (all five, one process) |", "| --- |" + " --- |" * 13]
     for name, e in results["tasks"].items():
         if e.get("status") != "ok":
-            lines.append(f"| {name} | {e.get('status')} |" + " |" * 11)
+            lines.append(f"| {name} | {e.get('status')} |" + " |" * 12)
             continue
         key = e["primary"]
         shown = METHODS + (VARIANT,)
@@ -121,7 +121,7 @@ def write_section(results: dict) -> None:
         took = ", ".join(f"{k} {v}" for k, v in e["auto_summary"].items() if v)
         lines.append(f"| {name} | {key} ({'higher' if e['higher_is_better'] else 'lower'} is better) | "
                      f"{e['heldout_samples']} | {values} | {e['best_single']['method']} | {e['auto_vs_best']:+.4g} | "
-                     f"{sqnr} | {took} |")
+                     f"{sqnr} | {took} | {e['calibrate_seconds_all_five']} |")
     lines += ["", results.get("conclusion", "")]
     replace(MARKER, "\n".join(lines))
 
