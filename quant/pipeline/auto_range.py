@@ -26,7 +26,7 @@ from quant.calibrators import get as get_calibrator
 from quant.core.errors import QuantError
 
 BASE_METHODS = ("entropy", "minmax", "percentile", "mse")
-AUTO_SAMPLES = 64  # calibration samples the candidates are scored on (fixed subset, by index)
+AUTO_SAMPLES = 64  # calibration samples the candidates are scored on (a fixed subset, chosen by content)
 GRID_POINTS = 6  # geometric points strictly between the smallest and the largest method amax
 BELOW = 0.8  # one more candidate at this fraction of the smallest method amax
 SEARCH = "search"
