@@ -79,11 +79,7 @@ def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndar
                 seen = result.shapes.setdefault(name, [])
                 if shape not in seen:
                     seen.append(shape)
-            for row in range(len(indices)):
-                digest = hashlib.sha256()
-                for name in sorted(feeds):
-                    digest.update(np.ascontiguousarray(feeds[name][row]).tobytes())
-                sample_digests.append(digest.digest())
+            sample_digests += sample_digests_of(feeds, len(indices))
             result.samples += len(indices)
             result.batches += 1
             if bar is not None:
@@ -97,6 +93,17 @@ def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndar
     result.digests = sample_digests
     result.data_hash = combine_digests(sample_digests)
     return result
+
+
+def sample_digests_of(feeds: dict[str, np.ndarray], rows: int) -> list[bytes]:
+    """One sha256 per sample of a batch (over its inputs in name order): what identifies a sample by content."""
+    out = []
+    for row in range(rows):
+        digest = hashlib.sha256()
+        for name in sorted(feeds):
+            digest.update(np.ascontiguousarray(feeds[name][row]).tobytes())
+        out.append(digest.digest())
+    return out
 
 
 def combine_digests(digests: Iterable[bytes]) -> str:

@@ -7,7 +7,7 @@ from quant.core.errors import QuantError
 from quant.core.histogram import DEFAULT_BINS
 
 CONFIG_VERSION = 1
-METHODS = ("entropy", "minmax", "percentile", "mse")
+METHODS = ("entropy", "minmax", "percentile", "mse", "auto")  # auto: per tensor, the best of the others (data)
 METHOD_ALIASES = {"max": "minmax", "kl": "entropy"}  # Model Optimizer's / TensorRT's names
 WEIGHT_STORAGE = ("int8", "float")  # int8: INT8 initializer + DequantizeLinear; float: float weight + Q + DQ
 HIGH_PRECISION = ("fp32", "fp16")  # the type of the layers left unquantized in model.int8.onnx

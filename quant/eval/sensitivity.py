@@ -151,9 +151,8 @@ def fake_quantize(x: np.ndarray, scale: np.ndarray, axis: int | None = None) -> 
 def local_sqnr(model, plan, activation_amax: dict[str, float], weight_amax: dict[str, np.ndarray],
                batches: Sequence[tuple[list[int], dict[str, np.ndarray]]], max_samples: int = 64) -> dict[str, float]:
     """Output SQNR (dB) of each layer run alone with quantized inputs and weights, from one FP32 pass."""
-    onnx = require("onnx")
     from quant.backends.onnxruntime import OrtRunner
-    from quant.core.onnx_model import initializers, to_array, with_outputs
+    from quant.core.onnx_model import initializers, with_outputs
     from quant.qdq.insert import scale_from_amax
 
     nodes = {n.name: n for n in model.graph.node}
@@ -179,38 +178,52 @@ def local_sqnr(model, plan, activation_amax: dict[str, float], weight_amax: dict
     scores = {}
     for layer in plan.layers:
         node = nodes[layer.node]
-        graph_inputs, node_inits = [], []
-        for tensor in node.input:
-            if not tensor:
-                continue
-            if tensor in inits:
-                array = to_array(inits[tensor])
-                if layer.weight is not None and tensor == layer.weight.tensor:
-                    array = fake_quantize(array, scale_from_amax(weight_amax[tensor]), layer.weight.axis)
-                node_inits.append(onnx.numpy_helper.from_array(array, tensor))
-            else:  # the captured tensor's own type (float16 models)
-                elem = onnx.helper.np_dtype_to_tensor_dtype(captured[tensor][0].dtype) if captured[tensor] \
-                    else onnx.TensorProto.FLOAT
-                graph_inputs.append(onnx.helper.make_tensor_value_info(tensor, elem, None))
-        out_elem = onnx.helper.np_dtype_to_tensor_dtype(captured[node.output[0]][0].dtype) \
-            if captured[node.output[0]] else onnx.TensorProto.FLOAT
-        single = onnx.helper.make_model(
-            onnx.helper.make_graph([node], "layer", graph_inputs,
-                                   [onnx.helper.make_tensor_value_info(node.output[0], out_elem, None)],
-                                   node_inits),
-            opset_imports=list(model.opset_import))
-        single.ir_version = model.ir_version
+        dtypes = {t: captured[t][0].dtype for t in wanted if captured[t]}
+        single, graph_inputs = quantized_layer_model(model, node, layer, inits, weight_amax, dtypes)
         layer_runner = OrtRunner(single, mode="emulate")
         signal = noise = 0.0
         for batch in range(len(captured[node.output[0]])):
             feeds = {}
-            for value in graph_inputs:
-                x = captured[value.name][batch]
-                feeds[value.name] = fake_quantize(x, scale_from_amax(activation_amax[value.name])) \
-                    if value.name in activation_amax and value.name in layer.activations else x
+            for name in graph_inputs:
+                x = captured[name][batch]
+                feeds[name] = fake_quantize(x, scale_from_amax(activation_amax[name])) \
+                    if name in activation_amax and name in layer.activations else x
             out = layer_runner.run(feeds, [node.output[0]])[0].astype(np.float64)
             ref = captured[node.output[0]][batch].astype(np.float64)
             signal += float(np.sum(ref * ref))
             noise += float(np.sum((out - ref) ** 2))
         scores[layer.node] = sqnr_db(signal, noise)
     return scores
+
+
+def quantized_layer_model(model, node, layer, inits: dict, weight_amax: dict[str, np.ndarray], dtypes: dict):
+    """(a one-node ONNX model of ``node`` with its weight fake-quantized as the Q/DQ model holds it, the names
+    of its graph inputs). Constant inputs (weight, bias) are initializers; every other input is a graph input
+    of the type in ``dtypes`` (the captured tensor's numpy dtype; float32 where unknown)."""
+    onnx = require("onnx")
+    from quant.core.onnx_model import to_array
+    from quant.qdq.insert import scale_from_amax
+
+    def elem(tensor: str) -> int:
+        return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtypes[tensor])) if tensor in dtypes \
+            else onnx.TensorProto.FLOAT
+
+    graph_inputs, node_inits = [], []
+    for tensor in node.input:
+        if not tensor:
+            continue
+        if tensor in inits:
+            array = to_array(inits[tensor])
+            if layer.weight is not None and tensor == layer.weight.tensor:
+                array = fake_quantize(array, scale_from_amax(weight_amax[tensor]), layer.weight.axis)
+            node_inits.append(onnx.numpy_helper.from_array(array, tensor))
+        elif tensor not in graph_inputs:
+            graph_inputs.append(tensor)
+    single = onnx.helper.make_model(
+        onnx.helper.make_graph([node], "layer", [onnx.helper.make_tensor_value_info(t, elem(t), None)
+                                                 for t in graph_inputs],
+                               [onnx.helper.make_tensor_value_info(node.output[0], elem(node.output[0]), None)],
+                               node_inits),
+        opset_imports=list(model.opset_import))
+    single.ir_version = model.ir_version
+    return single, graph_inputs

@@ -92,6 +92,7 @@ class CalibrationResult:
     exported: object = None  # the onnx.ModelProto exported from a torch.nn.Module (saved as FP32_MODEL)
     bias_correction: dict = field(default_factory=dict)  # method -> measured shifts (quant.pipeline.bias_correction)
     equalization: list = field(default_factory=list)  # the pairs cross-layer equalization balanced (quant.qdq.equalize)
+    auto: dict = field(default_factory=dict)  # --method auto: the candidates scored per tensor (quant.json "auto")
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -207,7 +208,8 @@ class CalibrationResult:
         activations = {}
         for tensor, value in amax.items():
             hist = self.histograms[tensor]
-            activations[tensor] = {"amax": float(np.float32(value)), "scale": float(scale_from_amax(value)),
+            activations[tensor] = {**({"method": self.auto["tensors"][tensor]["method"]} if method == "auto" else {}),
+                                   "amax": float(np.float32(value)), "scale": float(scale_from_amax(value)),
                                    "absmax": hist.absmax, "min": hist.min, "max": hist.max, "values": hist.count,
                                    "all_zero": hist.exponent is None,
                                    "clipped_values_share": self.clipping_report(method)[tensor]["values_share"],
@@ -245,7 +247,7 @@ class CalibrationResult:
                       "opset": opset_version(self.model)},
             "data": self.data,
             "method": method,
-            "parameters": get_calibrator(method, **self.config.params(method)).get_params(),
+            "parameters": self._parameters(method),
             "config": self.config.to_json(),
             "quantization": {"dtype": "int8", "symmetric": True, "zero_point": 0, "scale": "amax / 127",
                              "activations": "per-tensor", "weights": "per-channel (output-channel axis)",
@@ -266,12 +268,22 @@ class CalibrationResult:
                                  "what": "cross-layer equalization folded into the FP32 weights and biases before "
                                          "calibration (quant.qdq.equalize); the FP32 function is unchanged"}}
                if self.config.equalize else {}),
+            **({"auto": self.auto} if method == "auto" else {}),
         })
 
     def _bias_manifest(self, method: str, keep_float: Sequence[str]) -> dict:
         from quant.pipeline import bias_correction
 
         return bias_correction.manifest(self, method, keep_float)
+
+    def _parameters(self, method: str) -> dict:
+        if method != "auto":
+            return get_calibrator(method, **self.config.params(method)).get_params()
+        from quant.pipeline.auto_range import BASE_METHODS
+
+        return {"candidates": list(BASE_METHODS), "percentile": self.config.percentile,
+                "samples": self.auto.get("samples")}
+
 
     def warnings(self, method: str | None = None, keep_float: Sequence[str] = ()) -> list[dict]:
         """Tensors whose scale is a guess (all zeros, no values) or was raised to a normal float32 (see checks)."""
@@ -537,6 +549,11 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     # device that collected it).
     result.execution = {"batches": collected.batches, "ray": context.ray is not None}
     compute_ranges(result)
+    if "auto" in config.methods:  # a bounded second pass over a fixed subset of the calibration samples
+        from quant.pipeline.auto_range import choose_auto
+
+        choose_auto(result, source, indices, inputs, mapping, collected.digests, progress)
+        check_ranges(result.activation_amax, result.weight_amax)
     if config.bias_correction:  # a second pass, now that the ranges are known (quant.pipeline.bias_correction)
         from quant.pipeline import bias_correction
 
@@ -680,7 +697,7 @@ def _keep_first(batches, keep: dict, samples: int):
 def compute_ranges(result: CalibrationResult) -> None:
     """Fill activation amax for every method and per-channel weight amax (pure numpy)."""
     config = result.config
-    jobs = [(method, tensor) for method in config.methods for tensor in result.histograms]
+    jobs = [(method, tensor) for method in config.methods if method != "auto" for tensor in result.histograms]
 
     def fit(job):
         method, tensor = job
@@ -689,7 +706,8 @@ def compute_ranges(result: CalibrationResult) -> None:
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # NumPy releases the GIL in the searches
         values = list(pool.map(fit, jobs))
     for method in config.methods:
-        result.activation_amax[method] = {}
+        if method != "auto":  # auto needs the data: calibrate() or the record of an auto folder fills it
+            result.activation_amax[method] = {}
     for (method, tensor), value in zip(jobs, values):
         result.activation_amax[method][tensor] = value
     weight_params = config.params(config.weight_method)
@@ -755,6 +773,11 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     result = CalibrationResult(proto, path, digest, plan, histograms, config,
                                dict(manifest.get("data", {}), recalibrated_from=str(folder)), equalization=equalized)
     compute_ranges(result)
+    if "auto" in config.methods:  # the choice recorded in quant.json (scoring it again needs the data)
+        from quant.pipeline.auto_range import recorded_auto
+
+        result.activation_amax["auto"], result.auto = recorded_auto(manifest, histograms, str(folder))
+        check_ranges(result.activation_amax, result.weight_amax)
     if config.bias_correction:  # the shifts measured on the data, for the same ranges only
         from quant.pipeline import bias_correction
 
