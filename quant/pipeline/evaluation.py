@@ -341,7 +341,8 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
     """``make(keep_float) -> runner`` of the Q/DQ model with those layers in float (one session alive).
 
     ``runtime``: emulate (exact Q/DQ in float, TensorRT's arithmetic), ort-int8 or openvino. With a torch
-    ``device``, emulate runs on one converted graph whose Q/DQ pairs are switched per variant.
+    ``device``, emulate runs on one converted graph whose Q/DQ pairs are switched per variant; on ONNX Runtime,
+    on one session whose Q/DQ pairs are switched by bool inputs (quant.backends.ort_switch).
     """
     _check_search_runtime(runtime)
     device = _torch(device)
@@ -349,6 +350,10 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
         from quant.backends.torch.pipeline import qdq_switch
 
         return qdq_switch(result, method, device)
+    if runtime == "emulate" and result.config.high_precision != "fp16":
+        from quant.backends.ort_switch import switched_factory
+
+        return switched_factory(result, method)  # one session; a variant is a feed (bit-identical outputs)
     cache: dict[frozenset, object] = {}
     folded: dict = {}  # each weight's Q->DQ, computed once for every variant (emulate)
 
