@@ -193,6 +193,21 @@ class SwitchedRunner:
         return self._runner.run({**feeds, **self._feeds}, list(outputs) if outputs else self.output_names)
 
 
+def switchable(result) -> bool:
+    """Whether ``result``'s variants can share one switched session with bit-identical outputs: every quantized
+    tensor float32 (ONNX Runtime's CPU provider computes float16 ops through inserted Casts, which it places
+    differently around an If than around the DequantizeLinear of the variant's own model) and no float16
+    rewrite of the written model (--high-precision fp16)."""
+    from quant.qdq.float_types import quantized_types
+
+    onnx = require("onnx")
+    if result.config.high_precision == "fp16":
+        return False
+    if not result.plan.tensor_types:
+        result.plan.tensor_types = quantized_types(result.model, result.plan)
+    return all(t == onnx.TensorProto.FLOAT for t in result.plan.tensor_types.values())
+
+
 def switched_factory(result, method: str):
     """``make(keep_float) -> runner`` over one switched emulate session of ``result``'s ``method``, built on the
     first call (quant.pipeline.evaluation.qdq_runner_factory's contract: use the runner before the next call)."""

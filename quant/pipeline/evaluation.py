@@ -350,9 +350,9 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
         from quant.backends.torch.pipeline import qdq_switch
 
         return qdq_switch(result, method, device)
-    if runtime == "emulate" and result.config.high_precision != "fp16":
-        from quant.backends.ort_switch import switched_factory
+    from quant.backends.ort_switch import switchable, switched_factory
 
+    if runtime == "emulate" and switchable(result):
         return switched_factory(result, method)  # one session; a variant is a feed (bit-identical outputs)
     cache: dict[frozenset, object] = {}
     folded: dict = {}  # each weight's Q->DQ, computed once for every variant (emulate)

@@ -8,7 +8,7 @@ import pytest
 import quant
 from quant import pipeline
 from quant.backends import onnxruntime as ort_backend
-from quant.backends.ort_switch import SwitchedRunner, switch_model
+from quant.backends.ort_switch import SwitchedRunner
 from quant.eval.fallback import bisect_fallback, fallback, screening_subset
 from quant.eval.heldout import HeldOut
 from quant.eval.scoring import get_metric
@@ -27,29 +27,31 @@ def _variants(names):
     return sets
 
 
-def _assert_same_as_each_variant(result, method, feeds_list):
-    switched = SwitchedRunner(switch_model(result.model, result.plan, result.activation_amax[method],
-                                           result.weight_amax, weight_storage=result.config.weight_storage))
+def _assert_same_as_each_variant(result, method, feeds_list, switched=True):
+    """Every variant's outputs from the search's runner factory equal those of its own Q/DQ model."""
+    make = pipeline.qdq_runner_factory(result, method)
     names = [layer.node for layer in result.plan.layers]
+    assert isinstance(make(frozenset()), SwitchedRunner) == switched
     variants = _variants(names)
-    assert any(len(v) > 1 for v in variants)
     differs = 0
     for keep in variants:
         own = ort_backend.OrtRunner(result.qdq_model(method, keep_float=keep), mode="emulate")
-        switched.set_float(keep)
+        runner = make(keep)
         for feeds in feeds_list:
-            for a, b in zip(own.run(feeds), switched.run(feeds)):
+            for a, b in zip(own.run(feeds), runner.run(feeds)):
                 assert a.dtype == b.dtype and a.shape == b.shape
                 assert np.array_equal(a, b), sorted(keep)
-        differs += not np.array_equal(own.run(feeds_list[0])[0], switched.set_float(names).run(feeds_list[0])[0])
+        differs += not np.array_equal(own.run(feeds_list[0])[0], make(frozenset(names)).run(feeds_list[0])[0])
     assert differs > 0  # the switch changes the outputs: variants are not all the FP32 model
+    return variants
 
 
 @pytest.mark.parametrize("storage", ["int8", "float"])
 def test_digits_variants_are_bit_identical(digits, storage):
     result = quant.calibrate(digits["model"], digits["calibration"], methods=("entropy",), weight_storage=storage)
     held = np.load(digits["heldout"])["input"]
-    _assert_same_as_each_variant(result, "entropy", [{"input": held[i:i + 64]} for i in (0, 64, 500)])
+    variants = _assert_same_as_each_variant(result, "entropy", [{"input": held[i:i + 64]} for i in (0, 64, 500)])
+    assert sum(1 < len(v) < len(result.plan.layers) for v in variants) >= 10
 
 
 def test_transformer_variants_are_bit_identical(tmp_path):
@@ -58,8 +60,9 @@ def test_transformer_variants_are_bit_identical(tmp_path):
     np.savez(tmp_path / "cal.npz", x=rng.standard_normal((16, 40, 128)).astype(np.float32))
     result = quant.calibrate(model, tmp_path / "cal.npz", methods=("mse",))
     assert len(result.plan.layers) == 16
-    _assert_same_as_each_variant(result, "mse", [{"x": rng.standard_normal((n, 40, 128)).astype(np.float32)}
-                                                 for n in (1, 3)])
+    variants = _assert_same_as_each_variant(result, "mse", [{"x": rng.standard_normal((n, 40, 128)).astype(np.float32)}
+                                                            for n in (1, 3)])
+    assert sum(1 < len(v) < 16 for v in variants) >= 10
 
 
 def test_residual_add_and_shared_weight_follow_their_layer(tmp_path):
@@ -118,3 +121,29 @@ def test_sensitivity_and_fallback_equal_per_variant_sessions_with_one_session(di
         for outcome in (fast_json, slow_json):
             outcome.pop("seconds", None)
         assert fast_json == slow_json and fast_outcome.passed and fast_outcome.float_layers
+
+
+def _stranger_models():
+    from tests.float_models import float16_conv, ir3_conv_matmul, mixed_float16_island
+    from tests.models_shapes import SHAPES
+
+    def with_data(build, shape, dtype=np.float32):
+        def make(path):
+            return build(path), {"x": np.random.default_rng(2).standard_normal((16, *shape)).astype(dtype)}
+        return make
+
+    models = dict(SHAPES)  # If and Loop subgraphs, int and bool outputs, 1-D conv, weight on the left ...
+    models.update(float16_conv=with_data(float16_conv, (3, 8, 8), np.float16),
+                  mixed_float16_island=with_data(mixed_float16_island, (3, 8, 8)))
+    return models
+
+
+@pytest.mark.parametrize("name", sorted(_stranger_models()))
+def test_model_shapes_and_float_types_are_bit_identical(name, tmp_path):
+    model, feeds = _stranger_models()[name](tmp_path / f"{name}.onnx")
+    np.savez(tmp_path / "cal.npz", **feeds)
+    result = quant.calibrate(str(model), str(tmp_path / "cal.npz"), methods=("minmax",))
+    if not result.plan.layers:
+        pytest.skip("no quantized layer")
+    float32 = all(v.dtype == np.float32 for v in feeds.values()) and "float16" not in name
+    _assert_same_as_each_variant(result, "minmax", [{k: v[:3] for k, v in feeds.items()}], switched=float32)
