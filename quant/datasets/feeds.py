@@ -201,11 +201,18 @@ class UserSource(DataSource):
         if not isinstance(raw, Mapping):
             raise QuantError(f"{self.description}.sample({index}) returned a {type(raw).__name__}, not a dict",
                              hint="return {key: array} for one sample, without the batch axis")
-        return {str(k): to_array(v, f"{self.description}.sample({index})['{k}']") for k, v in raw.items()}
+        return {str(k): to_array(v, f"{self.description}.sample({index})['{k}']", numeric=not _label_key(k))
+                for k, v in raw.items()}
 
     def column(self, key: str) -> np.ndarray | None:
         column = getattr(self.inner, "column", None)
-        return None if column is None else (None if (value := column(key)) is None else to_array(value, key))
+        return None if column is None else (None if (value := column(key)) is None else
+                                            to_array(value, key, numeric=not _label_key(key)))
+
+
+def _label_key(key) -> bool:
+    """Labels may be strings (a text recognizer's lines, for a user metric), as in :func:`to_feed`."""
+    return str(key) in ("label", "labels")
 
 
 def is_user_source(data) -> bool:
