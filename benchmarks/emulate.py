@@ -4,7 +4,7 @@ A 6-layer BERT-style encoder (tests/models_accuracy.py: onnx.helper, random weig
 256 and 768 is calibrated once (minmax, 32 random sequences). Then, interleaved, the median latency of one
 40-token sequence on: FP32 (ONNX Runtime, all optimizations), the emulate session as it was (Q/DQ on every
 weight at run time) and the emulate session with the weights folded; outputs are checked bit-identical.
-At hidden 256 a sensitivity sweep over the first encoder block's 8 layers (17 full evaluations of 8
+At hidden 256 (--sweep-hidden) a sensitivity sweep over the first encoder block's 8 layers (17 full evaluations of 8
 held-out sequences) runs three ways in one process: a Q/DQ model and session per variant with the weights
 re-quantized per run (the baseline), the same with the weights folded, and one switched session (a variant
 is a feed, quant.backends.ort_switch); the three reports must be equal.
@@ -67,6 +67,7 @@ def main() -> None:
     parser.add_argument("--hidden", default="256,768")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--sweep-hidden", default="256", help="hidden sizes whose sensitivity sweep runs (default 256)")
     parser.add_argument("--output", help="write the rows as JSON here (e.g. benchmarks/results/emulate.json)")
     args = parser.parse_args()
 
@@ -93,7 +94,7 @@ def main() -> None:
             row = {"hidden": hidden, "ms": ms, "bit_identical": same,
                    "speedup": ms["emulate, Q/DQ every run"] / ms["emulate, weights folded"],
                    "folded_vs_fp32": ms["emulate, weights folded"] / ms["fp32"]}
-            if hidden == 256 and not args.no_sweep:
+            if str(hidden) in args.sweep_hidden.split(",") and not args.no_sweep:
                 held = rng.standard_normal((8, 40, hidden)).astype(np.float32)
                 fp32 = runners["fp32"]
                 batches = [([i, i + 1], {"x": held[i:i + 2]}) for i in range(0, 8, 2)]
