@@ -103,10 +103,7 @@ def switch_model(model, plan, activation_amax: dict[str, float], weight_amax: di
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(_live(nodes, {o.name for o in graph.output}))
-    used = {t for n in graph.node for t in n.input} | _outer_names(graph)
-    kept = [init for init in graph.initializer if init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    used = _read_names(graph)
     for name, value in folded.items():  # folded values no switched input replaced (none from build_qdq_model)
         if name in used:
             graph.initializer.append(numpy_helper.from_array(value, name))
@@ -143,24 +140,23 @@ def _select(helper, onnx, fresh, producers, switch: str, dequantized: str, tenso
                             else_branch=else_branch)
 
 
-def _outer_names(graph) -> set[str]:
-    """Names the If branches of ``graph`` read from it."""
-    names = set()
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                names |= {t for n in attribute.g.node for t in n.input}
-    return names
+def _read_names(graph) -> set[str]:
+    """Every name a node of ``graph`` or of its subgraphs (If branches, Loop bodies, at any depth) reads."""
+    from quant.qdq.insert import _subgraphs
+
+    return {t for g in [graph, *_subgraphs(graph)] for n in g.node for t in n.input}
 
 
 def _live(nodes, outputs: set[str]) -> list:
     """``nodes`` without the Q/DQ nodes nothing reads any more (their copies run inside the If branches)."""
+    from quant.qdq.insert import _subgraphs
+
+    onnx = require("onnx")
+    holder = onnx.GraphProto()  # the subgraphs of the nodes, which the pruning does not change
+    holder.node.extend(n for n in nodes if n.attribute and any(a.HasField("g") or a.graphs for a in n.attribute))
+    outputs = outputs | {t for g in _subgraphs(holder) for n in g.node for t in n.input}
     while True:
         used = {t for n in nodes for t in n.input} | outputs
-        for n in nodes:
-            for attribute in n.attribute:
-                if attribute.HasField("g"):
-                    used |= {t for sub in attribute.g.node for t in sub.input}
         kept = [n for n in nodes if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
                 or any(o in used for o in n.output)]
         if len(kept) == len(nodes):
