@@ -43,7 +43,8 @@ def switch_model(model, plan, activation_amax: dict[str, float], weight_amax: di
 
     Each quantized weight is a graph input of its layer (one per layer where layers share a weight), fed
     the float weight or its Q -> DQ value (folded once, as ONNX Runtime computes it); a weight that cannot be
-    folded keeps its Q/DQ and is selected by a ``Where``, as activations are. Consumers of a quantized tensor
+    folded (a weight that is also a graph input, as IR < 4 lists them) keeps its Q/DQ behind an ``If``, as
+    activations do. ``fold_cache`` as in :func:`quant.backends.fold_qdq.fold_constant_qdq`. Consumers of a quantized tensor
     that belong to no layer (nor to a layer's residual Add) keep their Q/DQ unconditionally, as
     ``build_qdq_model`` keeps them whatever ``keep_float`` says.
     """
