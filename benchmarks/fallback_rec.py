@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--held-out-lines", type=int, default=200)
     parser.add_argument("--max-drop", type=float, default=0.002, help="CER bound above FP32 (default 0.002)")
     parser.add_argument("--greedy-minutes", type=float, default=0.0)
+    parser.add_argument("--refine-rounds", type=int, default=None,
+                        help="bound the bisect search's rounds after its first (default: no bound)")
     parser.add_argument("--skip-timing", action="store_true", help="skip the one-evaluation before/after timing")
     args = parser.parse_args()
 
@@ -71,8 +73,8 @@ def main() -> None:
     ranking = sorted(names, key=lambda n: local[n])
     make = pipeline.qdq_runner_factory(result, "entropy")
     outcome = bisect_fallback(heldout, cer, ranking, make, max_drop=args.max_drop, screen=screening_subset(heldout),
-                              log=lambda line: print(line, flush=True))
-    summary["bisect"] = {"seconds": time.perf_counter() - start, "passed": outcome.passed,
+                              log=lambda line: print(line, flush=True), refine_rounds=args.refine_rounds)
+    summary["bisect"] = {"seconds": time.perf_counter() - start, "refine_rounds": args.refine_rounds, "passed": outcome.passed,
                          "float_layers": [l["node"] for l in outcome.float_layers], "evaluations": outcome.evaluations,
                          "screen_evaluations": outcome.screen_evaluations, "budget": outcome.budget,
                          "cer": heldout.score(make(frozenset(l["node"] for l in outcome.float_layers)), cer)}

@@ -425,13 +425,15 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
              relative: bool = False, min_value: float | None = None, labels=None, lower_is_better: bool | None = None,
              ranking: Sequence[str] | None = None, naive: bool = False, max_float: int | None = None,
              progress: bool = False, output_name: str | None = None, class_axis: int | None = None, ray=None,
-             search: str = "bisect", log=None, device: str | None = "ort", **data_options):
+             search: str = "bisect", log=None, device: str | None = "ort", refine_rounds: int | None = None,
+             **data_options):
     """Mixed-precision fallback; returns (CalibrationResult, FallbackResult).
 
     ``search``: "bisect" (bounded: bisection over the ranking on a screening subset, confirmed on the full
     held-out set; ``log`` gets one line per step) or "greedy" (one layer at a time, re-ranking by trying
     every layer when a step does not help). ``ray``: the greedy search's independent evaluations (its
-    re-ranking trials) run as Ray tasks; the bisect search is sequential and runs here."""
+    re-ranking trials) run as Ray tasks; the bisect search is sequential and runs here. ``refine_rounds``
+    bounds the bisect search's rounds after its first (see quant.eval.fallback.bisect_fallback)."""
     from quant.eval.fallback import bisect_fallback, fallback as run_fallback, naive_first_last, screening_subset
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr
@@ -461,7 +463,7 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     try:
         if search == "bisect":
             outcome = bisect_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,
-                                      screen=screening_subset(heldout), log=log)
+                                      screen=screening_subset(heldout), log=log, refine_rounds=refine_rounds)
         else:
             with _cluster(ray, device) as cluster:
                 score_many = None if cluster is None else ray_scores(cluster, result, method, "emulate", heldout,
