@@ -4,8 +4,10 @@ A 6-layer BERT-style encoder (tests/models_accuracy.py: onnx.helper, random weig
 256 and 768 is calibrated once (minmax, 32 random sequences). Then, interleaved, the median latency of one
 40-token sequence on: FP32 (ONNX Runtime, all optimizations), the emulate session as it was (Q/DQ on every
 weight at run time) and the emulate session with the weights folded; outputs are checked bit-identical.
-At hidden 256 a sensitivity sweep over the first encoder block's 6 layers (13 full evaluations of 8
-held-out sequences) runs both ways, and the two reports must be equal.
+At hidden 256 (--sweep-hidden) a sensitivity sweep over the first encoder block's 8 layers (17 full evaluations of 8
+held-out sequences) runs three ways in one process, twice each in the order A B C C B A (mean time): a Q/DQ model and session per variant with the weights
+re-quantized per run (the baseline), the same with the weights folded, and one switched session (a variant
+is a feed, quant.backends.ort_switch); the three reports must be equal.
 
     python benchmarks/emulate.py            # about 4 minutes here; --hidden 256 for the short one
 """
@@ -38,20 +40,25 @@ def _median_ms(runners: dict, feeds: dict, repeat: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def _sweep(result, heldout, fold: bool):
+def _sweep(result, heldout, how: str):
+    """The sensitivity sweep over the first block's layers; ``how``: "unfolded" or "folded" (a Q/DQ model and
+    an ONNX Runtime session per variant, weights re-quantized per run or folded once) or "switched" (one
+    session, a variant is a feed: quant.pipeline.evaluation.qdq_runner_factory since the switch)."""
     from quant.backends.onnxruntime import OrtRunner
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import sensitivity
+    from quant.pipeline.evaluation import qdq_runner_factory
 
     cache = {}
 
-    def make(keep_float):  # as quant.pipeline.evaluation.qdq_runner_factory does, with folding on or off
-        return OrtRunner(result.qdq_model("minmax", keep_float=keep_float), mode="emulate", fold_weights=fold,
-                         fold_cache=cache)
+    def make(keep_float):  # as qdq_runner_factory did before the switch, with folding on or off
+        return OrtRunner(result.qdq_model("minmax", keep_float=keep_float), mode="emulate",
+                         fold_weights=how == "folded", fold_cache=cache)
 
     layers = [(layer.node, layer.op_type) for layer in result.plan.layers if layer.node.startswith("layer0.")]
     start = time.perf_counter()
-    report = sensitivity(heldout, get_metric("sqnr"), layers, make, {})
+    report = sensitivity(heldout, get_metric("sqnr"), layers,
+                         qdq_runner_factory(result, "minmax") if how == "switched" else make, {})
     return time.perf_counter() - start, report
 
 
@@ -60,6 +67,8 @@ def main() -> None:
     parser.add_argument("--hidden", default="256,768")
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--no-sweep", action="store_true")
+    parser.add_argument("--sweep-hidden", default="256", help="hidden sizes whose sensitivity sweep runs (default 256)")
+    parser.add_argument("--output", help="write the rows as JSON here (e.g. benchmarks/results/emulate.json)")
     args = parser.parse_args()
 
     import quant
@@ -85,16 +94,23 @@ def main() -> None:
             row = {"hidden": hidden, "ms": ms, "bit_identical": same,
                    "speedup": ms["emulate, Q/DQ every run"] / ms["emulate, weights folded"],
                    "folded_vs_fp32": ms["emulate, weights folded"] / ms["fp32"]}
-            if hidden == 256 and not args.no_sweep:
+            if str(hidden) in args.sweep_hidden.split(",") and not args.no_sweep:
                 held = rng.standard_normal((8, 40, hidden)).astype(np.float32)
                 fp32 = runners["fp32"]
                 batches = [([i, i + 1], {"x": held[i:i + 2]}) for i in range(0, 8, 2)]
                 heldout = HeldOut(batches, [fp32.run(f) for _, f in batches], None, fp32.output_names)
-                before, report_before = _sweep(result, heldout, fold=False)
-                after, report_after = _sweep(result, heldout, fold=True)
-                row["sweep"] = {"evaluations": 2 * len(report_after.layers) + 1, "before_s": before, "after_s": after,
-                                "speedup": before / after,
-                                "same_report": json.dumps(report_before.to_json()) == json.dumps(report_after.to_json())}
+                seconds, reports = {}, {}
+                ways = ("unfolded", "folded", "switched")
+                for how in ways + ways[::-1]:  # A B C C B A: a drift in the machine's load hits all alike
+                    spent, report = _sweep(result, heldout, how)
+                    seconds[how] = seconds.get(how, 0.0) + spent / 2
+                    reports.setdefault(how, set()).add(json.dumps(report.to_json()))
+                    print(how, f"{spent:.1f} s", flush=True)
+                reports = {how: next(iter(r)) if len(r) == 1 else None for how, r in reports.items()}
+                row["sweep"] = {"evaluations": 2 * len(report.layers) + 1, "seconds": seconds,
+                                "speedup_vs_unfolded": seconds["unfolded"] / seconds["switched"],
+                                "speedup_vs_folded": seconds["folded"] / seconds["switched"],
+                                "same_report": None not in reports.values() and len(set(reports.values())) == 1}
             rows.append(row)
             print(row, flush=True)
     print()
@@ -107,11 +123,14 @@ def main() -> None:
               f"{row['bit_identical']} |")
     for row in rows:
         if "sweep" in row:
-            s = row["sweep"]
+            s, t = row["sweep"], row["sweep"]["seconds"]
             print(f"\nsensitivity sweep, hidden {row['hidden']}, {s['evaluations']} evaluations of 8 sequences: "
-                  f"{s['before_s']:.1f} s before, {s['after_s']:.1f} s after ({s['speedup']:.1f}x), "
-                  f"same report: {s['same_report']}")
-
+                  f"per-variant sessions {t['unfolded']:.1f} s (weights re-quantized per run), {t['folded']:.1f} s "
+                  f"(folded); one switched session {t['switched']:.1f} s: {s['speedup_vs_unfolded']:.1f}x vs unfolded, "
+                  f"{s['speedup_vs_folded']:.1f}x vs folded; same report: {s['same_report']}")
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(rows, indent=2, default=float) + "\n")
 
 if __name__ == "__main__":
     main()

@@ -46,6 +46,22 @@ def rec_model(cache: Path) -> Path:
     return target
 
 
+def rec_task(calibration_lines: int, held_out_lines: int):
+    """(model path, calibration lines, held-out lines, CER metric, exact-match metric) of the PP-OCRv4 rec task:
+    distinct fortune lines of at most 28 characters the model knows (seed 0), the first ones for calibration."""
+    import onnx
+
+    from ocr_data import RenderedLines, load_lines, make_metrics
+    from quant.eval.scoring import get_metric
+
+    model_path = rec_model(HERE / ".cache")
+    characters = {p.key: p.value for p in onnx.load(str(model_path)).metadata_props}["character"].splitlines()
+    lines = load_lines(calibration_lines + held_out_lines, seed=0, charset=set(characters), max_len=28)
+    cer_fn, em_fn = make_metrics(characters)
+    return (model_path, RenderedLines(lines[:calibration_lines]), RenderedLines(lines[calibration_lines:]),
+            get_metric(cer_fn), get_metric(em_fn))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calibration-lines", type=int, default=128)
@@ -54,23 +70,13 @@ def main() -> None:
     parser.add_argument("--method", default="entropy", help="method whose model the fallback repairs")
     args = parser.parse_args()
 
-    import onnx
-
     import quant
-    from ocr_data import RenderedLines, load_lines, make_metrics
     from quant import pipeline
     from quant.backends.onnxruntime import OrtRunner
     from quant.eval.fallback import fallback, naive_first_last
-    from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr
 
-    model_path = rec_model(HERE / ".cache")
-    characters = {p.key: p.value for p in onnx.load(str(model_path)).metadata_props}["character"].splitlines()
-    lines = load_lines(args.calibration_lines + args.held_out_lines, seed=0, charset=set(characters), max_len=28)
-    calibration = RenderedLines(lines[: args.calibration_lines])
-    held_out = RenderedLines(lines[args.calibration_lines:])
-    cer_fn, em_fn = make_metrics(characters)
-    cer, exact = get_metric(cer_fn), get_metric(em_fn)
+    model_path, calibration, held_out, cer, exact = rec_task(args.calibration_lines, args.held_out_lines)
 
     start = time.perf_counter()
     result = quant.calibrate(model_path, calibration, methods=("entropy", "minmax", "percentile", "mse"), batch_size=16)

@@ -58,6 +58,11 @@ class OrtRunner:
             options.intra_op_num_threads = threads
         if not spin:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if mode == "emulate":
+            # A constant weight pre-packed by ORT takes another GEMM path than a computed one (a folded or a
+            # switched weight, quant.backends.ort_switch), with other float rounding: off, a float layer
+            # computes alike in a variant's own model and in the switched one (bit-identical outputs).
+            options.add_session_config_entry("session.disable_prepacking", "1")
         level = ort.GraphOptimizationLevel
         options.graph_optimization_level = level.ORT_DISABLE_ALL if mode == "emulate" else level.ORT_ENABLE_ALL
         self._tmp = TemporaryFolder("quant-ort-")  # removed by a later run if this one is killed

@@ -28,6 +28,9 @@ def register(subparsers) -> None:
                         help="bisect (default): bisection over the ranking, screened on a subset of the held-out "
                              "data and confirmed on all of it, a bounded number of evaluations; greedy: one layer "
                              "at a time, re-ranking by trying every layer when a step does not help")
+    parser.add_argument("--refine-rounds", type=V.count(0, "refine-rounds"), metavar="N",
+                        help="bisect: at most N rounds after the first bisection, then keep every remaining "
+                             "candidate in float (bounds the cost where many layers matter; default: no bound)")
     parser.add_argument("--sensitivity", metavar="FILE",
                         help="rank layers by this sensitivity.json (default: CALIBRATION/sensitivity.json for the "
                              "same metric if present, else the one-pass local SQNR)")
@@ -74,7 +77,8 @@ def run(args) -> int:
                                labels=args.labels, lower_is_better=args.lower_is_better, ranking=ranking,
                                naive=args.naive, max_float=args.max_float_layers, progress=True,
                                output_name=args.output_name, class_axis=args.class_axis, ray=ray_from_args(args),
-                               search=args.search, log=log, device=args.device, **data_options(args))
+                               search=args.search, log=log, device=args.device, refine_rounds=args.refine_rounds,
+                               **data_options(args))
     stdout(outcome.format_text())
     if not outcome:
         stderr(f"No set of float layers met the bound ({outcome.criterion}); nothing was written.")

@@ -206,7 +206,7 @@ def bisect_fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], ma
                     max_drop: float | None, relative: bool = False, min_value: float | None = None,
                     max_float: int | None = None, screen: HeldOut | None = None,
                     log: Callable[[str], None] | None = None, clock: Callable[[], float] | None = None,
-                    prune: bool = False) -> FallbackResult:
+                    prune: bool = False, refine_rounds: int | None = None) -> FallbackResult:
     """Bounded search: bisection over the ranking, on a screening subset, confirmed on the full held-out set.
 
     Invariant: ``float ∪ candidates`` meets the bound (at the start, all layers in float: FP32). Each round
@@ -221,6 +221,11 @@ def bisect_fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], ma
     ``screen`` (a subset of the held-out data) when given; the result is then evaluated on the full set,
     and when it misses there the same rounds continue on the full set. Every choice depends only on the
     metric values, so the search is deterministic. ``log`` gets one line per step (evaluations, seconds).
+
+    ``refine_rounds``: at most this many rounds after the first on each data set (None: no limit); where
+    the limit stops them, every remaining candidate stays in float too (the invariant set, which meets the
+    bound there): a bound on the cost of a model where many layers matter (about 2 evaluations per round),
+    at the price of maybe more float layers than needed.
     """
     import time
 
@@ -269,7 +274,7 @@ def bisect_fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], ma
     if not passes(chosen, "full"):
         for on in ("screen", "full") if screened else ("full",):
             before = len(path)
-            chosen = _rounds(chosen, [n for n in ranking if n not in chosen], on, passes, record, limit)
+            chosen = _rounds(chosen, [n for n in ranking if n not in chosen], on, passes, record, limit, refine_rounds)
             added[on] = sum(step["action"].startswith("+ ") for step in path[before:])
             if prune and passes(chosen, on):
                 chosen = _prune(chosen, on, passes, record)
@@ -288,14 +293,23 @@ def bisect_fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], ma
     return result
 
 
-def _rounds(chosen, candidates, on, passes, record, limit):
-    """Add layers until ``chosen`` meets the bound on ``on``: one search over ``candidates`` per layer."""
+def _rounds(chosen, candidates, on, passes, record, limit, refine_rounds=None):
+    """Add layers until ``chosen`` meets the bound on ``on``: one search over ``candidates`` per layer (after
+    the first round, at most ``refine_rounds`` more; then the remaining candidates all at once)."""
     chosen = list(chosen)
     first = True
+    rounds = 0
     while not passes(chosen, on) and candidates and len(chosen) < limit:  # chosen: evaluated by its step
         if first and not passes(chosen + candidates, on):  # not even with every candidate in float
             record(chosen + candidates, on, f"the bound is not met even with all {len(candidates)} candidates in float")
             break
+        if not first and refine_rounds is not None and rounds >= refine_rounds:
+            if len(chosen) + len(candidates) <= limit:
+                chosen += candidates
+                record(chosen, on, f"+ the {len(candidates)} remaining candidate(s) (refinement stopped after "
+                       f"{refine_rounds} round(s): this set met the bound in the search)")
+            break
+        rounds += 0 if first else 1
         low, high = 0, len(candidates)  # prefix `low` misses, prefix `high` meets the bound
 
         def probe(size):

@@ -397,7 +397,8 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
     """``make(keep_float) -> runner`` of the Q/DQ model with those layers in float (one session alive).
 
     ``runtime``: emulate (exact Q/DQ in float, TensorRT's arithmetic), ort-int8 or openvino. With a torch
-    ``device``, emulate runs on one converted graph whose Q/DQ pairs are switched per variant.
+    ``device``, emulate runs on one converted graph whose Q/DQ pairs are switched per variant; on ONNX Runtime,
+    on one session whose Q/DQ pairs are switched by bool inputs (quant.backends.ort_switch).
     """
     _check_search_runtime(runtime)
     device = _torch(device)
@@ -405,6 +406,10 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
         from quant.backends.torch.pipeline import qdq_switch
 
         return qdq_switch(result, method, device)
+    from quant.backends.ort_switch import switchable, switched_factory
+
+    if runtime == "emulate" and switchable(result):
+        return switched_factory(result, method)  # one session; a variant is a feed (bit-identical outputs)
     cache: dict[frozenset, object] = {}
     folded: dict = {}  # each weight's Q->DQ, computed once for every variant (emulate)
 
@@ -476,7 +481,8 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
              relative: bool = False, min_value: float | None = None, labels=None, lower_is_better: bool | None = None,
              ranking: Sequence[str] | None = None, naive: bool = False, max_float: int | None = None,
              progress: bool = False, output_name: str | None = None, class_axis: int | None = None, ray=None,
-             search: str = "bisect", log=None, device: str | None = "ort", eval_fn=None, **data_options):
+             search: str = "bisect", log=None, device: str | None = "ort", eval_fn=None,
+             refine_rounds: int | None = None, **data_options):
     """Mixed-precision fallback; returns (CalibrationResult, FallbackResult).
 
     ``search``: "bisect" (bounded: bisection over the ranking on a screening subset, confirmed on the full
@@ -484,7 +490,8 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     every layer when a step does not help). ``ray``: the greedy search's independent evaluations (its
     re-ranking trials) run as Ray tasks; the bisect search is sequential and runs here. ``eval_fn``: a user
     evaluation function scores each candidate instead of ``metric`` (the bisect search then screens on the
-    whole held-out set: a subset of batches would cut a stream)."""
+    whole held-out set: a subset of batches would cut a stream). ``refine_rounds``
+    bounds the bisect search's rounds after its first (see quant.eval.fallback.bisect_fallback)."""
     from quant.eval.fallback import bisect_fallback, fallback as run_fallback, naive_first_last, screening_subset
     from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr
@@ -520,7 +527,8 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     try:
         if search == "bisect":
             outcome = bisect_fallback(heldout, scorer, ranking, make, max_drop, relative, min_value, max_float,
-                                      screen=None if _whole_model(scorer) else screening_subset(heldout), log=log)
+                                      screen=None if _whole_model(scorer) else screening_subset(heldout), log=log,
+                                      refine_rounds=refine_rounds)
         else:
             with context.cluster() as cluster:
                 score_many = None if cluster is None else ray_scores(cluster, result, method, "emulate", heldout,

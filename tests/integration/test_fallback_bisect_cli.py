@@ -75,3 +75,14 @@ def test_a_sensitivity_file_naming_other_layers_is_refused(digits, tmp_path):
                     "--min-value", "40", "--output", tmp_path / "fb", "--sensitivity", tmp_path / "sens.json"])
     assert proc.returncode == 2 and proc.stderr.startswith("Error: the layer ranking names layers this calibration does not quantize")
     assert "Traceback" not in proc.stderr and not (tmp_path / "fb").exists()
+
+
+def test_refine_rounds_zero_keeps_the_bisection_prefix_and_passes_the_gate(digits, tmp_path):
+    cal = tmp_path / "cal"
+    quant.calibrate(digits["model"], digits["calibration"], methods=("entropy",)).save(cal)
+    out = tmp_path / "fb"
+    proc = run_cli(["fallback", digits["model"], "--calibration", cal, "--data", digits["heldout"],
+                    "--metric", "sqnr", "--min-value", "50", "--refine-rounds", "0", "--output", out])
+    outcome = _check(proc, out, layers=7)
+    assert outcome["float_layers"]
+    assert pipeline.gate(digits["model"], out / "model.int8.onnx", digits["heldout"], metric="sqnr", min_value=50.0)

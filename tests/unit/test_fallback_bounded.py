@@ -111,3 +111,21 @@ def test_choices_are_deterministic():
     first, _, _ = _search(error)
     second, _, _ = _search(error)
     assert first.to_json() == second.to_json() and first.passed
+
+
+def test_refine_rounds_bound_a_dense_search_and_keep_the_bound():
+    # 15 of the first 16 ranked layers are each needed (L7 is not): unlimited rounds prove each one needed
+    # (about 2 evaluations per layer); refine_rounds=0 stops after the bisection and keeps its whole prefix.
+    needed = {f"L{i}" for i in range(16)} - {"L7"}
+
+    def error(float_set):
+        return 0.02 * len(needed - set(float_set))
+
+    full, full_held, _ = _search(error)
+    assert full.passed and {l["node"] for l in full.float_layers} == needed
+    bounded, held, lines = _search(error, refine_rounds=0)
+    assert bounded.passed and {l["node"] for l in bounded.float_layers} == needed | {"L7"}
+    assert held.calls <= 3 + 2 * 7 < full_held.calls
+    assert "refinement stopped after 0 round(s)" in lines[-1]
+    two, _, _ = _search(error, refine_rounds=2)
+    assert two.passed and needed <= {l["node"] for l in two.float_layers} and two.evaluations < full.evaluations

@@ -17,6 +17,7 @@ BAD = {
     "--warmup": ["-1", "x"],
     "--worst": ["-1", "1.5"],
     "--max-float-layers": ["-1"],
+    "--refine-rounds": ["-1", "x", "1.5"],
     "--threads": ["0", "-1", "99999"],
     "--ray-shards": ["0", "-2", "x", "1.5"],
     "--bins": [str(2**40), "1000", "128", "0", "-4096"],
@@ -32,7 +33,7 @@ BAD = {
     "--eval-fn": ["evaluate", ":f", "file.py:", "file.py:@score"],
 }
 GOOD = {"--seed": "7", "--num-samples": "10", "--batch-size": "8", "--max-batch": "16", "--workspace": "1024",
-        "--repeat": "3", "--warmup": "0", "--worst": "0", "--max-float-layers": "0", "--threads": "2",
+        "--repeat": "3", "--warmup": "0", "--worst": "0", "--max-float-layers": "0", "--refine-rounds": "0", "--threads": "2",
         "--bins": "2048", "--percentile": "99.9", "--memory-budget": "64", "--trt-version": "8.6.1",
         "--max-drop": "0.5", "--min-value": "-3", "--scale": "0.5", "--class-axis": "-1", "--topk": "1,5",
         "--metric": "top5", "--ray-shards": "3", "--eval-fn": "examples/eval_fn/detection.py:mean_ap@AP50"}
