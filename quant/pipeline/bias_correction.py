@@ -137,11 +137,17 @@ def _qdq(result, method: str, applied: bool):
                            weight_storage=result.config.weight_storage)
 
 
+def applies(result, method: str) -> bool:
+    """Whether ``method``'s Q/DQ models carry corrected biases (measured, kept by the check)."""
+    entry = result.bias_correction.get(method)
+    return bool(entry and entry["targets"] and not entry.get("not_applied"))
+
+
 def corrected(result, method: str, keep_float=()) -> object:
     """The FP32 model whose biases absorb ``method``'s measured shifts (layers in ``keep_float`` untouched)."""
-    entry = result.bias_correction.get(method)
-    if not entry or not entry["targets"] or entry.get("not_applied"):
+    if not applies(result, method):
         return result.model
+    entry = result.bias_correction[method]
     return corrected_model(result.model, entry["targets"], entry["shifts"], skip=frozenset(keep_float))
 
 

@@ -400,15 +400,20 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
     ``device``, emulate runs on one converted graph whose Q/DQ pairs are switched per variant; on ONNX Runtime,
     on one session whose Q/DQ pairs are switched by bool inputs (quant.backends.ort_switch).
     """
+    from quant.pipeline import bias_correction
+
     _check_search_runtime(runtime)
     device = _torch(device)
-    if device is not None and runtime == "emulate":
+    # The switched graphs hold the FP32 model's biases: a bias-corrected method builds each variant instead (a
+    # layer in float keeps its own bias, the others their corrected ones, as in the variant's written model).
+    switched = runtime == "emulate" and not bias_correction.applies(result, method)
+    if device is not None and switched:
         from quant.backends.torch.pipeline import qdq_switch
 
         return qdq_switch(result, method, device)
     from quant.backends.ort_switch import switchable, switched_factory
 
-    if runtime == "emulate" and switchable(result):
+    if switched and device is None and switchable(result):
         return switched_factory(result, method)  # one session; a variant is a feed (bit-identical outputs)
     cache: dict[frozenset, object] = {}
     folded: dict = {}  # each weight's Q->DQ, computed once for every variant (emulate)
@@ -416,7 +421,8 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
     def make(keep_float: frozenset):
         if keep_float not in cache:
             cache.clear()  # one session at a time keeps memory flat
-            cache[keep_float] = int8_runner(result.qdq_model(method, keep_float=keep_float), runtime, folded)
+            cache[keep_float] = int8_runner(result.qdq_model(method, keep_float=keep_float), runtime, folded,
+                                            device=device)
         return cache[keep_float]
 
     return make
