@@ -13,13 +13,12 @@ time per 1,024 ResNet-50 images). They are moved out of the histogram's range, w
 """
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Sequence
 
 import numpy as np
 
-from quant.collect.collector import AutoBatchSize, CollectionResult, _progress
+from quant.collect.collector import AutoBatchSize, CollectionResult, _progress, combine_digests, sample_digests_of
 from quant.core.errors import QuantError
 from quant.core.histogram import DEFAULT_BINS, Histogram
 from quant.core.lazy import require
@@ -112,7 +111,7 @@ def collect_on_device(runner, batches: Iterable[tuple[list[int], dict[str, np.nd
     hasher = ThreadPoolExecutor(max_workers=1)  # hashlib releases the GIL: hashing overlaps the device work
     try:
         for indices, feeds in batches:
-            hashed = hasher.submit(_digests, feeds, len(indices))
+            hashed = hasher.submit(sample_digests_of, feeds, len(indices))
             seen = [0]
 
             def tap_for(name):
@@ -145,10 +144,7 @@ def collect_on_device(runner, batches: Iterable[tuple[list[int], dict[str, np.nd
         raise QuantError("no calibration samples were read", hint="point --data at a non-empty data source")
     result.histograms = {name: hist.to_histogram() for name, hist in histograms.items()}
     result.digests = digests  # merge_collections (Ray shards) combines the per-sample digests
-    combined = hashlib.sha256()
-    for digest in sorted(digests):
-        combined.update(digest)
-    result.data_hash = combined.hexdigest()
+    result.data_hash = combine_digests(digests)  # the same hash as quant.collect.collect's for the same samples
     return result
 
 
@@ -159,14 +155,3 @@ def _shapes(result: CollectionResult, feeds: dict[str, np.ndarray]) -> None:
         seen = result.shapes.setdefault(name, [])
         if shape not in seen:
             seen.append(shape)
-
-
-def _digests(feeds: dict[str, np.ndarray], rows: int) -> list[bytes]:
-    """Per-sample sha256 digests, as ``quant.collect.collect`` computes them (so the data hash is the same)."""
-    out = []
-    for row in range(rows):
-        digest = hashlib.sha256()
-        for name in sorted(feeds):
-            digest.update(np.ascontiguousarray(feeds[name][row]).tobytes())
-        out.append(digest.digest())
-    return out
