@@ -248,9 +248,18 @@ def _on_worker(function: Callable, *args):
     except QuantError as exc:  # say where it happened: a path may exist on the driver but not on a worker
         import socket
 
-        raise QuantError(f"on Ray worker {socket.gethostname()}: {exc.message}",
-                         hint=(exc.hint + "; " if exc.hint else "") + "Ray workers read --data by path: it must "
-                              "be on storage every node sees (docs/cluster.md)") from None
+        hint = exc.hint
+        if _about_files(exc.message):  # only then: a model the converter refuses is not a storage problem
+            hint = (hint + "; " if hint else "") + ("Ray workers read --data by path: it must be on storage every "
+                                                    "node sees (docs/cluster.md)")
+        raise QuantError(f"on Ray worker {socket.gethostname()}: {exc.message}", hint=hint) from None
+
+
+def _about_files(message: str) -> bool:
+    """Whether a worker's error is about reading files (what differs between nodes when storage is not shared)."""
+    text = message.lower()
+    return any(word in text for word in ("no such file", "not found", "does not exist", "cannot read", "cannot open",
+                                         "cannot access", "permission denied", "not a file", "not a folder"))
 
 
 def _get(ray, ref, what: str):
