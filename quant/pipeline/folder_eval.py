@@ -116,7 +116,7 @@ class FolderEval:
                 lines.append(f"{f'{output!r} {title}':<{label}} {'':>{width}} " + " ".join(f"{c:>{width}}" for c in cells))
         best = self.best()
         if best:
-            lines.append(f"highest INT8 {best[1]}: {best[0]} {best[2]} (a difference of a few samples is noise)")
+            lines.append(f"highest INT8 {best[1]} {best[2]}: {best[0]} (a difference of a few samples is noise)")
         for method in methods:
             worst = self.reports[method].worst_samples[:3]
             if worst:
@@ -126,17 +126,22 @@ class FolderEval:
         return "\n".join(lines)
 
     def best(self) -> tuple[str, str, str] | None:
-        """(method, metric, value): highest top-1 when labels were given, else highest SQNR of the first output."""
+        """(methods, metric, value): highest top-1 when labels were given, else highest SQNR of the first output
+        that has one; every method that reaches the highest value is named (a tie is not a winner)."""
         first = next(iter(self.reports.values()))
         if "top1" in first.task:
-            method = max(self.reports, key=lambda m: (self.reports[m].task["top1"]["int8"], -list(self.reports).index(m)))
-            return method, "top1", f"{self.reports[method].task['top1']['int8']:.2f}%"
-        if first.outputs:
-            output = next(iter(first.outputs))
-            method = max(self.reports, key=lambda m: (self.reports[m].outputs[output]["sqnr_db"],
-                                                      -list(self.reports).index(m)))
-            return method, f"SQNR of output '{output}'", f"{self.reports[method].outputs[output]['sqnr_db']:.2f} dB"
-        return None
+            values = {m: r.task["top1"]["int8"] for m, r in self.reports.items()}
+            metric, shown = "top1", "{:.2f}%"
+        else:
+            output = next((o for o in first.outputs
+                           if all(r.outputs[o]["sqnr_db"] is not None for r in self.reports.values())), None)
+            if output is None:
+                return None
+            values = {m: r.outputs[output]["sqnr_db"] for m, r in self.reports.items()}
+            metric, shown = f"SQNR of output '{output}'", "{:.2f} dB"
+        top = max(values.values())
+        tied = [m for m in self.reports if values[m] == top]
+        return ", ".join(tied) + (" (tied)" if len(tied) > 1 else ""), metric, shown.format(top)
 
 
 def _sample(entry: dict) -> str:

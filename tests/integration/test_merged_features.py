@@ -28,3 +28,20 @@ def test_search_variants_of_a_bias_corrected_method_are_its_written_models(tmp_p
             np.testing.assert_array_equal(scored, written)
         else:  # PyTorch's convolution sums in another order: within fp32 rounding of the same model
             np.testing.assert_allclose(scored, written, rtol=1e-5, atol=1e-5)
+
+
+def _report(top1=None, sqnr=None):
+    from types import SimpleNamespace
+
+    task = {} if top1 is None else {"top1": {"int8": top1}}
+    return SimpleNamespace(task=task, outputs={"ids": {"sqnr_db": None}, "logits": {"sqnr_db": sqnr}})
+
+
+def test_a_methods_folder_names_every_method_that_ties_for_the_highest_score():
+    from quant.pipeline.folder_eval import FolderEval
+
+    folder = FolderEval.__new__(FolderEval)
+    folder.reports = {"auto": _report(99.07), "entropy": _report(99.07), "minmax": _report(98.89)}
+    assert folder.best() == ("auto, entropy (tied)", "top1", "99.07%")  # it named 'auto' alone
+    folder.reports = {"auto": _report(sqnr=30.0), "mse": _report(sqnr=31.5)}  # no labels: the first output with
+    assert folder.best() == ("mse", "SQNR of output 'logits'", "31.50 dB")  # an SQNR (an int64 'ids' has none)
