@@ -184,6 +184,7 @@ class SwitchedRunner:
         for feed, (layer, value, quantized) in self._switched.weights.items():
             feeds[feed] = value if layer in keep else quantized
         self._feeds = feeds
+        self.variant = frozenset(keep)  # which variant this one object runs now (callers that memoize check it)
         return self
 
     def run(self, feeds: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:

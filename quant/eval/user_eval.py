@@ -209,8 +209,10 @@ class EvalFunction:
 
     def scores(self, runner, heldout, model: str) -> dict[str | None, float]:
         """The function's scores of ``runner``: ``{None: value}`` for one number, else ``{name: value}``."""
-        for seen, result in self._last:
-            if seen is runner:
+        # one runner object may run several variants in turn (quant.backends.ort_switch): its variant is part of the key
+        key = (runner, getattr(runner, "variant", None))
+        for (seen, variant), result in self._last:
+            if seen is key[0] and variant == key[1]:
                 return result
         data = EvalData(heldout)
         try:
@@ -220,7 +222,7 @@ class EvalFunction:
         except BaseException as exc:
             raise _failure(self.name, f"on the {model} model", exc, WHAT, HINT) from None
         result = self._check(value, model)
-        self._last = self._last[-1:] + [(runner, result)]
+        self._last = self._last[-1:] + [(key, result)]
         return result
 
     def _check(self, value, model: str) -> dict[str | None, float]:

@@ -166,3 +166,17 @@ def test_detector_example_threshold_nms_and_ap(detector_files):
     loose = run_cli([*gate, "--max-drop", str(rows["AP50"]["drop"] * 2)])
     assert (tight.returncode, loose.returncode) == (1, 0), tight.stderr + loose.stderr
     assert f"INT8 {rows['AP50']['int8']:.4f}" in loose.stdout
+
+
+@pytest.mark.parametrize("device", ["ort", "cpu"])
+def test_every_variant_of_one_switched_graph_is_scored_by_the_function(cell, device):
+    """Sensitivity runs every variant on one switched graph (one runner object, set per variant): the function
+    must be called, and score differently, for each (it was called once and its score reused for all)."""
+    if device == "cpu":
+        pytest.importorskip("torch")
+    calls = []
+    report = quant.sensitivity(cell["model"], cell["folder"], cell["heldout"], device=device,
+                               eval_fn=(_streaming_dict(calls), "accuracy"))
+    assert calls == ["FP32"] + ["INT8"] * (1 + 2 * len(report.layers))
+    recurrent = next(layer for layer in report.layers if layer.node == "recurrent")
+    assert recurrent.all_but_this > report.all_quantized  # the variant with 'recurrent' in float scored as such

@@ -99,6 +99,7 @@ class QdqSwitch:
         """Layers in ``keep_float`` (and the residual Adds fused into them) run in float from now on."""
         layers = set(keep_float)
         self._float_nodes = frozenset(layers | {r["node"] for r in self.plan.residuals if r["layer"] in layers})
+        self.variant = frozenset(layers)  # which variant this one object runs now (callers that memoize check it)
         return self
 
     def run(self, feeds, outputs=None):
