@@ -187,9 +187,12 @@ def _fold(model, cache: dict | None):
     quantizers = {id(producers[n.input[0]]) for n in model.graph.node if id(n) in drop and n.input[0] in producers}
     pairs = list(zip(graph.node, model.graph.node))
     keep = [(n, original) for n, original in pairs if id(original) not in drop]
-    used = {name for n, _ in keep for name in n.input} | graph_outputs
+    from quant.qdq.insert import subgraph_reads
+
+    inner = subgraph_reads(n for n, _ in keep)  # an If/Loop body reads outer names without listing them
+    used = {name for n, _ in keep for name in n.input} | graph_outputs | inner
     keep = [(n, o) for n, o in keep if id(o) not in quantizers or any(name in used for name in n.output)]
-    used = {name for n, _ in keep for name in n.input} | graph_outputs
+    used = {name for n, _ in keep for name in n.input} | graph_outputs | inner
     keep = [n for n, _ in keep if n.op_type != "Constant" or any(name in used for name in n.output)]
     del graph.node[:]
     graph.node.extend(keep)

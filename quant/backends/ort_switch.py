@@ -150,12 +150,9 @@ def _read_names(graph) -> set[str]:
 
 def _live(nodes, outputs: set[str]) -> list:
     """``nodes`` without the Q/DQ nodes nothing reads any more (their copies run inside the If branches)."""
-    from quant.qdq.insert import _subgraphs
+    from quant.qdq.insert import subgraph_reads
 
-    onnx = require("onnx")
-    holder = onnx.GraphProto()  # the subgraphs of the nodes, which the pruning does not change
-    holder.node.extend(n for n in nodes if n.attribute and any(a.HasField("g") or a.graphs for a in n.attribute))
-    outputs = outputs | {t for g in _subgraphs(holder) for n in g.node for t in n.input}
+    outputs = outputs | subgraph_reads(nodes)  # the subgraphs of the nodes, which the pruning does not change
     while True:
         used = {t for n in nodes for t in n.input} | outputs
         kept = [n for n in nodes if n.op_type not in ("QuantizeLinear", "DequantizeLinear")

@@ -159,11 +159,21 @@ def _drop_unused_initializers(graph, candidates: set[str]) -> None:
 
 
 def _subgraphs(graph):
-    for node in graph.node:
+    yield from _node_subgraphs(graph.node)
+
+
+def _node_subgraphs(nodes):
+    for node in nodes:
         for attribute in node.attribute:
             for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
                 yield sub
                 yield from _subgraphs(sub)
+
+
+def subgraph_reads(nodes) -> set[str]:
+    """Every name the subgraphs of ``nodes`` (If branches, Loop/Scan bodies, at any depth) read: outer-scope
+    tensors a node uses without listing them as its inputs."""
+    return {t for g in _node_subgraphs(nodes) for n in g.node for t in n.input}
 
 
 def name_allocator(graph):

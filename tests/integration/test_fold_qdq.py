@@ -88,3 +88,39 @@ def test_transformer_matmul_model_outputs_are_bit_identical(tmp_path):
     folded, _ = fold_constant_qdq(result.qdq_model("mse"))
     onnx.checker.check_model(folded, full_check=True)
     assert sum(n.op_type == "QuantizeLinear" for n in folded.graph.node) == 2 * 8  # activations keep theirs
+
+
+def _if_reading_outer_constants():
+    """x -> Conv -> c; If(sum(x) > 0): then c + k (k an initializer only the branch reads), else c * m (m a
+    Constant node's output only the branch reads)."""
+    rng = np.random.default_rng(0)
+    out = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 4, 8, 8])  # noqa: E731
+    then = helper.make_graph([helper.make_node("Add", ["c", "k"], ["t"], name="add_k")], "then", [], [out("t")])
+    other = helper.make_graph([helper.make_node("Mul", ["c", "m"], ["e"], name="mul_m")], "else", [], [out("e")])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Constant", [], ["m"], value=numpy_helper.from_array(np.float32(2.0), "m")),
+             helper.make_node("ReduceSum", ["x"], ["s"], name="sum", keepdims=0),
+             helper.make_node("Constant", [], ["zero"], value=numpy_helper.from_array(np.float32(0.0), "zero")),
+             helper.make_node("Greater", ["s", "zero"], ["cond"], name="positive"),
+             helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then, else_branch=other)]
+    inits = [numpy_helper.from_array((rng.standard_normal((4, 3, 3, 3)) * 0.3).astype(np.float32), "w"),
+             numpy_helper.from_array(np.full((1, 4, 1, 1), 0.5, np.float32), "k")]
+    graph = helper.make_graph(nodes, "if_outer", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [out("y")], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_constants_only_an_if_branch_reads_are_kept(tmp_path):
+    """Folding dropped initializers and Constant nodes read only inside a subgraph: ONNX Runtime then refused
+    the folded model ('Nodes in a graph must be topologically sorted ... input k') on a valid Q/DQ model."""
+    import quant
+
+    onnx.save(_if_reading_outer_constants(), str(tmp_path / "m.onnx"))
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "x.npy", rng.standard_normal((32, 3, 8, 8)).astype(np.float32))
+    result = quant.calibrate(str(tmp_path / "m.onnx"), tmp_path / "x.npy", methods=("minmax",))
+    feeds = [{"x": rng.standard_normal((4, 3, 8, 8)).astype(np.float32) + shift} for shift in (1.0, -1.0)]
+    assert _assert_bit_identical(result.qdq_model("minmax"), feeds) == 1  # both branches taken
