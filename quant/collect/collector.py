@@ -214,12 +214,13 @@ def _put(slots: queue.Queue, item, stop: threading.Event) -> None:
             continue
 
 
-def _progress(total: int | None, enabled: bool):
+def _progress(total: int | None, enabled: bool, what: str = "collecting"):
+    """A tqdm bar over samples on stderr (hidden off a terminal), or None when not enabled or without tqdm."""
     if not enabled:
         return None
     try:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, desc="collecting", unit="sample", file=sys.stderr, leave=False,
+    return tqdm(total=total, desc=what, unit="sample", file=sys.stderr, leave=False,
                 disable=None, dynamic_ncols=True)

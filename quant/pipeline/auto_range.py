@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from quant.calibrators import get as get_calibrator
+from quant.collect.collector import _progress
 from quant.core.errors import QuantError
 
 BASE_METHODS = ("entropy", "minmax", "percentile", "mse")
@@ -159,7 +160,7 @@ def choose_auto(result, source, indices, inputs, mapping, digests=None, progress
         signal = {(t, n): 0.0 for t in scored for n in choices[t].consumers}
         noise = {(t, n, k): 0.0 for t in scored for n in choices[t].consumers
                  for k in range(len(choices[t].candidates))}
-        bar = _progress(len(subset), progress)
+        bar = _progress(len(subset), progress, "auto: scoring candidates")
         for _, feeds in iter_batches(source, subset, inputs, mapping, 1):  # one sample at a time, subset order
             if bar is not None:
                 bar.update(1)
@@ -186,19 +187,6 @@ def choose_auto(result, source, indices, inputs, mapping, digests=None, progress
                                  f"{BELOW:g} x the smallest",
                    "summary": summary(choices), "tensors": {t: c.to_json() for t, c in choices.items()}}
     return choices
-
-
-def _progress(total: int, enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    import sys
-
-    return tqdm(total=total, desc="auto: scoring candidates", unit="sample", file=sys.stderr, leave=False,
-                disable=None, dynamic_ncols=True)
 
 
 def _relative(noise: float, signal: float) -> float:

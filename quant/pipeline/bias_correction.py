@@ -10,11 +10,11 @@ batch size, the batch order or the order of the samples.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from quant.collect.collector import _progress
 from quant.core.errors import QuantError
 from quant.qdq.bias import BiasTarget, ExactSum, bias_targets, channel_sums, corrected_model, shift_model
 
@@ -45,7 +45,7 @@ def measure(result, batches, total: int | None = None, progress: bool = False) -
     for target in targets:
         axes[float_outputs[target.node]] = target.axis
     samples = 0
-    bar = _bar(total, progress, "bias correction")
+    bar = _progress(total, progress, "bias correction")
     for _indices, feeds in batches:
         values = runner.run(feeds, names + floats)
         for name, value in zip(names + floats, values):
@@ -75,17 +75,6 @@ def measure(result, batches, total: int | None = None, progress: bool = False) -
 CHECK_SAMPLES = 256  # calibration samples (the first) on which the corrected model must beat the uncorrected one
 
 
-def _bar(total, enabled: bool, what: str):
-    """A tqdm bar on stderr (as the collection pass shows), or None."""
-    if not enabled:
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=what, unit="sample", file=sys.stderr, leave=False, disable=None, dynamic_ncols=True)
-
-
 def check(result, batches, total: int | None = None, progress: bool = False) -> None:
     """Keep each method's correction only if it raises the output SQNR (vs FP32) of the whole Q/DQ model on the
     first calibration samples; otherwise record why it was not applied.
@@ -106,7 +95,7 @@ def check(result, batches, total: int | None = None, progress: bool = False) -> 
         for applied in (False, True):
             runners[(method, applied)] = OrtRunner(_qdq(result, method, applied), mode="emulate", spin=False)
     signal, noise = ExactSum(1), {key: ExactSum(1) for key in runners}
-    bar = _bar(total, progress, "bias correction check")
+    bar = _progress(total, progress, "bias correction check")
     for _indices, feeds in batches:
         if bar is not None:
             bar.update(len(next(iter(feeds.values()))))

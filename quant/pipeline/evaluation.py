@@ -554,7 +554,4 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
 def _bar(total, description):
     from quant.collect.collector import _progress
 
-    bar = _progress(total, True)
-    if bar is not None:
-        bar.set_description(description)
-    return bar
+    return _progress(total, True, description)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from quant.collect.collector import _progress
 from quant.core.errors import QuantError
 from quant.core.onnx_model import file_hash
 
@@ -195,7 +196,7 @@ def evaluate_folder(fp32_model, folder: str | Path, data, labels=None, runtime: 
     del reference  # its session and arena
     reports = {}
     for method, runner in runners.items():
-        bar = _bar(len(held.indices), f"evaluating {method}") if progress else None
+        bar = _progress(len(held.indices), progress, f"evaluating {method}")
         try:
             report = compare(_Replay(cached), runner, held.batches(batch_size), labels=held.labels, topk=topk,
                              runtime=runtime, runtime_description=RUNTIMES[runtime], progress=bar,
@@ -216,12 +217,3 @@ def evaluate_folder(fp32_model, folder: str | Path, data, labels=None, runtime: 
 class _Cached:
     output_names: list
     fp32_outputs: list
-
-
-def _bar(total, description):
-    from quant.collect.collector import _progress
-
-    bar = _progress(total, True)
-    if bar is not None:
-        bar.set_description(description)
-    return bar
