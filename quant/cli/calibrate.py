@@ -152,8 +152,20 @@ def _bias_lines(result) -> None:
 def auto_summary_line(record: dict) -> str:
     """'auto: 7 tensors: entropy 1, mse 3, search 3 (scored on 64 calibration samples)'."""
     taken = ", ".join(f"{label} {count}" for label, count in record["summary"].items() if count)
-    return (f"auto: {sum(record['summary'].values())} tensors: {taken or 'none'} (each the range with the lowest "
-            f"error of its consuming layers, on {record['samples']} calibration samples; quant.json: auto)")
+    whole = record.get("whole_model") or {}
+    chosen, scores = whole.get("chosen"), whole.get("candidates") or {}
+    if chosen is None or chosen == "per tensor":
+        how = "each the range with the lowest error of its consuming layers"
+    elif chosen == "per tensor, methods only":
+        how = "each the method with the lowest error of its consuming layers"
+    else:
+        how = f"{chosen} alone"
+    if len(scores) > 1 and scores.get(chosen) is not None:
+        others = ", ".join(f"{label} {value:.2f}" for label, value in scores.items()
+                           if label != chosen and value is not None)
+        how += f"; whole-model output SQNR {scores[chosen]:.2f} dB vs {others}"
+    return (f"auto: {sum(record['summary'].values())} tensors: {taken or 'none'} ({how}, on {record['samples']} "
+            "calibration samples; quant.json: auto)")
 
 
 def _percentile(args, methods) -> float:

@@ -8,8 +8,15 @@ its weight quantized as the Q/DQ model stores it; its other inputs stay FP32; th
 ``sum ||y_q - y||^2 / sum ||y||^2`` over a fixed subset of the calibration samples, summed over the
 consumers. A tensor that feeds no weighted op (the residual input of an Add, an ort-cpu range) is scored
 by its own quantization error. The candidate with the lowest error wins (ties: the first in candidate
-order, the four methods before the grid), so the chosen range is never worse on this error than any single
-method's.
+order, the four methods before the grid), so the per-tensor range is never worse on this error than any
+single method's.
+
+That score is local: it cannot see errors compounding downstream (a clipped residual input that each conv
+likes can triple a recognizer's CER). So the whole model decides last: the per-tensor choice, the same
+restricted to the four methods, and each method alone are written as Q/DQ models and scored on the model's
+outputs over the same subset (the mean over float outputs of ``sum ||y_q - y||^2 / sum ||y||^2``); the
+lowest wins (ties: the per-tensor choices first). auto is therefore never worse than any single method on
+the whole model's output error over that subset.
 
 Deterministic: the subset is drawn by content (the samples with the smallest seeded hash), each sample is run
 alone (batch 1) whatever ``--batch-size`` the collection pass used, and the sums are taken in hash order, so
@@ -50,18 +57,30 @@ class TensorChoice:
     tensor: str
     candidates: list[Candidate]
     consumers: list[str] = field(default_factory=list)
-    index: int = 0  # of the winner in ``candidates``
+    index: int = 0  # of the lowest local error in ``candidates``
+    chosen: int | None = None  # of the range the whole-model check kept (None: the local winner)
 
     @property
     def winner(self) -> Candidate:
-        return self.candidates[self.index]
+        return self.candidates[self.index if self.chosen is None else self.chosen]
 
     def to_json(self) -> dict:
         best = self.winner
         methods = {c.label: {"amax": c.amax, "error": c.error} for c in self.candidates if c.label != SEARCH}
         grid = [{"amax": c.amax, "error": c.error} for c in self.candidates if c.label == SEARCH]
+        local = self.candidates[self.index]
         return {"method": best.label, "amax": best.amax, "error": best.error, "sqnr_db": error_db(best.error,
-                len(self.consumers)), "consumers": self.consumers, "methods": methods, "search": grid}
+                len(self.consumers)), "consumers": self.consumers, "methods": methods, "search": grid,
+                **({"local_best": {"method": local.label, "amax": local.amax, "error": local.error}}
+                   if best is not local else {})}
+
+    def method_index(self, method: str) -> int:
+        return next(k for k, c in enumerate(self.candidates) if c.label == method)
+
+    def best_method_index(self) -> int:
+        """Of the lowest local error among the four methods' own amax (no grid point)."""
+        first = [k for k, c in enumerate(self.candidates) if c.label != SEARCH]
+        return first[int(np.argmin([self.candidates[k].error for k in first]))]
 
 
 def error_db(error: float, consumers: int) -> float | None:
@@ -178,6 +197,7 @@ def choose_auto(result, source, indices, inputs, mapping, digests=None, progress
                 candidate.error = float(sum(_relative(noise[(tensor, n, k)], signal[(tensor, n)])
                                             for n in choice.consumers))
             choice.index = pick(choice.candidates)
+    whole = confirm_whole_model(result, choices, source, subset, inputs, mapping, progress) if scored else None
     result.activation_amax["auto"] = {t: c.winner.amax for t, c in choices.items()}
     result.auto = {"samples": len(subset), "subset": f"the {len(subset)} calibration samples with the smallest "
                    f"sha256(seed {result.config.seed}, sample); order and batching of the data do not change it",
@@ -185,8 +205,84 @@ def choose_auto(result, source, indices, inputs, mapping, digests=None, progress
                    "candidates": f"the amax of {', '.join(BASE_METHODS)}; where they differ by >= 1%, "
                                  f"{GRID_POINTS} geometric points between the smallest and the largest; "
                                  f"{BELOW:g} x the smallest",
-                   "summary": summary(choices), "tensors": {t: c.to_json() for t, c in choices.items()}}
+                   "summary": summary(choices), **({"whole_model": whole} if whole else {}),
+                   "tensors": {t: c.to_json() for t, c in choices.items()}}
     return choices
+
+
+PER_TENSOR = "per tensor"
+PER_TENSOR_METHODS = "per tensor, methods only"
+WHOLE_SCORE = ("mean over the model's float outputs of sum ||y_q - y||^2 / sum ||y||^2 (the Q/DQ model with exact "
+               "Q/DQ in float vs FP32, one sample per run), as an SQNR in dB")
+
+
+def whole_model_candidates(choices: dict[str, TensorChoice]) -> list[tuple[str, dict[str, int]]]:
+    """(label, tensor -> candidate index) for the per-tensor choice, the same among the methods only, and each
+    method alone; a configuration equal to an earlier one is left out (its label would only repeat it)."""
+    configs = [(PER_TENSOR, {t: c.index for t, c in choices.items()}),
+               (PER_TENSOR_METHODS, {t: c.best_method_index() for t, c in choices.items()})]
+    configs += [(m, {t: c.method_index(m) for t, c in choices.items()}) for m in BASE_METHODS]
+    out, seen = [], set()
+    for label, config in configs:
+        key = tuple(choices[t].candidates[k].amax for t, k in config.items())
+        if key not in seen:
+            seen.add(key)
+            out.append((label, config))
+    return out
+
+
+def confirm_whole_model(result, choices: dict[str, TensorChoice], source, subset, inputs, mapping,
+                        progress: bool = False) -> dict | None:
+    """Score each whole-model configuration on the subset's outputs; set every ``TensorChoice.chosen``.
+
+    Returns the record for quant.json (None: the model has no float output to score, the local choice stays).
+    """
+    from quant.backends.onnxruntime import OrtRunner
+    from quant.datasets import iter_batches
+    from quant.eval.metrics import sqnr_db
+    from quant.qdq import build_qdq_model
+
+    configs = whole_model_candidates(choices)
+    if len(configs) == 1:
+        return {"samples": len(subset), "score": WHOLE_SCORE, "chosen": configs[0][0],
+                "candidates": {configs[0][0]: None}, "note": "every configuration gives the same ranges"}
+    fp32 = OrtRunner(result.model, mode="fp32", spin=False)
+    runners = []
+    for _label, config in configs:
+        amax = {t: choices[t].candidates[k].amax for t, k in config.items()}
+        model = build_qdq_model(result.model, result.plan, amax, result.weight_amax,
+                                weight_storage=result.config.weight_storage)
+        runners.append(OrtRunner(model, mode="emulate", spin=False))
+    signal: list[float] | None = None
+    noise = [None] * len(configs)
+    bar = _progress(len(subset), progress, "auto: whole-model check")
+    for _, feeds in iter_batches(source, subset, inputs, mapping, 1):  # one sample at a time, subset order
+        if bar is not None:
+            bar.update(1)
+        reference = [np.asarray(v, np.float64) for v in fp32.run(feeds)]
+        floats = [i for i, r in enumerate(reference) if r.dtype.kind == "f" and np.isfinite(r).all()]
+        if signal is None:
+            signal = [0.0] * len(reference)
+        for i in floats:
+            signal[i] += float(np.sum(reference[i] ** 2))
+        for k, runner in enumerate(runners):
+            outputs = runner.run(feeds)
+            sums = noise[k] if noise[k] is not None else [0.0] * len(reference)
+            for i in floats:
+                sums[i] += float(np.sum((np.asarray(outputs[i], np.float64) - reference[i]) ** 2))
+            noise[k] = sums
+    if bar is not None:
+        bar.close()
+    scored = [i for i, s in enumerate(signal or []) if s > 0]
+    if not scored:
+        return None
+    errors = [float(np.mean([noise[k][i] / signal[i] for i in scored])) for k in range(len(configs))]
+    best = int(np.argmin(errors))  # the first on a tie: the per-tensor choices come first
+    for tensor, choice in choices.items():
+        choice.chosen = configs[best][1][tensor]
+    return {"samples": len(subset), "score": WHOLE_SCORE, "chosen": configs[best][0],
+            "candidates": {label: (round(sqnr_db(1.0, e), 4) if e > 0 else None)  # None: no error at all
+                           for (label, _), e in zip(configs, errors)}}
 
 
 def _relative(noise: float, signal: float) -> float:
