@@ -41,8 +41,10 @@ VENVS = CACHE / "venvs"
 # per checkout (the cache is shared by checkouts that run at once); QUANT_SUITE_RUNS for two runs of one checkout
 RUNS = Path(os.environ.get("QUANT_SUITE_RUNS") or CACHE / "runs" / HERE.parent.name)
 METHODS = ("entropy", "minmax", "percentile", "mse")
+QUANT_METHODS = METHODS + ("auto",)  # one quant pass writes all five
+BIAS = "+bc"  # label suffix of the rows of the second quant pass, --bias-correction
 PEERS = ("ort-minmax", "ort-entropy", "ort-percentile", "nncf", "modelopt-entropy", "modelopt-max")
-TOOLS = ("quant",) + PEERS
+TOOLS = ("quant", "quant-bc") + PEERS
 FALLBACK = {  # task -> (metric key of the task's score, bound on its drop, higher is better)
     "digits": ("top1", 1.0, True), "ppocr-cls": ("accuracy", 1.0, True), "ppocr-rec": ("cer", 0.01, False),
     "mtcnn-rnet": ("accuracy", 1.0, True), "mtcnn-onet": ("accuracy", 1.0, True),
@@ -81,7 +83,7 @@ UNFINISHED = {  # tasks whose suite run did not finish, with what was measured o
 # ------------------------------------------------------------------ environments
 def venv_python(tool: str) -> str | None:
     """The interpreter that runs ``tool``: this one for quant and ORT, a venv of its own for the others."""
-    if tool == "quant" or tool.startswith("ort-"):
+    if tool.startswith("quant") or tool.startswith("ort-"):
         return sys.executable
     name = "nncf" if tool == "nncf" else "modelopt"
     python = VENVS / name / "bin" / "python"
@@ -169,11 +171,12 @@ def _kill_tree(pid: int) -> None:
 
 
 # ------------------------------------------------------------------ quant worker (this interpreter)
-def quant_worker(fp32: str, calibration: str, out: str) -> None:
+def quant_worker(fp32: str, calibration: str, out: str, bias_correction: bool = False) -> None:
     import quant
     from suite_worker import samples
 
-    result = quant.calibrate(fp32, list_source(samples(calibration)), methods=METHODS, target="all")
+    result = quant.calibrate(fp32, list_source(samples(calibration)), methods=QUANT_METHODS, target="all",
+                             bias_correction=bias_correction)
     result.save(out)
     print(json.dumps({"status": "ok"}))
 
@@ -280,7 +283,8 @@ def same_float_layers(entry: dict, fp32: Path, folder: Path, task) -> dict[str, 
     import quant
 
     key, higher = entry["primary"], entry["higher_is_better"]
-    ranked = {m: entry["models"][f"quant-{m}"]["emulate"].get(key) for m in METHODS if f"quant-{m}" in entry["models"]}
+    ranked = {m: entry["models"][f"quant-{m}"]["emulate"].get(key) for m in QUANT_METHODS
+              if f"quant-{m}" in entry["models"]}
     ranked = {m: v for m, v in ranked.items() if v is not None}
     if not ranked:
         return {}
@@ -379,6 +383,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--repeat", type=int, default=20, help="timed latency runs at batch 1")
     parser.add_argument("--worker-quant", nargs=3, metavar=("FP32", "CALIBRATION", "OUT"))
+    parser.add_argument("--bias-correction", action="store_true", help="with --worker-quant")
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results/suite.json")
     parser.add_argument("--results", type=Path, default=HERE / "results" / "suite.json",
                         help="the JSON file this run merges its tasks into (and RESULTS.md is written from)")
@@ -398,7 +403,7 @@ def main() -> None:
         write_section(json.loads(args.results.read_text()))
         return
     if args.worker_quant:
-        quant_worker(*args.worker_quant)
+        quant_worker(*args.worker_quant, bias_correction=args.bias_correction)
         return
 
     from quant.backends.onnxruntime import OrtRunner
@@ -428,7 +433,7 @@ def main() -> None:
                 continue
             _clear(out, folder / f"{tool}.onnx", folder / f"{tool}.input")
             given = fp32
-            if tool != "quant":  # each peer gets its own copy: a tool that writes next to or into its input
+            if not tool.startswith("quant"):  # each peer gets its own copy: a tool that writes next to or into its input
                 (folder / f"{tool}.input").mkdir()  # cannot touch what the others read
                 given = folder / f"{tool}.input" / "fp32.onnx"
                 # ORT's quantizer needs opset >= 13 and weights as initializers (the normalized model);
@@ -436,8 +441,9 @@ def main() -> None:
                 source = fp32 if tool.startswith("ort-") else Path(task.fp32)
                 given.write_bytes(source.read_bytes())
                 reference_bytes = given.read_bytes()
-            if tool == "quant":
+            if tool.startswith("quant"):
                 command = [python, __file__, "--worker-quant", str(fp32), str(calibration), str(out)]
+                command += ["--bias-correction"] if tool == "quant-bc" else []
             else:
                 command = [python, str(HERE / "suite_worker.py"), tool, str(given), str(calibration),
                            str(folder / f"{tool}.onnx")]
@@ -448,15 +454,15 @@ def main() -> None:
             print(tool, json.dumps(run), flush=True)
             if run["status"] != "ok":
                 continue
-            if tool == "quant":
-                for method in METHODS:
-                    models[f"quant-{method}"] = out / method / "model.int8.onnx"
+            if tool.startswith("quant"):
+                for method in QUANT_METHODS:
+                    models[f"quant-{method}" + (BIAS if tool == "quant-bc" else "")] = out / method / "model.int8.onnx"
             else:
                 models[tool] = folder / f"{tool}.onnx"
         for label, path in models.items():
             entry["models"][label] = evaluate_model(task, path, fp32_outputs)
             print(label, json.dumps(entry["models"][label]), flush=True)
-        ranked = {m: entry["models"][f"quant-{m}"]["emulate"].get(task.primary) for m in METHODS
+        ranked = {m: entry["models"][f"quant-{m}"]["emulate"].get(task.primary) for m in QUANT_METHODS
                   if f"quant-{m}" in entry["models"]}
         if ranked:  # the ort-cpu form (u8, for ORT's CPU kernels) of quant's best method
             best = (max if task.higher_is_better else min)(ranked, key=lambda m: ranked[m])
@@ -465,7 +471,7 @@ def main() -> None:
                                                                       fp32_outputs)
         if "quant" in models or any(k.startswith("quant-") for k in models):
             if name in FALLBACK:  # from quant's best method (TensorRT form)
-                ranked = {m: entry["models"][f"quant-{m}"]["emulate"].get(task.primary) for m in METHODS
+                ranked = {m: entry["models"][f"quant-{m}"]["emulate"].get(task.primary) for m in QUANT_METHODS
                           if f"quant-{m}" in entry["models"]}
                 pick = (max if task.higher_is_better else min)(ranked, key=lambda m: ranked[m])
                 fb = run_fallback(task, fp32, folder / "quant", pick, FALLBACK[name])
@@ -478,7 +484,8 @@ def main() -> None:
             models[label] = path
             entry["models"][label] = evaluate_model(task, path, fp32_outputs)
             print(label, json.dumps(entry["models"][label]), flush=True)
-        entry["latency"] = latency(task, fp32, models, args.repeat)
+        # the +bc rows have the plain rows' structure (only FP32 biases differ): their latency is not measured
+        entry["latency"] = latency(task, fp32, {k: v for k, v in models.items() if not k.endswith(BIAS)}, args.repeat)
         print("latency", json.dumps(entry["latency"]), flush=True)
         results["tasks"][name] = entry
         output.parent.mkdir(exist_ok=True)
@@ -546,7 +553,7 @@ def best_by_family(entry: dict) -> dict[str, tuple[str, float]]:
 def verdict(entry: dict) -> str:
     """quant's best method (TensorRT form) against each peer's best, in words, with the reason where behind."""
     key, higher = entry["primary"], entry["higher_is_better"]
-    methods = {k: v for k, v in entry["models"].items() if k in {f"quant-{m}" for m in METHODS}}
+    methods = {k: v for k, v in entry["models"].items() if k in no_float_rows()}
     best = best_by_family({**entry, "models": {k: v for k, v in entry["models"].items()
                                                if not k.startswith("quant") or k in methods}})
     if "quant" not in best:
@@ -582,6 +589,29 @@ def verdict(entry: dict) -> str:
     for label, row in entry["models"].items():
         if label.endswith("/ort-cpu") and row.get("emulate", {}).get(key) is not None:
             text += f" quant's u8 CPU form ({label}) scores {_fmt(row['emulate'][key])}."
+    return text + auto_verdict(entry)
+
+
+def no_float_rows() -> set[str]:
+    """quant's TensorRT-form rows with no layer kept in float: each method, auto, and the same with --bias-correction."""
+    return {f"quant-{m}{suffix}" for m in QUANT_METHODS for suffix in ("", BIAS)}
+
+
+def auto_verdict(entry: dict) -> str:
+    """--method auto against the best single method of the same pass (and with --bias-correction)."""
+    key, higher = entry["primary"], entry["higher_is_better"]
+    better = (lambda a, b: a > b) if higher else (lambda a, b: a < b)
+    text = ""
+    for suffix, what in (("", ""), (BIAS, " with --bias-correction")):
+        auto = entry["models"].get(f"quant-auto{suffix}", {}).get("emulate", {}).get(key)
+        single = {m: entry["models"].get(f"quant-{m}{suffix}", {}).get("emulate", {}).get(key) for m in METHODS}
+        single = {m: v for m, v in single.items() if v is not None}
+        if auto is None or not single:
+            continue
+        best = next(m for m in METHODS if m in single and all(not better(v, single[m]) for v in single.values()))
+        verdict_word = "behind" if better(single[best], auto) else "at least as good as"
+        text += (f" --method auto{what}: {_fmt(auto)}, {verdict_word} the best single method ({best} "
+                 f"{_fmt(single[best])}).")
     return text
 
 
@@ -596,9 +626,11 @@ def write_section(results: dict) -> None:
              "initializer); all are evaluated against the same FP32 outputs. Each runs in its own process (wall time includes its imports; peak RSS of the process tree). "
              "ORT quantize_static: QDQ, per-channel, symmetric int8, Conv/Gemm/MatMul only (quantizing its default "
              "op set breaks PP-OCR recognition). NNCF: `nncf.quantize` defaults on the ONNX model. Model Optimizer: "
-             "`python -m modelopt.onnx.quantization --quantize_mode int8` on CPU. quant: all four methods from one "
-             "pass (one wall time for the four, TensorRT form and ort-cpu form both written; quant-<best>/ort-cpu is the "
-             "u8 form for ORT's CPU kernels of the best method). INT8 task metrics: `emulated` = exact Q/DQ in float (ORT with graph "
+             "`python -m modelopt.onnx.quantization --quantize_mode int8` on CPU. quant: all four methods and "
+             "`auto` from one pass (one wall time for the five, TensorRT form and ort-cpu form both written; "
+             "quant-<best>/ort-cpu is the u8 form for ORT's CPU kernels of the best method); quant-bc: the same pass with "
+             "`--bias-correction` (rows `+bc`; a method whose correction does not raise the whole model's output SQNR "
+             "on the calibration samples is written uncorrected; latency not measured again: same structure). INT8 task metrics: `emulated` = exact Q/DQ in float (ORT with graph "
              "optimizations off, the arithmetic TensorRT performs), `ORT int8` = ONNX Runtime's CPU integer "
              "kernels. Latency: ORT CPU, 2 threads, median, all models of a task alternating in one run.", ""]
     for name, entry in results["tasks"].items():
@@ -617,8 +649,9 @@ def write_section(results: dict) -> None:
                      " | ".join("-" for _ in metrics) + f" | - | - | 0 / 0 | {entry['fp32_structure']['weighted_ops']} | "
                      f"{_fmt(lat.get('fp32_bs1_ms'))} | {_fmt(lat.get('fp32_bs16_ms'))} |")
         for tool, run in entry["tools"].items():
-            labels = ([f"quant-{m}" for m in METHODS] + [k for k in entry["models"] if k.endswith("/ort-cpu")]
-                      if tool == "quant" else [tool])
+            labels = ([f"quant-{m}" for m in QUANT_METHODS] + [k for k in entry["models"] if k.endswith("/ort-cpu")]
+                      if tool == "quant" else [f"quant-{m}{BIAS}" for m in QUANT_METHODS] if tool == "quant-bc"
+                      else [tool])
             if tool == "quant" and "quant+fallback" in entry["models"]:
                 labels.append("quant+fallback")
             if tool == "quant":
