@@ -419,7 +419,8 @@ def main() -> None:
         folder = RUNS / name  # what this checkout's tools write: runs from other checkouts at once cannot clobber it
         folder.mkdir(parents=True, exist_ok=True)
         fp32_outputs = outputs_of(OrtRunner(fp32), task.heldout)
-        entry = {"run": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "description": task.description, "primary": task.primary, "higher_is_better": task.higher_is_better,
+        entry = {"run": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": _commit(),
+                 "load_average_start": round(os.getloadavg()[0], 1), "description": task.description, "primary": task.primary, "higher_is_better": task.higher_is_better,
                  "calibration_samples": len(task.calibration), "heldout_samples": len(task.heldout),
                  "fp32": task.score(fp32_outputs, task.labels, fp32_outputs), "fp32_structure": structure(fp32),
                  "tools": {}, "models": {}}
@@ -487,10 +488,23 @@ def main() -> None:
         # the +bc rows have the plain rows' structure (only FP32 biases differ): their latency is not measured
         entry["latency"] = latency(task, fp32, {k: v for k, v in models.items() if not k.endswith(BIAS)}, args.repeat)
         print("latency", json.dumps(entry["latency"]), flush=True)
+        entry["load_average_end"] = round(os.getloadavg()[0], 1)
         results["tasks"][name] = entry
         output.parent.mkdir(exist_ok=True)
         output.write_text(json.dumps(results, indent=2, default=_json_default) + "\n")
         write_section(results)
+
+
+def _commit() -> str | None:
+    """The checkout's commit (with '+changes' when its tracked files differ from it), for the Run: line."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
 
 
 def _clear(*paths: Path) -> None:
@@ -639,7 +653,9 @@ def write_section(results: dict) -> None:
         metrics = list(entry["fp32"])
         lines += [f"### {name}", "", f"{entry['description']}. {entry['calibration_samples']} calibration, "
                   f"{entry['heldout_samples']} held-out samples. Primary metric: {key} ({arrow})."
-                  + (f" Run: {entry['run']}." if entry.get("run") else ""), "",
+                  + (f" Run: {entry['run']}" + (f", commit {entry['commit']}" if entry.get("commit") else "")
+                     + (f", load average {entry['load_average_start']} -> {entry['load_average_end']}"
+                        if "load_average_end" in entry else "") + "." if entry.get("run") else ""), "",
                   "| tool / method | " + " | ".join(f"{k} emulated" for k in metrics) + " | " +
                   " | ".join(f"{k} ORT int8" for k in metrics) +
                   " | calibration s | peak RSS GB | Q / DQ nodes | float weighted ops | ORT ms bs1 | ORT ms bs16 |",
