@@ -496,11 +496,12 @@ def main() -> None:
 
 
 def _commit() -> str | None:
-    """The checkout's commit (with '+changes' when its tracked files differ from it), for the Run: line."""
+    """The checkout's commit (with '+changes' when its tracked files other than the results differ from it)."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(exclude,top)benchmarks/RESULTS.md", ":(exclude,top)benchmarks/results"], cwd=HERE,
                                capture_output=True, text=True).stdout.strip()
         return head + ("+changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
