@@ -84,3 +84,32 @@ def pooled_residual(path, seed=0):
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], inits)
     return _save(graph, path)
+
+
+def depthwise_spread(path, channels=8, decades=4.0, seed=0, share_weight=False):
+    """x [N, 3, 16, 16] -> Conv -> HardSwish -> depthwise Conv -> Mul(per-channel 1/gain) -> y [N, C, 16, 16].
+
+    The first conv's output channels carry gains spanning ``decades`` decades and the Mul after the depthwise
+    conv undoes them (a BatchNormalization exported as Mul, as in PP-PicoDet): one per-tensor INT8 scale on
+    the depthwise conv's input loses the quiet channels, which the output then amplifies. HardSwish between
+    the convs rules out cross-layer equalization. ``share_weight``: a second depthwise conv reads the same
+    weight initializer (its output is a second graph output, z).
+    """
+    rng = np.random.default_rng(seed)
+    gains = np.logspace(-decades + 1, 1, channels).astype(np.float32)
+    w1 = rng.standard_normal((channels, 3, 3, 3)).astype(np.float32) * gains[:, None, None, None]
+    inits = [numpy_helper.from_array(w1, "w1"),
+             numpy_helper.from_array(rng.standard_normal((channels, 1, 3, 3)).astype(np.float32), "wd"),
+             numpy_helper.from_array((1 / gains).reshape(1, channels, 1, 1).astype(np.float32), "bn_scale")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("HardSwish", ["c1"], ["h"], name="hswish"),
+             helper.make_node("Conv", ["h", "wd"], ["d"], name="dw", pads=[1, 1, 1, 1], group=channels),
+             helper.make_node("Mul", ["d", "bn_scale"], ["y"], name="bn")]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", channels, 16, 16])]
+    if share_weight:
+        nodes.append(helper.make_node("Conv", ["c1", "wd"], ["z"], name="dw_shared", pads=[1, 1, 1, 1],
+                                      group=channels))
+        outputs.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", channels, 16, 16]))
+    graph = helper.make_graph(nodes, "depthwise_spread",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 16, 16])], outputs, inits)
+    return _save(graph, path)

@@ -64,6 +64,10 @@ def register(subparsers) -> None:
     parser.add_argument("--quantize-op-types", default="", metavar="OP[,OP...]",
                         help="also put Q/DQ on the float inputs of these op types, as Model Optimizer does "
                              "(e.g. Add,Mul,GlobalAveragePool,Resize); TensorRT fuses them")
+    parser.add_argument("--smooth", action="store_true",
+                        help="scale each depthwise convolution's input channels to one range (a per-channel Mul "
+                             "before it, the inverse folded into its weights; measured on the data) so that its "
+                             "per-tensor INT8 scale serves every channel; the FP32 function is unchanged")
     parser.add_argument("--equalize", action="store_true",
                         help="cross-layer equalization: balance the channel ranges of Conv -> (ReLU) -> Conv pairs "
                              "(depthwise convolutions included) in the FP32 weights before calibrating; the FP32 "
@@ -92,7 +96,7 @@ def run(args) -> int:
                                                                                  if e.startswith("re:")),
                                include=tuple(args.include),
                                weight_storage=args.weight_storage, high_precision=args.high_precision,
-                               bias_correction=args.bias_correction, equalize=args.equalize,
+                               bias_correction=args.bias_correction, equalize=args.equalize, smooth=args.smooth,
                                quantize_op_types=tuple(t.strip() for t in args.quantize_op_types.split(",") if t.strip()))
     preprocess = preprocess_from_args(args)
     from quant.core.io import check_output_dir
@@ -130,6 +134,8 @@ def run(args) -> int:
         _ort_cpu_lines(result, folders)
     if result.auto:
         stdout(auto_summary_line(result.auto))
+    if config.smooth:
+        stdout(smooth_summary_line(result.smoothing))
     clipping_warnings(result)
     return 0
 
@@ -147,6 +153,18 @@ def _bias_lines(result) -> None:
                    "to absorb a shift)")
         else:
             stdout(f"bias correction ({method}): not applied: {entry.get('why', 'no layer with a bias to correct')}")
+
+
+def smooth_summary_line(record: dict) -> str:
+    """'smooth: 37 depthwise convolutions, ...' or why nothing was smoothed."""
+    layers = record.get("layers") or []
+    if not layers:
+        return "smooth: no quantized depthwise convolution to smooth (nothing changed)"
+    spread = [l["max_to_min_range"] for l in layers if l.get("max_to_min_range")]
+    widest = max(layers, key=lambda l: l.get("max_to_min_range") or 0)
+    return (f"smooth: {len(layers)} depthwise convolution(s) read their input scaled per channel (one Mul each); "
+            + (f"widest channel spread {max(spread):.4g}x at '{widest['node']}'; " if spread else "")
+            + "quant.json: smoothing")
 
 
 def auto_summary_line(record: dict) -> str:

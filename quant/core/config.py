@@ -26,7 +26,8 @@ _TYPES = {"percentile": ((int, float), "a number"), "bins": ((int,), "an integer
           "external_data": ((bool,), "true or false"), "target": ((str,), "a string"),
           "reduce_range": ((str,), "a string"), "version": ((int,), "an integer"),
           "weight_storage": ((str,), "a string"), "high_precision": ((str,), "a string"),
-          "bias_correction": ((bool,), "true or false"), "equalize": ((bool,), "true or false")}
+          "bias_correction": ((bool,), "true or false"), "equalize": ((bool,), "true or false"),
+          "smooth": ((bool,), "true or false")}
 _OPTIONAL = {"batch_size", "num_samples"}
 
 
@@ -79,6 +80,7 @@ class CalibrationConfig:
     bias_correction: bool = False  # FP32 biases absorb the mean output shift of quantization (second pass)
     equalize: bool = False  # cross-layer equalization of Conv -> (ReLU) -> Conv pairs, folded into FP32 weights
     quantize_op_types: tuple[str, ...] = ()  # also Q/DQ the inputs of these op types (Model Optimizer: Add,Mul,...)
+    smooth: bool = False  # per-channel scaling of depthwise convolutions' inputs, folded into their weights (data)
     version: int = field(default=CONFIG_VERSION)
 
     def __post_init__(self) -> None:

@@ -92,6 +92,7 @@ class CalibrationResult:
     exported: object = None  # the onnx.ModelProto exported from a torch.nn.Module (saved as FP32_MODEL)
     bias_correction: dict = field(default_factory=dict)  # method -> measured shifts (quant.pipeline.bias_correction)
     equalization: list = field(default_factory=list)  # the pairs cross-layer equalization balanced (quant.qdq.equalize)
+    smoothing: dict = field(default_factory=dict)  # --smooth: quant.json "smoothing" (quant.qdq.smooth.record)
     auto: dict = field(default_factory=dict)  # --method auto: the candidates scored per tensor (quant.json "auto")
 
     @property
@@ -268,6 +269,7 @@ class CalibrationResult:
                                  "what": "cross-layer equalization folded into the FP32 weights and biases before "
                                          "calibration (quant.qdq.equalize); the FP32 function is unchanged"}}
                if self.config.equalize else {}),
+            **({"smoothing": self.smoothing} if self.config.smooth else {}),
             **({"auto": self.auto} if method == "auto" else {}),
         })
 
@@ -501,6 +503,16 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if len(indices) < MIN_CALIBRATION_SAMPLES:
         raise QuantError(f"calibration needs at least {MIN_CALIBRATION_SAMPLES} samples, got {len(indices)}: ranges "
                          "from one sample do not represent the data", hint="provide more samples (hundreds are typical)")
+    smoothing = {}
+    if config.smooth:  # a bounded first pass: per-channel maxima of the depthwise convolutions' inputs
+        from quant.qdq import smooth
+
+        targets = dict(smooth.smoothable(proto, plan))
+        amax = smooth.channel_amax(proto, list(dict.fromkeys(targets.values())),
+                                   iter_batches(source, indices, inputs, mapping, 1), len(indices), progress)
+        scales = {node: smooth.scales_from(amax[tensor]) for node, tensor in targets.items()}
+        smoothing = smooth.record(scales, targets, amax)
+        proto, plan = _replan(smooth.apply(proto, scales), config)
 
     from quant.backends.onnxruntime import OrtRunner
     from quant.collect import collect
@@ -544,7 +556,8 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     if uses_preprocess(source):  # recorded so that eval, gate, sensitivity and fallback apply the same
         data_info["preprocess"] = (preprocess.spec if preprocess else Preprocess()).to_dict()
     result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info,
-                               validation_feeds=validation or None, exported=exported, equalization=equalized)
+                               validation_feeds=validation or None, exported=exported, equalization=equalized,
+                               smoothing=smoothing)
     # How the pass ran (not in quant.json, which stays the same whatever the batching, the workers or the
     # device that collected it).
     result.execution = {"batches": collected.batches, "ray": context.ray is not None}
@@ -578,6 +591,16 @@ def collection_batching(batch_size: int | None, memory_budget_mb: float, torch_d
 
         return None, CUDA_BATCH
     return AutoBatchSize(int(memory_budget_mb * 2**20)), None
+
+
+def _replan(proto, config: CalibrationConfig):
+    """(proto, its plan) after a graph change before the collection pass, with the plan's checks again."""
+    plan = make_plan(proto, config)
+    check_float_types(proto, plan, config)
+    check_weights(proto, plan)
+    if "tensorrt" in config.targets:
+        check_cache_names(plan.activations)
+    return proto, plan
 
 
 def _equalize(proto, config: CalibrationConfig):
@@ -760,6 +783,12 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     config = old.replace(methods=methods, **overrides)
     proto, equalized = _equalize(proto, config)
+    smoothing = {}
+    if config.smooth:  # the scales measured on the data, recorded in quant.json
+        from quant.qdq import smooth
+
+        smoothing = manifest.get("smoothing")
+        proto = smooth.apply(proto, smooth.scales_of_record(smoothing, str(manifest_path)))
     plan = make_plan(proto, config)
     check_weights(proto, plan)
     tensors = needed_tensors(proto, plan, config)
@@ -771,7 +800,8 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         raise QuantError(f"histograms.npz lacks tensors {missing[:3]} that the model needs", hint=hint)
     histograms = load_histograms(histogram_file, names=tensors, bins=old.bins)
     result = CalibrationResult(proto, path, digest, plan, histograms, config,
-                               dict(manifest.get("data", {}), recalibrated_from=str(folder)), equalization=equalized)
+                               dict(manifest.get("data", {}), recalibrated_from=str(folder)), equalization=equalized,
+                               smoothing=smoothing)
     compute_ranges(result)
     if "auto" in config.methods:  # the choice recorded in quant.json (scoring it again needs the data)
         from quant.pipeline.auto_range import recorded_auto
