@@ -21,6 +21,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 METHODS = {"ppocr-det": ("minmax", "percentile", "mse", "entropy"), "resnet50": ("minmax", "mse")}
+ALL = ("entropy", "minmax", "percentile", "mse")  # the other tasks
 
 
 def variants(task: str, requested: list[str]) -> dict[str, dict]:
@@ -30,7 +31,8 @@ def variants(task: str, requested: list[str]) -> dict[str, dict]:
         modelopt["include"] = ("p2o.ConvTranspose.2",)
     table = {"plain": {}, "bias-correction": {"bias_correction": True}, "equalize": {"equalize": True},
              "equalize+bias-correction": {"equalize": True, "bias_correction": True},
-             "modelopt-placement": modelopt, "modelopt-placement+bias-correction": {**modelopt, "bias_correction": True}}
+             "modelopt-placement": modelopt, "modelopt-placement+bias-correction": {**modelopt, "bias_correction": True},
+             "smooth": {"smooth": True}, "smooth+bias-correction": {"smooth": True, "bias_correction": True}}
     return {name: table[name] for name in requested}
 
 
@@ -44,10 +46,11 @@ def main() -> None:
     parser.add_argument("--tasks", default="ppocr-det,resnet50")
     parser.add_argument("--variants", default="plain,bias-correction")
     parser.add_argument("--output", default=str(HERE / "results" / "bias.json"))
+    parser.add_argument("--peers", default=str(HERE / "results" / "suite.json"), help="a suite results file")
     args = parser.parse_args()
     output = Path(args.output)
     results = json.loads(output.read_text()) if output.exists() else {}
-    peers = json.loads((HERE / "results" / "suite.json").read_text())["tasks"]
+    peers = json.loads(Path(args.peers).read_text())["tasks"]
     for name in args.tasks.split(","):
         task = suite_models.TASKS[name](suite.CACHE / "suite" / "models")
         fp32 = suite.CACHE / "suite" / name / "fp32.onnx"  # the suite's normalized model (read only)
@@ -59,17 +62,17 @@ def main() -> None:
                           if not tool.startswith("quant")}
         for variant, options in variants(name, args.variants.split(",")).items():
             start = time.perf_counter()
-            result = quant.calibrate(str(fp32), suite.list_source(task.calibration), methods=METHODS[name], **options)
+            result = quant.calibrate(str(fp32), suite.list_source(task.calibration), methods=METHODS.get(name, ALL), **options)
             seconds = time.perf_counter() - start
             scores = {}
-            for method in METHODS[name]:
+            for method in METHODS.get(name, ALL):
                 runner = OrtRunner(result.qdq_model(method), mode="emulate")
                 scores[method] = task.score(suite.outputs_of(runner, task.heldout), task.labels, fp32_outputs)
             entry["variants"][variant] = {"options": options, "calibrate_seconds": round(seconds, 1), "scores": scores}
             if options.get("bias_correction"):  # applied or not per method (the output-SQNR check), and why
                 entry["variants"][variant]["bias_correction"] = {
                     m: {k: v for k, v in result.manifest(m)["bias_correction"].items() if k in ("applied", "why", "check")}
-                    for m in METHODS[name]}
+                    for m in METHODS.get(name, ALL)}
             print(name, variant, f"{seconds:.1f} s", json.dumps({m: s[task.primary] for m, s in scores.items()}),
                   flush=True)
             output.write_text(json.dumps(results, indent=2) + "\n")
