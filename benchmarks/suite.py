@@ -42,9 +42,10 @@ VENVS = CACHE / "venvs"
 RUNS = Path(os.environ.get("QUANT_SUITE_RUNS") or CACHE / "runs" / HERE.parent.name)
 METHODS = ("entropy", "minmax", "percentile", "mse")
 QUANT_METHODS = METHODS + ("auto",)  # one quant pass writes all five
-BIAS = "+bc"  # label suffix of the rows of the second quant pass, --bias-correction
+SUFFIXES = ("", "+smooth", "+bc", "+smooth+bc")  # quant's row labels: quant-<method><suffix>
 PEERS = ("ort-minmax", "ort-entropy", "ort-percentile", "nncf", "modelopt-entropy", "modelopt-max")
-TOOLS = ("quant", "quant-bc") + PEERS
+QUANT_TOOLS = ("quant", "quant-smooth", "quant-bc")
+TOOLS = QUANT_TOOLS + PEERS
 FALLBACK = {  # task -> (metric key of the task's score, bound on its drop, higher is better)
     "digits": ("top1", 1.0, True), "ppocr-cls": ("accuracy", 1.0, True), "ppocr-rec": ("cer", 0.01, False),
     "mtcnn-rnet": ("accuracy", 1.0, True), "mtcnn-onet": ("accuracy", 1.0, True),
@@ -171,12 +172,31 @@ def _kill_tree(pid: int) -> None:
 
 
 # ------------------------------------------------------------------ quant worker (this interpreter)
-def quant_worker(fp32: str, calibration: str, out: str, bias_correction: bool = False) -> None:
+def quant_options(tool: str, fp32: Path) -> tuple[list[str], str] | None:
+    """(worker flags, row suffix) of one quant pass; None: the pass would repeat the plain one (no depthwise conv)."""
+    depthwise = has_depthwise(fp32)
+    if tool == "quant-smooth":
+        return (["--smooth"], "+smooth") if depthwise else None
+    if tool == "quant-bc":  # with --smooth where it applies: the best quant has, both corrections
+        return (["--bias-correction"] + (["--smooth"] if depthwise else []), "+smooth+bc" if depthwise else "+bc")
+    return [], ""
+
+
+def has_depthwise(path: Path) -> bool:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    shapes = {i.name: list(i.dims) for i in model.graph.initializer}
+    return any(n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+               and len(shapes.get(n.input[1], [])) > 1 and shapes[n.input[1]][1] == 1 for n in model.graph.node)
+
+
+def quant_worker(fp32: str, calibration: str, out: str, bias_correction: bool = False, smooth: bool = False) -> None:
     import quant
     from suite_worker import samples
 
     result = quant.calibrate(fp32, list_source(samples(calibration)), methods=QUANT_METHODS, target="all",
-                             bias_correction=bias_correction)
+                             bias_correction=bias_correction, smooth=smooth)
     result.save(out)
     print(json.dumps({"status": "ok"}))
 
@@ -384,6 +404,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20, help="timed latency runs at batch 1")
     parser.add_argument("--worker-quant", nargs=3, metavar=("FP32", "CALIBRATION", "OUT"))
     parser.add_argument("--bias-correction", action="store_true", help="with --worker-quant")
+    parser.add_argument("--smooth", action="store_true", help="with --worker-quant")
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results/suite.json")
     parser.add_argument("--results", type=Path, default=HERE / "results" / "suite.json",
                         help="the JSON file this run merges its tasks into (and RESULTS.md is written from)")
@@ -403,7 +424,7 @@ def main() -> None:
         write_section(json.loads(args.results.read_text()))
         return
     if args.worker_quant:
-        quant_worker(*args.worker_quant, bias_correction=args.bias_correction)
+        quant_worker(*args.worker_quant, bias_correction=args.bias_correction, smooth=args.smooth)
         return
 
     from quant.backends.onnxruntime import OrtRunner
@@ -432,6 +453,11 @@ def main() -> None:
                 entry["tools"][tool] = {"status": "not installed: " + (VENVS / f"{'nncf' if tool == 'nncf' else 'modelopt'}"
                                                                        ".failed").read_text().strip().splitlines()[-1][:200]}
                 continue
+            options = quant_options(tool, fp32) if tool.startswith("quant") else None
+            if tool.startswith("quant") and options is None:
+                entry["tools"][tool] = {"status": "skipped: the model has no depthwise convolution (--smooth changes "
+                                                  "nothing)"}
+                continue
             _clear(out, folder / f"{tool}.onnx", folder / f"{tool}.input")
             given = fp32
             if not tool.startswith("quant"):  # each peer gets its own copy: a tool that writes next to or into its input
@@ -444,20 +470,22 @@ def main() -> None:
                 reference_bytes = given.read_bytes()
             if tool.startswith("quant"):
                 command = [python, __file__, "--worker-quant", str(fp32), str(calibration), str(out)]
-                command += ["--bias-correction"] if tool == "quant-bc" else []
+                command += options[0]
             else:
                 command = [python, str(HERE / "suite_worker.py"), tool, str(given), str(calibration),
                            str(folder / f"{tool}.onnx")]
             run = run_measured(command, args.memory_cap * 1024, args.timeout)
             if given != fp32 and given.read_bytes() != reference_bytes:
                 run["modified_its_input_model"] = True
+            if tool.startswith("quant"):
+                run["suffix"], run["flags"] = options[1], options[0]
             entry["tools"][tool] = run
             print(tool, json.dumps(run), flush=True)
             if run["status"] != "ok":
                 continue
             if tool.startswith("quant"):
                 for method in QUANT_METHODS:
-                    models[f"quant-{method}" + (BIAS if tool == "quant-bc" else "")] = out / method / "model.int8.onnx"
+                    models[f"quant-{method}{options[1]}"] = out / method / "model.int8.onnx"
             else:
                 models[tool] = folder / f"{tool}.onnx"
         for label, path in models.items():
@@ -485,8 +513,8 @@ def main() -> None:
             models[label] = path
             entry["models"][label] = evaluate_model(task, path, fp32_outputs)
             print(label, json.dumps(entry["models"][label]), flush=True)
-        # the +bc rows have the plain rows' structure (only FP32 biases differ): their latency is not measured
-        entry["latency"] = latency(task, fp32, {k: v for k, v in models.items() if not k.endswith(BIAS)}, args.repeat)
+        # the +bc rows have the structure of the rows without it (only FP32 biases differ): latency not measured
+        entry["latency"] = latency(task, fp32, {k: v for k, v in models.items() if not k.endswith("+bc")}, args.repeat)
         print("latency", json.dumps(entry["latency"]), flush=True)
         entry["load_average_end"] = round(os.getloadavg()[0], 1)
         results["tasks"][name] = entry
@@ -609,7 +637,7 @@ def verdict(entry: dict) -> str:
 
 def no_float_rows() -> set[str]:
     """quant's TensorRT-form rows with no layer kept in float: each method, auto, and the same with --bias-correction."""
-    return {f"quant-{m}{suffix}" for m in QUANT_METHODS for suffix in ("", BIAS)}
+    return {f"quant-{m}{suffix}" for m in QUANT_METHODS for suffix in SUFFIXES}
 
 
 def auto_verdict(entry: dict) -> str:
@@ -617,7 +645,9 @@ def auto_verdict(entry: dict) -> str:
     key, higher = entry["primary"], entry["higher_is_better"]
     better = (lambda a, b: a > b) if higher else (lambda a, b: a < b)
     text = ""
-    for suffix, what in (("", ""), (BIAS, " with --bias-correction")):
+    for suffix in SUFFIXES:
+        what = {"": "", "+smooth": " with --smooth", "+bc": " with --bias-correction",
+                "+smooth+bc": " with --smooth --bias-correction"}[suffix]
         auto = entry["models"].get(f"quant-auto{suffix}", {}).get("emulate", {}).get(key)
         single = {m: entry["models"].get(f"quant-{m}{suffix}", {}).get("emulate", {}).get(key) for m in METHODS}
         single = {m: v for m, v in single.items() if v is not None}
@@ -643,9 +673,11 @@ def write_section(results: dict) -> None:
              "op set breaks PP-OCR recognition). NNCF: `nncf.quantize` defaults on the ONNX model. Model Optimizer: "
              "`python -m modelopt.onnx.quantization --quantize_mode int8` on CPU. quant: all four methods and "
              "`auto` from one pass (one wall time for the five, TensorRT form and ort-cpu form both written; "
-             "quant-<best>/ort-cpu is the u8 form for ORT's CPU kernels of the best method); quant-bc: the same pass with "
-             "`--bias-correction` (rows `+bc`; a method whose correction does not raise the whole model's output SQNR "
-             "on the calibration samples is written uncorrected; latency not measured again: same structure). INT8 task metrics: `emulated` = exact Q/DQ in float (ORT with graph "
+             "quant-<best>/ort-cpu is the u8 form for ORT's CPU kernels of the best method); quant-smooth: the same pass with "
+             "`--smooth` (rows `+smooth`; only on models with depthwise convolutions, elsewhere it changes nothing); "
+             "quant-bc: with `--bias-correction` (and `--smooth` where it applies: rows `+bc` or `+smooth+bc`; a "
+             "method whose correction does not raise the whole model's output SQNR on the calibration samples is "
+             "written uncorrected; latency not measured again: the same structure as the row without it). INT8 task metrics: `emulated` = exact Q/DQ in float (ORT with graph "
              "optimizations off, the arithmetic TensorRT performs), `ORT int8` = ONNX Runtime's CPU integer "
              "kernels. Latency: ORT CPU, 2 threads, median, all models of a task alternating in one run.", ""]
     for name, entry in results["tasks"].items():
@@ -667,8 +699,8 @@ def write_section(results: dict) -> None:
                      f"{_fmt(lat.get('fp32_bs1_ms'))} | {_fmt(lat.get('fp32_bs16_ms'))} |")
         for tool, run in entry["tools"].items():
             labels = ([f"quant-{m}" for m in QUANT_METHODS] + [k for k in entry["models"] if k.endswith("/ort-cpu")]
-                      if tool == "quant" else [f"quant-{m}{BIAS}" for m in QUANT_METHODS] if tool == "quant-bc"
-                      else [tool])
+                      if tool == "quant" else [f"quant-{m}{run.get('suffix', '')}" for m in QUANT_METHODS]
+                      if tool.startswith("quant") else [tool])
             if tool == "quant" and "quant+fallback" in entry["models"]:
                 labels.append("quant+fallback")
             if tool == "quant":
