@@ -172,14 +172,18 @@ def _kill_tree(pid: int) -> None:
 
 
 # ------------------------------------------------------------------ quant worker (this interpreter)
-def quant_options(tool: str, fp32: Path) -> tuple[list[str], str] | None:
-    """(worker flags, row suffix) of one quant pass; None: the pass would repeat the plain one (no depthwise conv)."""
+BC_METHODS = ("minmax", "percentile", "mse")  # the bias-correction pass: its check refuses entropy's where it clips
+
+
+def quant_options(tool: str, fp32: Path) -> tuple[list[str], str, tuple[str, ...]] | None:
+    """(worker flags, row suffix, methods) of one quant pass; None: it would repeat the plain one (no depthwise conv)."""
     depthwise = has_depthwise(fp32)
     if tool == "quant-smooth":
-        return (["--smooth"], "+smooth") if depthwise else None
+        return (["--smooth"], "+smooth", QUANT_METHODS) if depthwise else None
     if tool == "quant-bc":  # with --smooth where it applies: the best quant has, both corrections
-        return (["--bias-correction"] + (["--smooth"] if depthwise else []), "+smooth+bc" if depthwise else "+bc")
-    return [], ""
+        return (["--bias-correction"] + (["--smooth"] if depthwise else []),
+                "+smooth+bc" if depthwise else "+bc", BC_METHODS)
+    return [], "", QUANT_METHODS
 
 
 def has_depthwise(path: Path) -> bool:
@@ -191,11 +195,12 @@ def has_depthwise(path: Path) -> bool:
                and len(shapes.get(n.input[1], [])) > 1 and shapes[n.input[1]][1] == 1 for n in model.graph.node)
 
 
-def quant_worker(fp32: str, calibration: str, out: str, bias_correction: bool = False, smooth: bool = False) -> None:
+def quant_worker(fp32: str, calibration: str, out: str, bias_correction: bool = False, smooth: bool = False,
+                 methods: tuple[str, ...] = QUANT_METHODS) -> None:
     import quant
     from suite_worker import samples
 
-    result = quant.calibrate(fp32, list_source(samples(calibration)), methods=QUANT_METHODS, target="all",
+    result = quant.calibrate(fp32, list_source(samples(calibration)), methods=methods, target="all",
                              bias_correction=bias_correction, smooth=smooth)
     result.save(out)
     print(json.dumps({"status": "ok"}))
@@ -405,6 +410,7 @@ def main() -> None:
     parser.add_argument("--worker-quant", nargs=3, metavar=("FP32", "CALIBRATION", "OUT"))
     parser.add_argument("--bias-correction", action="store_true", help="with --worker-quant")
     parser.add_argument("--smooth", action="store_true", help="with --worker-quant")
+    parser.add_argument("--methods", default=",".join(QUANT_METHODS), help="with --worker-quant")
     parser.add_argument("--report-only", action="store_true", help="rewrite RESULTS.md from results/suite.json")
     parser.add_argument("--results", type=Path, default=HERE / "results" / "suite.json",
                         help="the JSON file this run merges its tasks into (and RESULTS.md is written from)")
@@ -424,7 +430,8 @@ def main() -> None:
         write_section(json.loads(args.results.read_text()))
         return
     if args.worker_quant:
-        quant_worker(*args.worker_quant, bias_correction=args.bias_correction, smooth=args.smooth)
+        quant_worker(*args.worker_quant, bias_correction=args.bias_correction, smooth=args.smooth,
+                     methods=tuple(args.methods.split(",")))
         return
 
     from quant.backends.onnxruntime import OrtRunner
@@ -470,7 +477,7 @@ def main() -> None:
                 reference_bytes = given.read_bytes()
             if tool.startswith("quant"):
                 command = [python, __file__, "--worker-quant", str(fp32), str(calibration), str(out)]
-                command += options[0]
+                command += options[0] + ["--methods", ",".join(options[2])]
             else:
                 command = [python, str(HERE / "suite_worker.py"), tool, str(given), str(calibration),
                            str(folder / f"{tool}.onnx")]
@@ -478,13 +485,13 @@ def main() -> None:
             if given != fp32 and given.read_bytes() != reference_bytes:
                 run["modified_its_input_model"] = True
             if tool.startswith("quant"):
-                run["suffix"], run["flags"] = options[1], options[0]
+                run["suffix"], run["flags"], run["methods"] = options[1], options[0], list(options[2])
             entry["tools"][tool] = run
             print(tool, json.dumps(run), flush=True)
             if run["status"] != "ok":
                 continue
             if tool.startswith("quant"):
-                for method in QUANT_METHODS:
+                for method in options[2]:
                     models[f"quant-{method}{options[1]}"] = out / method / "model.int8.onnx"
             else:
                 models[tool] = folder / f"{tool}.onnx"
@@ -675,7 +682,7 @@ def write_section(results: dict) -> None:
              "`auto` from one pass (one wall time for the five, TensorRT form and ort-cpu form both written; "
              "quant-<best>/ort-cpu is the u8 form for ORT's CPU kernels of the best method); quant-smooth: the same pass with "
              "`--smooth` (rows `+smooth`; only on models with depthwise convolutions, elsewhere it changes nothing); "
-             "quant-bc: with `--bias-correction` (and `--smooth` where it applies: rows `+bc` or `+smooth+bc`; a "
+             "quant-bc: minmax, percentile and mse with `--bias-correction` (and `--smooth` where it applies: rows `+bc` or `+smooth+bc`; a "
              "method whose correction does not raise the whole model's output SQNR on the calibration samples is "
              "written uncorrected; latency not measured again: the same structure as the row without it). INT8 task metrics: `emulated` = exact Q/DQ in float (ORT with graph "
              "optimizations off, the arithmetic TensorRT performs), `ORT int8` = ONNX Runtime's CPU integer "
@@ -699,7 +706,7 @@ def write_section(results: dict) -> None:
                      f"{_fmt(lat.get('fp32_bs1_ms'))} | {_fmt(lat.get('fp32_bs16_ms'))} |")
         for tool, run in entry["tools"].items():
             labels = ([f"quant-{m}" for m in QUANT_METHODS] + [k for k in entry["models"] if k.endswith("/ort-cpu")]
-                      if tool == "quant" else [f"quant-{m}{run.get('suffix', '')}" for m in QUANT_METHODS]
+                      if tool == "quant" else [f"quant-{m}{run.get('suffix', '')}" for m in run.get("methods", QUANT_METHODS)]
                       if tool.startswith("quant") else [tool])
             if tool == "quant" and "quant+fallback" in entry["models"]:
                 labels.append("quant+fallback")
