@@ -161,11 +161,27 @@ def auto_summary_line(record: dict) -> str:
     else:
         how = f"{chosen} alone"
     if len(scores) > 1 and scores.get(chosen) is not None:
-        others = ", ".join(f"{label} {value:.2f}" for label, value in scores.items()
-                           if label != chosen and value is not None)
-        how += f"; whole-model output SQNR {scores[chosen]:.2f} dB vs {others}"
+        same = {}  # a method whose ranges equal an earlier candidate's is not scored twice: say whose
+        for label, earlier in (whole.get("same_ranges_as") or {}).items():
+            same.setdefault(earlier, []).append(label)
+        others = ", ".join(f"{label}{''.join(f' = {m}' for m in same.get(label, []))} {value:.2f}"
+                           for label, value in scores.items() if label != chosen and value is not None)
+        outputs = whole.get("outputs") or []
+        scored = (f" (mean over {_quoted_names(outputs)})" if len(outputs) > 1
+                  else f" ({_quoted_names(outputs)})" if outputs else "")
+        how += f"; whole-model output SQNR{scored} {scores[chosen]:.2f} dB vs {others}"
+    elif not whole:
+        how += "; no float output to score the whole model on"
     return (f"auto: {sum(record['summary'].values())} tensors: {taken or 'none'} ({how}, on {record['samples']} "
             "calibration samples; quant.json: auto)")
+
+
+def _quoted_names(names) -> str:
+    """'output 'logits'' or 'outputs 'logits', 'feat'': model names quoted, on one line."""
+    from quant.core.text import printable
+
+    quoted = ", ".join(f"'{printable(n, 60)}'" for n in names)
+    return f"output {quoted}" if len(names) == 1 else f"outputs {quoted}"
 
 
 def _percentile(args, methods) -> float:
