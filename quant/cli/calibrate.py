@@ -164,7 +164,7 @@ def auto_summary_line(record: dict) -> str:
         same = {}  # a method whose ranges equal an earlier candidate's is not scored twice: say whose
         for label, earlier in (whole.get("same_ranges_as") or {}).items():
             same.setdefault(earlier, []).append(label)
-        others = ", ".join(f"{label}{''.join(f' = {m}' for m in same.get(label, []))} {value:.2f}"
+        others = ", ".join(f"{label}{' (= ' + '; '.join(same[label]) + ')' if label in same else ''} {value:.2f}"
                            for label, value in scores.items() if label != chosen and value is not None)
         outputs = whole.get("outputs") or []
         scored = (f" (mean over {_quoted_names(outputs)})" if len(outputs) > 1

@@ -173,7 +173,7 @@ def write_error_reports_from_argv(argv: list[str], exc: QuantError) -> None:
     import argparse as _argparse
     from pathlib import Path
 
-    finder = _argparse.ArgumentParser(add_help=False)
+    finder = _argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # "--output" is no --output-json: refused
     finder.add_argument("--output-json", "--json-out", dest="output_json")
     finder.add_argument("--junit")
     try:

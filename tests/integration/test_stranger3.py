@@ -97,5 +97,5 @@ def test_auto_names_both_outputs_and_the_methods_it_did_not_score_twice(tmp_path
     line = next(line for line in proc.stdout.splitlines() if line.startswith("auto: 2 tensors"))
     assert "(mean over outputs 'logits', 'feat')" in line, line
     for label, earlier in whole["same_ranges_as"].items():  # every method is accounted for on the line
-        assert label not in whole["candidates"] and f"{earlier} = {label}" in line or earlier == whole["chosen"], line
+        assert label not in whole["candidates"] and f"{earlier} (= {label})" in line or earlier == whole["chosen"], line
     assert set(whole["candidates"]) | set(whole["same_ranges_as"]) >= {"entropy", "minmax", "percentile", "mse"}
