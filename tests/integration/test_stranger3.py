@@ -99,3 +99,17 @@ def test_auto_names_both_outputs_and_the_methods_it_did_not_score_twice(tmp_path
     for label, earlier in whole["same_ranges_as"].items():  # every method is accounted for on the line
         assert label not in whole["candidates"] and f"{earlier} (= {label})" in line or earlier == whole["chosen"], line
     assert set(whole["candidates"]) | set(whole["same_ranges_as"]) >= {"entropy", "minmax", "percentile", "mse"}
+
+
+def test_device_cpu_ranges_do_not_depend_on_the_batch_size(tmp_path, calibration):
+    """torch on the CPU picks Conv/MatMul kernels by shape: a batch of 24 and 24 batches of 1 differ in the last bits.
+    README promises bit-identical scales for any --batch-size with --device cpu; before, minmax of the Flatten
+    output (the MatMul's input) moved by an ulp between --batch-size 1 and 7."""
+    pytest.importorskip("torch")
+    import quant
+
+    path, _ = calibration
+    model = conv_fc_model(tmp_path / "m.onnx", outputs=("logits",))
+    amax = [quant.calibrate(model, path, methods=("minmax", "entropy"), device="cpu", batch_size=b).activation_amax
+            for b in (1, 7, 24)]
+    assert amax[0] == amax[1] == amax[2]
