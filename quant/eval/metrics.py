@@ -88,6 +88,15 @@ def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int(np.sum(np.any(top == labels[:, None], axis=1)))
 
 
+def refuse_trivial_topk(k: int, classes: int, what: str, output: str = "an output") -> None:
+    """QuantError when top-k of ``classes`` classes is 100% whatever the model does (k >= classes > 1)."""
+    if k > 1 and k >= classes:
+        from quant.core.errors import QuantError
+
+        raise QuantError(f"top-{k} accuracy on {output} of {classes} classes is 100% whatever the model does",
+                         hint=f"choose {what} below {classes}")
+
+
 @dataclass
 class TopK:
     """Top-k accuracy of FP32 and INT8 against integer labels (classification outputs [N, C])."""
@@ -98,12 +107,7 @@ class TopK:
     count: int = 0
 
     def update(self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> None:
-        classes = np.shape(reference)[-1]
-        if self.k > 1 and self.k >= classes:
-            from quant.core.errors import QuantError
-
-            raise QuantError(f"top-{self.k} accuracy on an output of {classes} classes is 100% whatever the model "
-                             "does", hint=f"choose --topk values below {classes}")
+        refuse_trivial_topk(self.k, np.shape(reference)[-1], "--topk values")
         self.fp32_correct += topk_hits(reference, labels, self.k)
         self.int8_correct += topk_hits(candidate, labels, self.k)
         self.count += len(np.asarray(labels).reshape(-1))

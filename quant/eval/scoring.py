@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from quant.core.errors import QuantError
-from quant.eval.metrics import sqnr_db, topk_hits
+from quant.eval.metrics import refuse_trivial_topk, sqnr_db, topk_hits
 from quant.eval import outputs as _outputs
 
 
@@ -100,7 +100,10 @@ class TopK(Metric):
         if labels is None or np.asarray(labels).dtype.kind not in "iu":
             raise QuantError(f"{self.name} needs integer class labels", hint="pass --labels with class indices")
         self.axis = 1
-        return _outputs.label_output(names, shapes, labels, self.output)
+        index, why = _outputs.label_output(names, shapes, labels, self.output)
+        if len(shapes[index]) == 2:
+            refuse_trivial_topk(self.k, shapes[index][1], "a k", f"output '{names[index]}'")
+        return index, why
 
     def update(self, state, outputs, reference, labels):
         logits = np.asarray(self._pick(outputs))
@@ -159,7 +162,27 @@ def _fits_labels(shapes, labels) -> bool:
     return any(len(s) == 2 and s[1] > top for s in shapes)
 
 
-class Cosine(Metric):
+class _FloatOutput(Metric):
+    """A metric of float values (cosine, SQNR): refused on an integer output, where eval prints n/a."""
+
+    def _choose(self, names, shapes, reference, labels):
+        floats = [i for i, r in enumerate(reference) if np.asarray(r).dtype.kind not in "biu"]
+        if self.output is None and len(names) > 1 and len(floats) == 1:
+            return floats[0], "the model's only float output"
+        if self.output is None and len(floats) > 1:  # ambiguous: name the float outputs only
+            index, why = super()._choose([names[i] for i in floats], [shapes[i] for i in floats],
+                                         [reference[i] for i in floats], labels)
+            return floats[index], why
+        index, why = super()._choose(names, shapes, reference, labels)
+        if np.asarray(reference[index]).dtype.kind in "biu":
+            raise QuantError(f"metric '{self.name}': output '{names[index]}' holds integers (class indices, counts or "
+                             f"a mask), not scores: its {self.name} is undefined",
+                             hint="score a float output (METRIC@OUTPUT), or gate class indices with a "
+                                  "module:function metric")
+        return index, why
+
+
+class Cosine(_FloatOutput):
     def __init__(self) -> None:
         super().__init__(name="cosine")
 
@@ -173,7 +196,7 @@ class Cosine(Metric):
         state[1] += len(out)
 
 
-class SQNR(Metric):
+class SQNR(_FloatOutput):
     def __init__(self) -> None:
         super().__init__(name="sqnr", unit="dB", has_reference_value=False)
 

@@ -246,8 +246,9 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
     check_not_quantized(proto, fp32_model)
     held = _held_out_source(proto, data, labels, num_samples, seed, input_map, preprocess, split, integer_labels)
     if need_labels and held.labels is None:
-        raise QuantError("this metric needs labels and the data has none",
-                         hint="pass --labels with a .npy file or the data's label column")
+        raise QuantError("this metric (top-k; top1 is the default) needs labels and the data has none",
+                         hint="pass --labels with a .npy file or the data's label column, or score without labels: "
+                              "--metric agreement, cosine or sqnr")
     reference = fp32_runner(proto, _torch(device))
     batches = list(held.batches(batch_size))
     from quant.eval.batch_axis import check_batch_axis

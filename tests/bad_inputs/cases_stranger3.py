@@ -3,7 +3,40 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
 from bad_inputs.cases import HELDOUT, MODEL, Case
+
+
+def _save(nodes, inputs, outputs, initializers, path, opset=17):
+    graph = helper.make_graph(nodes, "stranger", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def conv_fc_model(path, outputs=("logits", "cls"), names=None):
+    """x [N, 3, 8, 8] -> Conv -> Relu (feat) -> Flatten -> MatMul + Add (logits [N, 10]) -> ArgMax (cls, int64)."""
+    names = names or {}
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("W1", rng.normal(size=(4, 3, 3, 3))), ("B1", rng.normal(size=4) * 0.1),
+        ("W2", rng.normal(size=(256, 10)) * 0.1), ("B2", rng.normal(size=10) * 0.1))]
+    nodes = [helper.make_node("Conv", ["x", "W1", "B1"], ["c"], name=names.get("conv", "conv"), pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["feat"], name="relu"),
+             helper.make_node("Flatten", ["feat"], ["f"], name="flat"),
+             helper.make_node("MatMul", ["f", "W2"], ["m"], name=names.get("fc", "fc")),
+             helper.make_node("Add", ["m", "B2"], ["logits"], name="fc_add"),
+             helper.make_node("ArgMax", ["logits"], ["cls"], name="argmax", axis=1, keepdims=0)]
+    infos = {"logits": helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10]),
+             "feat": helper.make_tensor_value_info("feat", TensorProto.FLOAT, ["N", 4, 8, 8]),
+             "cls": helper.make_tensor_value_info("cls", TensorProto.INT64, ["N"])}
+    return _save(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                 [infos[o] for o in outputs], inits, path)
 
 
 def _int8(d: Path) -> Path:
@@ -31,8 +64,43 @@ def gate_of_a_torch_program(d: Path):
     return ["gate", _program(d), MODEL, "--data", HELDOUT, "--metric", "top1", "--max-drop", "1"]
 
 
+def _withint(d: Path) -> tuple[Path, Path, Path]:
+    """conv_fc_model with outputs logits [N, 10] and cls (int64), calibrated; held-out data with labels."""
+    import quant
+
+    rng = np.random.default_rng(2)
+    np.savez(d / "held.npz", x=rng.normal(size=(16, 3, 8, 8)).astype(np.float32), label=rng.integers(0, 10, 16))
+    model = conv_fc_model(d / "m.onnx")
+    quant.calibrate(model, d / "held.npz").save(d / "cal")
+    return model, d / "cal" / "model.int8.onnx", d / "held.npz"
+
+
+def gate_top_k_of_every_class(d: Path):
+    model, int8, held = _withint(d)  # top10 of 10 classes: 100% whatever the model does (was: PASS 100% / 100%)
+    return ["gate", model, int8, "--data", held, "--metric", "top10", "--max-drop", "1"]
+
+
+def gate_sqnr_of_an_integer_output(d: Path):
+    model, int8, held = _withint(d)  # eval prints n/a for it; gate said "PASS: sqnr@cls FP32 n/a, INT8 n/a; INT8 inf"
+    return ["gate", model, int8, "--data", held, "--metric", "sqnr@cls", "--min-value", "30"]
+
+
+def gate_cosine_of_an_integer_output(d: Path):
+    model, int8, held = _withint(d)
+    return ["gate", model, int8, "--data", held, "--metric", "cosine@cls", "--max-drop", "0.01"]
+
+
+def sensitivity_sqnr_of_an_integer_output(d: Path):
+    model, _, held = _withint(d)
+    return ["sensitivity", model, "--calibration", d / "cal", "--data", held, "--metric", "sqnr@cls"]
+
+
 CASES = [
     Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "ambiguous option: --output"),
     Case("eval_of_a_torch_program", eval_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
     Case("gate_of_a_torch_program", gate_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
+    Case("gate_top_k_of_every_class", gate_top_k_of_every_class, "top-10 accuracy on output 'logits' of 10 classes"),
+    Case("gate_sqnr_of_an_integer_output", gate_sqnr_of_an_integer_output, "output 'cls' holds integers"),
+    Case("gate_cosine_of_an_integer_output", gate_cosine_of_an_integer_output, "output 'cls' holds integers"),
+    Case("sensitivity_sqnr_of_an_integer_output", sensitivity_sqnr_of_an_integer_output, "output 'cls' holds integers"),
 ]
