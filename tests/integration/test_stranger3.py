@@ -4,41 +4,11 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
+from bad_inputs.cases_stranger3 import conv_fc_model
 from conftest import run_cli
-
-
-def _save(nodes, inputs, outputs, initializers, path, opset=17):
-    graph = helper.make_graph(nodes, "stranger", inputs, outputs, initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
-
-
-def conv_fc_model(path, outputs=("logits", "cls"), names=None):
-    """x [N, 3, 8, 8] -> Conv -> Relu (feat) -> Flatten -> MatMul + Add (logits [N, 10]) -> ArgMax (cls, int64)."""
-    names = names or {}
-    rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
-        ("W1", rng.normal(size=(4, 3, 3, 3))), ("B1", rng.normal(size=4) * 0.1),
-        ("W2", rng.normal(size=(256, 10)) * 0.1), ("B2", rng.normal(size=10) * 0.1))]
-    nodes = [helper.make_node("Conv", ["x", "W1", "B1"], ["c"], name=names.get("conv", "conv"), pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c"], ["feat"], name="relu"),
-             helper.make_node("Flatten", ["feat"], ["f"], name="flat"),
-             helper.make_node("MatMul", ["f", "W2"], ["m"], name=names.get("fc", "fc")),
-             helper.make_node("Add", ["m", "B2"], ["logits"], name="fc_add"),
-             helper.make_node("ArgMax", ["logits"], ["cls"], name="argmax", axis=1, keepdims=0)]
-    infos = {"logits": helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10]),
-             "feat": helper.make_tensor_value_info("feat", TensorProto.FLOAT, ["N", 4, 8, 8]),
-             "cls": helper.make_tensor_value_info("cls", TensorProto.INT64, ["N"])}
-    return _save(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
-                 [infos[o] for o in outputs], inits, path)
 
 
 @pytest.fixture
@@ -113,3 +83,37 @@ def test_device_cpu_ranges_do_not_depend_on_the_batch_size(tmp_path, calibration
     amax = [quant.calibrate(model, path, methods=("minmax", "entropy"), device="cpu", batch_size=b).activation_amax
             for b in (1, 7, 24)]
     assert amax[0] == amax[1] == amax[2]
+
+
+def test_sqnr_without_an_output_name_scores_the_only_float_output(tmp_path, calibration):
+    """logits [N, 10] + cls (int64): sqnr has one output it can score. Before: refused as ambiguous, and the hint
+    named --metric sqnr@cls, the integer output."""
+    path, _ = calibration
+    model = conv_fc_model(tmp_path / "m.onnx")
+    assert run_cli(["calibrate", model, "--data", path, "--output", tmp_path / "cal"]).returncode == 0
+    proc = run_cli(["sensitivity", model, "--calibration", tmp_path / "cal", "--data", path, "--metric", "sqnr"])
+    assert proc.returncode == 0, proc.stderr
+    assert "sqnr scored output 'logits' [N, 10] (the model's only float output)" in proc.stderr + proc.stdout
+    record = json.loads((tmp_path / "cal" / "sensitivity.json").read_text())
+    assert (record["metric"], record["output"], record["output_basis"]) == ("sqnr", "logits", "the model's only float output")
+
+
+def test_quantize_op_types_records_what_the_model_file_holds(tmp_path, calibration):
+    """--quantize-op-types Add,Flatten: Flatten's input gets a Q/DQ pair in model.int8.onnx, so quant.json must not
+    list it as 'no Q/DQ for this op type' (it did); the bias Add after the MatMul gets none, for the reason README gives."""
+    import onnx
+
+    path, _ = calibration
+    model = conv_fc_model(tmp_path / "m.onnx", outputs=("logits",))
+    proc = run_cli(["calibrate", model, "--data", path, "--output", tmp_path / "out", "--quantize-op-types", "Add,Flatten"])
+    assert proc.returncode == 0, proc.stderr
+    qdq = onnx.load(str(tmp_path / "out" / "model.int8.onnx"))
+    dq_outputs = {n.output[0] for n in qdq.graph.node if n.op_type == "DequantizeLinear"}
+    fed = {n.name for n in qdq.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+           and any(t in dq_outputs for t in n.input)}
+    assert fed == {"conv", "fc", "flat"}
+    manifest = json.loads((tmp_path / "out" / "quant.json").read_text())
+    unquantized = {u["node"]: u["reason"] for u in manifest["unquantized"]}
+    assert "flat" not in unquantized and set(unquantized) == {"relu", "fc_add", "argmax"}
+    assert "constant scale or shift right after a layer" in unquantized["fc_add"]
+    assert manifest["op_inputs"] == [{"node": "flat", "op_type": "Flatten", "activations": ["feat"]}]
