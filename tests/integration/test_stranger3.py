@@ -117,3 +117,28 @@ def test_quantize_op_types_records_what_the_model_file_holds(tmp_path, calibrati
     assert "flat" not in unquantized and set(unquantized) == {"relu", "fc_add", "argmax"}
     assert "constant scale or shift right after a layer" in unquantized["fc_add"]
     assert manifest["op_inputs"] == [{"node": "flat", "op_type": "Flatten", "activations": ["feat"]}]
+
+
+def test_bias_correction_with_no_layer_to_correct_says_not_applied(tmp_path):
+    """Two MatMuls without a bias Add (a projection, a head): nothing can absorb a shift. Before: quant.json said
+    "applied": true with 0 samples and no layer, and the CLI 'applied to 0 layers'."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=s).astype(np.float32), n) for n, s in (("A", (16, 8)), ("B", (8, 5)))]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "A"], ["h"], name="proj"), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "B"], ["y"], name="head")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "cal.npz", x=rng.normal(size=(20, 16)).astype(np.float32))
+    proc = run_cli(["calibrate", tmp_path / "m.onnx", "--data", tmp_path / "cal.npz", "--output", tmp_path / "out",
+                    "--bias-correction"])
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads((tmp_path / "out" / "quant.json").read_text())["bias_correction"]
+    assert entry["applied"] is False and {e["node"] for e in entry["not_corrected"]} == {"proj", "head"}
+    assert "bias correction (entropy): not applied: no quantized layer has a bias" in proc.stdout
