@@ -169,7 +169,8 @@ def auto_summary_line(record: dict) -> str:
         outputs = whole.get("outputs") or []
         scored = (f" (mean over {_quoted_names(outputs)})" if len(outputs) > 1
                   else f" ({_quoted_names(outputs)})" if outputs else "")
-        how += f"; whole-model output SQNR{scored} {scores[chosen]:.2f} dB vs {others}"
+        also = f" (= {'; '.join(same[chosen])})" if chosen in same else ""
+        how += f"; whole-model output SQNR{scored} {scores[chosen]:.2f} dB{also} vs {others}"
     elif not whole:
         how += "; no float output to score the whole model on"
     return (f"auto: {sum(record['summary'].values())} tensors: {taken or 'none'} ({how}, on {record['samples']} "
