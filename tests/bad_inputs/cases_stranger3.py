@@ -95,6 +95,28 @@ def sensitivity_sqnr_of_an_integer_output(d: Path):
     return ["sensitivity", model, "--calibration", d / "cal", "--data", held, "--metric", "sqnr@cls"]
 
 
+def token_model(path):
+    """ids [N, T] int64 -> Gather of a 50 x 16 embedding, times mask [N, T] -> MatMul -> out [N, T, 5]."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(50, 16)).astype(np.float32), "E"),
+             numpy_helper.from_array(rng.normal(size=(16, 5)).astype(np.float32), "W"),
+             numpy_helper.from_array(np.array([2], np.int64), "axis")]
+    nodes = [helper.make_node("Gather", ["E", "ids"], ["emb"], name="embed"),
+             helper.make_node("Unsqueeze", ["mask", "axis"], ["m3"], name="unsqueeze"),
+             helper.make_node("Mul", ["emb", "m3"], ["masked"], name="mask"),
+             helper.make_node("MatMul", ["masked", "W"], ["out"], name="proj")]
+    return _save(nodes, [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N", "T"]),
+                         helper.make_tensor_value_info("mask", TensorProto.FLOAT, ["N", "T"])],
+                 [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", "T", 5])], inits, path, opset=18)
+
+
+def token_ids_past_the_vocabulary(d: Path):
+    ids = np.random.default_rng(0).integers(0, 50, (8, 7)) + 40  # some past the 50-row embedding
+    np.savez(d / "tokens.npz", ids=ids.astype(np.int64), mask=np.ones((8, 7), np.float32))
+    # ORT logged its own coloured '[E:onnxruntime:...]' line on stderr before quant's Error line
+    return ["calibrate", token_model(d / "tok.onnx"), "--data", d / "tokens.npz", "--output", d / "out"]
+
+
 CASES = [
     Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "ambiguous option: --output"),
     Case("eval_of_a_torch_program", eval_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
@@ -103,4 +125,5 @@ CASES = [
     Case("gate_sqnr_of_an_integer_output", gate_sqnr_of_an_integer_output, "output 'cls' holds integers"),
     Case("gate_cosine_of_an_integer_output", gate_cosine_of_an_integer_output, "output 'cls' holds integers"),
     Case("sensitivity_sqnr_of_an_integer_output", sensitivity_sqnr_of_an_integer_output, "output 'cls' holds integers"),
+    Case("token_ids_past_the_vocabulary", token_ids_past_the_vocabulary, "ONNX Runtime failed on a batch"),
 ]
