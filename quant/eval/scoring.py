@@ -13,6 +13,7 @@ which output and axis were scored and why.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Callable
 
@@ -64,7 +65,8 @@ class Metric:
             return 0, "the model's only output"
         listed = ", ".join(f"'{n}' {_outputs.shape_text(s)}" for n, s in zip(names, shapes))
         raise QuantError(f"metric '{self.name}' does not know which output to score: the model has {listed}",
-                         hint=f"name it with --metric {self.name}@{names[-1]} or --output-name {names[-1]}")
+                         hint=f"name it with --metric {shlex.quote(f'{self.name}@{names[-1]}')} or --output-name "
+                              f"{shlex.quote(names[-1])}")  # quoted: the shell command works as shown
 
     def _pick(self, arrays: list):
         if self.output_index is None:

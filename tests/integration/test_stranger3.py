@@ -142,3 +142,26 @@ def test_bias_correction_with_no_layer_to_correct_says_not_applied(tmp_path):
     entry = json.loads((tmp_path / "out" / "quant.json").read_text())["bias_correction"]
     assert entry["applied"] is False and {e["node"] for e in entry["not_corrected"]} == {"proj", "head"}
     assert "bias correction (entropy): not applied: no quantized layer has a bias" in proc.stdout
+
+
+def test_hints_that_show_a_flag_quote_it_for_the_shell(tmp_path, calibration):
+    """A folder with a space and a score named 'mean|y|': the hint's command must work when pasted (it was unquoted)."""
+    import shlex
+
+    path, x = calibration
+    model = conv_fc_model(tmp_path / "m.onnx", outputs=("logits", "feat"))
+    assert run_cli(["calibrate", model, "--data", path, "--output", tmp_path / "cal"]).returncode == 0
+    (tmp_path / "my fns").mkdir()
+    (tmp_path / "my fns" / "score it.py").write_text(
+        "def evaluate(run, data):\n    return {'mean|y|': 1.0, 'n': float(len(data))}\n")
+    spec = f"{tmp_path / 'my fns' / 'score it.py'}:evaluate"
+    proc = run_cli(["gate", model, tmp_path / "cal" / "model.int8.onnx", "--data", path, "--eval-fn", spec,
+                    "--max-drop", "1"])
+    assert proc.returncode == 2
+    hint = proc.stderr.strip().splitlines()[-1]
+    assert shlex.split(hint.removeprefix("Hint: ")) == ["--eval-fn", spec + "@mean|y|"], hint
+    proc = run_cli(["gate", model, tmp_path / "cal" / "model.int8.onnx", "--data", path, "--metric", "sqnr",
+                    "--min-value", "3"])
+    assert proc.returncode == 2
+    hint = proc.stderr.strip().splitlines()[-1]
+    assert shlex.split(hint.removeprefix("Hint: "))[:3] == ["name", "it", "with"], hint
