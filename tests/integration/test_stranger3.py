@@ -165,3 +165,31 @@ def test_hints_that_show_a_flag_quote_it_for_the_shell(tmp_path, calibration):
     assert proc.returncode == 2
     hint = proc.stderr.strip().splitlines()[-1]
     assert shlex.split(hint.removeprefix("Hint: "))[:3] == ["name", "it", "with"], hint
+
+
+def test_methods_report_shows_backticked_names_exactly_and_the_scored_output(tmp_path, calibration):
+    """The folder report wrote tensor 'fl `t` |' as `fl 't' \\|` (backticks turned into apostrophes: another
+    name) and its top1 row did not say which output it scored."""
+    import onnx
+
+    path, x = calibration
+    model = onnx.load(str(conv_fc_model(tmp_path / "m.onnx", outputs=("logits",))))
+    odd = "fl `t` |"
+    for node in model.graph.node:
+        node.input[:] = [odd if t == "f" else t for t in node.input]
+        node.output[:] = [odd if t == "f" else t for t in node.output]
+    onnx.save(model, str(tmp_path / "odd.onnx"))
+    np.savez(tmp_path / "held.npz", x=x, label=np.arange(len(x)) % 10)
+    folder = tmp_path / "cal"
+    assert run_cli(["calibrate", tmp_path / "odd.onnx", "--data", path, "--method", "minmax,mse", "--output", folder]
+                   ).returncode == 0
+    assert run_cli(["eval", tmp_path / "odd.onnx", folder, "--data", tmp_path / "held.npz", "--output-json",
+                    folder / "eval.json"]).returncode == 0
+    proc = run_cli(["report", folder])
+    assert proc.returncode == 0, proc.stderr
+    markdown = (folder / "report.md").read_text()
+    assert "| ``fl `t` \\|`` |" in markdown  # a code span fenced by two backticks; '\|' is GitHub's pipe in a cell
+    assert "fl 't'" not in markdown
+    assert "| `top1@logits` |" in markdown
+    html = (folder / "report.html").read_text()
+    assert "<code>fl `t` |</code>" in html
