@@ -231,6 +231,9 @@ def add_ray_options(parser: argparse.ArgumentParser, shards: bool = False) -> No
 def ray_from_args(args):
     """RayOptions from --ray/--ray-shards, or None without --ray."""
     if getattr(args, "ray", None) is None:
+        if getattr(args, "ray_shards", None) is not None:
+            raise QuantError("--ray-shards splits the calibration over Ray tasks, but --ray is not given: it would be "
+                             "ignored", hint="add --ray (a new local cluster) or --ray ADDRESS, or drop --ray-shards")
         return None
     from quant.distributed.ray_cluster import RayOptions
 

@@ -117,6 +117,10 @@ def token_ids_past_the_vocabulary(d: Path):
     return ["calibrate", token_model(d / "tok.onnx"), "--data", d / "tokens.npz", "--output", d / "out"]
 
 
+def ray_shards_without_ray(d: Path):
+    return ["calibrate", MODEL, "--data", HELDOUT, "--output", d / "out", "--ray-shards", "2"]  # was silently ignored
+
+
 CASES = [
     Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "ambiguous option: --output"),
     Case("eval_of_a_torch_program", eval_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
@@ -126,4 +130,5 @@ CASES = [
     Case("gate_cosine_of_an_integer_output", gate_cosine_of_an_integer_output, "output 'cls' holds integers"),
     Case("sensitivity_sqnr_of_an_integer_output", sensitivity_sqnr_of_an_integer_output, "output 'cls' holds integers"),
     Case("token_ids_past_the_vocabulary", token_ids_past_the_vocabulary, "ONNX Runtime failed on a batch"),
+    Case("ray_shards_without_ray", ray_shards_without_ray, "--ray-shards splits the calibration over Ray tasks"),
 ]
