@@ -121,6 +121,16 @@ def ray_shards_without_ray(d: Path):
     return ["calibrate", MODEL, "--data", HELDOUT, "--output", d / "out", "--ray-shards", "2"]  # was silently ignored
 
 
+def refine_rounds_with_the_greedy_search(d: Path):
+    from bad_inputs.cases import CALIBRATION
+
+    import quant
+
+    quant.calibrate(MODEL, CALIBRATION, num_samples=32).save(d / "cal")
+    return ["fallback", MODEL, "--calibration", d / "cal", "--data", HELDOUT, "--metric", "top1", "--max-drop", "1",
+            "--search", "greedy", "--refine-rounds", "2", "--output", d / "fb"]  # was silently ignored
+
+
 CASES = [
     Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "ambiguous option: --output"),
     Case("eval_of_a_torch_program", eval_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
@@ -131,4 +141,6 @@ CASES = [
     Case("sensitivity_sqnr_of_an_integer_output", sensitivity_sqnr_of_an_integer_output, "output 'cls' holds integers"),
     Case("token_ids_past_the_vocabulary", token_ids_past_the_vocabulary, "ONNX Runtime failed on a batch"),
     Case("ray_shards_without_ray", ray_shards_without_ray, "--ray-shards splits the calibration over Ray tasks"),
+    Case("refine_rounds_with_the_greedy_search", refine_rounds_with_the_greedy_search,
+         "--refine-rounds bounds the bisect search, but --search is greedy"),
 ]
