@@ -81,6 +81,11 @@ def run(args) -> int:
 
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     percentile = _percentile(args, methods)
+    if args.reduce_range != "auto" and args.target == "tensorrt":
+        from quant.core.errors import QuantError
+        raise QuantError(f"--reduce-range {args.reduce_range} applies to the ort-cpu model, but --target is tensorrt "
+                         "(symmetric s8, full-range weights): it would be ignored",
+                         hint="add --target ort-cpu or --target all, or drop --reduce-range")
     config = CalibrationConfig(methods=methods, percentile=percentile, bins=args.bins, batch_size=args.batch_size,
                                memory_budget_mb=args.memory_budget,
                                num_samples=args.num_samples, seed=args.seed, weight_method=args.weight_method,

@@ -58,6 +58,9 @@ def run(args) -> int:
 
     if args.max_drop is None and args.min_value is None:
         raise QuantError("fallback needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
+    from quant.cli.gate import refuse_relative_without_max_drop
+
+    refuse_relative_without_max_drop(args.relative, args.max_drop)
     if args.refine_rounds is not None and args.search != "bisect":
         raise QuantError(f"--refine-rounds bounds the bisect search, but --search is {args.search}: it would be ignored",
                          hint="drop --refine-rounds, or use --search bisect (the default)")

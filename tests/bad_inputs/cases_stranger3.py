@@ -131,6 +131,14 @@ def refine_rounds_with_the_greedy_search(d: Path):
             "--search", "greedy", "--refine-rounds", "2", "--output", d / "fb"]  # was silently ignored
 
 
+def reduce_range_for_the_tensorrt_target(d: Path):
+    return ["calibrate", MODEL, "--data", HELDOUT, "--output", d / "out", "--reduce-range", "on"]  # was ignored
+
+
+def gate_relative_without_max_drop(d: Path):
+    return ["gate", MODEL, _int8(d), "--data", HELDOUT, "--metric", "top1", "--relative", "--min-value", "50"]
+
+
 CASES = [
     Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "ambiguous option: --output"),
     Case("eval_of_a_torch_program", eval_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
@@ -143,4 +151,8 @@ CASES = [
     Case("ray_shards_without_ray", ray_shards_without_ray, "--ray-shards splits the calibration over Ray tasks"),
     Case("refine_rounds_with_the_greedy_search", refine_rounds_with_the_greedy_search,
          "--refine-rounds bounds the bisect search, but --search is greedy"),
+    Case("reduce_range_for_the_tensorrt_target", reduce_range_for_the_tensorrt_target,
+         "--reduce-range on applies to the ort-cpu model, but --target is tensorrt"),
+    Case("gate_relative_without_max_drop", gate_relative_without_max_drop,
+         "--relative makes --max-drop a percent of FP32, but the bounds of top1 have no --max-drop"),
 ]
