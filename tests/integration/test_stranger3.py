@@ -193,3 +193,23 @@ def test_methods_report_shows_backticked_names_exactly_and_the_scored_output(tmp
     assert "| `top1@logits` |" in markdown
     html = (folder / "report.html").read_text()
     assert "<code>fl `t` |</code>" in html
+
+
+def test_report_keeps_other_files_in_plots_and_refuses_only_the_names_it_writes(tmp_path, calibration):
+    """A user's plots/mine.png made 'quant report' refuse ('refusing to overwrite' a file it never writes)."""
+    path, _ = calibration
+    model = conv_fc_model(tmp_path / "m.onnx", outputs=("logits",))
+    assert run_cli(["calibrate", model, "--data", path, "--output", tmp_path / "cal"]).returncode == 0
+    (tmp_path / "cal" / "plots").mkdir()
+    (tmp_path / "cal" / "plots" / "mine.png").write_bytes(b"mine")
+    proc = run_cli(["report", tmp_path / "cal"])
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "cal" / "plots" / "mine.png").read_bytes() == b"mine"
+    assert (tmp_path / "cal" / "plots" / "histogram_0.png").read_bytes().startswith(b"\x89PNG")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "plots").mkdir(parents=True)
+    (tmp_path / "other" / "plots" / "histogram_0.png").write_bytes(b"mine too")
+    proc = run_cli(["report", tmp_path / "cal", "--output", tmp_path / "other"])
+    assert proc.returncode == 2 and "histogram_0.png' exists and was not written by quant" in proc.stderr
+    assert (tmp_path / "other" / "plots" / "histogram_0.png").read_bytes() == b"mine too"
+    assert sorted(p.name for p in (tmp_path / "other").rglob("*")) == ["histogram_0.png", "plots"]
