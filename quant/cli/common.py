@@ -101,7 +101,10 @@ def preprocess_from_args(args):
         if recorded_preprocess(args.preprocess_from)[0] is None:
             raise QuantError(f"'{args.preprocess_from}' has no quant.json with recorded image preprocessing",
                              hint="pass a folder written by 'quant calibrate' on image data")
-        return choose_preprocess(given, args.preprocess_from)
+        choice = choose_preprocess(given, args.preprocess_from)
+        from dataclasses import replace
+
+        return replace(choice, explicit=True)  # asked for by name: refused with array data, as --resize is
     return given
 
 

@@ -139,6 +139,23 @@ def gate_relative_without_max_drop(d: Path):
     return ["gate", MODEL, _int8(d), "--data", HELDOUT, "--metric", "top1", "--relative", "--min-value", "50"]
 
 
+def split_of_an_npz(d: Path):
+    return ["eval", MODEL, _int8(d), "--data", HELDOUT, "--split", "test"]  # was silently ignored
+
+
+def preprocess_from_with_array_data(d: Path):
+    from PIL import Image
+
+    images = d / "images" / "zero"
+    images.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(images / f"{i}.png")
+    import quant
+
+    quant.calibrate(MODEL, d / "images", preprocess={"color": "L"}).save(d / "cal")
+    return ["eval", MODEL, d / "cal" / "model.int8.onnx", "--data", HELDOUT, "--preprocess-from", d / "cal"]
+
+
 CASES = [
     Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "ambiguous option: --output"),
     Case("eval_of_a_torch_program", eval_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
@@ -155,4 +172,7 @@ CASES = [
          "--reduce-range on applies to the ort-cpu model, but --target is tensorrt"),
     Case("gate_relative_without_max_drop", gate_relative_without_max_drop,
          "--relative makes --max-drop a percent of FP32, but the bounds of top1 have no --max-drop"),
+    Case("split_of_an_npz", split_of_an_npz, "--split selects a split of a Hugging Face dataset"),
+    Case("preprocess_from_with_array_data", preprocess_from_with_array_data,
+         "image preprocessing options (--resize, --mean, --std, --preprocess-from, ...) were given"),
 ]
