@@ -86,6 +86,7 @@ def run(args) -> int:
         raise QuantError(f"--reduce-range {args.reduce_range} applies to the ort-cpu model, but --target is tensorrt "
                          "(symmetric s8, full-range weights): it would be ignored",
                          hint="add --target ort-cpu or --target all, or drop --reduce-range")
+    _refuse_ignored_target_options(args)
     config = CalibrationConfig(methods=methods, percentile=percentile, bins=args.bins, batch_size=args.batch_size,
                                memory_budget_mb=args.memory_budget,
                                num_samples=args.num_samples, seed=args.seed, weight_method=args.weight_method,
@@ -180,6 +181,20 @@ def auto_summary_line(record: dict) -> str:
         how += "; no float output to score the whole model on"
     return (f"auto: {sum(record['summary'].values())} tensors: {taken or 'none'} ({how}, on {record['samples']} "
             "calibration samples; quant.json: auto)")
+
+
+def _refuse_ignored_target_options(args) -> None:
+    """--high-precision and --weight-storage shape model.int8.onnx, which --target ort-cpu does not write."""
+    from quant.core.errors import QuantError
+
+    if args.target != "ort-cpu":
+        return
+    for flag, value, default in (("--high-precision", args.high_precision, "fp32"),
+                                 ("--weight-storage", args.weight_storage, "int8")):
+        if value != default:
+            raise QuantError(f"{flag} {value} shapes model.int8.onnx (TensorRT's form), but --target ort-cpu writes "
+                             "only model.ort-cpu.int8.onnx: it would be ignored",
+                             hint=f"use --target all to write both, or drop {flag}")
 
 
 def _quoted_names(names) -> str:

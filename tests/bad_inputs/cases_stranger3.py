@@ -156,6 +156,11 @@ def preprocess_from_with_array_data(d: Path):
     return ["eval", MODEL, d / "cal" / "model.int8.onnx", "--data", HELDOUT, "--preprocess-from", d / "cal"]
 
 
+def high_precision_for_the_ort_cpu_target(d: Path):
+    return ["calibrate", MODEL, "--data", HELDOUT, "--output", d / "out", "--target", "ort-cpu",
+            "--high-precision", "fp16"]  # was ignored, and quant.json said high_precision float16
+
+
 CASES = [
     Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "ambiguous option: --output"),
     Case("eval_of_a_torch_program", eval_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
@@ -175,4 +180,6 @@ CASES = [
     Case("split_of_an_npz", split_of_an_npz, "--split selects a split of a Hugging Face dataset"),
     Case("preprocess_from_with_array_data", preprocess_from_with_array_data,
          "image preprocessing options (--resize, --mean, --std, --preprocess-from, ...) were given"),
+    Case("high_precision_for_the_ort_cpu_target", high_precision_for_the_ort_cpu_target,
+         "--high-precision fp16 shapes model.int8.onnx (TensorRT's form), but --target ort-cpu"),
 ]
