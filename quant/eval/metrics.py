@@ -35,6 +35,8 @@ class OutputStats:
     class_note: str = ""  # why agreement is scored on this output, or why it is n/a
     shape: tuple = ()
     integer: bool = False  # class indices, counts, masks: SQNR and cosine of such values mean nothing
+    nonfinite: int = 0  # samples whose FP32 output holds NaN/Inf: every error of the output is undefined
+    samples: int = 0
 
     def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
         self.integer = self.integer or np.asarray(reference).dtype.kind in "biu"
@@ -42,6 +44,8 @@ class OutputStats:
         cand = np.asarray(candidate, dtype=np.float64)
         if ref.shape != cand.shape:
             raise ValueError(f"output '{self.name}': FP32 shape {ref.shape} != INT8 shape {cand.shape}")
+        self.samples += len(ref)
+        self.nonfinite += int(np.sum(~np.isfinite(ref.reshape(len(ref), -1)).all(axis=1))) if ref.ndim else 0
         err = cand - ref
         self.signal += float(np.sum(ref * ref))
         self.noise += float(np.sum(err * err))
@@ -68,6 +72,12 @@ class OutputStats:
         samples = len(self.sample_sqnr)
         if self.integer:  # n/a, said in agreement_basis; max/mean abs error stay (0 when every value is equal)
             self.class_note = f"output '{self.name}' holds integers (not scores): SQNR and cosine are n/a"
+        if self.nonfinite:  # NaN rows made max abs error 0 and cosine a share of samples: no number is right
+            self.class_note = (f"FP32 output '{self.name}' is NaN or Inf on {self.nonfinite} of {self.samples} "
+                               "samples: SQNR, cosine and abs errors are n/a (check the held-out data)")
+            return {"sqnr_db": None, "cosine": None, "shape": shape_text(self.shape) if self.shape else None,
+                    "class_axis": self.class_axis, "agreement": None, "agreement_unit": "%",
+                    "agreement_basis": self.class_note, "max_abs_error": None, "mean_abs_error": None}
         return {
             "sqnr_db": None if self.integer else sqnr_db(self.signal, self.noise),
             "cosine": None if self.integer else self.cosine_sum / samples if samples else float("nan"),

@@ -183,17 +183,28 @@ class _FloatOutput(Metric):
                                   "module:function metric")
         return index, why
 
+    def _reference(self, reference) -> np.ndarray:
+        """The FP32 output scored, as float64; NaN/Inf there leaves the metric undefined: refused, not scored."""
+        ref = np.asarray(self._pick(reference), np.float64)
+        if not np.isfinite(ref).all():
+            raise QuantError(f"metric '{self.name}': the FP32 output '{self.output_name}' is NaN or Inf on held-out "
+                             f"data, so its {self.name} is undefined",
+                             hint="check the held-out data and its preprocessing: the FP32 model must give finite "
+                                  "outputs on it")
+        return ref
+
 
 class Cosine(_FloatOutput):
     def __init__(self) -> None:
         super().__init__(name="cosine")
 
     def update(self, state, outputs, reference, labels):
-        out, ref = self._pick(outputs), self._pick(reference)
+        out, ref = self._pick(outputs), self._reference(reference)
         out = np.asarray(out, np.float64).reshape(len(out), -1)
-        ref = np.asarray(ref, np.float64).reshape(len(ref), -1)
+        ref = ref.reshape(len(ref), -1)
         norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
         cosine = np.where(norms > 0, np.sum(out * ref, axis=1) / np.where(norms > 0, norms, 1), 1.0)
+        cosine = np.where(np.isfinite(out).all(axis=1), cosine, np.nan)  # a NaN INT8 row is no perfect match
         state[0] += float(cosine.sum())
         state[1] += len(out)
 
@@ -203,7 +214,7 @@ class SQNR(_FloatOutput):
         super().__init__(name="sqnr", unit="dB", has_reference_value=False)
 
     def update(self, state, outputs, reference, labels):
-        out, ref = self._pick(outputs), np.asarray(self._pick(reference), np.float64)
+        out, ref = self._pick(outputs), self._reference(reference)
         state[0] += float(np.sum(ref * ref))
         state[1] += float(np.sum((np.asarray(out, np.float64) - ref) ** 2))
 

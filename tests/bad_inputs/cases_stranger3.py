@@ -161,6 +161,32 @@ def high_precision_for_the_ort_cpu_target(d: Path):
             "--high-precision", "fp16"]  # was ignored, and quant.json said high_precision float16
 
 
+def sqrt_model(d: Path) -> tuple[Path, Path, Path]:
+    """x [N, 8] -> MatMul -> Sqrt: NaN wherever the product is negative; calibrated on data where it is not."""
+    import quant
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(np.abs(rng.normal(size=(8, 4))).astype(np.float32), "W")
+    model = _save([helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"),
+                   helper.make_node("Sqrt", ["h"], ["y"], name="sqrt")],
+                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])], [weight], d / "sqrt.onnx")
+    np.savez(d / "positive.npz", x=np.abs(rng.normal(size=(20, 8))).astype(np.float32))
+    np.savez(d / "held.npz", x=rng.normal(size=(20, 8)).astype(np.float32))  # some rows give NaN in FP32
+    quant.calibrate(model, d / "positive.npz").save(d / "cal")
+    return model, d / "cal" / "model.int8.onnx", d / "held.npz"
+
+
+def gate_cosine_of_a_nan_fp32_output(d: Path):
+    model, int8, held = sqrt_model(d)  # NaN rows counted as cosine 1.0: 'PASS: cosine FP32 1.0000, INT8 1.0000'
+    return ["gate", model, int8, "--data", held, "--metric", "cosine", "--max-drop", "0.01"]
+
+
+def gate_sqnr_of_a_nan_fp32_output(d: Path):
+    model, int8, held = sqrt_model(d)
+    return ["gate", model, int8, "--data", held, "--metric", "sqnr", "--min-value", "20"]
+
+
 CASES = [
     Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "ambiguous option: --output"),
     Case("eval_of_a_torch_program", eval_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
@@ -182,4 +208,8 @@ CASES = [
          "image preprocessing options (--resize, --mean, --std, --preprocess-from, ...) were given"),
     Case("high_precision_for_the_ort_cpu_target", high_precision_for_the_ort_cpu_target,
          "--high-precision fp16 shapes model.int8.onnx (TensorRT's form), but --target ort-cpu"),
+    Case("gate_cosine_of_a_nan_fp32_output", gate_cosine_of_a_nan_fp32_output,
+         "metric 'cosine': the FP32 output 'y' is NaN or Inf on held-out data"),
+    Case("gate_sqnr_of_a_nan_fp32_output", gate_sqnr_of_a_nan_fp32_output,
+         "metric 'sqnr': the FP32 output 'y' is NaN or Inf on held-out data"),
 ]

@@ -213,3 +213,23 @@ def test_report_keeps_other_files_in_plots_and_refuses_only_the_names_it_writes(
     assert proc.returncode == 2 and "histogram_0.png' exists and was not written by quant" in proc.stderr
     assert (tmp_path / "other" / "plots" / "histogram_0.png").read_bytes() == b"mine too"
     assert sorted(p.name for p in (tmp_path / "other").rglob("*")) == ["histogram_0.png", "plots"]
+
+
+def test_eval_of_a_nan_fp32_output_prints_n_a_not_numbers(tmp_path):
+    """Sqrt of a negative product: before, eval printed cosine 0.10000 (the share of finite rows), max abs error 0
+    and worst samples '#0 (nan dB)'."""
+    from bad_inputs.cases_stranger3 import sqrt_model
+
+    model, int8, held = sqrt_model(tmp_path)
+    proc = run_cli(["eval", model, int8, "--data", held, "--output-json", tmp_path / "eval.json"])
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("y "))
+    assert row.split()[3:] == ["n/a"] * 5, row
+    assert "nan dB" not in proc.stdout + proc.stderr
+    product = np.load(held)["x"].astype(np.float64) @ np.abs(np.random.default_rng(0).normal(size=(8, 4)))
+    ref = product.reshape(len(product), -1)
+    bad = int(np.sum((ref < 0).any(axis=1)))  # rows where the FP32 Sqrt gives NaN
+    assert 0 < bad < len(ref)
+    assert f"FP32 output 'y' is NaN or Inf on {bad} of {len(ref)} samples" in proc.stdout + proc.stderr
+    stats = json.loads((tmp_path / "eval.json").read_text())["outputs"]["y"]
+    assert stats["cosine"] is None and stats["max_abs_error"] is None and stats["sqnr_db"] is None
