@@ -7,6 +7,7 @@ from quant.cli.common import (add_data_options, add_device_option, add_ray_optio
                                preprocess_from_args, print_warnings, ray_from_args, stdout)
 from quant.core.config import HIGH_PRECISION, METHOD_ALIASES, METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS, WEIGHT_STORAGE
 from quant.cli import validators as V
+from quant.core.text import printable
 
 
 def register(subparsers) -> None:
@@ -129,7 +130,7 @@ def run(args) -> int:
     if len(result.methods) > 1:
         stdout(_comparison(result))
     for method, folder in zip(result.methods, folders):
-        stdout(f"{method}: {folder}/{', '.join(result.files())}")
+        stdout(f"{method}: {printable(folder)}/{', '.join(result.files())}")  # a path on one line
     if config.bias_correction:
         _bias_lines(result)
     if "ort-cpu" in config.targets:

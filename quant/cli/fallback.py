@@ -8,6 +8,7 @@ from quant.cli.common import (add_data_options, add_device_option, add_ray_optio
                               ray_from_args, stdout, stderr)
 from quant.cli.gate import add_metric_options, data_options, single_metric
 from quant.cli import validators as V
+from quant.core.text import printable
 
 
 def register(subparsers) -> None:
@@ -93,7 +94,8 @@ def run(args) -> int:
     result.save(args.output, protect=inputs, keep_float=keep,
                 extra_files={"fallback.json": json_output(outcome.to_json())})
     print_warnings(result, keep_float=keep)
-    stdout(f"wrote {args.output}/model.int8.onnx with {len(keep)} layer(s) in float: {', '.join(keep) or 'none'}")
+    stdout(f"wrote {printable(args.output)}/model.int8.onnx with {len(keep)} layer(s) in float: "
+           f"{', '.join(printable(n) for n in keep) or 'none'}")  # names and paths on one line
     return 0
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from quant.cli.common import add_force_option, stdout
 from quant.cli import validators as V
+from quant.core.text import printable
 
 
 PLOT_NAMES = re.compile(r"(methods_)?histogram_\d+\.png|sensitivity\.png|fallback\.png")
@@ -35,7 +36,7 @@ def run(args) -> int:
         check_output_file(path, (), args.force)  # names that no input of the report has
     with writing(force=args.force, register=True):  # a folder output: its files are listed in its manifest
         md, page = write_report(args.folder, args.output, args.worst, log=_stage_line)
-    stdout(f"wrote {md} and {page}")
+    stdout(f"wrote {printable(md)} and {printable(page)}")  # paths on one line
     return 0
 
 

@@ -233,3 +233,21 @@ def test_eval_of_a_nan_fp32_output_prints_n_a_not_numbers(tmp_path):
     assert f"FP32 output 'y' is NaN or Inf on {bad} of {len(ref)} samples" in proc.stdout + proc.stderr
     stats = json.loads((tmp_path / "eval.json").read_text())["outputs"]["y"]
     assert stats["cosine"] is None and stats["max_abs_error"] is None and stats["sqnr_db"] is None
+
+
+def test_paths_with_a_line_break_stay_on_their_line(tmp_path, calibration):
+    """An output folder 'nl\\ndir': calibrate, report and recalibrate printed the raw line break, splitting the line."""
+    path, _ = calibration
+    model = conv_fc_model(tmp_path / "m.onnx", outputs=("logits",))
+    folder = tmp_path / "nl\ndir"
+    proc = run_cli(["calibrate", model, "--data", path, "--output", folder])
+    assert proc.returncode == 0, proc.stderr
+    assert any(line.startswith("entropy: ") and line.endswith("nl\\ndir/model.int8.onnx, calibration.cache, "
+                                                                "quant.json, histograms.npz")
+               for line in proc.stdout.splitlines()), proc.stdout
+    proc = run_cli(["report", folder])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\n") == 1 and "nl\\ndir/report.md and " in proc.stdout, proc.stdout
+    proc = run_cli(["recalibrate", folder, "--method", "mse", "--output", tmp_path / "re\ncal"])
+    assert proc.returncode == 0, proc.stderr
+    assert "re\\ncal/model.int8.onnx" in proc.stdout and "re\ncal" not in proc.stdout
