@@ -187,6 +187,24 @@ def gate_sqnr_of_a_nan_fp32_output(d: Path):
     return ["gate", model, int8, "--data", held, "--metric", "sqnr", "--min-value", "20"]
 
 
+def _loader(d: Path, body: str, function: str):
+    (d / "my loader.py").write_text("import numpy as np\n" + body)
+    return ["calibrate", MODEL, "--data-loader-script", f"{d / 'my loader.py'}:{function}", "--output", d / "out"]
+
+
+def loader_that_raises(d: Path):  # was a traceback and exit 1
+    return _loader(d, "def load_data():\n    raise RuntimeError('no data here')\n", "load_data")
+
+
+def loader_that_raises_while_yielding(d: Path):
+    return _loader(d, "def load_data():\n    yield {'input': np.zeros((2, 1, 8, 8), np.float32)}\n"
+                      "    raise OSError('disk went away')\n", "load_data")
+
+
+def loader_that_fails_on_import(d: Path):
+    return _loader(d, "import not_a_module_anywhere\n", "load_data")
+
+
 CASES = [
     Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "ambiguous option: --output"),
     Case("eval_of_a_torch_program", eval_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
@@ -212,4 +230,8 @@ CASES = [
          "metric 'cosine': the FP32 output 'y' is NaN or Inf on held-out data"),
     Case("gate_sqnr_of_a_nan_fp32_output", gate_sqnr_of_a_nan_fp32_output,
          "metric 'sqnr': the FP32 output 'y' is NaN or Inf on held-out data"),
+    Case("loader_that_raises", loader_that_raises, "failed when called: RuntimeError: no data here"),
+    Case("loader_that_raises_while_yielding", loader_that_raises_while_yielding,
+         "failed while yielding feed 1: OSError: disk went away"),
+    Case("loader_that_fails_on_import", loader_that_fails_on_import, "failed on import: ModuleNotFoundError"),
 ]
