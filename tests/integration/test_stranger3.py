@@ -251,3 +251,24 @@ def test_paths_with_a_line_break_stay_on_their_line(tmp_path, calibration):
     proc = run_cli(["recalibrate", folder, "--method", "mse", "--output", tmp_path / "re\ncal"])
     assert proc.returncode == 0, proc.stderr
     assert "re\\ncal/model.int8.onnx" in proc.stdout and "re\ncal" not in proc.stdout
+
+
+def test_the_fp32_model_given_as_int8_is_named_in_a_note(tmp_path, calibration):
+    """quant gate FP32 FP32-copy passed with no word that nothing quantized was compared."""
+    import shutil
+
+    path, x = calibration
+    model = conv_fc_model(tmp_path / "m.onnx", outputs=("logits",))
+    shutil.copy(model, tmp_path / "copy.onnx")
+    np.savez(tmp_path / "held.npz", x=x, label=np.arange(len(x)) % 10)
+    proc = run_cli(["gate", model, tmp_path / "copy.onnx", "--data", tmp_path / "held.npz", "--metric", "top1",
+                    "--max-drop", "0", "--output-json", tmp_path / "gate.json"])
+    assert proc.returncode == 0, proc.stderr
+    expected = f"the INT8 model '{tmp_path / 'copy.onnx'}' is the FP32 model '{model}' itself (the same bytes)"
+    assert expected in proc.stdout + proc.stderr
+    assert any(expected in n for n in json.loads((tmp_path / "gate.json").read_text())["notes"])
+    proc = run_cli(["eval", model, model, "--data", tmp_path / "held.npz"])
+    assert proc.returncode == 0 and "is the FP32 model" in proc.stdout + proc.stderr
+    assert run_cli(["calibrate", model, "--data", path, "--output", tmp_path / "cal"]).returncode == 0
+    proc = run_cli(["eval", model, tmp_path / "cal" / "model.int8.onnx", "--data", tmp_path / "held.npz"])
+    assert proc.returncode == 0 and "is the FP32 model" not in proc.stdout + proc.stderr
