@@ -205,6 +205,21 @@ def loader_that_fails_on_import(d: Path):
     return _loader(d, "import not_a_module_anywhere\n", "load_data")
 
 
+def fixed_batch_model(path, batch: int = 4):
+    """conv_fc_model (logits only) exported with its batch axis fixed to ``batch``."""
+    model = onnx.load(str(conv_fc_model(path, outputs=("logits",))))
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    onnx.save(model, str(path))
+    return path
+
+
+def fixed_batch_with_a_partial_last_batch(d: Path):
+    np.savez(d / "cal.npz", x=np.random.default_rng(0).normal(size=(22, 3, 8, 8)).astype(np.float32))
+    # was ONNX Runtime's 'Got invalid dimensions for input: x for the following indices' on a batch of 1
+    return ["calibrate", fixed_batch_model(d / "b4.onnx"), "--data", d / "cal.npz", "--output", d / "out"]
+
+
 CASES = [
     Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "ambiguous option: --output"),
     Case("eval_of_a_torch_program", eval_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
@@ -234,4 +249,6 @@ CASES = [
     Case("loader_that_raises_while_yielding", loader_that_raises_while_yielding,
          "failed while yielding feed 1: OSError: disk went away"),
     Case("loader_that_fails_on_import", loader_that_fails_on_import, "failed on import: ModuleNotFoundError"),
+    Case("fixed_batch_with_a_partial_last_batch", fixed_batch_with_a_partial_last_batch,
+         "the model's batch axis is fixed to 4, but samples 20..21 make a batch of 2"),
 ]

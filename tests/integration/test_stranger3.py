@@ -272,3 +272,21 @@ def test_the_fp32_model_given_as_int8_is_named_in_a_note(tmp_path, calibration):
     assert run_cli(["calibrate", model, "--data", path, "--output", tmp_path / "cal"]).returncode == 0
     proc = run_cli(["eval", model, tmp_path / "cal" / "model.int8.onnx", "--data", tmp_path / "held.npz"])
     assert proc.returncode == 0 and "is the FP32 model" not in proc.stdout + proc.stderr
+
+
+def test_a_model_with_a_fixed_batch_of_4_calibrates_without_batch_size(tmp_path, calibration):
+    """24 samples, batch axis fixed to 4: the adaptive batch size started at 1 and ONNX Runtime refused the shape.
+    The ranges equal those of the same model with a dynamic batch axis (batching changes no range)."""
+    import quant
+    from bad_inputs.cases_stranger3 import fixed_batch_model
+
+    path, _ = calibration
+    proc = run_cli(["calibrate", fixed_batch_model(tmp_path / "b4.onnx"), "--data", path, "--output", tmp_path / "out",
+                    "--method", "minmax,entropy"])
+    assert proc.returncode == 0, proc.stderr
+    dynamic = quant.calibrate(conv_fc_model(tmp_path / "m.onnx", outputs=("logits",)), path,
+                              methods=("minmax", "entropy"))
+    for method in ("minmax", "entropy"):
+        recorded = json.loads((tmp_path / "out" / method / "quant.json").read_text())["activations"]
+        assert {t: e["amax"] for t, e in recorded.items()} == {
+            t: float(np.float32(a)) for t, a in dynamic.activation_amax[method].items()}
