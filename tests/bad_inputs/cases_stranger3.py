@@ -220,6 +220,10 @@ def fixed_batch_with_a_partial_last_batch(d: Path):
     return ["calibrate", fixed_batch_model(d / "b4.onnx"), "--data", d / "cal.npz", "--output", d / "out"]
 
 
+def output_json_dash(d: Path):
+    return ["eval", MODEL, _int8(d), "--data", HELDOUT, "--output-json", "-"]  # wrote a file named '-' in the cwd
+
+
 CASES = [
     Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "ambiguous option: --output"),
     Case("eval_of_a_torch_program", eval_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
@@ -251,4 +255,5 @@ CASES = [
     Case("loader_that_fails_on_import", loader_that_fails_on_import, "failed on import: ModuleNotFoundError"),
     Case("fixed_batch_with_a_partial_last_batch", fixed_batch_with_a_partial_last_batch,
          "the model's batch axis is fixed to 4, but samples 20..21 make a batch of 2"),
+    Case("output_json_dash", output_json_dash, "--output-json '-' would be a file named '-'"),
 ]
