@@ -36,6 +36,9 @@ def int8_runner(int8_model, runtime: str, fold_cache: dict | None = None, device
         raise QuantError(f"unknown INT8 runtime '{runtime}'", hint=f"choose from: {', '.join(RUNTIMES)}")
     if runtime == "tensorrt":
         return _tensorrt_runner(int8_model)
+    if isinstance(int8_model, (str, Path)) and not Path(int8_model).exists():  # load_model's hint asks for FP32
+        raise QuantError(f"INT8 model file '{int8_model}' does not exist",
+                         hint="pass the model.int8.onnx written by quant calibrate, or its output folder")
     proto = int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model)
     if device is not None and runtime == "emulate":
         from quant.backends.torch.pipeline import emulate_runner

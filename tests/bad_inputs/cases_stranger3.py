@@ -224,6 +224,10 @@ def output_json_dash(d: Path):
     return ["eval", MODEL, _int8(d), "--data", HELDOUT, "--output-json", "-"]  # wrote a file named '-' in the cwd
 
 
+def missing_int8_model(d: Path):
+    return ["gate", MODEL, d / "cal" / "model.int8.onnx", "--data", HELDOUT, "--metric", "top1", "--max-drop", "1"]
+
+
 CASES = [
     Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "ambiguous option: --output"),
     Case("eval_of_a_torch_program", eval_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
@@ -256,4 +260,5 @@ CASES = [
     Case("fixed_batch_with_a_partial_last_batch", fixed_batch_with_a_partial_last_batch,
          "the model's batch axis is fixed to 4, but samples 20..21 make a batch of 2"),
     Case("output_json_dash", output_json_dash, "--output-json '-' would be a file named '-'"),
+    Case("missing_int8_model", missing_int8_model, "INT8 model file"),  # the hint asked for an FP32 model
 ]
