@@ -53,7 +53,7 @@ class OrtRunner:
         ort = require("onnxruntime")
         self.mode = mode
         options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # fatal only: quant reports a failed load or run itself, as one Error: line
         if threads:
             options.intra_op_num_threads = threads
         if not spin:

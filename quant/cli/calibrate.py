@@ -7,6 +7,7 @@ from quant.cli.common import (add_data_options, add_device_option, add_ray_optio
                                preprocess_from_args, print_warnings, ray_from_args, stdout)
 from quant.core.config import HIGH_PRECISION, METHOD_ALIASES, METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS, WEIGHT_STORAGE
 from quant.cli import validators as V
+from quant.core.text import printable
 
 
 def register(subparsers) -> None:
@@ -85,6 +86,12 @@ def run(args) -> int:
 
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     percentile = _percentile(args, methods)
+    if args.reduce_range != "auto" and args.target == "tensorrt":
+        from quant.core.errors import QuantError
+        raise QuantError(f"--reduce-range {args.reduce_range} applies to the ort-cpu model, but --target is tensorrt "
+                         "(symmetric s8, full-range weights): it would be ignored",
+                         hint="add --target ort-cpu or --target all, or drop --reduce-range")
+    _refuse_ignored_target_options(args)
     config = CalibrationConfig(methods=methods, percentile=percentile, bins=args.bins, batch_size=args.batch_size,
                                memory_budget_mb=args.memory_budget,
                                num_samples=args.num_samples, seed=args.seed, weight_method=args.weight_method,
@@ -127,7 +134,7 @@ def run(args) -> int:
     if len(result.methods) > 1:
         stdout(_comparison(result))
     for method, folder in zip(result.methods, folders):
-        stdout(f"{method}: {folder}/{', '.join(result.files())}")
+        stdout(f"{method}: {printable(folder)}/{', '.join(result.files())}")  # a path on one line
     if config.bias_correction:
         _bias_lines(result)
     if "ort-cpu" in config.targets:
@@ -179,11 +186,42 @@ def auto_summary_line(record: dict) -> str:
     else:
         how = f"{chosen} alone"
     if len(scores) > 1 and scores.get(chosen) is not None:
-        others = ", ".join(f"{label} {value:.2f}" for label, value in scores.items()
-                           if label != chosen and value is not None)
-        how += f"; whole-model output SQNR {scores[chosen]:.2f} dB vs {others}"
+        same = {}  # a method whose ranges equal an earlier candidate's is not scored twice: say whose
+        for label, earlier in (whole.get("same_ranges_as") or {}).items():
+            same.setdefault(earlier, []).append(label)
+        others = ", ".join(f"{label}{' (= ' + '; '.join(same[label]) + ')' if label in same else ''} {value:.2f}"
+                           for label, value in scores.items() if label != chosen and value is not None)
+        outputs = whole.get("outputs") or []
+        scored = (f" (mean over {_quoted_names(outputs)})" if len(outputs) > 1
+                  else f" ({_quoted_names(outputs)})" if outputs else "")
+        also = f" (= {'; '.join(same[chosen])})" if chosen in same else ""
+        how += f"; whole-model output SQNR{scored} {scores[chosen]:.2f} dB{also} vs {others}"
+    elif not whole:
+        how += "; no float output to score the whole model on"
     return (f"auto: {sum(record['summary'].values())} tensors: {taken or 'none'} ({how}, on {record['samples']} "
             "calibration samples; quant.json: auto)")
+
+
+def _refuse_ignored_target_options(args) -> None:
+    """--high-precision and --weight-storage shape model.int8.onnx, which --target ort-cpu does not write."""
+    from quant.core.errors import QuantError
+
+    if args.target != "ort-cpu":
+        return
+    for flag, value, default in (("--high-precision", args.high_precision, "fp32"),
+                                 ("--weight-storage", args.weight_storage, "int8")):
+        if value != default:
+            raise QuantError(f"{flag} {value} shapes model.int8.onnx (TensorRT's form), but --target ort-cpu writes "
+                             "only model.ort-cpu.int8.onnx: it would be ignored",
+                             hint=f"use --target all to write both, or drop {flag}")
+
+
+def _quoted_names(names) -> str:
+    """'output 'logits'' or 'outputs 'logits', 'feat'': model names quoted, on one line."""
+    from quant.core.text import printable
+
+    quoted = ", ".join(f"'{printable(n, 60)}'" for n in names)
+    return f"output {quoted}" if len(names) == 1 else f"outputs {quoted}"
 
 
 def _percentile(args, methods) -> float:

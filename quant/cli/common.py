@@ -101,7 +101,10 @@ def preprocess_from_args(args):
         if recorded_preprocess(args.preprocess_from)[0] is None:
             raise QuantError(f"'{args.preprocess_from}' has no quant.json with recorded image preprocessing",
                              hint="pass a folder written by 'quant calibrate' on image data")
-        return choose_preprocess(given, args.preprocess_from)
+        choice = choose_preprocess(given, args.preprocess_from)
+        from dataclasses import replace
+
+        return replace(choice, explicit=True)  # asked for by name: refused with array data, as --resize is
     return given
 
 
@@ -231,6 +234,9 @@ def add_ray_options(parser: argparse.ArgumentParser, shards: bool = False) -> No
 def ray_from_args(args):
     """RayOptions from --ray/--ray-shards, or None without --ray."""
     if getattr(args, "ray", None) is None:
+        if getattr(args, "ray_shards", None) is not None:
+            raise QuantError("--ray-shards splits the calibration over Ray tasks, but --ray is not given: it would be "
+                             "ignored", hint="add --ray (a new local cluster) or --ray ADDRESS, or drop --ray-shards")
         return None
     from quant.distributed.ray_cluster import RayOptions
 

@@ -8,6 +8,7 @@ from quant.cli.common import (add_data_options, add_device_option, add_ray_optio
                               ray_from_args, stdout, stderr)
 from quant.cli.gate import add_metric_options, data_options, single_metric
 from quant.cli import validators as V
+from quant.core.text import printable
 
 
 def register(subparsers) -> None:
@@ -58,6 +59,12 @@ def run(args) -> int:
 
     if args.max_drop is None and args.min_value is None:
         raise QuantError("fallback needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
+    from quant.cli.gate import refuse_relative_without_max_drop
+
+    refuse_relative_without_max_drop(args.relative, args.max_drop)
+    if args.refine_rounds is not None and args.search != "bisect":
+        raise QuantError(f"--refine-rounds bounds the bisect search, but --search is {args.search}: it would be ignored",
+                         hint="drop --refine-rounds, or use --search bisect (the default)")
     from quant.cli.eval_fn import eval_fn_from_args, input_file
 
     metric = single_metric(args, "fallback")
@@ -87,7 +94,8 @@ def run(args) -> int:
     result.save(args.output, protect=inputs, keep_float=keep,
                 extra_files={"fallback.json": json_output(outcome.to_json())})
     print_warnings(result, keep_float=keep)
-    stdout(f"wrote {args.output}/model.int8.onnx with {len(keep)} layer(s) in float: {', '.join(keep) or 'none'}")
+    stdout(f"wrote {printable(args.output)}/model.int8.onnx with {len(keep)} layer(s) in float: "
+           f"{', '.join(printable(n) for n in keep) or 'none'}")  # names and paths on one line
     return 0
 
 

@@ -113,6 +113,9 @@ def run(args) -> int:
         checks = args.checks or [{"metric": None}]
         if all(c.get("max_drop") is None and c.get("min_value") is None for c in checks):
             raise QuantError("the gate needs a bound", hint="pass --max-drop X (and --relative) or --min-value V")
+        for check in checks:
+            refuse_relative_without_max_drop(check.get("relative"), check.get("max_drop"),
+                                             check.get("metric") or check.get("eval_fn"))
         checks = [c if c.get("eval_fn") is not None else {**c, "metric": c.get("metric") or "top1"} for c in checks]
         result = gate(args.fp32_model, args.int8_model, args.data, checks=checks, labels=args.labels,
                       runtime=args.runtime, output_name=args.output_name, class_axis=args.class_axis,
@@ -127,6 +130,14 @@ def run(args) -> int:
             write_file_atomic(args.junit, xml_output(result.to_junit()))
     stdout(result.format_text())
     return 0 if result else 1
+
+
+def refuse_relative_without_max_drop(relative, max_drop, metric=None) -> None:
+    """--relative makes a --max-drop a percent of FP32; alone (with --min-value only) it would be ignored."""
+    if relative and max_drop is None:
+        which = f" of {metric}" if metric else ""
+        raise QuantError(f"--relative makes --max-drop a percent of FP32, but the bounds{which} have no --max-drop: "
+                         "it would be ignored", hint="add --max-drop X after it, or drop --relative")
 
 
 def check_output_files(args, outputs: dict, inputs) -> None:
@@ -173,7 +184,7 @@ def write_error_reports_from_argv(argv: list[str], exc: QuantError) -> None:
     import argparse as _argparse
     from pathlib import Path
 
-    finder = _argparse.ArgumentParser(add_help=False)
+    finder = _argparse.ArgumentParser(add_help=False, allow_abbrev=False)  # "--output" is no --output-json: refused
     finder.add_argument("--output-json", "--json-out", dest="output_json")
     finder.add_argument("--junit")
     try:

@@ -7,6 +7,7 @@ from pathlib import Path
 from quant.cli.common import input_files, print_warnings, stdout
 from quant.core.config import METHODS, REDUCE_RANGE, TARGETS
 from quant.cli import validators as V
+from quant.core.text import printable
 
 
 def register(subparsers) -> None:
@@ -41,7 +42,7 @@ def run(args) -> int:
     folders = result.save(output, protect=inputs)
     print_warnings(result)
     for method, out in zip(result.methods, folders):
-        stdout(f"{method}: {out}/{', '.join(result.files())}")
+        stdout(f"{method}: {printable(out)}/{', '.join(result.files())}")  # a path on one line
     from quant.cli.calibrate import clipping_warnings
 
     clipping_warnings(result)

@@ -1,10 +1,15 @@
 """quant report: report.md and a self-contained report.html for a calibration folder."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from quant.cli.common import add_force_option, stdout
 from quant.cli import validators as V
+from quant.core.text import printable
+
+
+PLOT_NAMES = re.compile(r"(methods_)?histogram_\d+\.png|sensitivity\.png|fallback\.png")
 
 
 def register(subparsers) -> None:
@@ -24,12 +29,14 @@ def run(args) -> int:
     from quant.report import write_report
 
     out = Path(args.output or args.folder)
-    plots = sorted(p for p in (out / "plots").glob("*.png")) if (out / "plots").is_dir() else []
+    # the plot names a report writes (quant.report.render / methods); other files in plots/ are left alone
+    plots = sorted(p for p in (out / "plots").glob("*.png") if PLOT_NAMES.fullmatch(p.name)) \
+        if (out / "plots").is_dir() else []
     for path in [out / "report.md", out / "report.html", *plots]:  # fail fast: nothing half-written
         check_output_file(path, (), args.force)  # names that no input of the report has
     with writing(force=args.force, register=True):  # a folder output: its files are listed in its manifest
         md, page = write_report(args.folder, args.output, args.worst, log=_stage_line)
-    stdout(f"wrote {md} and {page}")
+    stdout(f"wrote {printable(md)} and {printable(page)}")  # paths on one line
     return 0
 
 

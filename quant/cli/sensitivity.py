@@ -6,6 +6,7 @@ from pathlib import Path
 from quant.cli.common import (add_data_options, add_device_option, add_force_option, add_ray_options, input_files,
                               ray_from_args, stdout)
 from quant.cli.gate import add_metric_options, data_options, single_metric
+from quant.core.text import printable
 
 
 def register(subparsers) -> None:
@@ -46,7 +47,7 @@ def run(args) -> int:
         write_file_atomic(out / "sensitivity.json", json_output(report.to_json()))
         write_file_atomic(out / "sensitivity.csv", report.to_csv().encode("utf-8"))  # UTF-8 names whatever the locale
     stdout(report.format_text())
-    stdout(f"wrote {out / 'sensitivity.json'} and {out / 'sensitivity.csv'}")
+    stdout(f"wrote {printable(out / 'sensitivity.json')} and {printable(out / 'sensitivity.csv')}")
     return 0
 
 

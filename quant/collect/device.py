@@ -99,10 +99,11 @@ class DeviceHistogram:
 
 def collect_on_device(runner, batches: Iterable[tuple[list[int], dict[str, np.ndarray]]], tensors: Sequence[str],
                       bins: int = DEFAULT_BINS, total: int | None = None, progress: bool = True,
-                      batch_size: AutoBatchSize | None = None) -> CollectionResult:
+                      batch_size: AutoBatchSize | None = None, per_sample: bool = False) -> CollectionResult:
     """``quant.collect.collect`` for a TorchRunner: every tensor histogrammed on the runner's device.
 
     Activations never leave the device; only the counts (``bins`` int64 per tensor) are copied at the end.
+    ``per_sample``: run each sample of a batch alone (batch axis 1), so values do not depend on the batching.
     """
     histograms = {name: DeviceHistogram(bins, runner.device) for name in tensors}
     result = CollectionResult({})
@@ -120,7 +121,12 @@ def collect_on_device(runner, batches: Iterable[tuple[list[int], dict[str, np.nd
                     histograms[name].update(tensor)
                 return tap
 
-            runner.forward(feeds, {name: tap_for(name) for name in tensors})
+            taps = {name: tap_for(name) for name in tensors}
+            if per_sample and len(indices) > 1:
+                for i in range(len(indices)):
+                    runner.forward({k: v[i:i + 1] for k, v in feeds.items()}, taps)
+            else:
+                runner.forward(feeds, taps)
             flags = torch.stack([histograms[name].nonfinite for name in tensors]).to("cpu")  # one wait per batch
             if bool(flags.any()):
                 name = tensors[int(np.flatnonzero(flags.numpy())[0])]

@@ -254,6 +254,9 @@ def check_output_file(path: str | Path, inputs=(), force: bool | None = None, wh
     check_path_text(path, what)
     if not str(path):
         raise QuantError(f"{what} is an empty path", hint="name a file, e.g. result.json")
+    if str(path) == "-":  # the Unix habit: it would make a file named '-' in the current folder
+        raise QuantError(f"{what} '-' would be a file named '-' (quant does not read '-' as standard output)",
+                         hint="name /dev/stdout for standard output, or a file, e.g. result.json")
     info = _stat(path, what)
     for item in inputs:
         if item is None:

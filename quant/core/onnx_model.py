@@ -18,6 +18,14 @@ def _onnx():
     return require("onnx")
 
 
+def _refuse_program(path: Path) -> None:
+    """A torch.export program (.pt2) where an ONNX model is read: only calibrate exports one; say which file to pass."""
+    if path.suffix.lower() == ".pt2":
+        raise QuantError(f"'{path}' is a torch.export program: only 'quant calibrate' reads one (it exports it to "
+                         "ONNX and writes model.fp32.onnx next to model.int8.onnx)",
+                         hint="pass the model.fp32.onnx that quant calibrate wrote into its output folder")
+
+
 def load_model(path: str | Path):
     """Load an ONNX model, refusing external data that points outside the model's folder."""
     onnx = _onnx()
@@ -29,9 +37,11 @@ def load_model(path: str | Path):
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError ... on garbage
+        _refuse_program(path)
         raise QuantError(f"'{path}' is not a readable ONNX model ({type(exc).__name__}: {exc})".rstrip(),
                          hint="pass an .onnx file exported by torch.onnx.export or another ONNX exporter") from None
     if not model.HasField("graph") or len(model.graph.node) == 0:
+        _refuse_program(path)
         raise QuantError(f"'{path}' is not an ONNX model: it has no graph nodes",
                          hint="pass an .onnx file exported by torch.onnx.export or another ONNX exporter")
     _check_utf8_names(model, path)

@@ -26,9 +26,13 @@ def open_source(data: "str | Path | DataSource", preprocess: "Preprocess | dict 
     the default, or a :class:`PreprocessChoice`; options given for array data are refused.
     """
     choice = choose_preprocess(preprocess)
+    if split is not None and not _is_saved_dataset(data):
+        raise QuantError(f"--split selects a split of a Hugging Face dataset saved with save_to_disk, but the data "
+                         f"'{data}' is not one: it would be ignored",
+                         hint="drop --split, or pass the folder written by DatasetDict.save_to_disk")
     source = _open(data, choice.spec if choice else None, split)
     if choice is not None and choice.explicit and not uses_preprocess(source):
-        raise QuantError(f"image preprocessing options (--resize, --mean, --std, ...) were given, but the data "
+        raise QuantError(f"image preprocessing options (--resize, --mean, --std, --preprocess-from, ...) were given, but the data "
                          f"{source.description or data} holds arrays, not images: they would be ignored",
                          hint="drop the preprocessing options, or apply them to the arrays before saving them")
     if choice is not None and uses_preprocess(source):
@@ -44,6 +48,20 @@ def uses_preprocess(source: DataSource) -> bool:
     if isinstance(source, ImageFolderSource):
         return True
     return bool(getattr(source, "image_columns", ()))
+
+
+def _is_saved_dataset(data) -> bool:
+    """Whether ``data`` is a folder written by Hugging Face ``save_to_disk`` (the one source with splits); True for
+    in-memory data and for a path that does not exist (the caller chose, or _open says it is missing)."""
+    if not isinstance(data, (str, Path)):
+        return True
+    from quant.datasets.feeds import parse_loader_spec
+
+    path = Path(data)
+    if parse_loader_spec(str(data)) is None and not path.exists():
+        return True
+    return path.is_dir() and any((path / name).exists() for name in ("dataset_info.json", "dataset_dict.json",
+                                                                       "state.json"))
 
 
 def _open(data, preprocess: Preprocess | None, split: str | None) -> DataSource:
@@ -74,7 +92,7 @@ def _open(data, preprocess: Preprocess | None, split: str | None) -> DataSource:
         raise QuantError(f"data '{path}' has an unsupported type '{suffix}'",
                          hint="use .npy, .npz, .parquet, .arrow, Polygraphy's inputs .json, a loader.py[:function], "
                               "an image folder or a saved HF dataset")
-    if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+    if _is_saved_dataset(path):
         from quant.datasets.hf import open_hf
         return open_hf(path, split, preprocess)
     if any(path.glob("*.npy")):

@@ -115,13 +115,19 @@ def iter_batches(source: DataSource, indices: Sequence[int], inputs: Sequence[In
     fixed = [spec.shape[0] for spec in inputs if spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 0]
     cap = min(fixed) if fixed else None  # a model exported with a fixed batch size takes exactly that many
 
-    def size() -> int:
-        return requested() if cap is None else min(cap, requested())
+    def size() -> int:  # a fixed batch axis takes exactly its size, whatever the (adaptive) request
+        return requested() if cap is None else cap
 
     pending: list[tuple[int, dict[str, np.ndarray]]] = []
     batch_axis = bool(getattr(source, "feeds_may_have_batch_axis", False))
 
     def flush():
+        if cap is not None and cap > 1 and len(pending) != cap:  # the runtime would fail with a cryptic shape error
+            raise QuantError(f"the model's batch axis is fixed to {cap}, but samples {pending[0][0]}..{pending[-1][0]} "
+                             f"make a batch of {len(pending)} ({len(indices)} samples, or a change of sample shape, "
+                             f"is not a multiple of {cap})",
+                             hint=f"use a multiple of {cap} samples (--num-samples), or export the model with a "
+                                  "dynamic batch axis")
         feeds = {name: np.stack([s[name] for _, s in pending]) for name in mapping}
         return [i for i, _ in pending], feeds
 

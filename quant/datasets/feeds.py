@@ -269,6 +269,10 @@ def open_loader_script(path: Path, function: str) -> FeedSource:
     except SyntaxError as exc:
         raise QuantError(f"data loader script '{path}' has a syntax error on line {exc.lineno}: {exc.msg}",
                          hint="fix the script") from None
+    except (KeyboardInterrupt, QuantError):
+        raise
+    except BaseException as exc:  # any error of the script's own code, SystemExit included: bad input
+        raise _loader_failure(f"data loader script '{path}'", "on import", exc) from None
     finally:
         sys.path.remove(str(path.resolve().parent))
     loader = getattr(module, function, None)
@@ -278,13 +282,44 @@ def open_loader_script(path: Path, function: str) -> FeedSource:
                          hint=f"name it with {path}:FUNCTION (functions there: {', '.join(found) or 'none'})")
 
     def make_iter():
-        feeds = loader()
+        try:
+            feeds = loader()
+        except (KeyboardInterrupt, QuantError):
+            raise
+        except BaseException as exc:
+            raise _loader_failure(f"data loader '{path}:{function}'", "when called", exc) from None
         if isinstance(feeds, Mapping) or not isinstance(feeds, Iterable):
             raise QuantError(f"{path}:{function}() returned a {type(feeds).__name__}, not an iterable of feeds",
                              hint="return or yield feed dicts {input name: array}, one per batch")
-        return iter(feeds)
+        return _guarded(iter(feeds), f"data loader '{path}:{function}'")
 
     return FeedSource(make_iter, f"{path}:{function}")
+
+
+def _loader_failure(what: str, when: str, exc: BaseException) -> QuantError:
+    """One Error line for a data loader that raised or called sys.exit (a traceback was printed, exit 1)."""
+    if isinstance(exc, SystemExit):
+        return QuantError(f"{what} called sys.exit({exc.code!r}) {when}", hint="a data loader must return or "
+                          "yield feeds, not end the program")
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return QuantError(f"{what} failed {when}: {type(exc).__name__}: {text[:300]}".rstrip(": "),
+                      hint="fix the data loader script (it runs in the quant process)")
+
+
+def _guarded(feeds: Iterator, what: str) -> Iterator:
+    """``feeds``, with an error raised while producing one turned into one Error line."""
+    position = 0
+    while True:
+        try:
+            item = next(feeds)
+        except StopIteration:
+            return
+        except (KeyboardInterrupt, QuantError):
+            raise
+        except BaseException as exc:
+            raise _loader_failure(what, f"while yielding feed {position}", exc) from None
+        yield item
+        position += 1
 
 
 def is_polygraphy_json(path: Path) -> bool:

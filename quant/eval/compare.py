@@ -171,7 +171,8 @@ def compare(reference, candidate, batches: Iterable[tuple[list[int], dict[str, n
     if not order:
         raise QuantError("the held-out data source is empty", hint="point --data at a non-empty data source")
     first = stats[names[focus]]
-    worst_rows = np.argsort(np.asarray(first.sample_sqnr), kind="stable")[:worst]
+    per_sample = np.asarray(first.sample_sqnr)
+    worst_rows = [row for row in np.argsort(per_sample, kind="stable") if not np.isnan(per_sample[row])][:worst]
     worst_samples = []
     for row in worst_rows:
         entry = {"index": int(order[row]), "sqnr_db": first.sample_sqnr[row]}

@@ -35,6 +35,8 @@ class OutputStats:
     class_note: str = ""  # why agreement is scored on this output, or why it is n/a
     shape: tuple = ()
     integer: bool = False  # class indices, counts, masks: SQNR and cosine of such values mean nothing
+    nonfinite: int = 0  # samples whose FP32 output holds NaN/Inf: every error of the output is undefined
+    samples: int = 0
 
     def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
         self.integer = self.integer or np.asarray(reference).dtype.kind in "biu"
@@ -42,6 +44,8 @@ class OutputStats:
         cand = np.asarray(candidate, dtype=np.float64)
         if ref.shape != cand.shape:
             raise ValueError(f"output '{self.name}': FP32 shape {ref.shape} != INT8 shape {cand.shape}")
+        self.samples += len(ref)
+        self.nonfinite += int(np.sum(~np.isfinite(ref.reshape(len(ref), -1)).all(axis=1))) if ref.ndim else 0
         err = cand - ref
         self.signal += float(np.sum(ref * ref))
         self.noise += float(np.sum(err * err))
@@ -68,6 +72,12 @@ class OutputStats:
         samples = len(self.sample_sqnr)
         if self.integer:  # n/a, said in agreement_basis; max/mean abs error stay (0 when every value is equal)
             self.class_note = f"output '{self.name}' holds integers (not scores): SQNR and cosine are n/a"
+        if self.nonfinite:  # NaN rows made max abs error 0 and cosine a share of samples: no number is right
+            self.class_note = (f"FP32 output '{self.name}' is NaN or Inf on {self.nonfinite} of {self.samples} "
+                               "samples: SQNR, cosine and abs errors are n/a (check the held-out data)")
+            return {"sqnr_db": None, "cosine": None, "shape": shape_text(self.shape) if self.shape else None,
+                    "class_axis": self.class_axis, "agreement": None, "agreement_unit": "%",
+                    "agreement_basis": self.class_note, "max_abs_error": None, "mean_abs_error": None}
         return {
             "sqnr_db": None if self.integer else sqnr_db(self.signal, self.noise),
             "cosine": None if self.integer else self.cosine_sum / samples if samples else float("nan"),
@@ -88,6 +98,15 @@ def topk_hits(logits: np.ndarray, labels: np.ndarray, k: int) -> int:
     return int(np.sum(np.any(top == labels[:, None], axis=1)))
 
 
+def refuse_trivial_topk(k: int, classes: int, what: str, output: str = "an output") -> None:
+    """QuantError when top-k of ``classes`` classes is 100% whatever the model does (k >= classes > 1)."""
+    if k > 1 and k >= classes:
+        from quant.core.errors import QuantError
+
+        raise QuantError(f"top-{k} accuracy on {output} of {classes} classes is 100% whatever the model does",
+                         hint=f"choose {what} below {classes}")
+
+
 @dataclass
 class TopK:
     """Top-k accuracy of FP32 and INT8 against integer labels (classification outputs [N, C])."""
@@ -98,12 +117,7 @@ class TopK:
     count: int = 0
 
     def update(self, reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> None:
-        classes = np.shape(reference)[-1]
-        if self.k > 1 and self.k >= classes:
-            from quant.core.errors import QuantError
-
-            raise QuantError(f"top-{self.k} accuracy on an output of {classes} classes is 100% whatever the model "
-                             "does", hint=f"choose --topk values below {classes}")
+        refuse_trivial_topk(self.k, np.shape(reference)[-1], "--topk values")
         self.fp32_correct += topk_hits(reference, labels, self.k)
         self.int8_correct += topk_hits(candidate, labels, self.k)
         self.count += len(np.asarray(labels).reshape(-1))

@@ -13,13 +13,14 @@ which output and axis were scored and why.
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from quant.core.errors import QuantError
-from quant.eval.metrics import sqnr_db, topk_hits
+from quant.eval.metrics import refuse_trivial_topk, sqnr_db, topk_hits
 from quant.eval import outputs as _outputs
 
 
@@ -64,7 +65,8 @@ class Metric:
             return 0, "the model's only output"
         listed = ", ".join(f"'{n}' {_outputs.shape_text(s)}" for n, s in zip(names, shapes))
         raise QuantError(f"metric '{self.name}' does not know which output to score: the model has {listed}",
-                         hint=f"name it with --metric {self.name}@{names[-1]} or --output-name {names[-1]}")
+                         hint=f"name it with --metric {shlex.quote(f'{self.name}@{names[-1]}')} or --output-name "
+                              f"{shlex.quote(names[-1])}")  # quoted: the shell command works as shown
 
     def _pick(self, arrays: list):
         if self.output_index is None:
@@ -100,7 +102,10 @@ class TopK(Metric):
         if labels is None or np.asarray(labels).dtype.kind not in "iu":
             raise QuantError(f"{self.name} needs integer class labels", hint="pass --labels with class indices")
         self.axis = 1
-        return _outputs.label_output(names, shapes, labels, self.output)
+        index, why = _outputs.label_output(names, shapes, labels, self.output)
+        if len(shapes[index]) == 2:
+            refuse_trivial_topk(self.k, shapes[index][1], "a k", f"output '{names[index]}'")
+        return index, why
 
     def update(self, state, outputs, reference, labels):
         logits = np.asarray(self._pick(outputs))
@@ -159,26 +164,57 @@ def _fits_labels(shapes, labels) -> bool:
     return any(len(s) == 2 and s[1] > top for s in shapes)
 
 
-class Cosine(Metric):
+class _FloatOutput(Metric):
+    """A metric of float values (cosine, SQNR): refused on an integer output, where eval prints n/a."""
+
+    def _choose(self, names, shapes, reference, labels):
+        floats = [i for i, r in enumerate(reference) if np.asarray(r).dtype.kind not in "biu"]
+        if self.output is None and len(names) > 1 and len(floats) == 1:
+            return floats[0], "the model's only float output"
+        if self.output is None and len(floats) > 1:  # ambiguous: name the float outputs only
+            index, why = super()._choose([names[i] for i in floats], [shapes[i] for i in floats],
+                                         [reference[i] for i in floats], labels)
+            return floats[index], why
+        index, why = super()._choose(names, shapes, reference, labels)
+        if np.asarray(reference[index]).dtype.kind in "biu":
+            raise QuantError(f"metric '{self.name}': output '{names[index]}' holds integers (class indices, counts or "
+                             f"a mask), not scores: its {self.name} is undefined",
+                             hint="score a float output (METRIC@OUTPUT), or gate class indices with a "
+                                  "module:function metric")
+        return index, why
+
+    def _reference(self, reference) -> np.ndarray:
+        """The FP32 output scored, as float64; NaN/Inf there leaves the metric undefined: refused, not scored."""
+        ref = np.asarray(self._pick(reference), np.float64)
+        if not np.isfinite(ref).all():
+            raise QuantError(f"metric '{self.name}': the FP32 output '{self.output_name}' is NaN or Inf on held-out "
+                             f"data, so its {self.name} is undefined",
+                             hint="check the held-out data and its preprocessing: the FP32 model must give finite "
+                                  "outputs on it")
+        return ref
+
+
+class Cosine(_FloatOutput):
     def __init__(self) -> None:
         super().__init__(name="cosine")
 
     def update(self, state, outputs, reference, labels):
-        out, ref = self._pick(outputs), self._pick(reference)
+        out, ref = self._pick(outputs), self._reference(reference)
         out = np.asarray(out, np.float64).reshape(len(out), -1)
-        ref = np.asarray(ref, np.float64).reshape(len(ref), -1)
+        ref = ref.reshape(len(ref), -1)
         norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
         cosine = np.where(norms > 0, np.sum(out * ref, axis=1) / np.where(norms > 0, norms, 1), 1.0)
+        cosine = np.where(np.isfinite(out).all(axis=1), cosine, np.nan)  # a NaN INT8 row is no perfect match
         state[0] += float(cosine.sum())
         state[1] += len(out)
 
 
-class SQNR(Metric):
+class SQNR(_FloatOutput):
     def __init__(self) -> None:
         super().__init__(name="sqnr", unit="dB", has_reference_value=False)
 
     def update(self, state, outputs, reference, labels):
-        out, ref = self._pick(outputs), np.asarray(self._pick(reference), np.float64)
+        out, ref = self._pick(outputs), self._reference(reference)
         state[0] += float(np.sum(ref * ref))
         state[1] += float(np.sum((np.asarray(out, np.float64) - ref) ** 2))
 

@@ -30,6 +30,8 @@ or ``sys.exit()`` inside it. Ctrl-C stays an interrupt (exit 130).
 """
 from __future__ import annotations
 
+import shlex
+
 import inspect
 import math
 from typing import Callable, Iterator
@@ -289,7 +291,7 @@ class EvalScore(Metric):
                 return scores[self.key]
             raise QuantError(f"{WHAT} '{self.function.name}' returned {len(scores)} scores "
                              f"({', '.join(map(str, scores))}); name the one to use",
-                             hint=f"--eval-fn {self.function.name}@{next(iter(scores))}" if self.function.is_spec
+                             hint=f"--eval-fn {shlex.quote(f'{self.function.name}@{next(iter(scores))}')}" if self.function.is_spec
                              else f"pass eval_fn=({self.function.name}, {next(iter(scores))!r})")
         if self.key not in scores:
             found = ", ".join("(one unnamed number)" if k is None else k for k in scores)

@@ -216,19 +216,23 @@ WHOLE_SCORE = ("mean over the model's float outputs of sum ||y_q - y||^2 / sum |
                "Q/DQ in float vs FP32, one sample per run), as an SQNR in dB")
 
 
-def whole_model_candidates(choices: dict[str, TensorChoice]) -> list[tuple[str, dict[str, int]]]:
+def whole_model_candidates(choices: dict[str, TensorChoice]
+                           ) -> tuple[list[tuple[str, dict[str, int]]], dict[str, str]]:
     """(label, tensor -> candidate index) for the per-tensor choice, the same among the methods only, and each
-    method alone; a configuration equal to an earlier one is left out (its label would only repeat it)."""
+    method alone; a configuration equal to an earlier one is left out (its label would only repeat it) and
+    named in the second value, label -> the earlier label with the same ranges."""
     configs = [(PER_TENSOR, {t: c.index for t, c in choices.items()}),
                (PER_TENSOR_METHODS, {t: c.best_method_index() for t, c in choices.items()})]
     configs += [(m, {t: c.method_index(m) for t, c in choices.items()}) for m in BASE_METHODS]
-    out, seen = [], set()
+    out, seen, same_as = [], {}, {}
     for label, config in configs:
         key = tuple(choices[t].candidates[k].amax for t, k in config.items())
-        if key not in seen:
-            seen.add(key)
+        if key in seen:
+            same_as[label] = seen[key]
+        else:
+            seen[key] = label
             out.append((label, config))
-    return out
+    return out, same_as
 
 
 def confirm_whole_model(result, choices: dict[str, TensorChoice], source, subset, inputs, mapping,
@@ -242,7 +246,7 @@ def confirm_whole_model(result, choices: dict[str, TensorChoice], source, subset
     from quant.eval.metrics import sqnr_db
     from quant.qdq import build_qdq_model
 
-    configs = whole_model_candidates(choices)
+    configs, same_as = whole_model_candidates(choices)
     if len(configs) == 1:
         return {"samples": len(subset), "score": WHOLE_SCORE, "chosen": configs[0][0],
                 "candidates": {configs[0][0]: None}, "note": "every configuration gives the same ranges"}
@@ -259,8 +263,10 @@ def confirm_whole_model(result, choices: dict[str, TensorChoice], source, subset
     for _, feeds in iter_batches(source, subset, inputs, mapping, 1):  # one sample at a time, subset order
         if bar is not None:
             bar.update(1)
-        reference = [np.asarray(v, np.float64) for v in fp32.run(feeds)]
-        floats = [i for i, r in enumerate(reference) if r.dtype.kind == "f" and np.isfinite(r).all()]
+        raw = [np.asarray(v) for v in fp32.run(feeds)]
+        # float outputs only: class indices or masks (int, bool) are not signals (cast first, they would count)
+        floats = [i for i, r in enumerate(raw) if r.dtype.kind == "f" and np.isfinite(r).all()]
+        reference = [r.astype(np.float64) if i in floats else r for i, r in enumerate(raw)]
         if signal is None:
             signal = [0.0] * len(reference)
         for i in floats:
@@ -281,6 +287,7 @@ def confirm_whole_model(result, choices: dict[str, TensorChoice], source, subset
     for tensor, choice in choices.items():
         choice.chosen = configs[best][1][tensor]
     return {"samples": len(subset), "score": WHOLE_SCORE, "chosen": configs[best][0],
+            "outputs": [fp32.output_names[i] for i in scored], "same_ranges_as": same_as,
             "candidates": {label: (round(sqnr_db(1.0, e), 4) if e > 0 else None)  # None: no error at all
                            for (label, _), e in zip(configs, errors)}}
 

@@ -148,6 +148,9 @@ def manifest(result, method: str, keep_float=()) -> dict:
     if entry.get("not_applied"):
         return {"applied": False, "why": entry["not_applied"], "check": entry.get("check"),
                 "not_corrected": entry["skipped"]}
+    if not entry["targets"]:  # nothing was measured: "applied to 0 layers" would claim a correction
+        return {"applied": False, "why": "no quantized layer has a bias to absorb a shift (see not_corrected)",
+                "not_corrected": entry["skipped"]}
     layers = {}
     for target in entry["targets"]:
         if target.node in set(keep_float):

@@ -232,13 +232,12 @@ class CalibrationResult:
                 for l in self.plan.layers if l.node in float_layers]
         kept += [{"node": r["node"], "op_type": "Add", "reason": f"its conv {r['layer']} is kept in float"}
                  for r in self.plan.residuals if r["layer"] in float_layers]
+        op_inputs = self._op_inputs(layers | float_layers, set(amax))
         unquantized = list(self.plan.excluded) + kept + [
-            {"node": node.name, "op_type": node.op_type,
-             "reason": "no Q/DQ for this op type: TensorRT runs it at the precision of its inputs and fuses it "
-                       "where it can"}
+            {"node": node.name, "op_type": node.op_type, "reason": self._unquantized_reason(node)}
             for node in self.model.graph.node
             if node.name not in layers | float_layers and node.name not in {r["node"] for r in self.plan.residuals}
-            and node.name not in excluded_names]
+            and node.name not in excluded_names and node.name not in op_inputs]
         from quant.schemas import stamp
 
         return stamp("quant", {
@@ -263,6 +262,8 @@ class CalibrationResult:
             "layers": [entry for entry in self.plan.to_json()["layers"] if entry["node"] in layers],
             "residual_adds": [r for r in self.plan.residuals if r["node"] in residual_adds],
             "unquantized": unquantized,
+            **({"op_inputs": [{"node": n, "op_type": t, "activations": a} for n, (t, a) in op_inputs.items()]}
+               if self.config.quantize_op_types else {}),
             "warnings": self.warnings(method, keep_float),
             **({"bias_correction": self._bias_manifest(method, keep_float)} if self.config.bias_correction else {}),
             **({"equalization": {"applied": True, "pairs": self.equalization,
@@ -272,6 +273,28 @@ class CalibrationResult:
             **({"smoothing": self.smoothing} if self.config.smooth else {}),
             **({"auto": self.auto} if method == "auto" else {}),
         })
+
+    def _op_inputs(self, layers: set[str], quantized: set[str]) -> dict[str, tuple[str, list[str]]]:
+        """node -> (op type, its inputs with a Q/DQ pair) for the nodes --quantize-op-types gave one to."""
+        types = {node.name: node.op_type for node in self.model.graph.node}
+        residuals = {r["node"] for r in self.plan.residuals}
+        found: dict[str, tuple[str, list[str]]] = {}
+        for tensor, uses in self.plan.consumers.items():
+            for name, _ in uses:
+                if name not in layers and name not in residuals and tensor in quantized:
+                    found.setdefault(name, (types.get(name, ""), []))[1].append(tensor)
+        return found
+
+    def _unquantized_reason(self, node) -> str:
+        if node.op_type in self.config.quantize_op_types:  # asked for, but add_op_inputs placed no pair
+            from quant.core.onnx_model import initializers
+            from quant.qdq.op_inputs import _epilogue_tensors
+
+            if node.output and node.output[0] in _epilogue_tensors(self.model, initializers(self.model)):
+                return ("--quantize-op-types: a constant scale or shift right after a layer (TensorRT fuses it into "
+                        "that layer), so no Q/DQ between them")
+            return "--quantize-op-types: no float activation input to quantize"
+        return ("no Q/DQ for this op type: TensorRT runs it at the precision of its inputs and fuses it where it can")
 
     def _bias_manifest(self, method: str, keep_float: Sequence[str]) -> dict:
         from quant.pipeline import bias_correction

@@ -1,6 +1,7 @@
 """Evaluation: FP32 vs INT8 on held-out data, the release gate, per-layer sensitivity and the fallback."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -9,7 +10,7 @@ import numpy as np
 
 from quant.backends.onnxruntime import MODES as ORT_MODES
 from quant.core.errors import QuantError
-from quant.core.onnx_model import input_specs, load_model
+from quant.core.onnx_model import file_hash, input_specs, load_model
 from quant.datasets import DataSource, Preprocess, iter_batches, open_source, resolve_input_map, select
 from quant.datasets.keyed import fit_to_inputs
 from quant.datasets.labels import LABEL_FILES, default_label_key, label_keys, normalize_labels, read_label_file
@@ -35,6 +36,9 @@ def int8_runner(int8_model, runtime: str, fold_cache: dict | None = None, device
         raise QuantError(f"unknown INT8 runtime '{runtime}'", hint=f"choose from: {', '.join(RUNTIMES)}")
     if runtime == "tensorrt":
         return _tensorrt_runner(int8_model)
+    if isinstance(int8_model, (str, Path)) and not Path(int8_model).exists():  # load_model's hint asks for FP32
+        raise QuantError(f"INT8 model file '{int8_model}' does not exist",
+                         hint="pass the model.int8.onnx written by quant calibrate, or its output folder")
     proto = int8_model if not isinstance(int8_model, (str, Path)) else load_model(int8_model)
     if device is not None and runtime == "emulate":
         from quant.backends.torch.pipeline import emulate_runner
@@ -58,6 +62,21 @@ def check_not_quantized(proto, given) -> None:
         where = f"'{given}'" if isinstance(given, (str, Path)) else "given as FP32"
         raise QuantError(f"the FP32 model {where} contains quantization nodes ({', '.join(found)}): it is an INT8 model",
                          hint="give the FP32 model first and the INT8 model second (quant eval FP32_MODEL INT8_MODEL)")
+
+
+def same_model_note(fp32_model, int8_model) -> str | None:
+    """A note when the 'INT8 model' is the FP32 file itself (given twice): every metric passes, measuring nothing.
+    A note, not a refusal: comparing a model with itself is also how data and labels are checked."""
+    if not all(isinstance(m, (str, Path)) for m in (fp32_model, int8_model)):
+        return None
+    fp32, int8 = Path(fp32_model), Path(int8_model)
+    if not (fp32.is_file() and int8.is_file()):
+        return None  # a folder (several methods) or a missing file: reported where it is read
+    if os.path.samefile(fp32, int8) or (fp32.stat().st_size == int8.stat().st_size
+                                        and file_hash(fp32) == file_hash(int8)):
+        return (f"the INT8 model '{int8_model}' is the FP32 model '{fp32_model}' itself (the same bytes): these "
+                "numbers compare the FP32 model with itself, not INT8")
+    return None
 
 
 def fp32_runner(proto, device: str | None):
@@ -211,6 +230,9 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     from quant.pipeline.folder_eval import name_worst_samples
 
     name_worst_samples(report, held.source)
+    same = same_model_note(fp32_model, int8_model)
+    if same:
+        report.notes.append(same)
     return report
 
 
@@ -246,8 +268,9 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
     check_not_quantized(proto, fp32_model)
     held = _held_out_source(proto, data, labels, num_samples, seed, input_map, preprocess, split, integer_labels)
     if need_labels and held.labels is None:
-        raise QuantError("this metric needs labels and the data has none",
-                         hint="pass --labels with a .npy file or the data's label column")
+        raise QuantError("this metric (top-k; top1 is the default) needs labels and the data has none",
+                         hint="pass --labels with a .npy file or the data's label column, or score without labels: "
+                              "--metric agreement, cosine or sqnr")
     reference = fp32_runner(proto, _torch(device))
     batches = list(held.batches(batch_size))
     from quant.eval.batch_axis import check_batch_axis
@@ -318,6 +341,7 @@ def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | N
                                    scorer.axis, scorer.basis, time.perf_counter() - began,
                                    "evaluation function" if _whole_model(scorer) else "metric"))
     reported, notes = _reported_metrics(heldout, int8_outputs, gated, class_axis)
+    notes += [same] if (same := same_model_note(fp32_model, int8_model)) else []
     return GateResult(results, runtime, heldout.samples, reported, time.perf_counter() - start, notes)
 
 

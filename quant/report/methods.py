@@ -13,10 +13,10 @@ from quant.report.escape import md_code
 TRT_MODEL = "model.int8.onnx"
 
 
-def md_name(name) -> str:
-    """A model/tensor/file name as a Markdown code span that cannot break out of it or of a table cell."""
-    text = str(name).replace("\r", " ").replace("\n", " ").replace("`", "'").replace("|", "\\|")
-    return f"`{text}`"
+def md_name(name, table: bool = True) -> str:
+    """A model/tensor/file name as a Markdown code span that shows it exactly (backticks included) and cannot break
+    out of it or of a table cell (quant.report.escape.md_code; ``table=False`` outside a pipe table)."""
+    return md_code(name, table=table)
 
 
 def _load(path: Path):
@@ -39,7 +39,7 @@ def eval_model_warnings(evaluation: dict, int8_models: dict[str, Path], fp32_sha
     warnings = []
     fp32 = models.get("fp32") or {}
     if fp32_sha256 and isinstance(fp32, dict) and fp32.get("sha256") and fp32["sha256"] != fp32_sha256:
-        warnings.append(f"eval.json compared FP32 model {md_name(fp32.get('path'))}, not the model this folder was "
+        warnings.append(f"eval.json compared FP32 model {md_name(fp32.get('path'), table=False)}, not the model this folder was "
                         "calibrated from (sha256 differs)")
     int8 = models.get("int8") or {}
     if "sha256" in int8 and len(int8_models) == 1:  # a single-model eval.json
@@ -48,10 +48,10 @@ def eval_model_warnings(evaluation: dict, int8_models: dict[str, Path], fp32_sha
         entry = int8.get(method) if isinstance(int8, dict) else None
         actual = _sha(path)
         if not isinstance(entry, dict) or entry.get("sha256") is None:
-            warnings.append(f"eval.json has no result for {md_name(path.relative_to(path.parents[1]))}")
+            warnings.append(f"eval.json has no result for {md_name(path.relative_to(path.parents[1]), table=False)}")
         elif entry["sha256"] != actual:
-            warnings.append(f"eval.json was measured on {md_name(entry.get('path'))}, not on this folder's "
-                            f"{md_name(path.name)} of {md_name(method)} (sha256 differs)")
+            warnings.append(f"eval.json was measured on {md_name(entry.get('path'), table=False)}, not on this folder's "
+                            f"{md_name(path.name, table=False)} of {md_name(method, table=False)} (sha256 differs)")
     return warnings
 
 
@@ -66,7 +66,8 @@ def _eval_table(evaluation: dict, methods: list[str]) -> list[str]:
              "|---|---|" + "---|" * len(shown)]
     for name, value in first.get("task", {}).items():
         cells = [f"{results[m]['task'][name]['int8']:.2f}%" for m in shown]  # eval.json holds percent
-        lines.append(f"| {md_name(name)} | {value['fp32']:.2f}% | " + " | ".join(cells) + " |")
+        label = f"{name}@{value['output']}" if value.get("output") is not None else name  # as the CLI prints it
+        lines.append(f"| {md_name(label)} | {value['fp32']:.2f}% | " + " | ".join(cells) + " |")
     for output in first.get("outputs", {}):
         for key, title, fmt in (("agreement", "agreement", "pct"), ("cosine", "cosine", ".5f"),
                                 ("sqnr_db", "SQNR (dB)", ".2f")):
@@ -75,7 +76,7 @@ def _eval_table(evaluation: dict, methods: list[str]) -> list[str]:
                 continue
             cells = ["-" if v is None else f"{v:.2f}%" if fmt == "pct" else format(v, fmt) for v in values]
             lines.append(f"| output {md_name(output)} {title} | | " + " | ".join(cells) + " |")
-    worst = [f"{md_name(m)}: " + ", ".join(f"#{w['index']}" + (f" {md_name(w['file'])}" if w.get("file") else "")
+    worst = [f"{md_name(m, table=False)}: " + ", ".join(f"#{w['index']}" + (f" {md_name(w['file'], table=False)}" if w.get("file") else "")
                                            + f" ({w['sqnr_db']:.1f} dB)" for w in results[m].get("worst_samples", [])[:3])
              for m in shown if results[m].get("worst_samples")]
     if worst:
@@ -106,9 +107,9 @@ def write_methods_report(folder: Path, output: Path, worst: int = 6):
     model = manifest.get("model", {})
     data = summary.get("data", {})
     sections = [("Calibration", "\n".join([
-        f"- model: {md_name(model.get('path'))} (sha256 `{str(model.get('sha256'))[:16]}...`)",
-        f"- data: {md_name(data.get('source'))}, {data.get('samples')} samples",
-        f"- methods (one collection pass): {', '.join(md_name(m) for m in methods)}",
+        f"- model: {md_name(model.get('path'), table=False)} (sha256 `{str(model.get('sha256'))[:16]}...`)",
+        f"- data: {md_name(data.get('source'), table=False)}, {data.get('samples')} samples",
+        f"- methods (one collection pass): {', '.join(md_name(m, table=False) for m in methods)}",
         f"- quantized layers: {len(manifest.get('layers', []))}"]), [])]
 
     evaluation = _load(folder / "eval.json")

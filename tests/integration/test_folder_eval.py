@@ -87,7 +87,7 @@ def test_report_renders_the_comparison(multi):
     assert "| metric | FP32 | `entropy` | `minmax` | `percentile` | `mse` |" in md
     folder = json.loads((out / "eval.json").read_text())
     top1 = folder["methods"]["mse"]["task"]["top1"]["int8"]
-    assert f"{top1:.2f}%" in md.split("| `top1` |")[1].splitlines()[0]
+    assert f"{top1:.2f}%" in md.split("| `top1@logits` |")[1].splitlines()[0]
     assert "Where the methods disagree most" in md and (out / "plots" / "methods_histogram_0.png").exists()
     assert "<table>" in (out / "report.html").read_text()
 

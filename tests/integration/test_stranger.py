@@ -57,7 +57,7 @@ def test_folder_report_table_is_in_percent(two_outputs_folder):
     proc = run_cli(["report", d / "out"])
     assert proc.returncode == 0, proc.stderr
     folder = json.loads((d / "out" / "eval.json").read_text())
-    row = (d / "out" / "report.md").read_text().split("| `top1` |")[1].splitlines()[0]
+    row = (d / "out" / "report.md").read_text().split("| `top1@logits` |")[1].splitlines()[0]
     cells = [c.strip() for c in row.strip(" |").split("|")]
     assert cells == [f"{folder['methods']['entropy']['task']['top1']['fp32']:.2f}%"] + [
         f"{folder['methods'][m]['task']['top1']['int8']:.2f}%" for m in ("entropy", "mse")]

@@ -27,8 +27,18 @@ def collect(model, device: str, batches, tensors, bins: int, total: int, progres
 
     runner = TorchRunner(model, device)
     collected = collect_on_device(runner, batches, tensors, bins=bins, total=total, progress=progress,
-                                  batch_size=batch_size)
+                                  batch_size=batch_size, per_sample=_per_sample_on(runner, model))
     return collected, runner.description
+
+
+def _per_sample_on(runner: TorchRunner, model) -> bool:
+    """Whether the collection runs each sample alone: on the CPU, where torch picks its Conv/MatMul kernels by shape
+    (a batch of 7 and 7 batches of 1 differ in the last bits, so ranges would depend on --batch-size), unless the
+    model's batch axis is fixed above 1. On CUDA the batch runs whole, for speed (README, "GPU execution")."""
+    from quant.core.onnx_model import input_specs
+
+    fixed = any(spec.shape and isinstance(spec.shape[0], int) and spec.shape[0] > 1 for spec in input_specs(model))
+    return runner.device.type == "cpu" and not fixed
 
 
 def qdq_switch(result, method: str, device: str):
