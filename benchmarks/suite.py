@@ -58,8 +58,9 @@ NOTES = {  # what was checked by hand where quant is behind (kept with the gener
                  "puts Q/DQ on Add, Mul, GlobalAveragePool and Resize inputs, and that placement is what it gains by "
                  "(measured in the section \"Bias correction, equalization and placement\": its model with those Q/DQ "
                  "bypassed drops from 83.15 to 67.78; quant minmax with the same placement, `--quantize-op-types`, "
-                 "scores 87.49). NNCF applies its fast bias correction; quant's `--bias-correction` (added since this "
-                 "run) takes minmax to 93.42 and mse to 93.29 with no layer in float (same section).",
+                 "scores 87.49). NNCF applies its fast bias correction; quant's `--bias-correction` alone takes minmax to "
+                 "93.42 and mse to 93.29 with no layer in float (same section); `--smooth` (rows +smooth) puts minmax "
+                 "ahead of both.",
     "vad": "Measured by hand (same calibration, benchmarks/.cache/runs): quant quantizes /stft/Conv, whose input is the raw "
            "waveform (clip levels differ by ~40 dB, so one per-tensor int8 grid loses the quiet clips), and leaves the 1x1 "
            "/output/Conv in float; Model Optimizer does the opposite. quant-entropy with /stft/Conv kept in float: AUC 96.79, "
@@ -69,7 +70,9 @@ NOTES = {  # what was checked by hand where quant is behind (kept with the gener
               "step, and the BatchNormalization after it multiplies channels by up to 194.6: quantizing that one layer "
               "alone (the other 101 in float) takes the score maps to 0.3 dB SQNR vs FP32 (p2o.Conv.1 alone: 16.3 dB, "
               "p2o.Conv.3: 16.6 dB; only p2o.Conv.0: 58.8 dB). Cross-layer equalization cannot rescale these channels "
-              "exactly: a HardSwish sits between each pair of convolutions.",
+              "exactly: a HardSwish sits between each pair of convolutions. `--smooth` (rows +smooth) scales each "
+              "depthwise convolution's input per channel and folds the inverse into its weights, exactly whatever "
+              "comes before it.",
 }
 
 UNFINISHED = {  # tasks whose suite run did not finish, with what was measured on them instead (kept with the text)
