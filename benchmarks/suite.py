@@ -251,7 +251,11 @@ def latency(task, fp32: Path, models: dict[str, Path], repeat: int) -> dict:
 
     names = list(models)
     out = {}
+    fixed = fixed_batch(fp32)
     for batch in (1, 16):
+        if fixed is not None and fixed != batch:  # a model exported with batch 1 (layout) runs at that size only
+            out[f"fp32_bs{batch}_ms"] = None
+            continue
         shapes = {k: [batch] + v for k, v in task.latency_shape.items()}
         runs = repeat if batch == 1 else max(5, repeat // 3)
         result = bench(fp32, [models[n] for n in names], runtimes=("ort",), batches=(batch,), threads=2,
@@ -261,6 +265,14 @@ def latency(task, fp32: Path, models: dict[str, Path], repeat: int) -> dict:
         for name, row in zip(names, [r for r in result.rows if r.model != "fp32"]):
             out.setdefault(name, {})[f"bs{batch}_ms"] = row.median_ms
     return out
+
+
+def fixed_batch(path: Path) -> int | None:
+    """The first input's batch size when the model fixes it, else None."""
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return int(dims[0].dim_value) if dims and dims[0].HasField("dim_value") else None
 
 
 def run_fallback(task, fp32: Path, folder: Path, method: str, bound) -> dict:
