@@ -710,7 +710,11 @@ def write_section(results: dict) -> None:
                   f"{entry['heldout_samples']} held-out samples. Primary metric: {key} ({arrow})."
                   + (f" Run: {entry['run']}" + (f", commit {entry['commit']}" if entry.get("commit") else "")
                      + (f", load average {entry['load_average_start']} -> {entry['load_average_end']}"
-                        if "load_average_end" in entry else "") + "." if entry.get("run") else ""), "",
+                        if "load_average_end" in entry else "") + "." if entry.get("run") else "")
+                  + (" This entry was rebuilt from the run's log (benchmarks/suite_rebuild.py): the run stopped at "
+                     "the batch-16 latency step, which this fixed-batch-1 model cannot take, after every tool and "
+                     "model had run and been scored; FP32 score and batch-1 latency measured again, no ort-cpu row."
+                     if entry.get("rebuilt_from_log") else ""), "",
                   "| tool / method | " + " | ".join(f"{k} emulated" for k in metrics) + " | " +
                   " | ".join(f"{k} ORT int8" for k in metrics) +
                   " | calibration s | peak RSS GB | Q / DQ nodes | float weighted ops | ORT ms bs1 | ORT ms bs16 |",
