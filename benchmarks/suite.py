@@ -61,10 +61,9 @@ NOTES = {  # what was checked by hand where quant is behind (kept with the gener
                  "scores 87.49). NNCF applies its fast bias correction; quant's `--bias-correction` alone takes minmax to "
                  "93.42 and mse to 93.29 with no layer in float (same section); `--smooth` (rows +smooth) puts minmax "
                  "ahead of both.",
-    "resnet50": "Not rerun in the 2026-12-01 suite run (rows from 2026-11-26). With `--bias-correction` (section \"Bias "
-                "correction, equalization and placement\": same model, data and metric, quant in one process, 2026-12-01) "
-                "quant reaches mse 38.14 dB and minmax 37.42 dB with no layer in float, ahead of Model Optimizer entropy's "
-                "36.59 and NNCF's 35.38.",
+    "resnet50": "`--bias-correction` (rows +bc) is what puts quant ahead here with no layer in float. The ort-cpu row uses "
+                "7-bit weights on this CPU (no VNNI: `--reduce-range auto` probes it), hence its lower SQNR than on the "
+                "VNNI machine of the 2026-11-26 run (35.16 dB there).",
     "vad": "Measured by hand (same calibration, benchmarks/.cache/runs): quant quantizes /stft/Conv, whose input is the raw "
            "waveform (clip levels differ by ~40 dB, so one per-tensor int8 grid loses the quiet clips), and leaves the 1x1 "
            "/output/Conv in float; Model Optimizer does the opposite. quant-entropy with /stft/Conv kept in float: AUC 96.79, "
