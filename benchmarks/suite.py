@@ -62,8 +62,8 @@ NOTES = {  # what was checked by hand where quant is behind (kept with the gener
                  "93.42 and mse to 93.29 with no layer in float (same section); `--smooth` (rows +smooth) puts minmax "
                  "ahead of both.",
     "resnet50": "`--bias-correction` (rows +bc) is what puts quant ahead here with no layer in float. The ort-cpu row uses "
-                "7-bit weights on this CPU (no VNNI: `--reduce-range auto` probes it), hence its lower SQNR than on the "
-                "VNNI machine of the 2026-11-26 run (35.16 dB there).",
+                "7-bit weights on this CPU (AVX2 without VNNI, which `--reduce-range auto` probes); the 2026-11-26 run's "
+                "ort-cpu row scored 35.16 dB on a CPU this file does not record.",
     "vad": "Measured by hand (same calibration, benchmarks/.cache/runs): quant quantizes /stft/Conv, whose input is the raw "
            "waveform (clip levels differ by ~40 dB, so one per-tensor int8 grid loses the quiet clips), and leaves the 1x1 "
            "/output/Conv in float; Model Optimizer does the opposite. quant-entropy with /stft/Conv kept in float: AUC 96.79, "
