@@ -90,7 +90,7 @@ def equalize(model, iterations: int = ITERATIONS):
     left as it was; the layers keep their names.
     """
     onnx = require("onnx")
-    from quant.qdq.insert import name_allocator
+    from quant.qdq.insert import drop_unused_initializers, name_allocator
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -136,10 +136,7 @@ def equalize(model, iterations: int = ITERATIONS):
         graph.initializer.append(onnx.numpy_helper.from_array(array.astype(np.float32), name))
         node.input[index] = name
         replaced.add(old)
-    used = {t for n in graph.node for t in n.input} | {v.name for v in graph.input} | {v.name for v in graph.output}
-    kept = [init for init in graph.initializer if init.name not in replaced or init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    drop_unused_initializers(graph, replaced)  # a weight another node (or an If/Loop body) reads stays
     report = [{"conv1": a, "conv2": b, "max_scale": float(totals[(a, b)].max()), "min_scale": float(totals[(a, b)].min())}
               for a, b, _ in pairs]
     return out, report

@@ -142,12 +142,13 @@ def build_qdq_model(model, plan: QuantPlan, activation_amax: dict[str, float],
     del graph.node[:]
     graph.node.extend(new_nodes)
     if weight_storage == "int8":
-        _drop_unused_initializers(graph, set(weight_consumers.values()))
+        drop_unused_initializers(graph, set(weight_consumers.values()))
     return out
 
 
-def _drop_unused_initializers(graph, candidates: set[str]) -> None:
-    """Remove the float weights in ``candidates`` that no node reads any more (nor a graph input/output names)."""
+def drop_unused_initializers(graph, candidates: set[str]) -> None:
+    """Remove the initializers in ``candidates`` that no node reads any more (a subgraph included), nor a graph
+    input/output names."""
     used = {t for node in graph.node for t in node.input}
     used |= {v.name for v in graph.input} | {v.name for v in graph.output}
     for attribute_graph in _subgraphs(graph):

@@ -105,7 +105,7 @@ def apply(model, scales: dict[str, np.ndarray]):
     ``<weight>_smoothed`` (a weight shared with another node is left as it was for that node).
     """
     onnx = require("onnx")
-    from quant.qdq.insert import name_allocator
+    from quant.qdq.insert import drop_unused_initializers, name_allocator
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -151,10 +151,7 @@ def apply(model, scales: dict[str, np.ndarray]):
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {t for n in graph.node for t in n.input} | {v.name for v in graph.output}
-    kept = [init for init in graph.initializer if init.name not in replaced or init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept)
+    drop_unused_initializers(graph, replaced)  # a weight another node (or an If/Loop body) reads stays
     return out
 
 

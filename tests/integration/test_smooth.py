@@ -123,3 +123,28 @@ def test_a_float16_depthwise_model_is_smoothed_in_its_own_type(tmp_path):
     types = {i.name: i.data_type for i in smoothed.model.graph.initializer}
     assert types["dw_smooth_scale"] == types["wd_smoothed"] == onnx.TensorProto.FLOAT16
     assert _sqnr(smoothed, tmp_path / "held.npz") > _sqnr(plain, tmp_path / "held.npz") + 15
+
+
+def test_a_depthwise_weight_also_read_inside_an_if_body_is_kept(tmp_path):
+    """The depthwise weight 'wd' is also read by an If branch (an outer-scope name, not an input of the If node):
+    smoothing gives dw a new weight, and 'wd' must stay for the branch (the model must still load and run)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from quant.backends.onnxruntime import OrtRunner
+
+    depthwise_spread(tmp_path / "base.onnx")
+    model = onnx.load(tmp_path / "base.onnx")
+    branch = helper.make_graph([helper.make_node("Identity", ["wd"], ["wd_out"])], "branch", [],
+                               [helper.make_tensor_value_info("wd_out", TensorProto.FLOAT, [8, 1, 3, 3])])
+    model.graph.initializer.append(numpy_helper.from_array(np.array(True), "always"))
+    model.graph.node.append(helper.make_node("If", ["always"], ["z"], name="if", then_branch=branch,
+                                             else_branch=branch))
+    model.graph.output.append(helper.make_tensor_value_info("z", TensorProto.FLOAT, [8, 1, 3, 3]))
+    onnx.save(model, tmp_path / "m.onnx")
+    rng = np.random.default_rng(5)
+    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((16, 3, 16, 16)).astype(np.float32))
+    result = quant.calibrate(tmp_path / "m.onnx", tmp_path / "cal.npz", methods=("minmax",), smooth=True)
+    assert [l["node"] for l in result.smoothing["layers"]] == ["dw"]
+    assert "wd" in {i.name for i in result.model.graph.initializer}
+    x = {"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)}
+    np.testing.assert_array_equal(OrtRunner(result.model).run(x)[1], OrtRunner(tmp_path / "m.onnx").run(x)[1])
