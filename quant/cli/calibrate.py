@@ -86,11 +86,6 @@ def run(args) -> int:
 
     methods = tuple(m.strip() for m in args.method.split(",") if m.strip())
     percentile = _percentile(args, methods)
-    if args.reduce_range != "auto" and args.target == "tensorrt":
-        from quant.core.errors import QuantError
-        raise QuantError(f"--reduce-range {args.reduce_range} applies to the ort-cpu model, but --target is tensorrt "
-                         "(symmetric s8, full-range weights): it would be ignored",
-                         hint="add --target ort-cpu or --target all, or drop --reduce-range")
     _refuse_ignored_target_options(args)
     config = CalibrationConfig(methods=methods, percentile=percentile, bins=args.bins, batch_size=args.batch_size,
                                memory_budget_mb=args.memory_budget,
@@ -203,9 +198,14 @@ def auto_summary_line(record: dict) -> str:
 
 
 def _refuse_ignored_target_options(args) -> None:
-    """--high-precision and --weight-storage shape model.int8.onnx, which --target ort-cpu does not write."""
+    """Options of the one form --target does not write: --reduce-range shapes model.ort-cpu.int8.onnx (not written
+    by --target tensorrt); --high-precision and --weight-storage shape model.int8.onnx (not written by ort-cpu)."""
     from quant.core.errors import QuantError
 
+    if args.reduce_range != "auto" and args.target == "tensorrt":
+        raise QuantError(f"--reduce-range {args.reduce_range} applies to the ort-cpu model, but --target is tensorrt "
+                         "(symmetric s8, full-range weights): it would be ignored",
+                         hint="add --target ort-cpu or --target all, or drop --reduce-range")
     if args.target != "ort-cpu":
         return
     for flag, value, default in (("--high-precision", args.high_precision, "fp32"),
