@@ -452,6 +452,26 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
     return make
 
 
+def _search_setup(fp32_model, calibration, metric, lower_is_better, output_name, class_axis, ray, device, eval_fn,
+                  data_options: dict, driver_work: str):
+    """What sensitivity and fallback both start with: where they run, the calibration, its first method, the scorer.
+
+    ``data_options["preprocess"]`` becomes the calibration's own unless one is given; ``driver_work`` says what this
+    process runs on the device when the evaluations are Ray tasks."""
+    from quant.eval.scoring import get_metric
+
+    context = execution(device, ray)
+    if context.ray is not None:  # before the cluster starts: this process runs the device too
+        device = context.driver_device(driver_work)
+    result = load_calibration(calibration, model=fp32_model)
+    data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"), calibration)
+    scorer = _eval_score(eval_fn, lower_is_better) if eval_fn is not None else \
+        get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
+                   class_axis=class_axis)
+    _refuse_ray_with_eval_fn(ray, scorer)
+    return context, device, result, result.methods[0], scorer
+
+
 def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1", labels=None,
                 lower_is_better: bool | None = None, progress: bool = False, runtime: str = "emulate",
                 output_name: str | None = None, class_axis: int | None = None, ray=None, device: str | None = "ort",
@@ -462,20 +482,12 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     ``eval_fn``: score each candidate with a user evaluation function instead of ``metric`` (one call per
     candidate; see quant.eval.user_eval).
     """
-    from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr, sensitivity as run_sensitivity
 
     _check_search_runtime(runtime)
-    context = execution(device, ray)
-    if context.ray is not None:  # before the cluster starts: this process runs the device too
-        device = context.driver_device("the FP32 reference of the held-out data")
-    result = load_calibration(calibration, model=fp32_model)
-    method = result.methods[0]
-    data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"), calibration)
-    scorer = _eval_score(eval_fn, lower_is_better) if eval_fn is not None else \
-        get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
-                   class_axis=class_axis)
-    _refuse_ray_with_eval_fn(ray, scorer)
+    context, device, result, method, scorer = _search_setup(
+        fp32_model, calibration, metric, lower_is_better, output_name, class_axis, ray, device, eval_fn, data_options,
+        "the FP32 reference of the held-out data")
     layers = [(layer.node, layer.op_type) for layer in result.plan.layers]
     bar = None
     if progress:  # shown before the FP32 pass: it counts the evaluations, all INT8 + two per layer
@@ -523,19 +535,11 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     whole held-out set: a subset of batches would cut a stream). ``refine_rounds``
     bounds the bisect search's rounds after its first (see quant.eval.fallback.bisect_fallback)."""
     from quant.eval.fallback import bisect_fallback, fallback as run_fallback, naive_first_last, screening_subset
-    from quant.eval.scoring import get_metric
     from quant.eval.sensitivity import local_sqnr
 
-    context = execution(device, ray)
-    if context.ray is not None:  # before the cluster starts: this process runs the device too
-        device = context.driver_device("the FP32 reference and the search's sequential steps")
-    result = load_calibration(calibration, model=fp32_model)
-    method = result.methods[0]
-    data_options["preprocess"] = choose_preprocess(data_options.get("preprocess"), calibration)
-    scorer = _eval_score(eval_fn, lower_is_better) if eval_fn is not None else \
-        get_metric(metric, None if lower_is_better is None else not lower_is_better, output=output_name,
-                   class_axis=class_axis)
-    _refuse_ray_with_eval_fn(ray, scorer)
+    context, device, result, method, scorer = _search_setup(
+        fp32_model, calibration, metric, lower_is_better, output_name, class_axis, ray, device, eval_fn, data_options,
+        "the FP32 reference and the search's sequential steps")
     heldout = load_heldout(result.model, data, labels, need_labels=scorer.needs_labels,
                            integer_labels=scorer.needs_labels, device=device, keep_runner=_whole_model(scorer),
                            **data_options)
