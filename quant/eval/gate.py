@@ -61,14 +61,33 @@ class CheckResult:
 
     def format_line(self, runtime: str, samples: int) -> str:
         verdict = "PASS" if self.passed else "FAIL"
-        return (f"{verdict}: {self.label} FP32 {_value(self.fp32, self.unit)}, INT8 {_value(self.int8, self.unit)} "
+        return (f"{verdict}: {self.label} FP32 {_value(self.fp32, self.unit)}, INT8 "
+                f"{_value(self.int8, self.unit, self.fp32)} "
                 f"({runtime}, {samples} samples); {self.criterion}")
 
 
-def _value(value: float, unit: str) -> str:
-    if value is None or not math.isfinite(value):
+def _value(value: float, unit: str, other: float | None = None) -> str:
+    """'98.1481%', '31.2000 dB'; 'inf dB' as eval prints a noiseless SQNR; n/a for no value (FP32's SQNR).
+    With ``other`` (FP32's value), INT8's gets the digits that tell them apart (cosine 1.0000 vs 0.99997)."""
+    if value is None or math.isnan(value):
         return "n/a"
-    return f"{value:.4f}%" if unit == "%" else f"{value:.4f}" + (f" {unit}" if unit else "")
+    other = other if other is not None and math.isfinite(other) else None
+    return f"{shown(value, other)}%" if unit == "%" else shown(value, other) + (f" {unit}" if unit else "")
+
+
+def shown(value: float, bound: float | None = None) -> str:
+    """``value`` to 4 decimals, with more digits where 4 would print it equal to the ``bound`` it was compared
+    with ('drop 0.0000 > max 0.0' for a drop of 3e-05); never '-0.0000' for a value that rounds to zero."""
+    if not math.isfinite(value):
+        return str(value)
+    text = f"{value:.4f}"
+    for digits in range(5, 17):
+        if bound is None or value == bound or float(text) != bound:
+            break
+        text = f"{value:.{digits}f}"
+    if bound is not None and value != bound and float(text) == bound:
+        text = repr(float(value))
+    return text.lstrip("-") if float(text) == 0 else text
 
 
 @dataclass
@@ -124,7 +143,7 @@ class GateResult:
         lines += [f"  {c.metric}: {c.basis}" for c in self.checks if c.source == "evaluation function"]
         for value in self.reported:
             lines.append(f"  reported, not gated: {value['metric']}@{value['output']}: FP32 "
-                         f"{_value(value['fp32'], value['unit'])}, INT8 {_value(value['int8'], value['unit'])}")
+                         f"{_value(value['fp32'], value['unit'])}, INT8 {_value(value['int8'], value['unit'], value['fp32'])}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -137,7 +156,7 @@ class GateResult:
         ET.SubElement(properties, "property", name="runtime", value=self.runtime)
         ET.SubElement(properties, "property", name="samples", value=str(self.samples))
         for value in self.reported:
-            text = f"FP32 {_value(value['fp32'], value['unit'])}, INT8 {_value(value['int8'], value['unit'])}"
+            text = f"FP32 {_value(value['fp32'], value['unit'])}, INT8 {_value(value['int8'], value['unit'], value['fp32'])}"
             ET.SubElement(properties, "property", name=f"{value['metric']}@{value['output']}", value=text)
         for check in self.checks:
             case = ET.SubElement(suite, "testcase", classname="quant.gate", name=check.label,
@@ -187,10 +206,11 @@ def decide(metric: Metric, fp32: float, int8: float, max_drop: float | None, rel
         checks.append(ok)
         unit = drop_unit(metric.unit, relative)
         unit = f" {unit}" if unit else ""
-        texts.append(f"drop {drop:.4f}{unit} {'<=' if ok else '>'} max {max_drop}{unit}")
+        texts.append(f"drop {shown(drop, max_drop)}{unit} {'<=' if ok else '>'} max {max_drop + 0.0}{unit}")
     if min_value is not None:
         ok = int8 >= min_value if metric.higher_is_better else int8 <= min_value
         checks.append(ok)
         sign = (">=" if ok else "<") if metric.higher_is_better else ("<=" if ok else ">")
-        texts.append(f"INT8 {int8:.4f} {sign} {'min' if metric.higher_is_better else 'max'} {min_value}")
+        texts.append(f"INT8 {shown(int8, min_value)} {sign} {'min' if metric.higher_is_better else 'max'} "
+                     f"{min_value + 0.0}")
     return all(checks), drop, "; ".join(texts)

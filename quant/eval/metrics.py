@@ -8,6 +8,19 @@ import numpy as np
 from quant.eval.outputs import argmax_agreement, shape_text
 
 
+def row_cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row pair of two [N, D] arrays (float64): 1 where both rows are zero, 0 where
+    only one is (an INT8 row that lost all signal matches nothing), NaN where the INT8 row is NaN or Inf.
+    The one definition behind eval's cosine column and the gate's cosine metric."""
+    ref, cand = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1)
+    dots = np.sum(ref * cand, axis=1)
+    with np.errstate(invalid="ignore"):
+        both_zero = ~np.any(ref, axis=1) & ~np.any(cand, axis=1)
+        cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(both_zero, 1.0, 0.0))
+    return np.where(np.isfinite(cand).all(axis=1), cosine, np.nan)
+
+
 def sqnr_db(signal_power: float, noise_power: float) -> float:
     """10 log10(signal / noise) in dB; inf when the noise is zero."""
     if noise_power <= 0:
@@ -54,10 +67,7 @@ class OutputStats:
         self.sum_abs += float(np.sum(np.abs(err)))
         self.elements += int(err.size)
         rows_ref, rows_cand = ref.reshape(len(ref), -1), cand.reshape(len(cand), -1)
-        norms = np.linalg.norm(rows_ref, axis=1) * np.linalg.norm(rows_cand, axis=1)
-        dots = np.sum(rows_ref * rows_cand, axis=1)
-        cosine = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(np.all(rows_ref == rows_cand, axis=1), 1.0, 0.0))
-        self.cosine_sum += float(cosine.sum())
+        self.cosine_sum += float(row_cosines(rows_ref, rows_cand).sum())
         row_err = rows_cand - rows_ref
         for s, n in zip(np.sum(rows_ref ** 2, axis=1), np.sum(row_err ** 2, axis=1)):
             self.sample_sqnr.append(sqnr_db(float(s), float(n)))

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from quant.core.errors import QuantError
-from quant.eval.metrics import refuse_trivial_topk, sqnr_db, topk_hits
+from quant.eval.metrics import refuse_trivial_topk, row_cosines, sqnr_db, topk_hits
 from quant.eval import outputs as _outputs
 
 
@@ -202,10 +202,7 @@ class Cosine(_FloatOutput):
         out, ref = self._pick(outputs), self._reference(reference)
         out = np.asarray(out, np.float64).reshape(len(out), -1)
         ref = ref.reshape(len(ref), -1)
-        norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
-        cosine = np.where(norms > 0, np.sum(out * ref, axis=1) / np.where(norms > 0, norms, 1), 1.0)
-        cosine = np.where(np.isfinite(out).all(axis=1), cosine, np.nan)  # a NaN INT8 row is no perfect match
-        state[0] += float(cosine.sum())
+        state[0] += float(row_cosines(ref, out).sum())  # the cosine eval prints (a NaN INT8 row: NaN)
         state[1] += len(out)
 
 

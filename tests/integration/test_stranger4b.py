@@ -1,0 +1,114 @@
+"""Printed numbers checked against an independent computation (fourth stranger round, numbers): own models of odd
+output shapes, eval vs gate vs fallback, rounding at the bound."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import run_cli
+
+
+def _save(nodes, inputs, outputs, initializers, path):
+    graph = helper.make_graph(nodes, "stranger4b", inputs, outputs,
+                              [numpy_helper.from_array(np.asarray(a), n) for n, a in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def _info(name, shape, elem=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def _run(model, x, emulate=False):
+    options = ort.SessionOptions()
+    if emulate:  # Q/DQ as separate float ops: quant's default --runtime emulate
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return [np.float64(o) for o in session.run(None, {"x": x})]
+
+
+def _calibrate(tmp_path, model, x, *extra):
+    np.save(tmp_path / "x.npy", x)
+    proc = run_cli(["calibrate", model, "--data", tmp_path / "x.npy", "--output", tmp_path / "cal", *extra])
+    assert proc.returncode == 0, proc.stderr
+    return tmp_path / "cal" / "model.int8.onnx", tmp_path / "x.npy"
+
+
+def relu_model(path):
+    """x [N, 8] -> MatMul [8, 2] -> Add -2 -> Relu -> feat [N, 2]: most rows are zero in FP32, and INT8 zeroes
+    some rows that FP32 does not."""
+    w = np.random.default_rng(0).normal(size=(8, 2)).astype(np.float32)
+    return _save([helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),
+                  helper.make_node("Add", ["m", "b"], ["a"], name="add"),
+                  helper.make_node("Relu", ["a"], ["feat"], name="relu")],
+                 [_info("x", ["N", 8])], [_info("feat", ["N", 2])], {"W": w, "b": np.full(2, -2.0, np.float32)}, path)
+
+
+def _cosine(ref, out):
+    """Mean per-sample cosine, computed here: 1 for two zero rows, 0 when only one row is zero."""
+    values = []
+    for r, o in zip(ref.reshape(len(ref), -1), out.reshape(len(out), -1)):
+        nr, no = np.linalg.norm(r), np.linalg.norm(o)
+        values.append(r @ o / (nr * no) if nr and no else 1.0 if not nr and not no else 0.0)
+    return float(np.mean(values))
+
+
+def test_gate_cosine_is_the_cosine_eval_prints_when_int8_zeroes_a_row(tmp_path):
+    """Before: eval printed cosine 0.99499 and the gate 'INT8 1.0000' for the same models: the gate counted an
+    INT8 row of zeros (FP32 not zero) as a perfect match, eval as no match."""
+    x = np.random.default_rng(1).normal(size=(400, 8)).astype(np.float32)
+    model = relu_model(tmp_path / "relu.onnx")
+    int8, data = _calibrate(tmp_path, model, x)
+    ref, out = _run(model, x)[0], _run(int8, x, emulate=True)[0]
+    lost = int(np.sum(ref.any(axis=1) & ~out.any(axis=1)))
+    assert lost > 0  # the case under test: rows INT8 zeroes
+    expected = _cosine(ref, out)
+    proc = run_cli(["eval", model, int8, "--data", data, "--output-json", tmp_path / "eval.json"])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "eval.json").read_text())["outputs"]["feat"]["cosine"] == pytest.approx(expected)
+    proc = run_cli(["gate", model, int8, "--data", data, "--metric", "cosine", "--max-drop", "1",
+                    "--output-json", tmp_path / "gate.json"])
+    assert proc.returncode == 0, proc.stderr
+    check = json.loads((tmp_path / "gate.json").read_text())["checks"][0]
+    assert check["int8"] == pytest.approx(expected) and check["fp32"] == pytest.approx(1.0)
+    assert f"INT8 {expected:.4f}" in proc.stdout, proc.stdout
+
+
+def test_a_failing_gate_never_prints_a_drop_equal_to_its_bound():
+    """Before: 'FAIL: cosine@logits FP32 1.0000, INT8 1.0000 ...; drop 0.0000 > max 0.0' (a drop of 3e-05, and
+    an INT8 cosine of 0.99997, which eval printed, both rounded away); and '-0' echoed as 'max -0.0'."""
+    from quant.eval.gate import CheckResult, decide
+    from quant.eval.scoring import get_metric
+
+    cosine = get_metric("cosine")
+    passed, drop, criterion = decide(cosine, 1.0, 0.99997, 0.0)
+    assert not passed and criterion == "drop 0.00003 > max 0.0"
+    line = CheckResult("cosine", "", 1.0, 0.99997, drop, passed, criterion).format_line("emulate", 540)
+    assert "FP32 1.0000, INT8 0.99997 " in line, line
+    assert decide(get_metric("sqnr"), float("nan"), 39.99996, None, min_value=40.0)[2] == "INT8 39.99996 < min 40.0"
+    assert decide(get_metric("top1"), 98.5, 98.5 + 1e-15, -0.0)[2] == "drop 0.0000 pp <= max 0.0 pp"  # no '-0'
+
+
+def test_gate_prints_a_noiseless_sqnr_as_inf_in_both_places(tmp_path):
+    """An output multiplied by 0: FP32 and INT8 are both exactly 0, SQNR inf (eval prints inf). Before, the gate
+    line said 'INT8 n/a' and, in the same line, 'INT8 inf >= min 30.0'."""
+    w = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    model = _save([helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"),
+                   helper.make_node("Mul", ["y", "z"], ["zero"], name="times0")],
+                  [_info("x", ["N", 8])], [_info("y", ["N", 4]), _info("zero", ["N", 4])],
+                  {"W": w, "z": np.zeros(1, np.float32)}, tmp_path / "zero.onnx")
+    int8, data = _calibrate(tmp_path, model, np.random.default_rng(1).normal(size=(40, 8)).astype(np.float32))
+    proc = run_cli(["eval", model, int8, "--data", data])
+    assert proc.returncode == 0, proc.stderr
+    assert next(line for line in proc.stdout.splitlines() if line.startswith("zero ")).split()[5] == "inf"
+    proc = run_cli(["gate", model, int8, "--data", data, "--metric", "sqnr@zero", "--min-value", "30"])
+    assert proc.returncode == 0, proc.stderr
+    assert "INT8 inf dB (emulate, 40 samples); INT8 inf >= min 30.0" in proc.stdout, proc.stdout
