@@ -93,7 +93,8 @@ def _num(value, spec: str) -> str:
 
 def _setup(names, first_ref, stats, labels, output_name, requested_axis):
     """Decide, from the first batch, which output labels score and which outputs hold class scores."""
-    from quant.eval.outputs import class_axis, class_scores_reason, find_output, label_output, not_class_scores_note
+    from quant.eval.outputs import (class_axis, class_scores_reason, find_output, label_output, not_class_scores_note,
+                                    single_class_note)
 
     shapes = [np.shape(r) for r in first_ref]
     named = find_output(names, output_name, "--output-name") if output_name is not None else None
@@ -102,7 +103,8 @@ def _setup(names, first_ref, stats, labels, output_name, requested_axis):
     if requested_axis is not None and not fits:
         class_axis(shapes[named if named is not None else 0], requested_axis)  # raises with the reason
     for index, (name, sample) in enumerate(zip(names, first_ref)):
-        axis = class_axis(shapes[index], requested_axis) if index in fits else None
+        shape_axis = class_axis(shapes[index], requested_axis, sample) if index in fits else None
+        axis = None if single_class_note(name, shapes[index], shape_axis) else shape_axis  # [N, 1]: cannot fail
         if index == label_index:
             basis = "labels score it"
         elif index == named:
@@ -113,7 +115,7 @@ def _setup(names, first_ref, stats, labels, output_name, requested_axis):
             stats[name].class_axis = axis
             stats[name].class_note = f"class agreement on axis {axis}: {basis}"
         else:
-            stats[name].class_note = not_class_scores_note(name, shapes[index], axis)
+            stats[name].class_note = not_class_scores_note(name, shapes[index], shape_axis)
     return label_index, why
 
 

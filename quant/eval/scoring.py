@@ -128,8 +128,8 @@ class Agreement(Metric):
             index, why = _outputs.label_output(names, shapes, labels)
             why = f"the output labels score: {why}"
         else:
-            axes = [_outputs.class_axis(s, self.class_axis) if len(s) > (self.class_axis or 1) else None
-                    for s in shapes]
+            axes = [_outputs.class_axis(s, self.class_axis, r) if len(s) > (self.class_axis or 1) else None
+                    for s, r in zip(shapes, reference)]
             reasons = [(i, _outputs.class_scores_reason(n, np.asarray(r), a))
                        for i, (n, r, a) in enumerate(zip(names, reference, axes))]
             scores = [(i, why) for i, why in reasons if why]
@@ -142,10 +142,17 @@ class Agreement(Metric):
                 raise QuantError(f"metric 'agreement' does not know which output holds class scores "
                                  f"(outputs: {', '.join(names)}; candidates: {candidates})",
                                  hint=f"name it with --metric agreement@NAME or --output-name NAME")
-        self.axis = _outputs.class_axis(shapes[index], self.class_axis)
+        self.axis = _outputs.class_axis(shapes[index], self.class_axis, reference[index])
+        if self.axis is None and len(shapes[index]) == 3:
+            raise QuantError(f"metric 'agreement': {_outputs.ambiguous_axis_note(names[index], shapes[index])}",
+                             hint="e.g. --class-axis 2 for sequence logits [N, T, C]")
         if self.axis is None:
             raise QuantError(f"agreement needs a class axis; output '{names[index]}' has shape "
                              f"{_outputs.shape_text(shapes[index])}", hint="choose --metric cosine or sqnr")
+        if _outputs.single_class_note(names[index], shapes[index], self.axis):
+            raise QuantError(f"metric 'agreement': {_outputs.single_class_note(names[index], shapes[index], self.axis)}",
+                             hint="gate it with --metric cosine or sqnr, or a module:function metric (a sign "
+                                  "agreement for a binary logit)")
         return index, why
 
     def update(self, state, outputs, reference, labels):

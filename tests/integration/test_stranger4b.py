@@ -112,3 +112,53 @@ def test_gate_prints_a_noiseless_sqnr_as_inf_in_both_places(tmp_path):
     proc = run_cli(["gate", model, int8, "--data", data, "--metric", "sqnr@zero", "--min-value", "30"])
     assert proc.returncode == 0, proc.stderr
     assert "INT8 inf dB (emulate, 40 samples); INT8 inf >= min 30.0" in proc.stdout, proc.stdout
+
+
+def test_sequence_logits_are_not_scored_over_their_time_steps(tmp_path):
+    """logits [N, 5, 4]: 5 time steps, 4 classes. Before: eval printed '99.38% (axis 1)', argmax over the time
+    steps. Now: n/a with the reason until --class-axis says where the classes are; then the per-step agreement
+    computed here."""
+    from bad_inputs.cases_stranger4b import calibrated, sequence_model
+
+    model, int8, held = calibrated(tmp_path, sequence_model(tmp_path / "seq.onnx"), (5, 8))
+    x = np.load(held)
+    ref, out = _run(model, x)[0], _run(int8, x, emulate=True)[0]
+    per_step = 100.0 * np.mean(ref.argmax(2) == out.argmax(2))
+    assert per_step != pytest.approx(100.0 * np.mean(ref.argmax(1) == out.argmax(1)))  # the axis matters here
+    proc = run_cli(["eval", model, int8, "--data", held, "--json"])
+    assert proc.returncode == 0, proc.stderr
+    logits = json.loads(proc.stdout)["outputs"]["logits"]
+    assert logits["agreement"] is None and "pass --class-axis 1 or 2" in logits["agreement_basis"]
+    proc = run_cli(["eval", model, int8, "--data", held, "--class-axis", "2", "--json"])
+    assert json.loads(proc.stdout)["outputs"]["logits"]["agreement"] == pytest.approx(per_step)
+    proc = run_cli(["gate", model, int8, "--data", held, "--metric", "agreement", "--class-axis", "-1",
+                    "--max-drop", "50", "--output-json", tmp_path / "gate.json"])
+    assert proc.returncode == 0, proc.stderr
+    check = json.loads((tmp_path / "gate.json").read_text())["checks"][0]
+    assert check["int8"] == pytest.approx(per_step) and check["class_axis"] == 2
+
+
+def test_sequence_probabilities_find_their_class_axis(tmp_path):
+    """Softmax over the last axis: the values say where the classes are (as for PP-OCR rec's per-step softmax)."""
+    from bad_inputs.cases_stranger4b import calibrated, sequence_model
+
+    model, int8, held = calibrated(tmp_path, sequence_model(tmp_path / "seq.onnx", softmax=True), (5, 8))
+    x = np.load(held)
+    ref, out = _run(model, x)[0], _run(int8, x, emulate=True)[0]
+    proc = run_cli(["eval", model, int8, "--data", held, "--json"])
+    assert proc.returncode == 0, proc.stderr
+    probs = json.loads(proc.stdout)["outputs"]["probs"]
+    assert probs["class_axis"] == 2 and "class agreement on axis 2" in probs["agreement_basis"]
+    assert probs["agreement"] == pytest.approx(100.0 * np.mean(ref.argmax(2) == out.argmax(2)))
+
+
+def test_a_binary_logit_gets_no_agreement_that_cannot_fail(tmp_path):
+    """logit [N, 1]: argmax over one value is always 0. Before: eval --output-name logit printed
+    '100.00% (axis 1)' (and the gate passed on it, see cases_stranger4b)."""
+    from bad_inputs.cases_stranger4b import binary_model, calibrated
+
+    model, int8, held = calibrated(tmp_path, binary_model(tmp_path / "bin.onnx"), (8,), ("include", ("mm",)))
+    proc = run_cli(["eval", model, int8, "--data", held, "--output-name", "logit", "--json"])
+    assert proc.returncode == 0, proc.stderr
+    logit = json.loads(proc.stdout)["outputs"]["logit"]
+    assert logit["agreement"] is None and "100% whatever the model does" in logit["agreement_basis"]

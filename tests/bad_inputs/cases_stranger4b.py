@@ -1,0 +1,79 @@
+"""Bad inputs found by trying quant's printed numbers as a stranger would (fourth round; see
+tests/integration/test_stranger4b.py): a number that cannot be right for the output's shape is refused."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from bad_inputs.cases import Case
+
+
+def save_model(nodes, inputs, outputs, initializers: dict, path: Path) -> Path:
+    graph = helper.make_graph(nodes, "stranger4b", inputs, outputs,
+                              [numpy_helper.from_array(np.asarray(a), n) for n, a in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def info(name, shape, elem=TensorProto.FLOAT):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def sequence_model(path: Path, softmax: bool = False) -> Path:
+    """x [N, 5, 8] -> MatMul [8, 4] -> logits [N, 5, 4]: 5 time steps, 4 classes on the LAST axis (or
+    Softmax over it: probs)."""
+    w = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["logits"], name="mm")]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=-1))
+    return save_model(nodes, [info("x", ["N", 5, 8])], [info("probs" if softmax else "logits", ["N", 5, 4])],
+                      {"W": w}, path)
+
+
+def binary_model(path: Path) -> Path:
+    """x [N, 8] -> MatMul [8, 1] -> logit [N, 1] (one binary logit per sample)."""
+    w = np.random.default_rng(0).normal(size=(8, 1)).astype(np.float32)
+    return save_model([helper.make_node("MatMul", ["x", "W"], ["logit"], name="mm")],
+                      [info("x", ["N", 8])], [info("logit", ["N", 1])], {"W": w}, path)
+
+
+def calibrated(d: Path, model: Path, sample_shape, *options) -> tuple[Path, Path, Path]:
+    """(model, its model.int8.onnx, held-out .npy) with 40 seeded samples of ``sample_shape``."""
+    import quant
+
+    np.save(d / "x.npy", np.random.default_rng(1).normal(size=(40, *sample_shape)).astype(np.float32))
+    quant.calibrate(model, d / "x.npy", **dict(options)).save(d / "cal")
+    return model, d / "cal" / "model.int8.onnx", d / "x.npy"
+
+
+def gate_agreement_over_the_time_steps(d: Path):
+    # [N, 5, 4] sequence logits: the default axis 1 scored argmax over the 5 time steps ("99.38% (axis 1)")
+    model, int8, held = calibrated(d, sequence_model(d / "seq.onnx"), (5, 8))
+    return ["gate", model, int8, "--data", held, "--metric", "agreement", "--max-drop", "1"]
+
+
+def gate_agreement_of_a_binary_logit(d: Path):
+    # argmax over an axis of size 1 is 0 for FP32 and INT8 alike: 'PASS ... 100.0000%' whatever the model does
+    model, int8, held = calibrated(d, binary_model(d / "bin.onnx"), (8,), ("include", ("mm",)))
+    return ["gate", model, int8, "--data", held, "--metric", "agreement@logit", "--max-drop", "0"]
+
+
+def sensitivity_agreement_of_a_binary_logit(d: Path):
+    model, _, held = calibrated(d, binary_model(d / "bin.onnx"), (8,), ("include", ("mm",)))
+    return ["sensitivity", model, "--calibration", d / "cal", "--data", held, "--metric", "agreement"]
+
+
+CASES = [
+    Case("gate_agreement_over_the_time_steps", gate_agreement_over_the_time_steps,
+         "may hold classes on axis 1 ([N, C, L]) or on axis 2 ([N, T, C], sequence logits)"),
+    Case("gate_agreement_of_a_binary_logit", gate_agreement_of_a_binary_logit,
+         "output 'logit' [N, 1] has 1 value on axis 1: its argmax agreement would be 100% whatever the model does"),
+    Case("sensitivity_agreement_of_a_binary_logit", sensitivity_agreement_of_a_binary_logit,
+         "its argmax agreement would be 100% whatever the model does"),
+]
