@@ -27,12 +27,12 @@ def _info(name, shape, elem=TensorProto.FLOAT):
     return helper.make_tensor_value_info(name, elem, shape)
 
 
-def _run(model, x, emulate=False):
+def _run(model, x, emulate=False, name="x"):
     options = ort.SessionOptions()
     if emulate:  # Q/DQ as separate float ops: quant's default --runtime emulate
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    return [np.float64(o) for o in session.run(None, {"x": x})]
+    return [np.float64(o) for o in session.run(None, {name: x})]
 
 
 def _calibrate(tmp_path, model, x, *extra):
@@ -162,3 +162,24 @@ def test_a_binary_logit_gets_no_agreement_that_cannot_fail(tmp_path):
     assert proc.returncode == 0, proc.stderr
     logit = json.loads(proc.stdout)["outputs"]["logit"]
     assert logit["agreement"] is None and "100% whatever the model does" in logit["agreement_basis"]
+
+
+def test_fallback_table_says_which_rows_were_scored_on_the_screening_subset(tmp_path):
+    """The bisect search scores its steps on a subset (156 of 540 digits) and confirms on all of them; the table
+    printed both kinds of value in one column with nothing to tell them apart (fallback.json had 'data')."""
+    from bad_inputs.cases import CALIBRATION, HELDOUT, MODEL
+
+    assert run_cli(["calibrate", MODEL, "--data", CALIBRATION, "--method", "minmax", "--output",
+                    tmp_path / "cal"]).returncode == 0
+    proc = run_cli(["fallback", MODEL, "--calibration", tmp_path / "cal", "--data", HELDOUT, "--metric", "sqnr",
+                    "--min-value", "40", "--output", tmp_path / "fb"])
+    assert proc.returncode == 0, proc.stderr
+    path = json.loads((tmp_path / "fb" / "fallback.json").read_text())["path"]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split() and line.split()[0].isdigit() and "layer(s)" not in line]
+    assert len(rows) == len(path) and {step["data"] for step in path} == {"subset", "full"}
+    for row, step in zip(rows, path):
+        assert row[2:4] == (["all", "540"] if step["data"] == "full" else ["subset", str(step["samples"])]), row
+        assert float(row[4]) == pytest.approx(step["value"], abs=5e-5)
+    x = np.load(HELDOUT)["input"]  # the last row, recomputed here on the model fallback wrote
+    ref, out = _run(MODEL, x, name="input")[0], _run(tmp_path / "fb" / "model.int8.onnx", x, True, "input")[0]
+    assert path[-1]["value"] == pytest.approx(10 * np.log10(np.sum(ref ** 2) / np.sum((out - ref) ** 2)), abs=1e-6)
