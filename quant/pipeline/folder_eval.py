@@ -184,6 +184,9 @@ def evaluate_folder(fp32_model, folder: str | Path, data, labels=None, runtime: 
                          hint="pass the .engine file built by 'quant build' as INT8_MODEL")
     models = folder_methods(folder)
     fp32_proto = load_model(fp32_model) if isinstance(fp32_model, (str, Path)) else fp32_model
+    from quant.eval.batch_axis import check_declared_batch_axis
+
+    check_declared_batch_axis(fp32_proto)
     runners = {method: int8_runner(path, runtime) for method, path in models.items()}  # checks every model first
     from quant.datasets.recorded import choose_preprocess
 

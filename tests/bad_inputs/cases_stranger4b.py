@@ -69,6 +69,25 @@ def sensitivity_agreement_of_a_binary_logit(d: Path):
     return ["sensitivity", model, "--calibration", d / "cal", "--data", held, "--metric", "agreement"]
 
 
+def transposed_model(path: Path) -> Path:
+    """x [N, 8] -> MatMul [8, 10] -> Transpose -> logits [10, N]: the batch on the last axis."""
+    w = np.random.default_rng(0).normal(size=(8, 10)).astype(np.float32)
+    return save_model([helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),
+                       helper.make_node("Transpose", ["m"], ["logits"], name="transpose", perm=[1, 0])],
+                      [info("x", ["N", 8])], [info("logits", [10, "N"])], {"W": w}, path)
+
+
+def eval_batch_last_with_batches_of_its_classes(d: Path):
+    # batches of 10 samples make [10, N] look batch-first: eval printed 'logits [N, 10] 97.50% (axis 1)'
+    model, int8, held = calibrated(d, transposed_model(d / "cn.onnx"), (8,))
+    return ["eval", model, int8, "--data", held, "--batch-size", "10"]
+
+
+def gate_batch_last_with_batches_of_its_classes(d: Path):
+    model, int8, held = calibrated(d, transposed_model(d / "cn.onnx"), (8,))
+    return ["gate", model, int8, "--data", held, "--batch-size", "10", "--metric", "sqnr", "--min-value", "20"]
+
+
 CASES = [
     Case("gate_agreement_over_the_time_steps", gate_agreement_over_the_time_steps,
          "may hold classes on axis 1 ([N, C, L]) or on axis 2 ([N, T, C], sequence logits)"),
@@ -76,4 +95,8 @@ CASES = [
          "output 'logit' [N, 1] has 1 value on axis 1: its argmax agreement would be 100% whatever the model does"),
     Case("sensitivity_agreement_of_a_binary_logit", sensitivity_agreement_of_a_binary_logit,
          "its argmax agreement would be 100% whatever the model does"),
+    Case("eval_batch_last_with_batches_of_its_classes", eval_batch_last_with_batches_of_its_classes,
+         "model output 'logits' is declared [10, N]: the batch axis 'N' of the inputs is its axis 1, not the first"),
+    Case("gate_batch_last_with_batches_of_its_classes", gate_batch_last_with_batches_of_its_classes,
+         "model output 'logits' is declared [10, N]"),
 ]
