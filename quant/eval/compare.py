@@ -55,6 +55,8 @@ class EvalReport:
                 notes.append(value["agreement_basis"])
             else:
                 agreement = f"{value['agreement']:.2f}% (axis {value['class_axis']})"
+                if "positions are not counted" in value["agreement_basis"]:  # FP32 ties (padding) left out
+                    notes.append(f"agreement of '{name}': " + value["agreement_basis"].split("; ")[-1])
             lines.append(f"{_cut(name, width):<{width}} {value['shape'] or '':<16} {agreement:>17} {_num(value['cosine'], '.5f'):>9} "
                          f"{_num(value['sqnr_db'], '.2f'):>8} {_num(value['max_abs_error'], '.4g'):>11} "
                          f"{_num(value['mean_abs_error'], '.4g'):>12}")

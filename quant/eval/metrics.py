@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from quant.eval.outputs import argmax_agreement, shape_text
+from quant.eval.outputs import argmax_agreement, shape_text, tied_positions
 
 
 def row_cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
@@ -43,6 +43,7 @@ class OutputStats:
     cosine_sum: float = 0.0
     agree: int = 0
     positions: int = 0
+    tied: int = 0  # positions left out of agreement: both models score every class alike there (padding)
     sample_sqnr: list[float] = field(default_factory=list)
     class_axis: int | None = None  # set when the output holds class scores (see quant.eval.outputs); else None
     class_note: str = ""  # why agreement is scored on this output, or why it is n/a
@@ -50,6 +51,11 @@ class OutputStats:
     integer: bool = False  # class indices, counts, masks: SQNR and cosine of such values mean nothing
     nonfinite: int = 0  # samples whose FP32 output holds NaN/Inf: every error of the output is undefined
     samples: int = 0
+
+    @property
+    def tied_note(self) -> str:
+        return (f"; {self.tied} of {self.tied + self.positions} positions are not counted: FP32 and INT8 both give "
+                "every class the same score there (padding?)")
 
     def update(self, reference: np.ndarray, candidate: np.ndarray) -> None:
         self.integer = self.integer or np.asarray(reference).dtype.kind in "biu"
@@ -77,9 +83,12 @@ class OutputStats:
             agree, positions = argmax_agreement(ref, cand, self.class_axis)
             self.agree += agree
             self.positions += positions
+            self.tied += tied_positions(ref, cand, self.class_axis)
 
     def summary(self) -> dict:
         samples = len(self.sample_sqnr)
+        if self.tied and self.class_axis is not None and self.tied_note not in self.class_note:
+            self.class_note += self.tied_note
         if self.integer:  # n/a, said in agreement_basis; max/mean abs error stay (0 when every value is equal)
             self.class_note = f"output '{self.name}' holds integers (not scores): SQNR and cosine are n/a"
         if self.nonfinite:  # NaN rows made max abs error 0 and cosine a share of samples: no number is right

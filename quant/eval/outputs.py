@@ -138,7 +138,22 @@ def not_class_scores_note(name: str, shape: Sequence[int], axis: int | None) -> 
 
 
 def argmax_agreement(reference: np.ndarray, candidate: np.ndarray, axis: int) -> tuple[int, int]:
-    """(positions where both argmax over ``axis`` agree, positions): per sample for [N, C], per pixel for maps."""
+    """(positions where both argmax over ``axis`` agree, positions): per sample for [N, C], per pixel for maps.
+
+    Positions where both models give every class the same score (padded time steps or pixels: all zero in FP32
+    and INT8) are not counted: both argmaxes are the first index by convention, an 'agreement' that says nothing
+    (see :func:`tied_positions`). Where only one of them ties, the deployed decisions can differ: counted."""
     ref, cand = np.asarray(reference), np.asarray(candidate)
-    agree = int(np.sum(ref.argmax(axis) == cand.argmax(axis)))
-    return agree, int(ref.size // ref.shape[axis])
+    counted = ~_tied(ref, axis) | ~_tied(cand, axis)
+    agree = int(np.sum((ref.argmax(axis) == cand.argmax(axis)) & counted))
+    return agree, int(counted.sum())
+
+
+def tied_positions(reference: np.ndarray, candidate: np.ndarray, axis: int) -> int:
+    """How many positions :func:`argmax_agreement` leaves out: both models score every class alike there."""
+    return int(np.sum(_tied(np.asarray(reference), axis) & _tied(np.asarray(candidate), axis)))
+
+
+def _tied(values: np.ndarray, axis: int) -> np.ndarray:
+    """Positions where every score on ``axis`` is the same (no class stands out)."""
+    return values.max(axis) == values.min(axis)

@@ -183,3 +183,31 @@ def test_fallback_table_says_which_rows_were_scored_on_the_screening_subset(tmp_
     x = np.load(HELDOUT)["input"]  # the last row, recomputed here on the model fallback wrote
     ref, out = _run(MODEL, x, name="input")[0], _run(tmp_path / "fb" / "model.int8.onnx", x, True, "input")[0]
     assert path[-1]["value"] == pytest.approx(10 * np.log10(np.sum(ref ** 2) / np.sum((out - ref) ** 2)), abs=1e-6)
+
+
+def test_padded_time_steps_are_not_counted_as_agreeing(tmp_path):
+    """Sequence logits with zero-padded steps: FP32 and INT8 scores there are all 0, argmax index 0 in both, a match
+    for free. Before: they were counted, raising per-step agreement toward 100% with the padding share."""
+    from bad_inputs.cases_stranger4b import sequence_model
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 5, 8)).astype(np.float32)
+    lengths = rng.integers(1, 6, len(x))
+    for row, length in enumerate(lengths):
+        x[row, length:] = 0.0  # padding: the MatMul gives exact zeros there
+    model = sequence_model(tmp_path / "seq.onnx", close=True)
+    int8, data = _calibrate(tmp_path, model, x)
+    ref, out = _run(model, x)[0], _run(int8, x, emulate=True)[0]
+    real = np.arange(5)[None, :] < lengths[:, None]
+    expected = 100.0 * np.mean((ref.argmax(2) == out.argmax(2))[real])
+    counted_all = 100.0 * np.mean(ref.argmax(2) == out.argmax(2))
+    assert expected != pytest.approx(counted_all)  # the padding changes the number on this data
+    proc = run_cli(["eval", model, int8, "--data", data, "--class-axis", "2", "--output-name", "logits",
+                    "--output-json", tmp_path / "eval.json"])
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "eval.json").read_text())["outputs"]["logits"]["agreement"] == pytest.approx(expected)
+    assert f"{int((~real).sum())} of {real.size} positions are not counted" in proc.stdout, proc.stdout
+    gate = run_cli(["gate", model, int8, "--data", data, "--metric", "agreement@logits", "--class-axis", "2",
+                    "--max-drop", "100", "--output-json", tmp_path / "gate.json"])
+    assert gate.returncode == 0, gate.stderr
+    assert json.loads((tmp_path / "gate.json").read_text())["checks"][0]["int8"] == pytest.approx(expected)
