@@ -8,6 +8,9 @@ import numpy as np
 from quant.eval.outputs import argmax_agreement, shape_text, tied_positions
 
 
+SCALAR_COSINE = "one value per sample: its cosine is only the sign (+1 or -1)"
+
+
 def row_cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     """Cosine similarity of each row pair of two [N, D] arrays (float64): 1 where both rows are zero, 0 where
     only one is (an INT8 row that lost all signal matches nothing), NaN where the INT8 row is NaN or Inf.
@@ -89,6 +92,9 @@ class OutputStats:
         samples = len(self.sample_sqnr)
         if self.tied and self.class_axis is not None and self.tied_note not in self.class_note:
             self.class_note += self.tied_note
+        scalar = bool(self.shape) and int(np.prod(self.shape[1:])) == 1  # [N], [N, 1]: the cosine of 1 value is ±1
+        if scalar and not self.integer and SCALAR_COSINE not in self.class_note:
+            self.class_note += f"; {SCALAR_COSINE}, so cosine is n/a (SQNR scores it)"
         if self.integer:  # n/a, said in agreement_basis; max/mean abs error stay (0 when every value is equal)
             self.class_note = f"output '{self.name}' holds integers (not scores): SQNR and cosine are n/a"
         if self.nonfinite:  # NaN rows made max abs error 0 and cosine a share of samples: no number is right
@@ -99,7 +105,7 @@ class OutputStats:
                     "agreement_basis": self.class_note, "max_abs_error": None, "mean_abs_error": None}
         return {
             "sqnr_db": None if self.integer else sqnr_db(self.signal, self.noise),
-            "cosine": None if self.integer else self.cosine_sum / samples if samples else float("nan"),
+            "cosine": None if self.integer or scalar else self.cosine_sum / samples if samples else float("nan"),
             "shape": shape_text(self.shape) if self.shape else None,
             "class_axis": self.class_axis,
             "agreement": 100.0 * self.agree / self.positions if self.class_axis is not None and self.positions else None,

@@ -131,7 +131,7 @@ def not_class_scores_note(name: str, shape: Sequence[int], axis: int | None) -> 
     if axis is None or len(shape) < 2:
         return f"output '{name}' {shape_text(shape)} has no class axis"
     if single_class_note(name, shape, axis):
-        return single_class_note(name, shape, axis) + " (cosine and SQNR score it)"
+        return single_class_note(name, shape, axis) + " (SQNR scores it)"
     return (f"output '{name}' {shape_text(shape)} is not known to hold class scores (an embedding or a regression?): "
             f"name it (--output-name {name}, or --metric agreement@{name} in gate) to score class agreement on axis "
             f"{axis}")

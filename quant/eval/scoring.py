@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from quant.core.errors import QuantError
-from quant.eval.metrics import refuse_trivial_topk, row_cosines, sqnr_db, topk_hits
+from quant.eval.metrics import SCALAR_COSINE, refuse_trivial_topk, row_cosines, sqnr_db, topk_hits
 from quant.eval import outputs as _outputs
 
 
@@ -204,6 +204,14 @@ class _FloatOutput(Metric):
 class Cosine(_FloatOutput):
     def __init__(self) -> None:
         super().__init__(name="cosine")
+
+    def _choose(self, names, shapes, reference, labels):
+        index, why = super()._choose(names, shapes, reference, labels)
+        if int(np.prod(shapes[index][1:])) == 1:  # [N] or [N, 1]: eval prints n/a
+            raise QuantError(f"metric 'cosine': output '{names[index]}' {_outputs.shape_text(shapes[index])} has "
+                             + SCALAR_COSINE,
+                             hint="gate it with --metric sqnr --min-value DB")
+        return index, why
 
     def update(self, state, outputs, reference, labels):
         out, ref = self._pick(outputs), self._reference(reference)

@@ -71,6 +71,21 @@ def sensitivity_agreement_of_a_binary_logit(d: Path):
     return ["sensitivity", model, "--calibration", d / "cal", "--data", held, "--metric", "agreement"]
 
 
+def binary_and_score_model(path: Path) -> Path:
+    """x [N, 8] -> MatMul [8, 1] -> logit [N, 1] -> Squeeze -> score [N]."""
+    w = np.random.default_rng(0).normal(size=(8, 1)).astype(np.float32)
+    return save_model([helper.make_node("MatMul", ["x", "W"], ["logit"], name="mm"),
+                       helper.make_node("Squeeze", ["logit", "axes"], ["score"], name="squeeze")],
+                      [info("x", ["N", 8])], [info("logit", ["N", 1]), info("score", ["N"])],
+                      {"W": w, "axes": np.array([1], np.int64)}, path)
+
+
+def gate_cosine_of_one_score_per_sample(d: Path):
+    # the cosine of one value is its sign: 'PASS: cosine@score FP32 1.0000, INT8 1.0000' at any error size
+    model, int8, held = calibrated(d, binary_and_score_model(d / "score.onnx"), (8,), ("include", ("mm",)))
+    return ["gate", model, int8, "--data", held, "--metric", "cosine@score", "--max-drop", "0.001"]
+
+
 def transposed_model(path: Path) -> Path:
     """x [N, 8] -> MatMul [8, 10] -> Transpose -> logits [10, N]: the batch on the last axis."""
     w = np.random.default_rng(0).normal(size=(8, 10)).astype(np.float32)
@@ -101,4 +116,6 @@ CASES = [
          "model output 'logits' is declared [10, N]: the batch axis 'N' of the inputs is its axis 1, not the first"),
     Case("gate_batch_last_with_batches_of_its_classes", gate_batch_last_with_batches_of_its_classes,
          "model output 'logits' is declared [10, N]"),
+    Case("gate_cosine_of_one_score_per_sample", gate_cosine_of_one_score_per_sample,
+         "metric 'cosine': output 'score' [N] has one value per sample: its cosine is only the sign (+1 or -1)"),
 ]

@@ -211,3 +211,19 @@ def test_padded_time_steps_are_not_counted_as_agreeing(tmp_path):
                     "--max-drop", "100", "--output-json", tmp_path / "gate.json"])
     assert gate.returncode == 0, gate.stderr
     assert json.loads((tmp_path / "gate.json").read_text())["checks"][0]["int8"] == pytest.approx(expected)
+
+
+def test_one_value_per_sample_gets_no_cosine(tmp_path):
+    """[N, 1] and [N]: the per-sample cosine of one value is +1 or -1. Before: eval printed cosine 1.00000 for both
+    (SQNR 30.3 dB), and a cosine gate passed whatever the size of the error."""
+    from bad_inputs.cases_stranger4b import binary_and_score_model, calibrated
+
+    model, int8, held = calibrated(tmp_path, binary_and_score_model(tmp_path / "m.onnx"), (8,), ("include", ("mm",)))
+    x = np.load(held)
+    ref, out = _run(model, x)[1], _run(int8, x, emulate=True)[1]
+    proc = run_cli(["eval", model, int8, "--data", held, "--json"])
+    assert proc.returncode == 0, proc.stderr
+    outputs = json.loads(proc.stdout)["outputs"]
+    for name in ("logit", "score"):
+        assert outputs[name]["cosine"] is None and "its cosine is only the sign" in outputs[name]["agreement_basis"]
+        assert outputs[name]["sqnr_db"] == pytest.approx(10 * np.log10(np.sum(ref ** 2) / np.sum((out - ref) ** 2)))
