@@ -61,18 +61,24 @@ class CheckResult:
 
     def format_line(self, runtime: str, samples: int) -> str:
         verdict = "PASS" if self.passed else "FAIL"
-        return (f"{verdict}: {self.label} FP32 {_value(self.fp32, self.unit)}, INT8 "
-                f"{_value(self.int8, self.unit, self.fp32)} "
+        return (f"{verdict}: {self.label} FP32 {format_value(self.fp32, self.unit)}, INT8 "
+                f"{format_value(self.int8, self.unit, self.fp32)} "
                 f"({runtime}, {samples} samples); {self.criterion}")
 
 
-def _value(value: float, unit: str, other: float | None = None) -> str:
+def format_value(value: float, unit: str, other: float | None = None) -> str:
     """'98.1481%', '31.2000 dB'; 'inf dB' as eval prints a noiseless SQNR; n/a for no value (FP32's SQNR).
     With ``other`` (FP32's value), INT8's gets the digits that tell them apart (cosine 1.0000 vs 0.99997)."""
     if value is None or math.isnan(value):
         return "n/a"
     other = other if other is not None and math.isfinite(other) else None
     return f"{shown(value, other)}%" if unit == "%" else shown(value, other) + (f" {unit}" if unit else "")
+
+
+def _pair(value: dict) -> str:
+    """'FP32 98.8889%, INT8 99.0741%' for a reported (not gated) metric."""
+    return (f"FP32 {format_value(value['fp32'], value['unit'])}, "
+            f"INT8 {format_value(value['int8'], value['unit'], value['fp32'])}")
 
 
 def shown(value: float, bound: float | None = None) -> str:
@@ -142,8 +148,7 @@ class GateResult:
                   for c in self.checks if c.output]
         lines += [f"  {c.metric}: {c.basis}" for c in self.checks if c.source == "evaluation function"]
         for value in self.reported:
-            lines.append(f"  reported, not gated: {value['metric']}@{value['output']}: FP32 "
-                         f"{_value(value['fp32'], value['unit'])}, INT8 {_value(value['int8'], value['unit'], value['fp32'])}")
+            lines.append(f"  reported, not gated: {value['metric']}@{value['output']}: {_pair(value)}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -156,7 +161,7 @@ class GateResult:
         ET.SubElement(properties, "property", name="runtime", value=self.runtime)
         ET.SubElement(properties, "property", name="samples", value=str(self.samples))
         for value in self.reported:
-            text = f"FP32 {_value(value['fp32'], value['unit'])}, INT8 {_value(value['int8'], value['unit'], value['fp32'])}"
+            text = _pair(value)
             ET.SubElement(properties, "property", name=f"{value['metric']}@{value['output']}", value=text)
         for check in self.checks:
             case = ET.SubElement(suite, "testcase", classname="quant.gate", name=check.label,

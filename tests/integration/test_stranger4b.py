@@ -227,3 +227,21 @@ def test_one_value_per_sample_gets_no_cosine(tmp_path):
     for name in ("logit", "score"):
         assert outputs[name]["cosine"] is None and "its cosine is only the sign" in outputs[name]["agreement_basis"]
         assert outputs[name]["sqnr_db"] == pytest.approx(10 * np.log10(np.sum(ref ** 2) / np.sum((out - ref) ** 2)))
+
+
+def test_sensitivity_header_gives_the_unit_and_no_fp32_sqnr(tmp_path):
+    """Before: 'metric sqnr: FP32 inf, all layers INT8 35.4534' where the gate prints 'FP32 n/a' for the same SQNR
+    (FP32 against itself has no value), and no unit for any metric. The all-INT8 value is recomputed here."""
+    from bad_inputs.cases import CALIBRATION, HELDOUT, MODEL
+
+    assert run_cli(["calibrate", MODEL, "--data", CALIBRATION, "--method", "minmax", "--output",
+                    tmp_path / "cal"]).returncode == 0
+    proc = run_cli(["sensitivity", MODEL, "--calibration", tmp_path / "cal", "--data", HELDOUT, "--metric", "sqnr"])
+    assert proc.returncode == 0, proc.stderr
+    x = np.load(HELDOUT)["input"]
+    ref, out = _run(MODEL, x, name="input")[0], _run(tmp_path / "cal" / "model.int8.onnx", x, True, "input")[0]
+    sqnr = 10 * np.log10(np.sum(ref ** 2) / np.sum((out - ref) ** 2))
+    assert proc.stdout.splitlines()[0] == f"metric sqnr (dB): FP32 n/a, all layers INT8 {sqnr:.4f}"
+    gate = run_cli(["gate", MODEL, tmp_path / "cal" / "model.int8.onnx", "--data", HELDOUT, "--metric", "sqnr",
+                    "--min-value", "1"])
+    assert f"FP32 n/a, INT8 {sqnr:.4f} dB" in gate.stdout, gate.stdout
