@@ -9,6 +9,7 @@ import numpy as np
 from quant.core.errors import QuantError
 from quant.eval.batch_axis import check_batch_axis
 from quant.core.io import to_jsonable
+from quant.core.numbers import percent, shown
 from quant.eval.metrics import OutputStats, TopK
 
 
@@ -40,8 +41,8 @@ class EvalReport:
         if self.task:
             lines.append(f"{'metric':<10} {'output':<16} {'FP32':>9} {'INT8':>9} {'drop':>10}")
             for name, value in self.task.items():
-                lines.append(f"{name:<10} {_cut(value['output'], 16):<16} {value['fp32']:>8.2f}% {value['int8']:>8.2f}% "
-                             f"{value['drop']:>7.2f} pp")
+                lines.append(f"{name:<10} {_cut(value['output'], 16):<16} {percent(value['fp32']):>8}% "
+                             f"{percent(value['int8']):>8}% {shown(value['drop'], [0.0], 2):>7} pp")
             for name, value in self.task.items():
                 lines.append(f"{name} scored output '{value['output']}' {value['shape']}, classes on axis "
                              f"{value['class_axis']} ({value['why']})")
@@ -54,7 +55,7 @@ class EvalReport:
                 agreement = "n/a"
                 notes.append(value["agreement_basis"])
             else:
-                agreement = f"{value['agreement']:.2f}% (axis {value['class_axis']})"
+                agreement = f"{percent(value['agreement'])}% (axis {value['class_axis']})"
                 if "positions are not counted" in value["agreement_basis"]:  # FP32 ties (padding) left out
                     notes.append(f"agreement of '{name}': " + value["agreement_basis"].split("; ")[-1])
             lines.append(f"{_cut(name, width):<{width}} {value['shape'] or '':<16} {agreement:>17} {_num(value['cosine'], '.5f'):>9} "

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from quant.core.errors import QuantError
 from quant.core.io import to_jsonable
+from quant.core.numbers import shown
 from quant.eval.scoring import Metric
 
 from quant.schemas import FORMAT_VERSION, schema_id
@@ -72,28 +73,15 @@ def format_value(value: float, unit: str, other: float | None = None) -> str:
     if value is None or math.isnan(value):
         return "n/a"
     other = other if other is not None and math.isfinite(other) else None
-    return f"{shown(value, other)}%" if unit == "%" else shown(value, other) + (f" {unit}" if unit else "")
+    if unit == "%":  # never 100% or 0% unless exactly
+        return f"{shown(value, [other, 0.0, 100.0])}%"
+    return shown(value, [other]) + (f" {unit}" if unit else "")
 
 
 def _pair(value: dict) -> str:
     """'FP32 98.8889%, INT8 99.0741%' for a reported (not gated) metric."""
     return (f"FP32 {format_value(value['fp32'], value['unit'])}, "
             f"INT8 {format_value(value['int8'], value['unit'], value['fp32'])}")
-
-
-def shown(value: float, bound: float | None = None) -> str:
-    """``value`` to 4 decimals, with more digits where 4 would print it equal to the ``bound`` it was compared
-    with ('drop 0.0000 > max 0.0' for a drop of 3e-05); never '-0.0000' for a value that rounds to zero."""
-    if not math.isfinite(value):
-        return str(value)
-    text = f"{value:.4f}"
-    for digits in range(5, 17):
-        if bound is None or value == bound or float(text) != bound:
-            break
-        text = f"{value:.{digits}f}"
-    if bound is not None and value != bound and float(text) == bound:
-        text = repr(float(value))
-    return text.lstrip("-") if float(text) == 0 else text
 
 
 @dataclass
@@ -211,11 +199,11 @@ def decide(metric: Metric, fp32: float, int8: float, max_drop: float | None, rel
         checks.append(ok)
         unit = drop_unit(metric.unit, relative)
         unit = f" {unit}" if unit else ""
-        texts.append(f"drop {shown(drop, max_drop)}{unit} {'<=' if ok else '>'} max {max_drop + 0.0}{unit}")
+        texts.append(f"drop {shown(drop, [max_drop])}{unit} {'<=' if ok else '>'} max {max_drop + 0.0}{unit}")
     if min_value is not None:
         ok = int8 >= min_value if metric.higher_is_better else int8 <= min_value
         checks.append(ok)
         sign = (">=" if ok else "<") if metric.higher_is_better else ("<=" if ok else ">")
-        texts.append(f"INT8 {shown(int8, min_value)} {sign} {'min' if metric.higher_is_better else 'max'} "
+        texts.append(f"INT8 {shown(int8, [min_value])} {sign} {'min' if metric.higher_is_better else 'max'} "
                      f"{min_value + 0.0}")
     return all(checks), drop, "; ".join(texts)

@@ -10,6 +10,7 @@ from quant.calibrators import get as get_calibrator
 from quant.core.errors import QuantError
 from quant.core.histogram import load_histograms
 from quant.core.io import write_file_atomic
+from quant.core.numbers import percent, shown
 from quant.core.text import printable
 from quant.report import plots
 from quant.report.escape import md_code, md_text
@@ -21,6 +22,11 @@ REPORT_INPUTS = ("eval.json", "gate.json", "sensitivity.json", "fallback.json")
 def _f(value, spec: str = ".4g") -> str:
     """A number from JSON, where NaN/Inf were written as null; 4 significant digits unless ``spec`` says."""
     return "n/a" if value is None else format(value, spec)
+
+
+def _pct(value) -> str:
+    """A percentage from JSON as eval prints it: 100.00 or 0.00 only when exact."""
+    return "n/a" if value is None else percent(value)
 
 
 def number(value) -> str:
@@ -205,11 +211,11 @@ def _metric_table(folder: Path) -> str:
         lines += [f"Runtime: {md_text(evaluation['runtime']['int8'])} ({md_text(evaluation['samples'])} held-out samples).", "",
                   "| metric | output | FP32 | INT8 | drop |", "|---|---|---|---|---|"]
         for name, value in evaluation.get("task", {}).items():
-            lines.append(f"| {md_text(name)} | {md_code(value['output'], table=True)} | {_f(value['fp32'], '.2f')}% | "
-                         f"{_f(value['int8'], '.2f')}% | {_f(value['drop'], '.2f')} pp |")
+            lines.append(f"| {md_text(name)} | {md_code(value['output'], table=True)} | {_pct(value['fp32'])}% | "
+                         f"{_pct(value['int8'])}% | {_f(value['drop']) if value['drop'] is None else shown(value['drop'], [0.0], 2)} pp |")
         lines += ["", "| output | shape | agreement | cosine | SQNR (dB) | max abs error |", "|---|---|---|---|---|---|"]
         for name, value in evaluation["outputs"].items():
-            agreement = "n/a" if value["agreement"] is None else f"{value['agreement']:.2f}% (axis {value['class_axis']})"
+            agreement = "n/a" if value["agreement"] is None else f"{percent(value['agreement'])}% (axis {value['class_axis']})"
             lines.append(f"| {md_code(name, table=True)} | {md_text(value.get('shape') or '')} | {agreement} | "
                          f"{_f(value['cosine'], '.5f')} | {_f(value['sqnr_db'], '.2f')} | {_f(value['max_abs_error'], '.4g')} |")
         rows = evaluation.get("user_evaluation") or []

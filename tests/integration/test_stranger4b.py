@@ -245,3 +245,23 @@ def test_sensitivity_header_gives_the_unit_and_no_fp32_sqnr(tmp_path):
     gate = run_cli(["gate", MODEL, tmp_path / "cal" / "model.int8.onnx", "--data", HELDOUT, "--metric", "sqnr",
                     "--min-value", "1"])
     assert f"FP32 n/a, INT8 {sqnr:.4f} dB" in gate.stdout, gate.stdout
+
+
+def test_one_miss_in_20000_is_not_printed_as_100_percent():
+    """Before: eval printed top-1 99.995% as '100.00%' and its drop of 0.005 pp as '-0.01 pp' or '0.00 pp', and the
+    gate 99.99999% (one miss in ten million) as '100.0000%'; '-0.00 pp' for a tiny gain."""
+    from quant.eval.compare import EvalReport
+    from quant.eval.gate import format_value
+
+    fp32, int8 = 100.0 * 20000 / 20000, 100.0 * 19999 / 20000
+    task = {"top1": {"output": "logits", "shape": "[N, 10]", "class_axis": 1, "why": "the only output",
+                     "unit": "%", "fp32": fp32, "int8": int8, "drop": fp32 - int8, "drop_unit": "pp"}}
+    text = EvalReport("emulate", "exact Q/DQ", 20000, {}, task).format_text()
+    row = next(line for line in text.splitlines() if line.startswith("top1 "))
+    assert row.split()[2:] == ["100.00%", "99.995%", "0.005", "pp"], row
+    task["top1"].update(int8=100.0, drop=-1e-3)
+    row = next(line for line in EvalReport("emulate", "", 1, {}, task).format_text().splitlines()
+               if line.startswith("top1 "))
+    assert row.split()[-2:] == ["-0.001", "pp"], row
+    assert format_value(100.0 * 9999999 / 10000000, "%") == "99.99999%"
+    assert format_value(0.0, "%") == "0.0000%" and format_value(100.0, "%") == "100.0000%"
