@@ -50,10 +50,18 @@ class OutputStats:
     sample_sqnr: list[float] = field(default_factory=list)
     class_axis: int | None = None  # set when the output holds class scores (see quant.eval.outputs); else None
     class_note: str = ""  # why agreement is scored on this output, or why it is n/a
-    shape: tuple = ()
+    shape: tuple = ()  # of the first batch
+    extents: list = field(default_factory=list)  # (smallest, largest) size of each axis over the batches
     integer: bool = False  # class indices, counts, masks: SQNR and cosine of such values mean nothing
     nonfinite: int = 0  # samples whose FP32 output holds NaN/Inf: every error of the output is undefined
     samples: int = 0
+
+    @property
+    def shape_text(self) -> str | None:
+        """'[N, 10]'; an axis that changed between batches as its range: '[N, 1..4, 3]' (not the first batch's)."""
+        if not self.shape:
+            return None
+        return shape_text([d if lo == hi else f"{lo}..{hi}" for d, (lo, hi) in zip(self.shape, self.extents)])
 
     @property
     def tied_note(self) -> str:
@@ -82,6 +90,8 @@ class OutputStats:
             self.sample_sqnr.append(sqnr_db(float(s), float(n)))
         if not self.shape:
             self.shape = ref.shape
+        self.extents = [(min(lo, d), max(hi, d)) for (lo, hi), d in zip(self.extents, ref.shape)] \
+            if self.extents and len(self.extents) == ref.ndim else self.extents or [(d, d) for d in ref.shape]
         if self.class_axis is not None:
             agree, positions = argmax_agreement(ref, cand, self.class_axis)
             self.agree += agree
@@ -100,13 +110,13 @@ class OutputStats:
         if self.nonfinite:  # NaN rows made max abs error 0 and cosine a share of samples: no number is right
             self.class_note = (f"FP32 output '{self.name}' is NaN or Inf on {self.nonfinite} of {self.samples} "
                                "samples: SQNR, cosine and abs errors are n/a (check the held-out data)")
-            return {"sqnr_db": None, "cosine": None, "shape": shape_text(self.shape) if self.shape else None,
+            return {"sqnr_db": None, "cosine": None, "shape": self.shape_text,
                     "class_axis": self.class_axis, "agreement": None, "agreement_unit": "%",
                     "agreement_basis": self.class_note, "max_abs_error": None, "mean_abs_error": None}
         return {
             "sqnr_db": None if self.integer else sqnr_db(self.signal, self.noise),
             "cosine": None if self.integer or scalar else self.cosine_sum / samples if samples else float("nan"),
-            "shape": shape_text(self.shape) if self.shape else None,
+            "shape": self.shape_text,
             "class_axis": self.class_axis,
             "agreement": 100.0 * self.agree / self.positions if self.class_axis is not None and self.positions else None,
             "agreement_unit": "%",

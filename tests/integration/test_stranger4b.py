@@ -265,3 +265,26 @@ def test_one_miss_in_20000_is_not_printed_as_100_percent():
     assert row.split()[-2:] == ["-0.001", "pp"], row
     assert format_value(100.0 * 9999999 / 10000000, "%") == "99.99999%"
     assert format_value(0.0, "%") == "0.0000%" and format_value(100.0, "%") == "100.0000%"
+
+
+def test_an_axis_that_changes_per_batch_is_printed_as_its_range(tmp_path):
+    """Samples of 1 to 4 steps (x_0000, x_0001, ... of different shapes): eval printed the first batch's shape
+    '[N, 1, 3]' for every sample. The SQNR over all of them is recomputed here."""
+    from bad_inputs.cases_stranger4b import info, save_model
+
+    w = np.random.default_rng(0).normal(size=(8, 3)).astype(np.float32)
+    model = save_model([helper.make_node("MatMul", ["x", "W"], ["scores"], name="mm")], [info("x", ["N", "T", 8])],
+                       [info("scores", ["N", "T", 3])], {"W": w}, tmp_path / "var.onnx")
+    rng = np.random.default_rng(1)
+    samples = {f"x_{i:04d}": rng.normal(size=(1 + i % 4, 8)).astype(np.float32) for i in range(24)}
+    np.savez(tmp_path / "var.npz", **samples)
+    assert run_cli(["calibrate", model, "--data", tmp_path / "var.npz", "--output", tmp_path / "cal"]).returncode == 0
+    proc = run_cli(["eval", model, tmp_path / "cal" / "model.int8.onnx", "--data", tmp_path / "var.npz", "--json"])
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads(proc.stdout)["outputs"]["scores"]
+    assert scores["shape"] == "[N, 1..4, 3]"
+    signal = noise = 0.0
+    for x in samples.values():
+        ref, out = _run(model, x[None])[0], _run(tmp_path / "cal" / "model.int8.onnx", x[None], emulate=True)[0]
+        signal, noise = signal + np.sum(ref ** 2), noise + np.sum((out - ref) ** 2)
+    assert scores["sqnr_db"] == pytest.approx(10 * np.log10(signal / noise))
