@@ -11,6 +11,7 @@ from quant.core.errors import QuantError
 from quant.core.histogram import load_histograms
 from quant.core.io import write_file_atomic
 from quant.core.numbers import percent, shown
+from quant.eval.gate import format_value
 from quant.core.text import printable
 from quant.report import plots
 from quant.report.escape import md_code, md_text
@@ -139,7 +140,8 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
     sensitivity = _load(folder, "sensitivity.json")
     if sensitivity:
         stage(f"sensitivity of {len(sensitivity['layers'])} layers")
-        lines = [f"Metric **{md_text(sensitivity['metric'])}**: FP32 {_f(sensitivity['fp32'])}, all INT8 "
+        unit = f" ({md_text(sensitivity['unit'])})" if sensitivity.get("unit") else ""
+        lines = [f"Metric **{md_text(sensitivity['metric'])}**{unit}: FP32 {_f(sensitivity['fp32'])}, all INT8 "
                  f"{_f(sensitivity['all_quantized'])}. Rank correlation of the one-pass local SQNR with the "
                  f"exhaustive score: {_f(sensitivity['rank_correlation_one_pass_vs_exhaustive'], '.3f')}.", "",
                  "| rank | layer | only this | all but this | local SQNR (dB) |", "|---|---|---|---|---|"]
@@ -230,9 +232,10 @@ def _metric_table(folder: Path) -> str:
             lines += ["", f"Gate: **ERROR**: {md_text(gate['error']['message'])}"]
         for check in gate.get("checks", []):
             on = md_text(check["metric"]) + ("" if check["output"] is None else f"@{md_code(check['output'])}")
-            unit = f" {md_text(check['unit'])}" if check["unit"] else ""
-            lines += ["", f"Gate: **{'PASS' if check['passed'] else 'FAIL'}** on {on}: FP32 {md_text(_f(check['fp32']))}, "
-                          f"INT8 {md_text(_f(check['int8']))}{unit}; {md_text(check['criterion'])}"]
+            fp32, int8 = (float("nan") if check[k] is None else check[k] for k in ("fp32", "int8"))  # null: n/a
+            lines += ["", f"Gate: **{'PASS' if check['passed'] else 'FAIL'}** on {on}: FP32 "
+                          f"{md_text(format_value(fp32, check['unit']))}, INT8 "
+                          f"{md_text(format_value(int8, check['unit'], fp32))}; {md_text(check['criterion'])}"]
     return "\n".join(lines).strip()
 
 

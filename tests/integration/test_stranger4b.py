@@ -288,3 +288,19 @@ def test_an_axis_that_changes_per_batch_is_printed_as_its_range(tmp_path):
         ref, out = _run(model, x[None])[0], _run(tmp_path / "cal" / "model.int8.onnx", x[None], emulate=True)[0]
         signal, noise = signal + np.sum(ref ** 2), noise + np.sum((out - ref) ** 2)
     assert scores["sqnr_db"] == pytest.approx(10 * np.log10(signal / noise))
+
+
+def test_report_prints_the_gate_values_the_gate_printed(tmp_path):
+    """Before: report.md said 'FP32 98.89, INT8 99.07 %' (4 significant digits, the unit after INT8 only) where the
+    gate printed 'FP32 98.8889%, INT8 99.0741%'; 99.995% would have read '100'."""
+    from bad_inputs.cases import CALIBRATION, HELDOUT, MODEL
+
+    assert run_cli(["calibrate", MODEL, "--data", CALIBRATION, "--method", "minmax", "--output",
+                    tmp_path / "cal"]).returncode == 0
+    gate = run_cli(["gate", MODEL, tmp_path / "cal" / "model.int8.onnx", "--data", HELDOUT, "--metric", "top1",
+                    "--max-drop", "0.5", "--output-json", tmp_path / "cal" / "gate.json"])
+    assert gate.returncode == 0, gate.stderr
+    printed = gate.stdout.split(": top1@logits ")[1].split(" (emulate")[0]  # 'FP32 98.8889%, INT8 99.0741%'
+    assert run_cli(["report", tmp_path / "cal"]).returncode == 0
+    line = next(line for line in (tmp_path / "cal" / "report.md").read_text().splitlines() if line.startswith("Gate:"))
+    assert printed.replace(".", "\\.").replace("%", "\\%") in line, (printed, line)
