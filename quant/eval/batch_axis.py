@@ -1,4 +1,4 @@
-"""Every model output quant compares must carry the batch on its first axis."""
+"""Every model output quant compares must carry the batch on its first axis, and INT8's the shape of FP32's."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -42,3 +42,17 @@ def check_declared_batch_axis(model) -> None:
                              f"'{dims[axes[0]].dim_param}' of the inputs is its axis {axes[0]}, not the first, so its "
                              "rows cannot be paired with the samples",
                              hint="export the model with the batch as the first axis of every output")
+
+
+def check_same_shape(name: str, reference, candidate) -> None:
+    """Refuse comparing an INT8 output whose shape differs from FP32's on the same batch.
+
+    A value-dependent shape (TopK with a computed k, NonZero, NMS: the number of detections) broadcast one
+    against the other gave a cosine of 1.0691 and a made-up SQNR, or a traceback in eval.
+    """
+    ref, cand = np.shape(reference), np.shape(candidate)
+    if ref != cand:
+        raise QuantError(f"output '{name}': the INT8 model gives shape {list(cand)} where FP32 gives {list(ref)} for the "
+                         "same batch, so the two cannot be compared value by value (a number of detections that "
+                         "depends on the values?)",
+                         hint="score the model with --eval-fn: your function runs it and can match detections")

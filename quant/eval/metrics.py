@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from quant.eval.batch_axis import check_same_shape
 from quant.eval.outputs import argmax_agreement, shape_text, tied_positions
 
 
@@ -72,8 +73,7 @@ class OutputStats:
         self.integer = self.integer or np.asarray(reference).dtype.kind in "biu"
         ref = np.asarray(reference, dtype=np.float64)
         cand = np.asarray(candidate, dtype=np.float64)
-        if ref.shape != cand.shape:
-            raise ValueError(f"output '{self.name}': FP32 shape {ref.shape} != INT8 shape {cand.shape}")
+        check_same_shape(self.name, ref, cand)
         self.samples += len(ref)
         self.nonfinite += int(np.sum(~np.isfinite(ref.reshape(len(ref), -1)).all(axis=1))) if ref.ndim else 0
         err = cand - ref

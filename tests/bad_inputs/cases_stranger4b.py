@@ -2,6 +2,7 @@
 tests/integration/test_stranger4b.py): a number that cannot be right for the output's shape is refused."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,54 @@ def gate_cosine_of_one_score_per_sample(d: Path):
     return ["gate", model, int8, "--data", held, "--metric", "cosine@score", "--max-drop", "0.001"]
 
 
+def value_dependent_topk(d: Path) -> tuple[Path, Path, Path]:
+    """y = x @ W [N, 4]; top [N, k] = TopK(y, k) with k = 2 when max(y) over the batch exceeds a threshold set
+    between FP32's and INT8's maximum on the first batch, else 1: the INT8 output has another shape."""
+    import onnxruntime as ort
+
+    import quant
+
+    w = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    x = np.random.default_rng(1).normal(size=(40, 8)).astype(np.float32)
+    np.save(d / "x.npy", x)
+
+    def build(thr, outputs, path):
+        nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm"),
+                 helper.make_node("ReduceMax", ["y"], ["m"], name="rmax", keepdims=0),
+                 helper.make_node("Greater", ["m", "thr"], ["g"], name="gt"),
+                 helper.make_node("Cast", ["g"], ["gi"], name="cast", to=TensorProto.INT64),
+                 helper.make_node("Add", ["gi", "one"], ["k1"], name="addk"),
+                 helper.make_node("Reshape", ["k1", "shp"], ["k"], name="rs"),
+                 helper.make_node("TopK", ["y", "k"], ["top", "idx"], name="topk", axis=1)]
+        inits = {"W": w, "thr": np.array(thr, np.float32), "one": np.array(1, np.int64),
+                 "shp": np.array([1], np.int64)}
+        return save_model(nodes, [info("x", ["N", 8])], [info(o, ["N", "K" if o == "top" else 4]) for o in outputs],
+                          inits, path)
+
+    probe = build(0.0, ("top", "y"), d / "probe.onnx")  # the ranges do not depend on the threshold
+    quant.calibrate(probe, d / "x.npy").save(d / "probe")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    int8_y = ort.InferenceSession(str(d / "probe" / "model.int8.onnx"), options).run(["y"], {"x": x[:32]})[0]
+    fp32_max, int8_max = float(np.max(x[:32] @ w)), float(np.max(int8_y))
+    assert fp32_max != int8_max
+    model = build((fp32_max + int8_max) / 2, ("top",), d / "topk.onnx")
+    quant.calibrate(model, d / "x.npy").save(d / "cal")
+    for leftover in (d / "probe.onnx", d / "probe"):  # only the case's own inputs stay
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    return model, d / "cal" / "model.int8.onnx", d / "x.npy"
+
+
+def eval_of_an_output_whose_shape_int8_changes(d: Path):
+    model, int8, held = value_dependent_topk(d)  # was: a ValueError traceback
+    return ["eval", model, int8, "--data", held]
+
+
+def gate_of_an_output_whose_shape_int8_changes(d: Path):
+    model, int8, held = value_dependent_topk(d)  # was: one shape broadcast against the other, a made-up SQNR (cosine 1.0691)
+    return ["gate", model, int8, "--data", held, "--metric", "sqnr", "--min-value", "10"]
+
+
 def transposed_model(path: Path) -> Path:
     """x [N, 8] -> MatMul [8, 10] -> Transpose -> logits [10, N]: the batch on the last axis."""
     w = np.random.default_rng(0).normal(size=(8, 10)).astype(np.float32)
@@ -118,4 +167,8 @@ CASES = [
          "model output 'logits' is declared [10, N]"),
     Case("gate_cosine_of_one_score_per_sample", gate_cosine_of_one_score_per_sample,
          "metric 'cosine': output 'score' [N] has one value per sample: its cosine is only the sign (+1 or -1)"),
+    Case("eval_of_an_output_whose_shape_int8_changes", eval_of_an_output_whose_shape_int8_changes,
+         "for the same batch, so the two cannot be compared value by value"),
+    Case("gate_of_an_output_whose_shape_int8_changes", gate_of_an_output_whose_shape_int8_changes,
+         "for the same batch, so the two cannot be compared value by value"),
 ]
