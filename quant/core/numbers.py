@@ -5,6 +5,9 @@ import math
 from typing import Iterable
 
 
+TOLERANCE = 1e-12  # the gate's: a drop within this of its bound meets it (sums of floats differ in the last bits)
+
+
 def shown(value: float, bounds: Iterable[float] = (), digits: int = 4) -> str:
     """``value`` with ``digits`` decimals, and more where those would print it equal to one of ``bounds`` that it
     is not: a gate's bound ('drop 0.0000 > max 0.0' for a drop of 3e-05), 100% for 99.995% (one miss in 20,000
@@ -13,6 +16,7 @@ def shown(value: float, bounds: Iterable[float] = (), digits: int = 4) -> str:
     if value is None or not math.isfinite(value):
         return str(value)
     bounds = [b for b in bounds if b is not None]
+    value = next((b for b in bounds if abs(value - b) <= TOLERANCE), value)  # float noise at the bound is the bound
 
     def equal_to_a_bound(text: str) -> bool:
         return any(value != b and float(text) == b for b in bounds)

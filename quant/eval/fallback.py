@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from quant.core.io import to_jsonable
+from quant.core.numbers import shown
 from quant.eval.gate import decide
 from quant.eval.heldout import HeldOut
 from quant.eval.scoring import Metric
@@ -45,7 +46,7 @@ class FallbackResult:
         lines = [f"{self.metric} scored output '{self.output}' ({self.output_basis})"] if self.output else []
         lines.append(f"{'step':>4} {'float layers':>12} {'scored on':>12} {'value':>10} {'drop':>9}  change")
         for step in self.path:
-            drop = "-" if step["drop"] != step["drop"] else f"{step['drop']:.4f}"  # NaN: a metric without FP32 value
+            drop = "-" if step["drop"] != step["drop"] else shown(step["drop"], [0.0])  # NaN: no FP32 value (SQNR)
             scored = f"{'subset' if step.get('data') == 'subset' else 'all'} {step.get('samples') or ''}".strip()
             lines.append(f"{step['step']:>4} {len(step['float_layers']):>12} {scored:>12} {step['value']:>10.4f} "
                          f"{drop:>9}  {step['action']}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from quant.core.errors import QuantError
 from quant.core.io import to_jsonable
-from quant.core.numbers import shown
+from quant.core.numbers import TOLERANCE, shown
 from quant.eval.scoring import Metric
 
 from quant.schemas import FORMAT_VERSION, schema_id
@@ -195,7 +195,7 @@ def decide(metric: Metric, fp32: float, int8: float, max_drop: float | None, rel
     drop = metric.drop(fp32, int8, relative) if metric.has_reference_value else float("nan")
     checks, texts = [], []
     if max_drop is not None:
-        ok = drop <= max_drop + 1e-12
+        ok = drop <= max_drop + TOLERANCE
         checks.append(ok)
         unit = drop_unit(metric.unit, relative)
         unit = f" {unit}" if unit else ""

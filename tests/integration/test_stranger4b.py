@@ -304,3 +304,17 @@ def test_report_prints_the_gate_values_the_gate_printed(tmp_path):
     assert run_cli(["report", tmp_path / "cal"]).returncode == 0
     line = next(line for line in (tmp_path / "cal" / "report.md").read_text().splitlines() if line.startswith("Gate:"))
     assert printed.replace(".", "\\.").replace("%", "\\%") in line, (printed, line)
+
+
+def test_fallback_table_never_prints_a_missed_drop_as_zero():
+    """A step that misses 'max 0.0' by a cosine drop of 3e-05 read '0.0000' in the drop column; float noise of -1e-17
+    is 0 (the gate's tolerance), never '-0.0000'."""
+    from quant.eval.fallback import FallbackResult
+
+    path = [{"step": 0, "float_layers": [], "value": 0.99997, "drop": 3e-05, "passed": False, "action": "all layers INT8",
+             "samples": 540},
+            {"step": 1, "float_layers": ["conv"], "value": 1.0, "drop": -1e-17, "passed": True, "action": "+ conv",
+             "samples": 540}]
+    text = FallbackResult(True, [{"node": "conv", "score": 1.0}], path, 1.0, "cosine", "drop 0.0000 <= max 0.0")
+    rows = [line.split() for line in text.format_text().splitlines()[1:3]]
+    assert rows[0][5] == "0.00003" and rows[1][5] == "0.0000", rows
