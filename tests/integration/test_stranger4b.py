@@ -318,3 +318,18 @@ def test_fallback_table_never_prints_a_missed_drop_as_zero():
     text = FallbackResult(True, [{"node": "conv", "score": 1.0}], path, 1.0, "cosine", "drop 0.0000 <= max 0.0")
     rows = [line.split() for line in text.format_text().splitlines()[1:3]]
     assert rows[0][5] == "0.00003" and rows[1][5] == "0.0000", rows
+
+
+def test_hard_clipping_warning_never_rounds_a_share_to_zero(tmp_path):
+    """One value in 32,000 above entropy's amax read '0.00% of its values' beside '2.07% of its energy'."""
+    x = np.random.default_rng(3).normal(size=(4000, 8)).astype(np.float32)
+    x[5, 0] = 30.0
+    np.save(tmp_path / "x.npy", x)
+    proc = run_cli(["calibrate", relu_model(tmp_path / "relu.onnx"), "--data", tmp_path / "x.npy", "--output",
+                    tmp_path / "cal"])
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "cal" / "quant.json").read_text())["activations"]["x"]
+    share = 100 * record["clipped_values_share"]
+    assert 0 < share < 0.005 and share == pytest.approx(100 * np.mean(np.abs(x) > record["amax"]))
+    line = next(line for line in proc.stderr.splitlines() if line.startswith("warning: entropy clips 'x'"))
+    assert f"hard: {share:.3f}% of its values" in line, line
