@@ -155,10 +155,14 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
     if fallback:
         stage(f"fallback path of {len(fallback['path'])} steps")
         lines = [f"Bound: {md_text(fallback['criterion'])} - {'met' if fallback['passed'] else 'NOT met'} with "
-                 f"{len(fallback['float_layers'])} layer(s) in float ({fallback['evaluations']} evaluations).", "",
-                 "| step | value | drop | change |", "|---|---|---|---|"]
-        for step in fallback["path"]:
-            lines.append(f"| {step['step']} | {_f(step['value'])} | {_f(step['drop'])} | {md_text(step['action'])} |")
+                 f"{len(fallback['float_layers'])} layer(s) in float ({fallback['evaluations']} evaluations"
+                 + (f" + {fallback['screen_evaluations']} on the screening subset" if fallback.get("screen_evaluations")
+                    else "") + ").", "",
+                 "| step | scored on | value | drop | change |", "|---|---|---|---|---|"]
+        for step in fallback["path"]:  # the bisect search scores most steps on a subset of the held-out samples
+            scored = f"{'subset' if step.get('data') == 'subset' else 'all'} {step.get('samples') or ''}".strip()
+            lines.append(f"| {step['step']} | {scored} | {_f(step['value'])} | {_f(step['drop'])} | "
+                         f"{md_text(step['action'])} |")
         if fallback.get("naive_first_last"):
             lines.append("")
             lines.append("Naive search for comparison: " + ", ".join(

@@ -183,6 +183,10 @@ def test_fallback_table_says_which_rows_were_scored_on_the_screening_subset(tmp_
     x = np.load(HELDOUT)["input"]  # the last row, recomputed here on the model fallback wrote
     ref, out = _run(MODEL, x, name="input")[0], _run(tmp_path / "fb" / "model.int8.onnx", x, True, "input")[0]
     assert path[-1]["value"] == pytest.approx(10 * np.log10(np.sum(ref ** 2) / np.sum((out - ref) ** 2)), abs=1e-6)
+    assert run_cli(["report", tmp_path / "fb"]).returncode == 0  # the report's path table says it too
+    table = [line for line in (tmp_path / "fb" / "report.md").read_text().splitlines() if line.startswith("| ")]
+    scored = [row.split(" | ")[1] for row in table[1:] if row.split(" | ")[0][2:].isdigit()][:len(path)]
+    assert scored == [("all 540" if s["data"] == "full" else f"subset {s['samples']}") for s in path], table
 
 
 def test_padded_time_steps_are_not_counted_as_agreeing(tmp_path):
