@@ -183,6 +183,21 @@ def error_junit(message: str, hint: str | None) -> str:
     return _junit_document(suite)
 
 
+def _check_min_value(metric: Metric, min_value: float | None) -> None:
+    """A --min-value that reads as a fraction of a percent metric (0.99 for 99%), or that no INT8 model can reach
+    (above 100%, a cosine above 1), would make the gate pass or fail whatever the model does."""
+    if min_value is None or not metric.higher_is_better:
+        return
+    if metric.unit == "%" and (min_value > 100 or 0 < min_value <= 1):
+        meant = f"--min-value {min_value * 100:g} for {min_value * 100:g}%" if min_value <= 1 else "a value 0..100"
+        raise QuantError(f"--min-value {min_value:g} for {metric.name}: {metric.name} is in percent (0..100), so this "
+                         f"bound is {min_value:g}%, " + ("which almost any model meets" if min_value <= 1 else
+                                                          "which no model reaches"), hint=f"pass {meant}")
+    if metric.name == "cosine" and min_value > 1:
+        raise QuantError(f"--min-value {min_value:g} for cosine: a cosine is at most 1, so no model reaches it",
+                         hint="pass a value in (0, 1], e.g. --min-value 0.999")
+
+
 def decide(metric: Metric, fp32: float, int8: float, max_drop: float | None, relative: bool = False,
            min_value: float | None = None) -> tuple[bool, float, str]:
     """(passed, drop, criterion text). ``max_drop`` in the metric's printed units, or % of FP32 if relative."""
@@ -192,6 +207,7 @@ def decide(metric: Metric, fp32: float, int8: float, max_drop: float | None, rel
     if max_drop is not None and not metric.has_reference_value:
         raise QuantError(f"'{metric.name}' compares INT8 with FP32 itself, so FP32 has no value to drop from",
                          hint=f"gate it with --min-value, e.g. --metric {metric.name} --min-value 30")
+    _check_min_value(metric, min_value)
     drop = metric.drop(fp32, int8, relative) if metric.has_reference_value else float("nan")
     checks, texts = [], []
     if max_drop is not None:

@@ -135,6 +135,28 @@ def gate_of_an_output_whose_shape_int8_changes(d: Path):
     return ["gate", model, int8, "--data", held, "--metric", "sqnr", "--min-value", "10"]
 
 
+def _digits_int8(d: Path) -> Path:
+    import quant
+
+    from bad_inputs.cases import HELDOUT, MODEL
+
+    quant.calibrate(MODEL, HELDOUT, num_samples=32).save(d / "cal")
+    return d / "cal" / "model.int8.onnx"
+
+
+def gate_min_top1_as_a_fraction(d: Path):
+    from bad_inputs.cases import HELDOUT, MODEL
+
+    # top1 is in percent: 0.99 is 0.99%, which every model passed ('PASS ... INT8 99.0741 >= min 0.99')
+    return ["gate", MODEL, _digits_int8(d), "--data", HELDOUT, "--metric", "top1", "--min-value", "0.99"]
+
+
+def gate_min_cosine_above_one(d: Path):
+    from bad_inputs.cases import HELDOUT, MODEL
+
+    return ["gate", MODEL, _digits_int8(d), "--data", HELDOUT, "--metric", "cosine", "--min-value", "2"]
+
+
 def transposed_model(path: Path) -> Path:
     """x [N, 8] -> MatMul [8, 10] -> Transpose -> logits [10, N]: the batch on the last axis."""
     w = np.random.default_rng(0).normal(size=(8, 10)).astype(np.float32)
@@ -171,4 +193,8 @@ CASES = [
          "for the same batch, so the two cannot be compared value by value"),
     Case("gate_of_an_output_whose_shape_int8_changes", gate_of_an_output_whose_shape_int8_changes,
          "for the same batch, so the two cannot be compared value by value"),
+    Case("gate_min_top1_as_a_fraction", gate_min_top1_as_a_fraction,
+         "--min-value 0.99 for top1: top1 is in percent (0..100), so this bound is 0.99%, which almost any model meets"),
+    Case("gate_min_cosine_above_one", gate_min_cosine_above_one,
+         "--min-value 2 for cosine: a cosine is at most 1, so no model reaches it"),
 ]
