@@ -250,8 +250,10 @@ def clipping_warnings(result) -> None:
         hard = result.hard_clipping(method)
         for entry in hard[:MAX_CLIPPING_WARNINGS]:
             instead = entry["instead"]
-            stderr(f"warning: entropy clips {entry['tensor']!r} hard: {100 * entry['values_share']:.2f}% of its "
-                   f"values above amax {entry['amax']:.4g}, {100 * entry['energy_share']:.2f}% of its energy; "
+            from quant.core.numbers import percent
+
+            stderr(f"warning: entropy clips {entry['tensor']!r} hard: {percent(100 * entry['values_share'])}% of its "
+                   f"values above amax {entry['amax']:.4g}, {percent(100 * entry['energy_share'])}% of its energy; "
                    f"{instead['method']} keeps it within {100 * HARD_VALUES_SHARE:g}% / {100 * HARD_ENERGY_SHARE:g}% "
                    f"(amax {instead['amax']:.4g})")
         if len(hard) > MAX_CLIPPING_WARNINGS:

@@ -55,7 +55,8 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
                        help="the model output that labels and metrics score (default: the one output that fits the "
                             "labels, or the only output; a metric can name its own as METRIC@NAME)")
     group.add_argument("--class-axis", type=V.integer(-16, 16, "class-axis"), metavar="AXIS",
-                       help="axis of the classes for argmax agreement (default 1: [N, C] scores and [N, C, H, W] maps)")
+                       help="axis of the classes for argmax agreement (default 1: [N, C] scores and [N, C, H, W] maps; "
+                            "a 3-D output [N, C, L] or [N, T, C] needs it unless its values are probabilities)")
 def add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="ort", metavar="ort|cuda[:N]|cpu",
                         help="where FP32 and emulated INT8 run: ort = ONNX Runtime on the CPU (default: installed "

@@ -9,6 +9,7 @@ import numpy as np
 from quant.core.errors import QuantError
 from quant.eval.batch_axis import check_batch_axis
 from quant.core.io import to_jsonable
+from quant.core.numbers import percent, shown
 from quant.eval.metrics import OutputStats, TopK
 
 
@@ -40,8 +41,8 @@ class EvalReport:
         if self.task:
             lines.append(f"{'metric':<10} {'output':<16} {'FP32':>9} {'INT8':>9} {'drop':>10}")
             for name, value in self.task.items():
-                lines.append(f"{name:<10} {_cut(value['output'], 16):<16} {value['fp32']:>8.2f}% {value['int8']:>8.2f}% "
-                             f"{value['drop']:>7.2f} pp")
+                lines.append(f"{name:<10} {_cut(value['output'], 16):<16} {percent(value['fp32']):>8}% "
+                             f"{percent(value['int8']):>8}% {shown(value['drop'], [0.0], 2):>7} pp")
             for name, value in self.task.items():
                 lines.append(f"{name} scored output '{value['output']}' {value['shape']}, classes on axis "
                              f"{value['class_axis']} ({value['why']})")
@@ -54,7 +55,9 @@ class EvalReport:
                 agreement = "n/a"
                 notes.append(value["agreement_basis"])
             else:
-                agreement = f"{value['agreement']:.2f}% (axis {value['class_axis']})"
+                agreement = f"{percent(value['agreement'])}% (axis {value['class_axis']})"
+                if "positions are not counted" in value["agreement_basis"]:  # FP32 ties (padding) left out
+                    notes.append(f"agreement of '{name}': " + value["agreement_basis"].split("; ")[-1])
             lines.append(f"{_cut(name, width):<{width}} {value['shape'] or '':<16} {agreement:>17} {_num(value['cosine'], '.5f'):>9} "
                          f"{_num(value['sqnr_db'], '.2f'):>8} {_num(value['max_abs_error'], '.4g'):>11} "
                          f"{_num(value['mean_abs_error'], '.4g'):>12}")
@@ -93,7 +96,8 @@ def _num(value, spec: str) -> str:
 
 def _setup(names, first_ref, stats, labels, output_name, requested_axis):
     """Decide, from the first batch, which output labels score and which outputs hold class scores."""
-    from quant.eval.outputs import class_axis, class_scores_reason, find_output, label_output, not_class_scores_note
+    from quant.eval.outputs import (class_axis, class_scores_reason, find_output, label_output, not_class_scores_note,
+                                    single_class_note)
 
     shapes = [np.shape(r) for r in first_ref]
     named = find_output(names, output_name, "--output-name") if output_name is not None else None
@@ -102,7 +106,8 @@ def _setup(names, first_ref, stats, labels, output_name, requested_axis):
     if requested_axis is not None and not fits:
         class_axis(shapes[named if named is not None else 0], requested_axis)  # raises with the reason
     for index, (name, sample) in enumerate(zip(names, first_ref)):
-        axis = class_axis(shapes[index], requested_axis) if index in fits else None
+        shape_axis = class_axis(shapes[index], requested_axis, sample) if index in fits else None
+        axis = None if single_class_note(name, shapes[index], shape_axis) else shape_axis  # [N, 1]: cannot fail
         if index == label_index:
             basis = "labels score it"
         elif index == named:
@@ -113,7 +118,7 @@ def _setup(names, first_ref, stats, labels, output_name, requested_axis):
             stats[name].class_axis = axis
             stats[name].class_note = f"class agreement on axis {axis}: {basis}"
         else:
-            stats[name].class_note = not_class_scores_note(name, shapes[index], axis)
+            stats[name].class_note = not_class_scores_note(name, shapes[index], shape_axis)
     return label_index, why
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from quant.core.io import to_jsonable
+from quant.core.numbers import shown
 from quant.eval.gate import decide
 from quant.eval.heldout import HeldOut
 from quant.eval.scoring import Metric
@@ -43,10 +44,11 @@ class FallbackResult:
 
     def format_text(self) -> str:
         lines = [f"{self.metric} scored output '{self.output}' ({self.output_basis})"] if self.output else []
-        lines.append(f"{'step':>4} {'float layers':>12} {'value':>10} {'drop':>9}  change")
+        lines.append(f"{'step':>4} {'float layers':>12} {'scored on':>12} {'value':>10} {'drop':>9}  change")
         for step in self.path:
-            drop = "-" if step["drop"] != step["drop"] else f"{step['drop']:.4f}"  # NaN: a metric without FP32 value
-            lines.append(f"{step['step']:>4} {len(step['float_layers']):>12} {step['value']:>10.4f} "
+            drop = "-" if step["drop"] != step["drop"] else shown(step["drop"], [0.0])  # NaN: no FP32 value (SQNR)
+            scored = f"{'subset' if step.get('data') == 'subset' else 'all'} {step.get('samples') or ''}".strip()
+            lines.append(f"{step['step']:>4} {len(step['float_layers']):>12} {scored:>12} {step['value']:>10.4f} "
                          f"{drop:>9}  {step['action']}")
         verdict = "meets" if self.passed else "does NOT meet"
         screened = f" + {self.screen_evaluations} on the screening subset" if self.screen_evaluations else ""
@@ -101,7 +103,7 @@ def fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], make_runn
     def record(action: str) -> None:
         passed, drop, _ = decide(metric, fp32, value, max_drop, relative, min_value)
         path.append({"step": len(path), "float_layers": list(float_set), "value": value, "drop": drop,
-                     "passed": passed, "action": action})
+                     "passed": passed, "action": action, "samples": getattr(heldout, "samples", None)})
         if log is not None:
             log(f"step {path[-1]['step']}: {len(float_set)} float, {metric.name} {value:.4f} ({action})")
 
@@ -258,7 +260,8 @@ def bisect_fallback(heldout: HeldOut, metric: Metric, ranking: Sequence[str], ma
         passed, drop, _ = decide(metric, fp32[on], value, max_drop, relative, min_value)
         if step:
             path.append({"step": len(path), "float_layers": list(float_set), "value": value, "drop": drop,
-                         "passed": passed, "action": action, "data": "subset" if on == "screen" else "full"})
+                         "passed": passed, "action": action, "data": "subset" if on == "screen" else "full",
+                         "samples": getattr(sets[on], "samples", None)})
         if log is not None:
             where = f"subset of {sets[on].samples}" if on == "screen" else f"all {sets[on].samples}"
             spent = f"{counts['screen']} subset + {counts['full']} full" if screened else f"{counts['full']}"

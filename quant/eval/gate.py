@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from quant.core.errors import QuantError
 from quant.core.io import to_jsonable
+from quant.core.numbers import TOLERANCE, shown
 from quant.eval.scoring import Metric
 
 from quant.schemas import FORMAT_VERSION, schema_id
@@ -61,14 +62,26 @@ class CheckResult:
 
     def format_line(self, runtime: str, samples: int) -> str:
         verdict = "PASS" if self.passed else "FAIL"
-        return (f"{verdict}: {self.label} FP32 {_value(self.fp32, self.unit)}, INT8 {_value(self.int8, self.unit)} "
+        return (f"{verdict}: {self.label} FP32 {format_value(self.fp32, self.unit)}, INT8 "
+                f"{format_value(self.int8, self.unit, self.fp32)} "
                 f"({runtime}, {samples} samples); {self.criterion}")
 
 
-def _value(value: float, unit: str) -> str:
-    if value is None or not math.isfinite(value):
+def format_value(value: float, unit: str, other: float | None = None) -> str:
+    """'98.1481%', '31.2000 dB'; 'inf dB' as eval prints a noiseless SQNR; n/a for no value (FP32's SQNR).
+    With ``other`` (FP32's value), INT8's gets the digits that tell them apart (cosine 1.0000 vs 0.99997)."""
+    if value is None or math.isnan(value):
         return "n/a"
-    return f"{value:.4f}%" if unit == "%" else f"{value:.4f}" + (f" {unit}" if unit else "")
+    other = other if other is not None and math.isfinite(other) else None
+    if unit == "%":  # never 100% or 0% unless exactly
+        return f"{shown(value, [other, 0.0, 100.0])}%"
+    return shown(value, [other]) + (f" {unit}" if unit else "")
+
+
+def _pair(value: dict) -> str:
+    """'FP32 98.8889%, INT8 99.0741%' for a reported (not gated) metric."""
+    return (f"FP32 {format_value(value['fp32'], value['unit'])}, "
+            f"INT8 {format_value(value['int8'], value['unit'], value['fp32'])}")
 
 
 @dataclass
@@ -123,8 +136,7 @@ class GateResult:
                   for c in self.checks if c.output]
         lines += [f"  {c.metric}: {c.basis}" for c in self.checks if c.source == "evaluation function"]
         for value in self.reported:
-            lines.append(f"  reported, not gated: {value['metric']}@{value['output']}: FP32 "
-                         f"{_value(value['fp32'], value['unit'])}, INT8 {_value(value['int8'], value['unit'])}")
+            lines.append(f"  reported, not gated: {value['metric']}@{value['output']}: {_pair(value)}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -137,7 +149,7 @@ class GateResult:
         ET.SubElement(properties, "property", name="runtime", value=self.runtime)
         ET.SubElement(properties, "property", name="samples", value=str(self.samples))
         for value in self.reported:
-            text = f"FP32 {_value(value['fp32'], value['unit'])}, INT8 {_value(value['int8'], value['unit'])}"
+            text = _pair(value)
             ET.SubElement(properties, "property", name=f"{value['metric']}@{value['output']}", value=text)
         for check in self.checks:
             case = ET.SubElement(suite, "testcase", classname="quant.gate", name=check.label,
@@ -171,6 +183,21 @@ def error_junit(message: str, hint: str | None) -> str:
     return _junit_document(suite)
 
 
+def _check_min_value(metric: Metric, min_value: float | None) -> None:
+    """A --min-value that reads as a fraction of a percent metric (0.99 for 99%), or that no INT8 model can reach
+    (above 100%, a cosine above 1), would make the gate pass or fail whatever the model does."""
+    if min_value is None or not metric.higher_is_better:
+        return
+    if metric.unit == "%" and (min_value > 100 or 0 < min_value <= 1):
+        meant = f"--min-value {min_value * 100:g} for {min_value * 100:g}%" if min_value <= 1 else "a value 0..100"
+        raise QuantError(f"--min-value {min_value:g} for {metric.name}: {metric.name} is in percent (0..100), so this "
+                         f"bound is {min_value:g}%, " + ("which almost any model meets" if min_value <= 1 else
+                                                          "which no model reaches"), hint=f"pass {meant}")
+    if metric.name == "cosine" and min_value > 1:
+        raise QuantError(f"--min-value {min_value:g} for cosine: a cosine is at most 1, so no model reaches it",
+                         hint="pass a value in (0, 1], e.g. --min-value 0.999")
+
+
 def decide(metric: Metric, fp32: float, int8: float, max_drop: float | None, relative: bool = False,
            min_value: float | None = None) -> tuple[bool, float, str]:
     """(passed, drop, criterion text). ``max_drop`` in the metric's printed units, or % of FP32 if relative."""
@@ -180,17 +207,19 @@ def decide(metric: Metric, fp32: float, int8: float, max_drop: float | None, rel
     if max_drop is not None and not metric.has_reference_value:
         raise QuantError(f"'{metric.name}' compares INT8 with FP32 itself, so FP32 has no value to drop from",
                          hint=f"gate it with --min-value, e.g. --metric {metric.name} --min-value 30")
+    _check_min_value(metric, min_value)
     drop = metric.drop(fp32, int8, relative) if metric.has_reference_value else float("nan")
     checks, texts = [], []
     if max_drop is not None:
-        ok = drop <= max_drop + 1e-12
+        ok = drop <= max_drop + TOLERANCE
         checks.append(ok)
         unit = drop_unit(metric.unit, relative)
         unit = f" {unit}" if unit else ""
-        texts.append(f"drop {drop:.4f}{unit} {'<=' if ok else '>'} max {max_drop}{unit}")
+        texts.append(f"drop {shown(drop, [max_drop])}{unit} {'<=' if ok else '>'} max {max_drop + 0.0}{unit}")
     if min_value is not None:
         ok = int8 >= min_value if metric.higher_is_better else int8 <= min_value
         checks.append(ok)
         sign = (">=" if ok else "<") if metric.higher_is_better else ("<=" if ok else ">")
-        texts.append(f"INT8 {int8:.4f} {sign} {'min' if metric.higher_is_better else 'max'} {min_value}")
+        texts.append(f"INT8 {shown(int8, [min_value])} {sign} {'min' if metric.higher_is_better else 'max'} "
+                     f"{min_value + 0.0}")
     return all(checks), drop, "; ".join(texts)

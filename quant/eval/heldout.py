@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from quant.eval.batch_axis import check_same_shape
 from quant.eval.scoring import Metric
 
 
@@ -38,8 +39,15 @@ class HeldOut:
         state = metric.start()
         for (indices, feeds), reference in zip(self.batches, self.reference):
             outputs = runner.run(feeds, self.output_names)
+            self._check_shapes(metric, outputs, reference)
             metric.update(state, outputs, reference, None if self.labels is None else self.labels[np.asarray(indices)])
         return metric.finish(state)
+
+    def _check_shapes(self, metric: Metric, outputs, reference) -> None:
+        """The output the metric scores (every output for a function given them all) has FP32's shape."""
+        scored = range(len(reference)) if metric.output_index is None else [metric.output_index]
+        for index in scored:
+            check_same_shape(self.output_names[index], reference[index], outputs[index])
 
     def fp32_score(self, metric: Metric) -> float:
         if getattr(metric, "whole_model", False):
@@ -61,5 +69,6 @@ class HeldOut:
         self.bind(metric)
         state = metric.start()
         for (indices, _), batch, reference in zip(self.batches, outputs, self.reference):
+            self._check_shapes(metric, batch, reference)
             metric.update(state, batch, reference, None if self.labels is None else self.labels[np.asarray(indices)])
         return metric.finish(state)

@@ -5,7 +5,9 @@ output 0 silently gives wrong numbers, so every metric names the output it score
 
 * labels (top-k) score a 2-D output ``[N, C]``: the one whose C equals the label range (max label + 1),
   else the one output with C > max label; several candidates are refused with their names.
-* the class axis is 1 (``[N, C]`` scores and ``[N, C, H, W]`` class maps alike), or ``--class-axis``.
+* the class axis is 1 (``[N, C]`` scores and ``[N, C, H, W]`` class maps alike), or ``--class-axis``; a 3-D
+  output (``[N, C, L]`` or sequence logits ``[N, T, C]``) has none unless its values are probabilities over
+  one axis, and an axis of one value (a binary logit ``[N, 1]``) scores no agreement (100% whatever the model).
 * argmax agreement is only meaningful for class scores. An output counts as class scores when labels
   score it, the user named it (``--output-name`` / ``metric@output``), its name reads as class scores
   (logit, prob, score, softmax, cls, class, conf), or its values are probabilities over the class axis
@@ -38,8 +40,12 @@ def find_output(names: Sequence[str], requested: str, what: str) -> int:
                      hint="name one of the model's outputs with --output-name or METRIC@OUTPUT")
 
 
-def class_axis(shape: Sequence[int], requested: int | None = None) -> int | None:
-    """The class axis of an output of this shape: ``requested`` (may be negative), else 1; None for [N]."""
+def class_axis(shape: Sequence[int], requested: int | None = None, sample: np.ndarray | None = None) -> int | None:
+    """The class axis of an output of this shape: ``requested`` (may be negative), else 1; None for [N].
+
+    A rank-3 output is [N, C, L] (a 1-D class map) or [N, T, C] (sequence logits): the axis whose values are
+    probabilities (of ``sample``, one FP32 batch) when exactly one of axes 1 and 2 has them, else None
+    (see :func:`ambiguous_axis_note`): argmax over the time steps is no class agreement."""
     rank = len(shape)
     if requested is not None:
         axis = requested + rank if requested < 0 else requested
@@ -47,7 +53,21 @@ def class_axis(shape: Sequence[int], requested: int | None = None) -> int | None
             raise QuantError(f"--class-axis {requested} does not fit an output of shape {shape_text(shape)}",
                              hint="the class axis is 1 for [N, C] scores and [N, C, H, W] class maps")
         return axis
+    if rank == 3:
+        values = None if sample is None else np.asarray(sample, np.float64)
+        fits = [] if values is None else [a for a in (1, 2) if _probabilities(values, a)]
+        return fits[0] if len(fits) == 1 else None
     return 1 if rank >= 2 else None
+
+
+def ambiguous_axis_note(name: str, shape: Sequence[int]) -> str:
+    return (f"output '{name}' {shape_text(shape)} may hold classes on axis 1 ([N, C, L]) or on axis 2 ([N, T, C], "
+            f"sequence logits): pass --class-axis 1 or 2 to score class agreement")
+
+
+def _probabilities(values: np.ndarray, axis: int) -> bool:
+    return bool(values.size and values.shape[axis] >= 2 and np.all(values >= 0)
+                and np.allclose(values.sum(axis=axis), 1.0, atol=1e-3))
 
 
 def label_output(names: Sequence[str], shapes: Sequence[Sequence[int]], labels: np.ndarray,
@@ -92,22 +112,48 @@ def class_scores_reason(name: str, sample: np.ndarray, axis: int | None) -> str 
         return None
     if CLASS_NAME.search(name):
         return f"its name '{name}' reads as class scores"
-    values = np.asarray(sample, np.float64)
-    if values.size and np.all(values >= 0) and np.allclose(values.sum(axis=axis), 1.0, atol=1e-3):
+    if _probabilities(np.asarray(sample, np.float64), axis):
         return f"its values are probabilities over axis {axis}"
     return None
 
 
+def single_class_note(name: str, shape: Sequence[int], axis: int | None) -> str | None:
+    """Why argmax agreement on ``axis`` cannot fail (one value on it: a binary logit [N, 1]), else None."""
+    if axis is None or shape[axis] >= 2:
+        return None
+    return (f"output '{name}' {shape_text(shape)} has {shape[axis]} value on axis {axis}: its argmax agreement would "
+            "be 100% whatever the model does")
+
+
 def not_class_scores_note(name: str, shape: Sequence[int], axis: int | None) -> str:
+    if axis is None and len(shape) == 3:
+        return ambiguous_axis_note(name, shape)
     if axis is None or len(shape) < 2:
         return f"output '{name}' {shape_text(shape)} has no class axis"
+    if single_class_note(name, shape, axis):
+        return single_class_note(name, shape, axis) + " (SQNR scores it)"
     return (f"output '{name}' {shape_text(shape)} is not known to hold class scores (an embedding or a regression?): "
             f"name it (--output-name {name}, or --metric agreement@{name} in gate) to score class agreement on axis "
             f"{axis}")
 
 
 def argmax_agreement(reference: np.ndarray, candidate: np.ndarray, axis: int) -> tuple[int, int]:
-    """(positions where both argmax over ``axis`` agree, positions): per sample for [N, C], per pixel for maps."""
+    """(positions where both argmax over ``axis`` agree, positions): per sample for [N, C], per pixel for maps.
+
+    Positions where both models give every class the same score (padded time steps or pixels: all zero in FP32
+    and INT8) are not counted: both argmaxes are the first index by convention, an 'agreement' that says nothing
+    (see :func:`tied_positions`). Where only one of them ties, the deployed decisions can differ: counted."""
     ref, cand = np.asarray(reference), np.asarray(candidate)
-    agree = int(np.sum(ref.argmax(axis) == cand.argmax(axis)))
-    return agree, int(ref.size // ref.shape[axis])
+    counted = ~_tied(ref, axis) | ~_tied(cand, axis)
+    agree = int(np.sum((ref.argmax(axis) == cand.argmax(axis)) & counted))
+    return agree, int(counted.sum())
+
+
+def tied_positions(reference: np.ndarray, candidate: np.ndarray, axis: int) -> int:
+    """How many positions :func:`argmax_agreement` leaves out: both models score every class alike there."""
+    return int(np.sum(_tied(np.asarray(reference), axis) & _tied(np.asarray(candidate), axis)))
+
+
+def _tied(values: np.ndarray, axis: int) -> np.ndarray:
+    """Positions where every score on ``axis`` is the same (no class stands out)."""
+    return values.max(axis) == values.min(axis)

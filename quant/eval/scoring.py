@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from quant.core.errors import QuantError
-from quant.eval.metrics import refuse_trivial_topk, sqnr_db, topk_hits
+from quant.eval.metrics import SCALAR_COSINE, refuse_trivial_topk, row_cosines, sqnr_db, topk_hits
 from quant.eval import outputs as _outputs
 
 
@@ -128,8 +128,8 @@ class Agreement(Metric):
             index, why = _outputs.label_output(names, shapes, labels)
             why = f"the output labels score: {why}"
         else:
-            axes = [_outputs.class_axis(s, self.class_axis) if len(s) > (self.class_axis or 1) else None
-                    for s in shapes]
+            axes = [_outputs.class_axis(s, self.class_axis, r) if len(s) > (self.class_axis or 1) else None
+                    for s, r in zip(shapes, reference)]
             reasons = [(i, _outputs.class_scores_reason(n, np.asarray(r), a))
                        for i, (n, r, a) in enumerate(zip(names, reference, axes))]
             scores = [(i, why) for i, why in reasons if why]
@@ -142,10 +142,17 @@ class Agreement(Metric):
                 raise QuantError(f"metric 'agreement' does not know which output holds class scores "
                                  f"(outputs: {', '.join(names)}; candidates: {candidates})",
                                  hint=f"name it with --metric agreement@NAME or --output-name NAME")
-        self.axis = _outputs.class_axis(shapes[index], self.class_axis)
+        self.axis = _outputs.class_axis(shapes[index], self.class_axis, reference[index])
+        if self.axis is None and len(shapes[index]) == 3:
+            raise QuantError(f"metric 'agreement': {_outputs.ambiguous_axis_note(names[index], shapes[index])}",
+                             hint="e.g. --class-axis 2 for sequence logits [N, T, C]")
         if self.axis is None:
             raise QuantError(f"agreement needs a class axis; output '{names[index]}' has shape "
                              f"{_outputs.shape_text(shapes[index])}", hint="choose --metric cosine or sqnr")
+        if _outputs.single_class_note(names[index], shapes[index], self.axis):
+            raise QuantError(f"metric 'agreement': {_outputs.single_class_note(names[index], shapes[index], self.axis)}",
+                             hint="gate it with --metric cosine or sqnr, or a module:function metric (a sign "
+                                  "agreement for a binary logit)")
         return index, why
 
     def update(self, state, outputs, reference, labels):
@@ -198,14 +205,19 @@ class Cosine(_FloatOutput):
     def __init__(self) -> None:
         super().__init__(name="cosine")
 
+    def _choose(self, names, shapes, reference, labels):
+        index, why = super()._choose(names, shapes, reference, labels)
+        if int(np.prod(shapes[index][1:])) == 1:  # [N] or [N, 1]: eval prints n/a
+            raise QuantError(f"metric 'cosine': output '{names[index]}' {_outputs.shape_text(shapes[index])} has "
+                             + SCALAR_COSINE,
+                             hint="gate it with --metric sqnr --min-value DB")
+        return index, why
+
     def update(self, state, outputs, reference, labels):
         out, ref = self._pick(outputs), self._reference(reference)
         out = np.asarray(out, np.float64).reshape(len(out), -1)
         ref = ref.reshape(len(ref), -1)
-        norms = np.linalg.norm(out, axis=1) * np.linalg.norm(ref, axis=1)
-        cosine = np.where(norms > 0, np.sum(out * ref, axis=1) / np.where(norms > 0, norms, 1), 1.0)
-        cosine = np.where(np.isfinite(out).all(axis=1), cosine, np.nan)  # a NaN INT8 row is no perfect match
-        state[0] += float(cosine.sum())
+        state[0] += float(row_cosines(ref, out).sum())  # the cosine eval prints (a NaN INT8 row: NaN)
         state[1] += len(out)
 
 

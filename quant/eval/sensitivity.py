@@ -68,7 +68,11 @@ class SensitivityReport:
         return buffer.getvalue()
 
     def format_text(self, limit: int | None = None) -> str:
-        lines = [f"metric {self.metric}: FP32 {self.fp32:.4f}, all layers INT8 {self.all_quantized:.4f}",
+        from quant.eval.gate import format_value
+
+        unit = f" ({self.unit})" if self.unit else ""  # the unit of every value in the table
+        lines = [f"metric {self.metric}{unit}: FP32 {format_value(self.fp32, '')}, all layers INT8 "
+                 f"{format_value(self.all_quantized, '', self.fp32)}",
                  f"{'rank':>4}  {'layer':<40} {'op':<8} {'only this':>10} {'all but this':>12} {'local SQNR':>10}"]
         for rank, l in enumerate(self.layers[:limit], start=1):
             shown = printable(l.node)
@@ -111,7 +115,7 @@ def sensitivity(heldout: HeldOut, metric: Metric, layers: Sequence[tuple[str, st
     default: one after the other in this process. The report does not depend on which.
     """
     names = [node for node, _ in layers]
-    fp32 = heldout.fp32_score(metric)
+    fp32 = heldout.fp32_score(metric) if metric.has_reference_value else float("nan")  # SQNR: n/a, as in the gate
     candidates = [frozenset()]
     for node, _ in layers:
         candidates += [frozenset(n for n in names if n != node), frozenset([node])]

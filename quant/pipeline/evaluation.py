@@ -15,6 +15,7 @@ from quant.datasets import DataSource, Preprocess, iter_batches, open_source, re
 from quant.datasets.keyed import fit_to_inputs
 from quant.datasets.labels import LABEL_FILES, default_label_key, label_keys, normalize_labels, read_label_file
 from quant.datasets.recorded import choose_preprocess
+from quant.eval.batch_axis import check_declared_batch_axis
 from quant.pipeline.calibration import CalibrationResult, load_calibration
 from quant.pipeline.execution import execution, local_device as _torch
 
@@ -185,6 +186,7 @@ def evaluate(fp32_model, int8_model, data, labels=None, runtime: str = "emulate"
     device = None if context.ray is not None else context.local_device()  # with Ray, the workers run the models
     fp32_proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
     check_not_quantized(fp32_proto, fp32_model)
+    check_declared_batch_axis(fp32_proto)
     function = None
     if eval_fn is not None:  # loaded and checked before any model runs
         from quant.eval.user_eval import EvalFunction
@@ -266,6 +268,7 @@ def load_heldout(fp32_model, data, labels=None, batch_size: int = 32, num_sample
 
     proto = fp32_model if not isinstance(fp32_model, (str, Path)) else load_model(fp32_model)
     check_not_quantized(proto, fp32_model)
+    check_declared_batch_axis(proto)
     held = _held_out_source(proto, data, labels, num_samples, seed, input_map, preprocess, split, integer_labels)
     if need_labels and held.labels is None:
         raise QuantError("this metric (top-k; top1 is the default) needs labels and the data has none",

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from quant.collect.collector import _progress
 from quant.core.errors import QuantError
+from quant.core.numbers import percent
 from quant.core.onnx_model import file_hash
 
 TRT_MODEL = "model.int8.onnx"
@@ -103,9 +104,9 @@ class FolderEval:
         label = max([24] + [len(f"'{n}' agreement") for n in first.outputs])
         lines.append(f"{'metric':<{label}} {'FP32':>{width}} " + " ".join(f"{m:>{width}}" for m in methods))
         for name in first.task:
-            row = [f"{self.reports[m].task[name]['int8']:.2f}%" for m in methods]  # already in percent
+            row = [f"{percent(self.reports[m].task[name]['int8'])}%" for m in methods]  # already in percent
             title = f"{name}@{first.task[name]['output']}"
-            lines.append(f"{title:<{label}} {first.task[name]['fp32']:>{width - 1}.2f}% "
+            lines.append(f"{title:<{label}} {percent(first.task[name]['fp32']):>{width - 1}}% "
                          + " ".join(f"{v:>{width}}" for v in row))
         for output in first.outputs:
             for key, title, fmt in (("agreement", "agreement", "pct"), ("cosine", "cosine", ".5f"),
@@ -113,7 +114,7 @@ class FolderEval:
                 values = [self.reports[m].outputs[output][key] for m in methods]
                 if all(v is None for v in values):
                     continue
-                cells = ["-" if v is None else f"{v:.2f}%" if fmt == "pct" else format(v, fmt) for v in values]
+                cells = ["-" if v is None else f"{percent(v)}%" if fmt == "pct" else format(v, fmt) for v in values]
                 lines.append(f"{f'{output!r} {title}':<{label}} {'':>{width}} " + " ".join(f"{c:>{width}}" for c in cells))
         best = self.best()
         if best:
@@ -132,17 +133,19 @@ class FolderEval:
         first = next(iter(self.reports.values()))
         if "top1" in first.task:
             values = {m: r.task["top1"]["int8"] for m, r in self.reports.items()}
-            metric, shown = "top1", "{:.2f}%"
+            metric, shown = "top1", "{}%"
+            values_shown = {m: percent(v) for m, v in values.items()}
         else:
             output = next((o for o in first.outputs
                            if all(r.outputs[o]["sqnr_db"] is not None for r in self.reports.values())), None)
             if output is None:
                 return None
             values = {m: r.outputs[output]["sqnr_db"] for m, r in self.reports.items()}
-            metric, shown = f"SQNR of output '{output}'", "{:.2f} dB"
+            metric, shown = f"SQNR of output '{output}'", "{} dB"
+            values_shown = {m: f"{v:.2f}" for m, v in values.items()}
         top = max(values.values())
         tied = [m for m in self.reports if values[m] == top]
-        return ", ".join(tied) + (" (tied)" if len(tied) > 1 else ""), metric, shown.format(top)
+        return ", ".join(tied) + (" (tied)" if len(tied) > 1 else ""), metric, shown.format(values_shown[tied[0]])
 
 
 def _sample(entry: dict) -> str:
@@ -184,6 +187,9 @@ def evaluate_folder(fp32_model, folder: str | Path, data, labels=None, runtime: 
                          hint="pass the .engine file built by 'quant build' as INT8_MODEL")
     models = folder_methods(folder)
     fp32_proto = load_model(fp32_model) if isinstance(fp32_model, (str, Path)) else fp32_model
+    from quant.eval.batch_axis import check_declared_batch_axis
+
+    check_declared_batch_axis(fp32_proto)
     runners = {method: int8_runner(path, runtime) for method, path in models.items()}  # checks every model first
     from quant.datasets.recorded import choose_preprocess
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from quant.core.errors import QuantError
+from quant.core.numbers import percent
 from quant.core.onnx_model import file_hash
 from quant.report.escape import md_code
 
@@ -65,16 +66,16 @@ def _eval_table(evaluation: dict, methods: list[str]) -> list[str]:
              "methods.", "", "| metric | FP32 | " + " | ".join(md_name(m) for m in shown) + " |",
              "|---|---|" + "---|" * len(shown)]
     for name, value in first.get("task", {}).items():
-        cells = [f"{results[m]['task'][name]['int8']:.2f}%" for m in shown]  # eval.json holds percent
+        cells = [f"{percent(results[m]['task'][name]['int8'])}%" for m in shown]  # eval.json holds percent
         label = f"{name}@{value['output']}" if value.get("output") is not None else name  # as the CLI prints it
-        lines.append(f"| {md_name(label)} | {value['fp32']:.2f}% | " + " | ".join(cells) + " |")
+        lines.append(f"| {md_name(label)} | {percent(value['fp32'])}% | " + " | ".join(cells) + " |")
     for output in first.get("outputs", {}):
         for key, title, fmt in (("agreement", "agreement", "pct"), ("cosine", "cosine", ".5f"),
                                 ("sqnr_db", "SQNR (dB)", ".2f")):
             values = [results[m]["outputs"][output].get(key) for m in shown]
             if all(v is None for v in values):
                 continue
-            cells = ["-" if v is None else f"{v:.2f}%" if fmt == "pct" else format(v, fmt) for v in values]
+            cells = ["-" if v is None else f"{percent(v)}%" if fmt == "pct" else format(v, fmt) for v in values]
             lines.append(f"| output {md_name(output)} {title} | | " + " | ".join(cells) + " |")
     worst = [f"{md_name(m, table=False)}: " + ", ".join(f"#{w['index']}" + (f" {md_name(w['file'], table=False)}" if w.get("file") else "")
                                            + f" ({w['sqnr_db']:.1f} dB)" for w in results[m].get("worst_samples", [])[:3])

@@ -10,6 +10,8 @@ from quant.calibrators import get as get_calibrator
 from quant.core.errors import QuantError
 from quant.core.histogram import load_histograms
 from quant.core.io import write_file_atomic
+from quant.core.numbers import percent, shown
+from quant.eval.gate import format_value
 from quant.core.text import printable
 from quant.report import plots
 from quant.report.escape import md_code, md_text
@@ -21,6 +23,11 @@ REPORT_INPUTS = ("eval.json", "gate.json", "sensitivity.json", "fallback.json")
 def _f(value, spec: str = ".4g") -> str:
     """A number from JSON, where NaN/Inf were written as null; 4 significant digits unless ``spec`` says."""
     return "n/a" if value is None else format(value, spec)
+
+
+def _pct(value) -> str:
+    """A percentage from JSON as eval prints it: 100.00 or 0.00 only when exact."""
+    return "n/a" if value is None else percent(value)
 
 
 def number(value) -> str:
@@ -133,7 +140,8 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
     sensitivity = _load(folder, "sensitivity.json")
     if sensitivity:
         stage(f"sensitivity of {len(sensitivity['layers'])} layers")
-        lines = [f"Metric **{md_text(sensitivity['metric'])}**: FP32 {_f(sensitivity['fp32'])}, all INT8 "
+        unit = f" ({md_text(sensitivity['unit'])})" if sensitivity.get("unit") else ""
+        lines = [f"Metric **{md_text(sensitivity['metric'])}**{unit}: FP32 {_f(sensitivity['fp32'])}, all INT8 "
                  f"{_f(sensitivity['all_quantized'])}. Rank correlation of the one-pass local SQNR with the "
                  f"exhaustive score: {_f(sensitivity['rank_correlation_one_pass_vs_exhaustive'], '.3f')}.", "",
                  "| rank | layer | only this | all but this | local SQNR (dB) |", "|---|---|---|---|---|"]
@@ -147,10 +155,14 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
     if fallback:
         stage(f"fallback path of {len(fallback['path'])} steps")
         lines = [f"Bound: {md_text(fallback['criterion'])} - {'met' if fallback['passed'] else 'NOT met'} with "
-                 f"{len(fallback['float_layers'])} layer(s) in float ({fallback['evaluations']} evaluations).", "",
-                 "| step | value | drop | change |", "|---|---|---|---|"]
-        for step in fallback["path"]:
-            lines.append(f"| {step['step']} | {_f(step['value'])} | {_f(step['drop'])} | {md_text(step['action'])} |")
+                 f"{len(fallback['float_layers'])} layer(s) in float ({fallback['evaluations']} evaluations"
+                 + (f" + {fallback['screen_evaluations']} on the screening subset" if fallback.get("screen_evaluations")
+                    else "") + ").", "",
+                 "| step | scored on | value | drop | change |", "|---|---|---|---|---|"]
+        for step in fallback["path"]:  # the bisect search scores most steps on a subset of the held-out samples
+            scored = f"{'subset' if step.get('data') == 'subset' else 'all'} {step.get('samples') or ''}".strip()
+            lines.append(f"| {step['step']} | {scored} | {_f(step['value'])} | {_f(step['drop'])} | "
+                         f"{md_text(step['action'])} |")
         if fallback.get("naive_first_last"):
             lines.append("")
             lines.append("Naive search for comparison: " + ", ".join(
@@ -205,11 +217,11 @@ def _metric_table(folder: Path) -> str:
         lines += [f"Runtime: {md_text(evaluation['runtime']['int8'])} ({md_text(evaluation['samples'])} held-out samples).", "",
                   "| metric | output | FP32 | INT8 | drop |", "|---|---|---|---|---|"]
         for name, value in evaluation.get("task", {}).items():
-            lines.append(f"| {md_text(name)} | {md_code(value['output'], table=True)} | {_f(value['fp32'], '.2f')}% | "
-                         f"{_f(value['int8'], '.2f')}% | {_f(value['drop'], '.2f')} pp |")
+            lines.append(f"| {md_text(name)} | {md_code(value['output'], table=True)} | {_pct(value['fp32'])}% | "
+                         f"{_pct(value['int8'])}% | {_f(value['drop']) if value['drop'] is None else shown(value['drop'], [0.0], 2)} pp |")
         lines += ["", "| output | shape | agreement | cosine | SQNR (dB) | max abs error |", "|---|---|---|---|---|---|"]
         for name, value in evaluation["outputs"].items():
-            agreement = "n/a" if value["agreement"] is None else f"{value['agreement']:.2f}% (axis {value['class_axis']})"
+            agreement = "n/a" if value["agreement"] is None else f"{percent(value['agreement'])}% (axis {value['class_axis']})"
             lines.append(f"| {md_code(name, table=True)} | {md_text(value.get('shape') or '')} | {agreement} | "
                          f"{_f(value['cosine'], '.5f')} | {_f(value['sqnr_db'], '.2f')} | {_f(value['max_abs_error'], '.4g')} |")
         rows = evaluation.get("user_evaluation") or []
@@ -224,9 +236,10 @@ def _metric_table(folder: Path) -> str:
             lines += ["", f"Gate: **ERROR**: {md_text(gate['error']['message'])}"]
         for check in gate.get("checks", []):
             on = md_text(check["metric"]) + ("" if check["output"] is None else f"@{md_code(check['output'])}")
-            unit = f" {md_text(check['unit'])}" if check["unit"] else ""
-            lines += ["", f"Gate: **{'PASS' if check['passed'] else 'FAIL'}** on {on}: FP32 {md_text(_f(check['fp32']))}, "
-                          f"INT8 {md_text(_f(check['int8']))}{unit}; {md_text(check['criterion'])}"]
+            fp32, int8 = (float("nan") if check[k] is None else check[k] for k in ("fp32", "int8"))  # null: n/a
+            lines += ["", f"Gate: **{'PASS' if check['passed'] else 'FAIL'}** on {on}: FP32 "
+                          f"{md_text(format_value(fp32, check['unit']))}, INT8 "
+                          f"{md_text(format_value(int8, check['unit'], fp32))}; {md_text(check['criterion'])}"]
     return "\n".join(lines).strip()
 
 

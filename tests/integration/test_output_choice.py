@@ -117,7 +117,9 @@ def test_class_map_agreement_is_per_pixel_on_axis_1(heatmap):
     report = quant.evaluate(heatmap["model"], heatmap["int8"], heatmap["heldout"])
     fp32 = ort.InferenceSession(str(heatmap["model"]), providers=["CPUExecutionProvider"]).run(None, {"x": heatmap["x"]})
     int8 = _emulated(heatmap["int8"], heatmap["x"])
-    per_pixel = 100.0 * np.mean(fp32[1].argmax(1) == int8[1].argmax(1))
+    # pixels whose ReLU features are all 0 score 0.5/0.5 in FP32 and INT8 alike: no class, not counted
+    both_tied = (fp32[1][:, 0] == fp32[1][:, 1]) & (int8[1][:, 0] == int8[1][:, 1])
+    per_pixel = 100.0 * np.mean((fp32[1].argmax(1) == int8[1].argmax(1))[~both_tied])
     last_axis = 100.0 * np.mean(fp32[1].argmax(-1) == int8[1].argmax(-1))
     assert per_pixel != pytest.approx(last_axis)  # the axis matters on this model: the test can tell them apart
     prob = report.outputs["facemap"]

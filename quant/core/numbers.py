@@ -1,0 +1,36 @@
+"""Numbers as quant prints them: rounded, but never to a value they are not where that value matters."""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+
+TOLERANCE = 1e-12  # the gate's: a drop within this of its bound meets it (sums of floats differ in the last bits)
+
+
+def shown(value: float, bounds: Iterable[float] = (), digits: int = 4) -> str:
+    """``value`` with ``digits`` decimals, and more where those would print it equal to one of ``bounds`` that it
+    is not: a gate's bound ('drop 0.0000 > max 0.0' for a drop of 3e-05), 100% for 99.995% (one miss in 20,000
+    shown as '100.00%'), 0 for a drop of 0.003 pp. Never '-0.00' for a value that rounds to zero; inf and nan
+    as such."""
+    if value is None or not math.isfinite(value):
+        return str(value)
+    bounds = [b for b in bounds if b is not None]
+    value = next((b for b in bounds if abs(value - b) <= TOLERANCE), value)  # float noise at the bound is the bound
+
+    def equal_to_a_bound(text: str) -> bool:
+        return any(value != b and float(text) == b for b in bounds)
+
+    text = f"{value:.{digits}f}"
+    for more in range(digits + 1, 17):
+        if not equal_to_a_bound(text):
+            break
+        text = f"{value:.{more}f}"
+    if equal_to_a_bound(text):
+        text = repr(float(value))
+    return text.lstrip("-") if float(text) == 0 else text
+
+
+def percent(value: float, digits: int = 2) -> str:
+    """A percentage (0..100) to ``digits`` decimals that shows 100 or 0 only when it is exactly that."""
+    return shown(value, (0.0, 100.0), digits)
