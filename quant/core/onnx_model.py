@@ -64,10 +64,13 @@ def load_model(path: str | Path):
         if not target.exists():
             raise QuantError(f"external data file '{location}' of '{path}' is missing",
                              hint="copy the model together with its external data files")
+        if not target.is_file():
+            raise QuantError(f"external data '{location}' of '{path}' is not a regular file",
+                             hint="copy the model together with its external data files")
     if any(True for _ in _external_tensors(model)):
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(base))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # (the last: not a regular file)
             raise QuantError(f"cannot read the external data of '{path}': {exc}",
                              hint="copy the model together with its complete external data files") from None
     if model.ByteSize() < MAX_PROTOBUF:
@@ -98,6 +101,22 @@ def _external_tensors(model):
     for tensor in onnx.external_data_helper._get_all_tensors(model):
         if tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.EXTERNAL:
             yield tensor
+
+
+def external_data_digest(path: str | Path) -> str | None:
+    """sha256 over the external data files an ONNX file refers to (their names and contents), None when it has none.
+
+    ``file_hash`` of the .onnx file alone does not change when ``w.bin`` beside it is replaced by other weights."""
+    path = Path(path)
+    proto = _onnx().load(str(path), load_external_data=False)
+    locations = sorted({next((e.value for e in t.external_data if e.key == "location"), "")
+                        for t in _external_tensors(proto)})
+    if not locations:
+        return None
+    digest = hashlib.sha256()
+    for location in locations:
+        digest.update(f"{location}\0{file_hash(path.parent / location)}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
 
 
 def file_hash(path: str | Path) -> str:

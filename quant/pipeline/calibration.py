@@ -17,7 +17,8 @@ from quant.core.errors import QuantError
 from quant.core.histogram import Histogram, load_histograms, save_histograms
 from quant.core.histogram_file import histogram_names
 from quant.core.io import atomic_output_dir, dumps
-from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, try_serialize, with_outputs
+from quant.core.onnx_model import (external_data_digest, file_hash, input_specs, load_model, normalize, opset_version,
+                                   try_serialize, with_outputs)
 from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select, uses_preprocess
 from quant.datasets.keyed import fit_to_inputs
 from quant.datasets.labels import LABEL_KEYS, label_keys  # noqa: F401 (LABEL_KEYS: re-exported, as before)
@@ -94,6 +95,7 @@ class CalibrationResult:
     equalization: list = field(default_factory=list)  # the pairs cross-layer equalization balanced (quant.qdq.equalize)
     smoothing: dict = field(default_factory=dict)  # --smooth: quant.json "smoothing" (quant.qdq.smooth.record)
     auto: dict = field(default_factory=dict)  # --method auto: the candidates scored per tensor (quant.json "auto")
+    model_external_sha256: str | None = None  # the model's external data files (quant.json model.external_data_sha256)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -244,7 +246,8 @@ class CalibrationResult:
             "format": "quant-calibration/1",
             "tool": {"name": "quant", "version": __version__, **_versions()},
             "model": {"path": str(self.model_path.resolve()) if self.model_path else None, "sha256": self.model_sha256,
-                      "opset": opset_version(self.model)},
+                      "opset": opset_version(self.model),
+                      **({"external_data_sha256": self.model_external_sha256} if self.model_external_sha256 else {})},
             "data": self.data,
             "method": method,
             "parameters": self._parameters(method),
@@ -502,6 +505,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     elif example_inputs is not None:
         raise QuantError("example_inputs is only for a torch.nn.Module model", hint="drop example_inputs=")
     proto, path, digest = prepare_model(model)
+    external = external_data_digest(path) if path is not None else None
     already = sorted({n.op_type for n in proto.graph.node if n.op_type in QDQ_OPS or n.op_type.startswith("QLinear")})
     if already:
         raise QuantError(f"the model already contains quantization nodes ({', '.join(already)}): it is quantized",
@@ -583,7 +587,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
         data_info["preprocess"] = (preprocess.spec if preprocess else Preprocess()).to_dict()
     result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info,
                                validation_feeds=validation or None, exported=exported, equalization=equalized,
-                               smoothing=smoothing)
+                               smoothing=smoothing, model_external_sha256=external)
     # How the pass ran (not in quant.json, which stays the same whatever the batching, the workers or the
     # device that collected it).
     result.execution = {"batches": collected.batches, "ray": context.ray is not None}
@@ -804,6 +808,11 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     if digest != manifest["model"]["sha256"]:
         raise QuantError(f"the model '{model_ref}' is not the one '{folder}' was calibrated with (sha256 differs)",
                          hint="pass --model with the original FP32 model")
+    external = external_data_digest(path) if path is not None else None
+    recorded = manifest["model"].get("external_data_sha256")
+    if recorded is not None and external != recorded:  # the same .onnx file, other weights in its w.bin
+        raise QuantError(f"the external data of the model '{model_ref}' is not what '{folder}' was calibrated with "
+                         "(sha256 differs)", hint="put back the original weight files, or calibrate again")
     if methods is None:
         methods = manifest.get("method") or old.methods
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
@@ -827,7 +836,7 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     histograms = load_histograms(histogram_file, names=tensors, bins=old.bins)
     result = CalibrationResult(proto, path, digest, plan, histograms, config,
                                dict(manifest.get("data", {}), recalibrated_from=str(folder)), equalization=equalized,
-                               smoothing=smoothing)
+                               smoothing=smoothing, model_external_sha256=external)
     compute_ranges(result)
     if "auto" in config.methods:  # the choice recorded in quant.json (scoring it again needs the data)
         from quant.pipeline.auto_range import recorded_auto

@@ -11,17 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
-from bad_inputs.cases_stranger3 import conv_fc_model
-
-
-def _external(path, location="w.bin"):
-    """conv_fc_model (logits only) saved with every weight in one external file ``location`` (may be in a sub-folder)."""
-    model = onnx.load(str(conv_fc_model(path.with_suffix(".tmp.onnx"), outputs=("logits",))))
-    path.with_suffix(".tmp.onnx").unlink()
-    (path.parent / location).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
-              size_threshold=0)
-    return path
+from bad_inputs.cases_stranger4a import external_model
 
 
 @pytest.fixture
@@ -40,7 +30,7 @@ def _cli(args, umask=None):
 def test_external_data_files_quant_writes_get_the_umask_mode(tmp_path, data, umask):
     """model.int8.onnx.data and model.ort-cpu.int8.onnx.data (--external-data) get 0666 & ~umask like every other file.
     Before: onnx creates them 0600, so under umask 002 a group could read model.int8.onnx but not its weights."""
-    model = _external(tmp_path / "m.onnx")
+    model = external_model(tmp_path / "m.onnx")
     proc = _cli(["calibrate", model, "--data", data, "--method", "minmax,mse", "--target", "all", "--external-data",
                  "--output", tmp_path / "out"], umask=umask)
     assert proc.returncode == 0, proc.stderr

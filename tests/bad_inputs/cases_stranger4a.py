@@ -1,0 +1,63 @@
+"""Bad inputs found by trying quant as a stranger would, fourth round: files and the output contract
+(see tests/integration/test_stranger4a.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from bad_inputs.cases import Case
+from bad_inputs.cases_stranger3 import conv_fc_model
+
+
+def external_model(path: Path, location: str = "w.bin") -> Path:
+    """conv_fc_model (logits only) saved with every weight in one external file ``location`` (may be in a sub-folder)."""
+    scratch = path.with_name(path.stem + ".inline.onnx")
+    model = onnx.load(str(conv_fc_model(scratch, outputs=("logits",))))
+    scratch.unlink()
+    (path.parent / location).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
+              size_threshold=0)
+    return path
+
+
+def _data(d: Path) -> Path:
+    np.savez(d / "cal.npz", x=np.random.default_rng(4).normal(size=(16, 3, 8, 8)).astype(np.float32))
+    return d / "cal.npz"
+
+
+def external_data_is_a_folder(d: Path):
+    model = external_model(d / "m.onnx")  # was: onnx's ValidationError as a traceback, exit 1
+    (d / "w.bin").unlink()
+    (d / "w.bin").mkdir()
+    return ["calibrate", model, "--data", _data(d), "--output", d / "out"]
+
+
+def _replaced_weights(d: Path) -> tuple[Path, Path, Path]:
+    """A calibration of an external-data model, then its w.bin rewritten with other weights (the .onnx unchanged)."""
+    import quant
+
+    model, data = external_model(d / "m.onnx"), _data(d)
+    quant.calibrate(model, data).save(d / "cal")
+    weights = np.fromfile(d / "w.bin", dtype=np.float32)
+    (weights * 3).astype(np.float32).tofile(d / "w.bin")
+    return model, data, d / "cal"
+
+
+def recalibrate_after_the_weights_file_changed(d: Path):
+    _, _, cal = _replaced_weights(d)  # was: new weights silently quantized with the old weights' histograms
+    return ["recalibrate", cal, "--method", "mse", "--output", d / "rec"]
+
+
+def sensitivity_after_the_weights_file_changed(d: Path):
+    model, data, cal = _replaced_weights(d)
+    return ["sensitivity", model, "--calibration", cal, "--data", data, "--metric", "sqnr"]
+
+
+REPLACED = "the external data of the model"
+CASES = [
+    Case("external_data_is_a_folder", external_data_is_a_folder, "external data 'w.bin' of"),
+    Case("recalibrate_after_the_weights_file_changed", recalibrate_after_the_weights_file_changed, REPLACED),
+    Case("sensitivity_after_the_weights_file_changed", sensitivity_after_the_weights_file_changed, REPLACED),
+]
