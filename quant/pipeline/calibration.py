@@ -801,6 +801,8 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     model_ref = model if model is not None else manifest["model"]["path"]
     if model_ref is None:
         raise QuantError("the calibration folder does not record the model's path", hint="pass --model FP32_MODEL")
+    if model is None and not Path(model_ref).exists() and (folder / FP32_MODEL).is_file():
+        model_ref = folder / FP32_MODEL  # the exported model of a folder moved or copied elsewhere (sha256 checked)
     if model is None and not Path(model_ref).exists():
         raise QuantError(f"the FP32 model recorded in '{manifest_path}' ({model_ref}) does not exist any more",
                          hint="pass --model with its new path (its sha256 is checked)")

@@ -40,3 +40,29 @@ def test_external_data_files_quant_writes_get_the_umask_mode(tmp_path, data, uma
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, (path, oct(path.stat().st_mode))
     int8 = onnx.load(str(tmp_path / "out" / "mse" / "model.int8.onnx"))
     onnx.checker.check_model(int8, full_check=True)
+
+
+def test_recalibrate_of_a_moved_folder_finds_the_exported_model_inside_it(tmp_path, data):
+    """A torch module's folder holds model.fp32.onnx; moved elsewhere, recalibrate takes that file (its sha256 checked)
+    and gives the ranges of the original. Before: 'the FP32 model recorded ... does not exist any more'."""
+    torch = pytest.importorskip("torch")
+    import shutil
+
+    import quant
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                 torch.nn.Linear(4 * 6 * 6, 10)).eval()
+    quant.calibrate(module, data, example_inputs=(torch.zeros(1, 3, 8, 8),)).save(tmp_path / "cal")
+    shutil.move(tmp_path / "cal", tmp_path / "moved")
+    proc = _cli(["recalibrate", tmp_path / "moved", "--method", "entropy", "--output", tmp_path / "rec"])
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    old = json.loads((tmp_path / "moved" / "quant.json").read_text())["activations"]
+    new = json.loads((tmp_path / "rec" / "quant.json").read_text())["activations"]
+    assert {t: v["amax"] for t, v in new.items()} == {t: v["amax"] for t, v in old.items()} and len(old) == 2
+    (tmp_path / "moved" / "model.fp32.onnx").write_bytes(onnx.load(str(tmp_path / "moved" / "model.int8.onnx"))
+                                                         .SerializeToString())  # another model under that name
+    proc = _cli(["recalibrate", tmp_path / "moved", "--method", "mse", "--output", tmp_path / "rec2"])
+    assert proc.returncode == 2 and "is not the one" in proc.stderr and not (tmp_path / "rec2").exists()
