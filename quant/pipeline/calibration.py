@@ -808,8 +808,11 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
                          hint="pass --model with its new path (its sha256 is checked)")
     proto, path, digest = prepare_model(model_ref)
     if digest != manifest["model"]["sha256"]:
+        # sensitivity and fallback take the model as an argument: only recalibrate has --model
+        hint = ("the file changed since calibration: put the original back, pass it with --model, or calibrate again"
+                if model is None else f"pass the FP32 model that quant.json records: {manifest['model']['path']}")
         raise QuantError(f"the model '{model_ref}' is not the one '{folder}' was calibrated with (sha256 differs)",
-                         hint="pass --model with the original FP32 model")
+                         hint=hint)
     external = external_data_digest(path) if path is not None else None
     recorded = manifest["model"].get("external_data_sha256")
     if recorded is not None and external != recorded:  # the same .onnx file, other weights in its w.bin

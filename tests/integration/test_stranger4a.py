@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
+from bad_inputs.cases_stranger3 import conv_fc_model
 from bad_inputs.cases_stranger4a import external_model
 
 
@@ -66,3 +67,23 @@ def test_recalibrate_of_a_moved_folder_finds_the_exported_model_inside_it(tmp_pa
                                                          .SerializeToString())  # another model under that name
     proc = _cli(["recalibrate", tmp_path / "moved", "--method", "mse", "--output", tmp_path / "rec2"])
     assert proc.returncode == 2 and "is not the one" in proc.stderr and not (tmp_path / "rec2").exists()
+
+
+def test_another_model_given_to_sensitivity_gets_a_hint_it_can_follow(tmp_path, data):
+    """sensitivity and fallback take the FP32 model as an argument and have no --model: the hint names the recorded
+    model instead. Before: 'Hint: pass --model with the original FP32 model', a flag they refuse."""
+    import quant
+
+    model = external_model(tmp_path / "m.onnx")
+    other = conv_fc_model(tmp_path / "other.onnx", outputs=("logits",))
+    quant.calibrate(model, data).save(tmp_path / "cal")
+    for command in (["sensitivity", other, "--calibration", tmp_path / "cal", "--data", data, "--metric", "sqnr"],
+                    ["fallback", other, "--calibration", tmp_path / "cal", "--data", data, "--metric", "sqnr",
+                     "--min-value", "50", "--output", tmp_path / "fb"]):
+        proc = _cli(command)
+        assert proc.returncode == 2, proc.stderr
+        error, hint = proc.stderr.strip().splitlines()
+        assert "is not the one" in error and "--model" not in hint, proc.stderr
+        assert hint == f"Hint: pass the FP32 model that quant.json records: {model.resolve()}"
+    proc = _cli(["recalibrate", tmp_path / "cal", "--model", other, "--method", "mse", "--output", tmp_path / "r"])
+    assert proc.returncode == 2 and "records" in proc.stderr and not (tmp_path / "r").exists()
