@@ -55,9 +55,33 @@ def sensitivity_after_the_weights_file_changed(d: Path):
     return ["sensitivity", model, "--calibration", cal, "--data", data, "--metric", "sqnr"]
 
 
+def _folder_with_external_data(d: Path) -> tuple[Path, Path, Path]:
+    """Two methods, --external-data and --bias-correction: each method's folder holds model.int8.onnx.data and
+    bias_correction.npz, which eval, sensitivity and fallback read."""
+    import quant
+
+    model, data = external_model(d / "m.onnx"), _data(d)
+    quant.calibrate(model, data, methods=("minmax", "mse"), external_data=True, bias_correction=True).save(d / "cal")
+    return model, data, d / "cal"
+
+
+def folder_eval_json_onto_an_int8_weights_file(d: Path):
+    model, data, cal = _folder_with_external_data(d)  # was: the INT8 model's weights replaced by eval.json
+    return ["eval", model, cal, "--data", data, "--output-json", cal / "mse" / "model.int8.onnx.data"]
+
+
+def folder_eval_json_onto_the_bias_correction(d: Path):
+    model, data, cal = _folder_with_external_data(d)  # was: bias_correction.npz replaced by eval.json
+    return ["eval", model, cal, "--data", data, "--output-json", cal / "minmax" / "bias_correction.npz"]
+
+
 REPLACED = "the external data of the model"
 CASES = [
     Case("external_data_is_a_folder", external_data_is_a_folder, "external data 'w.bin' of"),
     Case("recalibrate_after_the_weights_file_changed", recalibrate_after_the_weights_file_changed, REPLACED),
     Case("sensitivity_after_the_weights_file_changed", sensitivity_after_the_weights_file_changed, REPLACED),
+    Case("folder_eval_json_onto_an_int8_weights_file", folder_eval_json_onto_an_int8_weights_file,
+         "model.int8.onnx.data' is the input"),
+    Case("folder_eval_json_onto_the_bias_correction", folder_eval_json_onto_the_bias_correction,
+         "bias_correction.npz' is the input"),
 ]
