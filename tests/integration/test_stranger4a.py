@@ -87,3 +87,35 @@ def test_another_model_given_to_sensitivity_gets_a_hint_it_can_follow(tmp_path, 
         assert hint == f"Hint: pass the FP32 model that quant.json records: {model.resolve()}"
     proc = _cli(["recalibrate", tmp_path / "cal", "--model", other, "--method", "mse", "--output", tmp_path / "r"])
     assert proc.returncode == 2 and "records" in proc.stderr and not (tmp_path / "r").exists()
+
+
+def _renamed_output(path, name):
+    model = onnx.load(str(conv_fc_model(path, outputs=("logits",))))
+    for node in model.graph.node:
+        node.input[:] = [name if t == "logits" else t for t in node.input]
+        node.output[:] = [name if t == "logits" else t for t in node.output]
+    model.graph.output[0].name = name
+    onnx.save(model, str(path))
+    return path
+
+
+def test_gate_junit_stays_well_formed_xml_with_any_output_name(tmp_path, data):
+    """An output name with a vertical tab and U+FFFE (valid ONNX, UTF-8) is written into gate.xml as an escape:
+    the file parses and names the escaped output, gate.json keeps the exact name. Before: gate.xml held the raw
+    characters, which XML 1.0 cannot hold even as references, and no CI system could read it."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    import quant
+
+    name = 'lo]]>\x0b<&"gits\ufffe'
+    model = _renamed_output(tmp_path / "m.onnx", name)
+    quant.calibrate(model, data).save(tmp_path / "cal")
+    proc = _cli(["gate", model, tmp_path / "cal" / "model.int8.onnx", "--data", data, "--metric", "sqnr",
+                 "--min-value", "90", "--junit", tmp_path / "g.xml", "--output-json", tmp_path / "g.json"])
+    assert proc.returncode == 1, proc.stderr  # the bound is not met: a failure, reported in both files
+    root = ET.parse(tmp_path / "g.xml").getroot()
+    shown = 'lo]]>\\x0b<&"gits\\ufffe'
+    assert [c.get("name") for c in root.iter("testcase")] == [f"sqnr@{shown}"]
+    assert root.find(".//failure").text.startswith(f"FAIL: sqnr@{shown} ")
+    assert json.loads((tmp_path / "g.json").read_text())["checks"][0]["output"] == name
