@@ -75,6 +75,29 @@ def folder_eval_json_onto_the_bias_correction(d: Path):
     return ["eval", model, cal, "--data", data, "--output-json", cal / "minmax" / "bias_correction.npz"]
 
 
+def _calibrated(d: Path) -> tuple[Path, Path]:
+    import quant
+
+    model = external_model(d / "m.onnx")
+    quant.calibrate(model, _data(d)).save(d / "cal")
+    return model, d / "cal"
+
+
+def build_print_command_onto_its_quant_json(d: Path):
+    _, cal = _calibrated(d)  # was: exit 0 and a trtexec command whose --saveEngine replaces quant.json
+    return ["build", cal, "--output", cal / "quant.json", "--print-command"]
+
+
+def build_implicit_onto_the_fp32_model_it_reads(d: Path):
+    model, cal = _calibrated(d)  # was: --force let the engine replace the FP32 model (refused only for want of TensorRT)
+    return ["build", cal, "--implicit", "--output", model, "--force"]
+
+
+def build_implicit_print_command_onto_the_weights_file(d: Path):
+    _, cal = _calibrated(d)
+    return ["build", cal, "--implicit", "--output", d / "w.bin", "--print-command"]
+
+
 REPLACED = "the external data of the model"
 CASES = [
     Case("external_data_is_a_folder", external_data_is_a_folder, "external data 'w.bin' of"),
@@ -84,4 +107,8 @@ CASES = [
          "model.int8.onnx.data' is the input"),
     Case("folder_eval_json_onto_the_bias_correction", folder_eval_json_onto_the_bias_correction,
          "bias_correction.npz' is the input"),
+    Case("build_print_command_onto_its_quant_json", build_print_command_onto_its_quant_json, "quant.json' is the input"),
+    Case("build_implicit_onto_the_fp32_model_it_reads", build_implicit_onto_the_fp32_model_it_reads, "m.onnx' is the input"),
+    Case("build_implicit_print_command_onto_the_weights_file", build_implicit_print_command_onto_the_weights_file,
+         "w.bin' is the input"),
 ]
