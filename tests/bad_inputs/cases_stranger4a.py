@@ -98,6 +98,11 @@ def build_implicit_print_command_onto_the_weights_file(d: Path):
     return ["build", cal, "--implicit", "--output", d / "w.bin", "--print-command"]
 
 
+def build_implicit_after_the_weights_file_changed(d: Path):
+    _, _, cal = _replaced_weights(d)  # was: a command building the new weights with the old weights' cache
+    return ["build", cal, "--implicit", "--output", d / "m.engine", "--print-command"]
+
+
 REPLACED = "the external data of the model"
 CASES = [
     Case("external_data_is_a_folder", external_data_is_a_folder, "external data 'w.bin' of"),
@@ -111,4 +116,6 @@ CASES = [
     Case("build_implicit_onto_the_fp32_model_it_reads", build_implicit_onto_the_fp32_model_it_reads, "m.onnx' is the input"),
     Case("build_implicit_print_command_onto_the_weights_file", build_implicit_print_command_onto_the_weights_file,
          "w.bin' is the input"),
+    Case("build_implicit_after_the_weights_file_changed", build_implicit_after_the_weights_file_changed,
+         "changed since calibration"),
 ]
