@@ -119,3 +119,30 @@ def test_gate_junit_stays_well_formed_xml_with_any_output_name(tmp_path, data):
     assert [c.get("name") for c in root.iter("testcase")] == [f"sqnr@{shown}"]
     assert root.find(".//failure").text.startswith(f"FAIL: sqnr@{shown} ")
     assert json.loads((tmp_path / "g.json").read_text())["checks"][0]["output"] == name
+
+
+def test_ctrl_c_during_a_native_import_is_an_interrupt_not_a_missing_package(monkeypatch):
+    """A Ctrl-C while onnxruntime loads can come back as ImportError('import numpy failed'): the KeyboardInterrupt
+    its Python code raised is swallowed by the native import. Before: 'Error: this step needs the Python package
+    'onnxruntime', which is not installed', exit 2, for a user who pressed Ctrl-C (1 run in 30 of quant eval
+    interrupted in its first second); now the interrupt (exit 130, 'Interrupted: nothing was written.')."""
+    import signal
+    import types
+
+    import quant.core.lazy as lazy
+    from quant.core.errors import QuantError
+
+    def swallowing_import(name):
+        try:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C arrives inside the import ...
+        except KeyboardInterrupt:
+            raise ImportError("import numpy failed") from None  # ... which reports a failed import instead
+        return types.ModuleType(name)
+
+    monkeypatch.setattr(lazy, "importlib", types.SimpleNamespace(import_module=swallowing_import))
+    with pytest.raises(KeyboardInterrupt):
+        lazy.require("quant_test_native_module")
+    monkeypatch.setattr(lazy, "importlib", types.SimpleNamespace(import_module=lambda name: (_ for _ in ()).throw(
+        ImportError(f"No module named '{name}'"))))
+    with pytest.raises(QuantError, match="which is not installed"):  # a package that is really missing: as before
+        lazy.require("quant_test_native_module")
