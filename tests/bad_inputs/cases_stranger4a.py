@@ -103,6 +103,20 @@ def build_implicit_after_the_weights_file_changed(d: Path):
     return ["build", cal, "--implicit", "--output", d / "m.engine", "--print-command"]
 
 
+def fallback_with_the_ranking_of_another_calibration(d: Path):
+    """sensitivity.json of a minmax calibration given to the fallback of an mse one of the same model. Was: its
+    ranking silently used (it names the same layers), the fallback path ordered by another calibration's scores."""
+    from conftest import run_cli
+
+    model, data = external_model(d / "m.onnx"), _data(d)
+    for method in ("minmax", "mse"):
+        assert run_cli(["calibrate", model, "--data", data, "--method", method, "--output", d / method]).returncode == 0
+    assert run_cli(["sensitivity", model, "--calibration", d / "minmax", "--data", data, "--metric", "sqnr"]
+                   ).returncode == 0
+    return ["fallback", model, "--calibration", d / "mse", "--data", data, "--metric", "sqnr", "--min-value", "50",
+            "--sensitivity", d / "minmax" / "sensitivity.json", "--output", d / "fb"]
+
+
 REPLACED = "the external data of the model"
 CASES = [
     Case("external_data_is_a_folder", external_data_is_a_folder, "external data 'w.bin' of"),
@@ -118,4 +132,6 @@ CASES = [
          "w.bin' is the input"),
     Case("build_implicit_after_the_weights_file_changed", build_implicit_after_the_weights_file_changed,
          "changed since calibration"),
+    Case("fallback_with_the_ranking_of_another_calibration", fallback_with_the_ranking_of_another_calibration,
+         "ranks the layers of the calibration"),
 ]
