@@ -437,9 +437,9 @@ def save_model(model, path: Path, external_data: bool = False) -> None:
     onnx = _onnx()
     data = None if external_data else try_serialize(model)
     if data is None:
-        # onnx creates the data file with mode 0600 whatever the umask; created here first (0666 & ~umask, as a
-        # plain open() gives), it is only appended to
-        os.close(os.open(f"{path}.data", os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666))
+        # onnx creates the data file with mode 0600 whatever the umask, and appends to one that exists: created
+        # (0666 & ~umask, as a plain open() gives) or emptied here first, it holds this model's weights alone
+        os.close(os.open(f"{path}.data", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666))
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=f"{path.name}.data", size_threshold=1024)  # (moves the weights out of `model`)
     else:

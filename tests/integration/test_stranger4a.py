@@ -146,3 +146,17 @@ def test_ctrl_c_during_a_native_import_is_an_interrupt_not_a_missing_package(mon
         ImportError(f"No module named '{name}'"))))
     with pytest.raises(QuantError, match="which is not installed"):  # a package that is really missing: as before
         lazy.require("quant_test_native_module")
+
+
+def test_save_model_twice_to_one_path_writes_the_weights_once(tmp_path):
+    """quant.pipeline.save_model (public) with external data, twice to one path: the data file holds one copy
+    of the weights and the model loads. onnx alone appends to an existing data file (it grew by the weights
+    at every save)."""
+    from quant.pipeline import save_model
+
+    model = onnx.load(str(conv_fc_model(tmp_path / "m.onnx", outputs=("logits",))))
+    for _ in range(2):
+        save_model(onnx.load(str(tmp_path / "m.onnx")), tmp_path / "x.onnx", external_data=True)
+    weights = sum(np.prod(t.dims) * 4 for t in model.graph.initializer if np.prod(t.dims) * 4 >= 1024)
+    assert (tmp_path / "x.onnx.data").stat().st_size == weights
+    onnx.checker.check_model(onnx.load(str(tmp_path / "x.onnx")), full_check=True)
