@@ -9,6 +9,7 @@ import numpy as np
 
 from quant.core.errors import QuantError
 from quant.core.lazy import require
+from quant.core.oserrors import check_regular_input
 
 MIN_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
 MAX_PROTOBUF = 2**31 - 1
@@ -34,6 +35,7 @@ def load_model(path: str | Path):
         raise QuantError(f"model file '{path}' does not exist", hint="pass the path of an FP32 ONNX model")
     if path.is_dir():
         raise QuantError(f"model path '{path}' is a folder, not an ONNX file", hint="pass the .onnx file itself")
+    check_regular_input(path, "model")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError ... on garbage

@@ -117,6 +117,16 @@ def fallback_with_the_ranking_of_another_calibration(d: Path):
             "--sensitivity", d / "minmax" / "sensitivity.json", "--output", d / "fb"]
 
 
+def data_from_a_device(d: Path):
+    model = external_model(d / "m.onnx")  # was: "the data source '/dev/null' is empty: ... put images in the folder"
+    return ["calibrate", model, "--data", "/dev/null", "--output", d / "out"]
+
+
+def labels_from_a_device(d: Path):
+    _, cal = _calibrated(d)  # was: "the data has no labels column '/dev/null'"
+    return ["eval", d / "m.onnx", cal, "--data", d / "cal.npz", "--labels", "/dev/null"]
+
+
 REPLACED = "the external data of the model"
 CASES = [
     Case("external_data_is_a_folder", external_data_is_a_folder, "external data 'w.bin' of"),
@@ -134,4 +144,6 @@ CASES = [
          "changed since calibration"),
     Case("fallback_with_the_ranking_of_another_calibration", fallback_with_the_ranking_of_another_calibration,
          "ranks the layers of the calibration"),
+    Case("data_from_a_device", data_from_a_device, "data '/dev/null' is a device, not a file"),
+    Case("labels_from_a_device", labels_from_a_device, "labels file '/dev/null' is a device, not a file"),
 ]

@@ -160,3 +160,21 @@ def test_save_model_twice_to_one_path_writes_the_weights_once(tmp_path):
     weights = sum(np.prod(t.dims) * 4 for t in model.graph.initializer if np.prod(t.dims) * 4 >= 1024)
     assert (tmp_path / "x.onnx.data").stat().st_size == weights
     onnx.checker.check_model(onnx.load(str(tmp_path / "x.onnx")), full_check=True)
+
+
+@pytest.mark.skipif(not os.path.exists("/bin/bash"), reason="process substitution needs bash")
+def test_a_model_from_a_pipe_is_refused_not_recorded_with_the_hash_of_nothing(tmp_path, data):
+    """quant calibrate <(cat m.onnx): the pipe can be read once. Before: the model was read, then hashed from the
+    drained pipe: quant.json recorded sha256 e3b0c442... (of no bytes) and a path '/proc/PID/fd/pipe:[N]', which
+    recalibrate, sensitivity and fallback can never match. Data and labels from a pipe: "is empty: no images"
+    and "no labels column '/dev/fd/63'"."""
+    model = external_model(tmp_path / "m.onnx")
+    quant_cmd = f"{sys.executable} -m quant"
+    for args, what in ((f'calibrate <(cat "$1") --data "$2" --output "$3"', "model"),
+                       (f'calibrate "$1" --data <(cat "$2") --output "$3"', "data"),
+                       (f'eval "$1" "$1" --data "$2" --labels <(seq 0 23)', "labels file")):
+        proc = subprocess.run(["/bin/bash", "-c", f"{quant_cmd} {args}", "_", str(model), str(data),
+                               str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.startswith(f"Error: {what} '/dev/fd/") and "is a pipe, not a file" in proc.stderr
+        assert not (tmp_path / "out").exists()
