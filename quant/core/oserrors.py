@@ -69,5 +69,6 @@ def check_regular_input(path, what: str) -> None:
         return
     if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-        raise QuantError(f"{what} '{_printable(path)}' is {kind}, not a file: quant reads it more than once and "
-                         "records its sha256", hint="save it to a file first and pass that file")
+        raise QuantError(f"{what} '{_printable(path)}' is {kind}, not a file: quant reads its inputs by name, more "
+                         "than once (a model or data also for its sha256)",
+                         hint="save it to a file first and pass that file")

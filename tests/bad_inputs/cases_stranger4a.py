@@ -127,6 +127,11 @@ def labels_from_a_device(d: Path):
     return ["eval", d / "m.onnx", cal, "--data", d / "cal.npz", "--labels", "/dev/null"]
 
 
+def eval_fn_from_a_device(d: Path):
+    _, cal = _calibrated(d)  # was: "the file '/dev/null' does not exist"
+    return ["eval", d / "m.onnx", cal, "--data", d / "cal.npz", "--eval-fn", "/dev/null:evaluate"]
+
+
 REPLACED = "the external data of the model"
 CASES = [
     Case("external_data_is_a_folder", external_data_is_a_folder, "external data 'w.bin' of"),
@@ -146,4 +151,5 @@ CASES = [
          "ranks the layers of the calibration"),
     Case("data_from_a_device", data_from_a_device, "data '/dev/null' is a device, not a file"),
     Case("labels_from_a_device", labels_from_a_device, "labels file '/dev/null' is a device, not a file"),
+    Case("eval_fn_from_a_device", eval_fn_from_a_device, "file '/dev/null' is a device, not a file"),
 ]
