@@ -170,9 +170,9 @@ def test_a_model_from_a_pipe_is_refused_not_recorded_with_the_hash_of_nothing(tm
     and "no labels column '/dev/fd/63'"."""
     model = external_model(tmp_path / "m.onnx")
     quant_cmd = f"{sys.executable} -m quant"
-    for args, what in ((f'calibrate <(cat "$1") --data "$2" --output "$3"', "model"),
-                       (f'calibrate "$1" --data <(cat "$2") --output "$3"', "data"),
-                       (f'eval "$1" "$1" --data "$2" --labels <(seq 0 23)', "labels file")):
+    for args, what in (('calibrate <(cat "$1") --data "$2" --output "$3"', "model"),
+                       ('calibrate "$1" --data <(cat "$2") --output "$3"', "data"),
+                       ('eval "$1" "$1" --data "$2" --labels <(seq 0 23)', "labels file")):
         proc = subprocess.run(["/bin/bash", "-c", f"{quant_cmd} {args}", "_", str(model), str(data),
                                str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, proc.stderr
