@@ -47,10 +47,10 @@ def calibration_identity(folder) -> dict:
     return {"path": str(folder.resolve()), "quant_json_sha256": file_hash(folder / "quant.json")}
 
 
-def saved_ranking(path: Path, metric: str | None, calibration: Path) -> list[str] | None:
+def saved_ranking(path: Path, metric: str | None, calibration: Path | None = None) -> list[str] | None:
     """The layer ranking of 'quant sensitivity' in ``path`` when it was computed for ``metric`` (any metric when
     None); every field checked: one Error line for a damaged file, or one that ranked another calibration than
-    ``calibration``. None when there is no such file."""
+    ``calibration`` (when given). None when there is no such file."""
     from quant.core.errors import QuantError
     from quant.core.readback import RANKING_SPEC, read_report_input
 
@@ -58,7 +58,8 @@ def saved_ranking(path: Path, metric: str | None, calibration: Path) -> list[str
         return None
     saved = read_report_input(path, RANKING_SPEC)
     recorded = saved.get("calibration")
-    if recorded and recorded["quant_json_sha256"] != calibration_identity(calibration)["quant_json_sha256"]:
+    if (calibration is not None and recorded
+            and recorded["quant_json_sha256"] != calibration_identity(calibration)["quant_json_sha256"]):
         raise QuantError(f"'{path}' ranks the layers of the calibration '{recorded['path']}', not of '{calibration}' "
                          "(their quant.json differ)",
                          hint="run 'quant sensitivity' on this calibration, or drop --sensitivity")

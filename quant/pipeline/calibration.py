@@ -839,6 +839,7 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
                 "the folder was made for another model or other exclusions; calibrate again")
         raise QuantError(f"histograms.npz lacks tensors {missing[:3]} that the model needs", hint=hint)
     histograms = load_histograms(histogram_file, names=tensors, bins=old.bins)
+    _check_written_here(folder, histogram_file)  # (after reading: a damaged file gets the reader's own message)
     result = CalibrationResult(proto, path, digest, plan, histograms, config,
                                dict(manifest.get("data", {}), recalibrated_from=str(folder)), equalization=equalized,
                                smoothing=smoothing, model_external_sha256=external)
@@ -854,6 +855,18 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         bias_correction.check_recalibration(manifest.get("method"), methods, old, config)
         bias_correction.load(result, methods[0], folder)
     return result
+
+
+def _check_written_here(folder: Path, path: Path) -> None:
+    """Refuse a readable file of a calibration folder that is not the one quant wrote there (its manifest records
+    the sha256): another run's histograms.npz copied in would give its ranges under this folder's data provenance."""
+    from quant.core.ownership import read_manifest, sha256_file
+
+    recorded = (read_manifest(folder) or {}).get("files", {}).get(path.name)
+    if recorded is not None and path.is_file() and sha256_file(path) != recorded:
+        raise QuantError(f"'{path}' is not the {path.name} quant wrote into '{folder}' (its sha256 differs from the "
+                         "folder's .quant-manifest.json)",
+                         hint="put back the folder's own file, or calibrate again")
 
 
 def load_calibration(folder: str | Path, model=None) -> CalibrationResult:

@@ -132,6 +132,21 @@ def eval_fn_from_a_device(d: Path):
     return ["eval", d / "m.onnx", cal, "--data", d / "cal.npz", "--eval-fn", "/dev/null:evaluate"]
 
 
+def recalibrate_with_the_histograms_of_another_run(d: Path):
+    """Folder a's histograms.npz replaced by folder b's (same model, other data). Was: b's ranges written under a's
+    data provenance (quant.json 'data': a's source and sample count)."""
+    import shutil
+
+    import quant
+
+    model, data = external_model(d / "m.onnx"), _data(d)
+    np.savez(d / "other.npz", x=np.random.default_rng(9).normal(size=(16, 3, 8, 8)).astype(np.float32) * 5)
+    quant.calibrate(model, data).save(d / "a")
+    quant.calibrate(model, d / "other.npz").save(d / "b")
+    shutil.copyfile(d / "b" / "histograms.npz", d / "a" / "histograms.npz")
+    return ["recalibrate", d / "a", "--method", "mse", "--output", d / "r"]
+
+
 REPLACED = "the external data of the model"
 CASES = [
     Case("external_data_is_a_folder", external_data_is_a_folder, "external data 'w.bin' of"),
@@ -152,4 +167,6 @@ CASES = [
     Case("data_from_a_device", data_from_a_device, "data '/dev/null' is a device, not a file"),
     Case("labels_from_a_device", labels_from_a_device, "labels file '/dev/null' is a device, not a file"),
     Case("eval_fn_from_a_device", eval_fn_from_a_device, "file '/dev/null' is a device, not a file"),
+    Case("recalibrate_with_the_histograms_of_another_run", recalibrate_with_the_histograms_of_another_run,
+         "histograms.npz' is not the histograms.npz quant wrote into"),
 ]
