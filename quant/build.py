@@ -17,7 +17,7 @@ from quant.core.errors import QuantError
 from quant.core.io import dumps, temp_file_beside, write_file_atomic
 from quant.core.ownership import read_manifest, register
 from quant.core.readback import read_quant_json
-from quant.core.onnx_model import file_hash, input_specs, load_model
+from quant.core.onnx_model import external_data_digest, file_hash, input_specs, load_model
 from quant.qdq.cache import read_cache
 
 
@@ -92,7 +92,8 @@ def plan_build(target: str | Path, output: str | Path, shapes: Sequence[str] = (
         if not fp32.is_file():
             raise QuantError(f"the FP32 model '{fp32}' recorded in quant.json is missing",
                              hint="put the FP32 model back where it was calibrated")
-        if file_hash(fp32) != manifest["model"]["sha256"]:
+        recorded = manifest["model"].get("external_data_sha256")  # its weight files, when it has external data
+        if file_hash(fp32) != manifest["model"]["sha256"] or (recorded and external_data_digest(fp32) != recorded):
             raise QuantError(f"the FP32 model '{fp32}' changed since calibration (sha256 differs)",
                              hint="calibrate again: the cache's tensor names and ranges belong to the old model")
         onnx_path, cache = fp32, folder / "calibration.cache"

@@ -44,12 +44,14 @@ def run(args) -> int:
 
     plan = plan_build(args.target, args.output, shapes=args.shapes, workspace_mib=args.workspace,
                       implicit=args.implicit, max_batch=args.max_batch, trt_version=args.trt_version)
-    if args.print_command:
+    target = Path(args.target)
+    reads = [target / n for n in ("model.int8.onnx", "calibration.cache", "quant.json")] if target.is_dir() else [target]
+    reads += [plan.onnx_path] + ([plan.implicit_cache] if plan.implicit_cache else [])  # --implicit: the FP32 model
+    if args.print_command:  # the command is not run here, but it must not write its engine over what it reads
+        check_output_file(args.output, input_files(*reads), True, "--output")
         _notes(plan)
         stdout(shlex.join(plan.command))
         return 0
-    target = Path(args.target)
-    reads = [target / n for n in ("model.int8.onnx", "calibration.cache", "quant.json")] if target.is_dir() else [target]
     for path in (args.output, f"{args.output}.log"):  # the engine, and trtexec's log beside it
         check_output_file(path, input_files(*reads), args.force, "--output")  # never over what the build reads
     with writing(force=args.force):

@@ -167,7 +167,7 @@ def input_files(*paths) -> list[Path]:
 
 
 _RECORD = ("quant.json", "summary.json", "model.int8.onnx", "model.ort-cpu.int8.onnx", "calibration.cache",
-           "histograms.npz", ".quant-manifest.json")
+           "histograms.npz", ".quant-manifest.json", "model.fp32.onnx", "bias_correction.npz")
 
 
 def _calibration_record(path: Path) -> list[Path]:
@@ -179,7 +179,8 @@ def _calibration_record(path: Path) -> list[Path]:
     if not any((folder / name).is_file() for name in ("quant.json", "summary.json")):
         return []
     folders = [folder] + [sub for sub in _subfolders(folder) if (sub / "quant.json").is_file()]
-    return [f / name for f in folders for name in _RECORD if (f / name).exists()]
+    files = [f / name for f in folders for name in _RECORD if (f / name).exists()]
+    return files + [data for f in files if f.suffix == ".onnx" for data in _external_data_files(f)]  # --external-data
 
 
 def _subfolders(folder: Path) -> list[Path]:

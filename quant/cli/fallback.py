@@ -39,14 +39,30 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def saved_ranking(path: Path, metric: str | None) -> list[str] | None:
+def calibration_identity(folder) -> dict:
+    """What sensitivity.json records of the calibration it ranked: the folder and the sha256 of its quant.json."""
+    from quant.core.onnx_model import file_hash
+
+    folder = Path(folder)
+    return {"path": str(folder.resolve()), "quant_json_sha256": file_hash(folder / "quant.json")}
+
+
+def saved_ranking(path: Path, metric: str | None, calibration: Path | None = None) -> list[str] | None:
     """The layer ranking of 'quant sensitivity' in ``path`` when it was computed for ``metric`` (any metric when
-    None); every field checked: one Error line for a damaged file. None when there is no such file."""
+    None); every field checked: one Error line for a damaged file, or one that ranked another calibration than
+    ``calibration`` (when given). None when there is no such file."""
+    from quant.core.errors import QuantError
     from quant.core.readback import RANKING_SPEC, read_report_input
 
     if not path.exists():
         return None
     saved = read_report_input(path, RANKING_SPEC)
+    recorded = saved.get("calibration")
+    if (calibration is not None and recorded
+            and recorded["quant_json_sha256"] != calibration_identity(calibration)["quant_json_sha256"]):
+        raise QuantError(f"'{path}' ranks the layers of the calibration '{recorded['path']}', not of '{calibration}' "
+                         "(their quant.json differ)",
+                         hint="run 'quant sensitivity' on this calibration, or drop --sensitivity")
     if metric is not None and saved["metric"] != metric:
         return None
     return list(dict.fromkeys(layer["node"] for layer in saved["layers"]))
@@ -103,10 +119,10 @@ def _ranking(args, metric: str) -> list[str] | None:
     """Layers most sensitive first from ``--sensitivity`` (whatever its metric), else from the calibration
     folder's sensitivity.json when it was computed for ``metric``."""
     if args.sensitivity is None:
-        return saved_ranking(Path(args.calibration) / "sensitivity.json", metric)
+        return saved_ranking(Path(args.calibration) / "sensitivity.json", metric, Path(args.calibration))
     path = Path(args.sensitivity)
     if not path.exists():
         from quant.core.errors import QuantError
 
         raise QuantError(f"sensitivity file '{path}' does not exist", hint="write one with 'quant sensitivity'")
-    return saved_ranking(path, None)
+    return saved_ranking(path, None, Path(args.calibration))

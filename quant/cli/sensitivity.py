@@ -44,7 +44,10 @@ def run(args) -> int:
                          device=args.device,
                          **data_options(args))
     with writing(force=args.force, register=True):  # a folder output: its files are listed in its manifest
-        write_file_atomic(out / "sensitivity.json", json_output(report.to_json()))
+        from quant.cli.fallback import calibration_identity
+
+        record = dict(report.to_json(), calibration=calibration_identity(args.calibration))  # checked by fallback
+        write_file_atomic(out / "sensitivity.json", json_output(record))
         write_file_atomic(out / "sensitivity.csv", report.to_csv().encode("utf-8"))  # UTF-8 names whatever the locale
     stdout(report.format_text())
     stdout(f"wrote {printable(out / 'sensitivity.json')} and {printable(out / 'sensitivity.csv')}")

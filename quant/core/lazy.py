@@ -1,8 +1,13 @@
 """Lazy imports of heavy optional dependencies, with a version floor and an install hint."""
 from __future__ import annotations
 
+import contextlib
 import importlib
+import signal
+import sys
+import threading
 from types import ModuleType
+from typing import Iterator
 
 from quant.core.errors import QuantError
 
@@ -31,11 +36,44 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
+@contextlib.contextmanager
+def _signals_seen() -> Iterator[list[int]]:
+    """The interrupts (Ctrl-C, SIGTERM, SIGHUP) that arrive inside the block, each still handled as before.
+
+    Native imports can swallow the KeyboardInterrupt their Python code raised and fail with an ImportError
+    instead (a Ctrl-C during ``import onnxruntime`` gives "import numpy failed"): that is no missing package."""
+    seen: list[int] = []
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+        for number in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            old = signal.getsignal(number) if number is not None else None
+            if callable(old):
+                def handler(signum, frame, old=old):
+                    seen.append(signum)
+                    old(signum, frame)
+
+                previous[number] = old
+                signal.signal(number, handler)
+    try:
+        yield seen
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
 def require(name: str, min_version: str | None = None) -> ModuleType:
     """Import ``name`` at the point of use; raise a QuantError with an install hint if it is missing."""
     top = name.split(".")[0]
     try:
-        module = importlib.import_module(name)
+        if name in sys.modules:
+            module = importlib.import_module(name)
+        else:
+            with _signals_seen() as interrupted:
+                try:
+                    module = importlib.import_module(name)
+                finally:
+                    if interrupted:  # the import was interrupted, whatever it raised or swallowed
+                        raise KeyboardInterrupt from None
     except ImportError as exc:
         hint = _INSTALL_HINTS.get(top, f"pip install {top}")
         raise QuantError(f"this step needs the Python package '{top}', which is not installed ({exc})",

@@ -9,6 +9,7 @@ import numpy as np
 
 from quant.core.errors import QuantError
 from quant.core.lazy import require
+from quant.core.oserrors import check_regular_input
 
 MIN_OPSET = 13  # per-channel DequantizeLinear (axis) needs opset 13
 MAX_PROTOBUF = 2**31 - 1
@@ -34,6 +35,7 @@ def load_model(path: str | Path):
         raise QuantError(f"model file '{path}' does not exist", hint="pass the path of an FP32 ONNX model")
     if path.is_dir():
         raise QuantError(f"model path '{path}' is a folder, not an ONNX file", hint="pass the .onnx file itself")
+    check_regular_input(path, "model")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ValueError ... on garbage
@@ -64,10 +66,13 @@ def load_model(path: str | Path):
         if not target.exists():
             raise QuantError(f"external data file '{location}' of '{path}' is missing",
                              hint="copy the model together with its external data files")
+        if not target.is_file():
+            raise QuantError(f"external data '{location}' of '{path}' is not a regular file",
+                             hint="copy the model together with its external data files")
     if any(True for _ in _external_tensors(model)):
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(base))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:  # (the last: not a regular file)
             raise QuantError(f"cannot read the external data of '{path}': {exc}",
                              hint="copy the model together with its complete external data files") from None
     if model.ByteSize() < MAX_PROTOBUF:
@@ -98,6 +103,22 @@ def _external_tensors(model):
     for tensor in onnx.external_data_helper._get_all_tensors(model):
         if tensor.HasField("data_location") and tensor.data_location == onnx.TensorProto.EXTERNAL:
             yield tensor
+
+
+def external_data_digest(path: str | Path) -> str | None:
+    """sha256 over the external data files an ONNX file refers to (their names and contents), None when it has none.
+
+    ``file_hash`` of the .onnx file alone does not change when ``w.bin`` beside it is replaced by other weights."""
+    path = Path(path)
+    proto = _onnx().load(str(path), load_external_data=False)
+    locations = sorted({next((e.value for e in t.external_data if e.key == "location"), "")
+                        for t in _external_tensors(proto)})
+    if not locations:
+        return None
+    digest = hashlib.sha256()
+    for location in locations:
+        digest.update(f"{location}\0{file_hash(path.parent / location)}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
 
 
 def file_hash(path: str | Path) -> str:

@@ -56,3 +56,19 @@ def check_path_text(path, what: str = "path") -> None:
 def _printable(path) -> str:
     text = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike, str)) else str(path)
     return text.replace("\0", "\\0").encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def check_regular_input(path, what: str) -> None:
+    """A QuantError for an input that exists but is neither a regular file nor a folder: a pipe (``<(cat m.onnx)``),
+    a device or a socket can be read once only, so quant would record and check the hash of nothing."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing, a loop, a NUL byte: the caller's own check says so
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise QuantError(f"{what} '{_printable(path)}' is {kind}, not a file: quant reads its inputs by name, more "
+                         "than once (a model or data also for its sha256)",
+                         hint="save it to a file first and pass that file")

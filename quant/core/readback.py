@@ -241,7 +241,7 @@ SENSITIVITY_SPEC = {  # sensitivity.json, as report and fallback read it
                 "local_sqnr_db": Optional(NUMBER), "recovery": Optional(NUMBER), "harm": Optional(NUMBER)}],
 }
 
-RANKING_SPEC = {"metric": str, "layers": [{"node": str}]}  # sensitivity.json, as fallback reuses its ranking
+RANKING_SPEC = {"metric": str, "layers": [{"node": str}], "calibration?": {"path": str, "quant_json_sha256": str}}  # sensitivity.json, as fallback reuses its ranking
 
 FALLBACK_SPEC = {  # fallback.json, as report reads it
     "criterion": str,

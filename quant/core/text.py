@@ -30,3 +30,20 @@ def csv_field(text) -> str:
     tab or CR (OWASP), control characters as escapes (one record per line). Quoting is the csv module's job."""
     text = printable(str(text))
     return "'" + text if text.startswith(_FORMULA_START) else text
+
+
+def _xml_char(char: str) -> bool:
+    """A character XML 1.0 can hold (its Char production): tab, line feed, carriage return and the rest of
+    Unicode except the other C0 controls, surrogates and U+FFFE/U+FFFF."""
+    code = ord(char)
+    return (code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
+            or 0x10000 <= code <= 0x10FFFF)
+
+
+def xml_text(text: str) -> str:
+    """``text`` with every character XML 1.0 cannot hold, even as a character reference, written as a Python
+    escape (``\\x0b``, ``\\ufffe``), so the document stays well-formed."""
+    text = str(text)
+    if all(_xml_char(c) for c in text):
+        return text
+    return "".join(c if _xml_char(c) else ascii(c)[1:-1] for c in text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from quant.core.errors import QuantError
+from quant.core.oserrors import check_regular_input
 from quant.datasets.arrays import ArraySource, open_arrays
 from quant.datasets.base import DataSource, InputSpec, iter_batches, resolve_input_map, select
 from quant.datasets.images import IMAGE_SUFFIXES, ImageFolderSource, Preprocess
@@ -80,6 +81,7 @@ def _open(data, preprocess: Preprocess | None, split: str | None) -> DataSource:
     if not path.exists():
         raise QuantError(f"data '{path}' does not exist", hint="pass --data a .npz/.npy file, an image folder, "
                          "a saved Hugging Face dataset or a parquet/arrow file")
+    check_regular_input(path, "data")
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in (".npy", ".npz"):

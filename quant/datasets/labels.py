@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from quant.core.errors import QuantError
+from quant.core.oserrors import check_regular_input
 from quant.datasets.base import DataSource
 
 LABEL_KEYS = ("label", "labels")
@@ -38,6 +39,7 @@ def read_label_file(path: Path, source: DataSource) -> np.ndarray:
     column the rows are matched to an image folder's files by name)."""
     if not path.exists():
         raise QuantError(f"labels file '{path}' does not exist", hint="pass a .npy/.txt/.csv file or a column of the data")
+    check_regular_input(path, "labels file")
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":

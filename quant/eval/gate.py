@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from quant.core.errors import QuantError
 from quant.core.io import to_jsonable
 from quant.core.numbers import TOLERANCE, shown
+from quant.core.text import xml_text
 from quant.eval.scoring import Metric
 
 from quant.schemas import FORMAT_VERSION, schema_id
@@ -165,6 +166,9 @@ def _junit_document(suite: ET.Element) -> str:
     root = ET.Element("testsuites", name="quant", tests=suite.get("tests"), failures=suite.get("failures"),
                       errors=suite.get("errors"), time=suite.get("time"))
     root.append(suite)
+    for element in root.iter():  # names from the model (a metric's output) may hold characters XML cannot
+        element.attrib.update({key: xml_text(value) for key, value in element.attrib.items()})
+        element.text = None if element.text is None else xml_text(element.text)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 

@@ -77,6 +77,9 @@ def load_function(spec: str, what: str = "metric", hint: str = HINT, flag: str =
 def _load_file(source: str, spec: str, what: str = "metric"):
     path = Path(source)
     if not path.is_file():
+        from quant.core.oserrors import check_regular_input
+
+        check_regular_input(path, f"the {what} file")  # --eval-fn <(cat f.py):f exists, as a pipe
         raise QuantError(f"cannot load {what} '{spec}': the file '{source}' does not exist", hint="check the path before the ':'")
     name = f"quant_user_metric_{abs(hash(str(path.resolve())))}"
     module_spec = importlib.util.spec_from_file_location(name, path)

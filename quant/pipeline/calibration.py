@@ -17,7 +17,8 @@ from quant.core.errors import QuantError
 from quant.core.histogram import Histogram, load_histograms, save_histograms
 from quant.core.histogram_file import histogram_names
 from quant.core.io import atomic_output_dir, dumps
-from quant.core.onnx_model import file_hash, input_specs, load_model, normalize, opset_version, try_serialize, with_outputs
+from quant.core.onnx_model import (external_data_digest, file_hash, input_specs, load_model, normalize, opset_version,
+                                   try_serialize, with_outputs)
 from quant.datasets import Preprocess, iter_batches, open_source, resolve_input_map, select, uses_preprocess
 from quant.datasets.keyed import fit_to_inputs
 from quant.datasets.labels import LABEL_KEYS, label_keys  # noqa: F401 (LABEL_KEYS: re-exported, as before)
@@ -94,6 +95,7 @@ class CalibrationResult:
     equalization: list = field(default_factory=list)  # the pairs cross-layer equalization balanced (quant.qdq.equalize)
     smoothing: dict = field(default_factory=dict)  # --smooth: quant.json "smoothing" (quant.qdq.smooth.record)
     auto: dict = field(default_factory=dict)  # --method auto: the candidates scored per tensor (quant.json "auto")
+    model_external_sha256: str | None = None  # the model's external data files (quant.json model.external_data_sha256)
 
     @property
     def methods(self) -> tuple[str, ...]:
@@ -244,7 +246,8 @@ class CalibrationResult:
             "format": "quant-calibration/1",
             "tool": {"name": "quant", "version": __version__, **_versions()},
             "model": {"path": str(self.model_path.resolve()) if self.model_path else None, "sha256": self.model_sha256,
-                      "opset": opset_version(self.model)},
+                      "opset": opset_version(self.model),
+                      **({"external_data_sha256": self.model_external_sha256} if self.model_external_sha256 else {})},
             "data": self.data,
             "method": method,
             "parameters": self._parameters(method),
@@ -434,6 +437,9 @@ def save_model(model, path: Path, external_data: bool = False) -> None:
     onnx = _onnx()
     data = None if external_data else try_serialize(model)
     if data is None:
+        # onnx creates the data file with mode 0600 whatever the umask, and appends to one that exists: created
+        # (0666 & ~umask, as a plain open() gives) or emptied here first, it holds this model's weights alone
+        os.close(os.open(f"{path}.data", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o666))
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=f"{path.name}.data", size_threshold=1024)  # (moves the weights out of `model`)
     else:
@@ -499,6 +505,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     elif example_inputs is not None:
         raise QuantError("example_inputs is only for a torch.nn.Module model", hint="drop example_inputs=")
     proto, path, digest = prepare_model(model)
+    external = external_data_digest(path) if path is not None else None
     already = sorted({n.op_type for n in proto.graph.node if n.op_type in QDQ_OPS or n.op_type.startswith("QLinear")})
     if already:
         raise QuantError(f"the model already contains quantization nodes ({', '.join(already)}): it is quantized",
@@ -580,7 +587,7 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
         data_info["preprocess"] = (preprocess.spec if preprocess else Preprocess()).to_dict()
     result = CalibrationResult(proto, path, digest, plan, collected.histograms, config, data_info,
                                validation_feeds=validation or None, exported=exported, equalization=equalized,
-                               smoothing=smoothing)
+                               smoothing=smoothing, model_external_sha256=external)
     # How the pass ran (not in quant.json, which stays the same whatever the batching, the workers or the
     # device that collected it).
     result.execution = {"batches": collected.batches, "ray": context.ray is not None}
@@ -794,13 +801,23 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
     model_ref = model if model is not None else manifest["model"]["path"]
     if model_ref is None:
         raise QuantError("the calibration folder does not record the model's path", hint="pass --model FP32_MODEL")
+    if model is None and not Path(model_ref).exists() and (folder / FP32_MODEL).is_file():
+        model_ref = folder / FP32_MODEL  # the exported model of a folder moved or copied elsewhere (sha256 checked)
     if model is None and not Path(model_ref).exists():
         raise QuantError(f"the FP32 model recorded in '{manifest_path}' ({model_ref}) does not exist any more",
                          hint="pass --model with its new path (its sha256 is checked)")
     proto, path, digest = prepare_model(model_ref)
     if digest != manifest["model"]["sha256"]:
+        # sensitivity and fallback take the model as an argument: only recalibrate has --model
+        hint = ("the file changed since calibration: put the original back, pass it with --model, or calibrate again"
+                if model is None else f"pass the FP32 model that quant.json records: {manifest['model']['path']}")
         raise QuantError(f"the model '{model_ref}' is not the one '{folder}' was calibrated with (sha256 differs)",
-                         hint="pass --model with the original FP32 model")
+                         hint=hint)
+    external = external_data_digest(path) if path is not None else None
+    recorded = manifest["model"].get("external_data_sha256")
+    if recorded is not None and external != recorded:  # the same .onnx file, other weights in its w.bin
+        raise QuantError(f"the external data of the model '{model_ref}' is not what '{folder}' was calibrated with "
+                         "(sha256 differs)", hint="put back the original weight files, or calibrate again")
     if methods is None:
         methods = manifest.get("method") or old.methods
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
@@ -822,9 +839,10 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
                 "the folder was made for another model or other exclusions; calibrate again")
         raise QuantError(f"histograms.npz lacks tensors {missing[:3]} that the model needs", hint=hint)
     histograms = load_histograms(histogram_file, names=tensors, bins=old.bins)
+    _check_written_here(folder, histogram_file)  # (after reading: a damaged file gets the reader's own message)
     result = CalibrationResult(proto, path, digest, plan, histograms, config,
                                dict(manifest.get("data", {}), recalibrated_from=str(folder)), equalization=equalized,
-                               smoothing=smoothing)
+                               smoothing=smoothing, model_external_sha256=external)
     compute_ranges(result)
     if "auto" in config.methods:  # the choice recorded in quant.json (scoring it again needs the data)
         from quant.pipeline.auto_range import recorded_auto
@@ -837,6 +855,18 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         bias_correction.check_recalibration(manifest.get("method"), methods, old, config)
         bias_correction.load(result, methods[0], folder)
     return result
+
+
+def _check_written_here(folder: Path, path: Path) -> None:
+    """Refuse a readable file of a calibration folder that is not the one quant wrote there (its manifest records
+    the sha256): another run's histograms.npz copied in would give its ranges under this folder's data provenance."""
+    from quant.core.ownership import read_manifest, sha256_file
+
+    recorded = (read_manifest(folder) or {}).get("files", {}).get(path.name)
+    if recorded is not None and path.is_file() and sha256_file(path) != recorded:
+        raise QuantError(f"'{path}' is not the {path.name} quant wrote into '{folder}' (its sha256 differs from the "
+                         "folder's .quant-manifest.json)",
+                         hint="put back the folder's own file, or calibrate again")
 
 
 def load_calibration(folder: str | Path, model=None) -> CalibrationResult:

@@ -113,6 +113,9 @@ def find_labels(source: DataSource, labels, inputs, integer: bool = True) -> tup
     else:
         array = source.column(str(labels))
         if array is None:
+            from quant.core.oserrors import check_regular_input
+
+            check_regular_input(labels, "labels file")  # --labels <(...): a pipe, not a column name
             raise QuantError(f"the data has no labels column '{labels}' (keys: {', '.join(source.keys)})",
                              hint="pass --labels with a .npy/.txt/.csv file or the name of the data's label column")
         name = str(labels)
