@@ -28,4 +28,7 @@ for m in ("minmax", "auto"):
           "| activation amax cuda == ort:", {t: v["amax"] for t, v in a["activations"].items()} ==
           {t: v["amax"] for t, v in b["activations"].items()})
 PY
-for d in cuda ort; do python3 -m quant eval /tmp/dw/m.onnx /tmp/dw/$d --data /tmp/dw/held.npz --device $d 2>&1 | grep -E "SQNR|^metric"; done
+# a folder of several methods is evaluated with --device ort only (refused with --device cuda): one model at a time
+for m in minmax auto; do for d in cuda ort; do echo "== eval $m --device $d"
+  python3 -m quant eval /tmp/dw/m.onnx /tmp/dw/$d/$m/model.int8.onnx --data /tmp/dw/held.npz --device $d 2>&1 | tail -4
+done; done
