@@ -1,5 +1,5 @@
 import sys
 
-from quant.cli.main import main
+from quant.cli.entry import run
 
-sys.exit(main())
+sys.exit(run())

@@ -7,7 +7,7 @@ from quant.cli.common import (add_data_options, add_device_option, add_ray_optio
                                preprocess_from_args, print_warnings, ray_from_args, stdout)
 from quant.core.config import HIGH_PRECISION, METHOD_ALIASES, METHODS, REDUCE_RANGE, TARGETS, WEIGHT_METHODS, WEIGHT_STORAGE
 from quant.cli import validators as V
-from quant.core.text import printable
+from quant.core.text import counted, printable
 
 
 def register(subparsers) -> None:
@@ -150,9 +150,10 @@ def _bias_lines(result) -> None:
         measured = (f"output SQNR on {check['samples']} calibration samples {check['output_sqnr_db_without']} -> "
                     f"{check['output_sqnr_db_with']} dB" if check else "")
         if entry["applied"]:
-            stdout(f"bias correction ({method}): applied to {len(entry['layers'])} layers"
-                   + (f", {measured}" if measured else "") + f" ({len(entry['not_corrected'])} layers have no bias "
-                   "to absorb a shift)")
+            left = len(entry["not_corrected"])
+            stdout(f"bias correction ({method}): applied to {counted(len(entry['layers']), 'layer')}"
+                   + (f", {measured}" if measured else "") + f" ({counted(left, 'layer')} {'has' if left == 1 else 'have'} "
+                   "no bias to absorb a shift)")
         else:
             stdout(f"bias correction ({method}): not applied: {entry.get('why', 'no layer with a bias to correct')}")
 

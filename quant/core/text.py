@@ -47,3 +47,8 @@ def xml_text(text: str) -> str:
     if all(_xml_char(c) for c in text):
         return text
     return "".join(c if _xml_char(c) else ascii(c)[1:-1] for c in text)
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """'1 layer', '2 layers' (``plural`` where adding an s is wrong)."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
