@@ -27,6 +27,7 @@ class FallbackResult:
     relative: bool = False
     screen_evaluations: int = 0  # evaluations on the screening subset (bisect search)
     budget: dict = field(default_factory=dict)  # the documented bound on both counts (bisect search)
+    quantized_layers: int | None = None  # how many layers the calibration quantizes (all of them in float: FP32)
 
     def __bool__(self) -> bool:
         return self.passed
@@ -54,6 +55,9 @@ class FallbackResult:
         screened = f" + {self.screen_evaluations} on the screening subset" if self.screen_evaluations else ""
         lines.append(f"{len(self.float_layers)} layer(s) in float {verdict} the bound ({self.criterion}); "
                      f"{self.evaluations} evaluations{screened}")
+        if self.float_layers and len(self.float_layers) == self.quantized_layers:
+            lines.append(f"note: that is every layer the calibration quantizes ({self.quantized_layers}): no weighted "
+                         "layer is left in INT8")
         if self.naive:
             lines.append("naive search: " + ", ".join(f"{k} needs {v if v is not None else 'no N'} layers"
                                                       for k, v in self.naive.items()))

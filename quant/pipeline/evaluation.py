@@ -578,7 +578,7 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
         if naive:
             outcome.naive = naive_first_last(heldout, scorer, names, make, max_drop, relative, min_value, progress=bar)
         outcome.output, outcome.output_basis, outcome.unit = scorer.output_name, scorer.basis, scorer.unit
-        outcome.relative = relative
+        outcome.relative, outcome.quantized_layers = relative, len(names)
     finally:
         if bar is not None:
             bar.close()

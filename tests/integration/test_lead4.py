@@ -55,3 +55,23 @@ def test_ctrl_c_while_the_cli_modules_load_is_an_interrupt_not_a_traceback(tmp_p
                           env={**__import__("os").environ, "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[2])})
     assert proc.returncode == 130, (proc.returncode, proc.stderr)
     assert proc.stderr == "Interrupted: nothing was written.\n" and proc.stdout == ""
+
+
+def test_fallback_that_floats_every_layer_says_the_model_is_fp32(digits, tmp_path):
+    """A bound only met with every layer in float (SQNR >= 120 dB; 134 dB then, the residual Adds' Q/DQ remain):
+    fallback printed '7 layer(s) in float meets the bound' and nothing more, as if an INT8 model had passed; it
+    must say that no weighted layer is left in INT8."""
+    import quant
+
+    calibration = tmp_path / "cal"
+    quant.calibrate(digits["model"], digits["calibration"], methods=("minmax",)).save(calibration)
+    layers = len(json.loads((calibration / "quant.json").read_text())["layers"])
+    proc = run_cli(["fallback", digits["model"], "--calibration", calibration, "--data", digits["heldout"],
+                    "--metric", "sqnr", "--min-value", "120", "--output", tmp_path / "x"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"{layers} layer(s) in float meets the bound" in proc.stdout
+    assert f"note: that is every layer the calibration quantizes ({layers}): no weighted layer is left in INT8" \
+        in proc.stdout
+    fewer = run_cli(["fallback", digits["model"], "--calibration", calibration, "--data", digits["heldout"],
+                     "--metric", "sqnr", "--min-value", "30", "--output", tmp_path / "y"])
+    assert fewer.returncode == 0 and "left in INT8" not in fewer.stdout
