@@ -115,7 +115,9 @@ def sensitivity(heldout: HeldOut, metric: Metric, layers: Sequence[tuple[str, st
     default: one after the other in this process. The report does not depend on which.
     """
     names = [node for node, _ in layers]
-    fp32 = heldout.fp32_score(metric) if metric.has_reference_value else float("nan")  # SQNR: n/a, as in the gate
+    fp32 = heldout.fp32_score(metric)  # also binds the metric to its output here, where Ray's workers score remotely
+    if not metric.has_reference_value:
+        fp32 = float("nan")  # SQNR: n/a, as in the gate
     candidates = [frozenset()]
     for node, _ in layers:
         candidates += [frozenset(n for n in names if n != node), frozenset([node])]
