@@ -5,26 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
 
+from bad_inputs.cases_stranger4b import info as _info, save_model as _save
 from conftest import run_cli
-
-
-def _save(nodes, inputs, outputs, initializers, path):
-    graph = helper.make_graph(nodes, "stranger4b", inputs, outputs,
-                              [numpy_helper.from_array(np.asarray(a), n) for n, a in initializers.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, str(path))
-    return path
-
-
-def _info(name, shape, elem=TensorProto.FLOAT):
-    return helper.make_tensor_value_info(name, elem, shape)
 
 
 def _run(model, x, emulate=False, name="x"):
