@@ -4,7 +4,9 @@ Rules (DESIGN.md): quantize the activation and weight inputs of Conv, ConvTransp
 (weights per output channel, activations per tensor), never their outputs or biases; put a Q/DQ pair on
 the residual input of an Add that follows a quantized Conv (directly or through a BatchNormalization) so
 TensorRT fuses conv + add in INT8 (its fusion is for convolutions, so an Add after MatMul gets none); leave out
-GEMV-shaped MatMul/Gemm, convolutions with very few output channels, and what the user excludes.
+GEMV-shaped MatMul/Gemm, convolutions with very few output channels or with few channels that TensorRT's
+INT8 kernels cannot vectorize (fewer than 16 on one side and neither count a multiple of 8), and what the
+user excludes.
 """
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ from quant.core.onnx_model import initializers
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 MIN_CONV_CHANNELS = 4
+# TensorRT's INT8 convolutions read channels in vectors (NC/4HW4, NC/32HW32); a conv with fewer than
+# SMALL_CONV_CHANNELS channels on one side and neither count a multiple of CONV_CHANNEL_ALIGN is padded to
+# them, so INT8 costs accuracy without paying off (Model Optimizer's int8 rule leaves the same convs in float).
+SMALL_CONV_CHANNELS = 16
+CONV_CHANNEL_ALIGN = 8
 
 
 @dataclass
@@ -195,6 +202,12 @@ def _exclusion(names, op_types, patterns):
     return excluded_by
 
 
+def _unaligned_small_conv(out_channels: int, in_channels: int) -> bool:
+    """Few channels on one side and neither side a multiple of the INT8 kernels' vector width."""
+    small = out_channels < SMALL_CONV_CHANNELS or in_channels < SMALL_CONV_CHANNELS
+    return small and out_channels % CONV_CHANNEL_ALIGN != 0 and in_channels % CONV_CHANNEL_ALIGN != 0
+
+
 def _weighted_inputs(node, constants, float_tensors, heuristics: bool = True):
     """([(input index, activation tensor)], WeightSpec | None), or a reason to leave the node in float.
 
@@ -217,6 +230,11 @@ def _weighted_inputs(node, constants, float_tensors, heuristics: bool = True):
         if channels < MIN_CONV_CHANNELS and heuristics:
             return Heuristic(f"{channels} output channel(s): too few for TensorRT's INT8 kernels to pay off, "
                              "kept in float (--include quantizes it)")
+        if op == "Conv" and heuristics and _unaligned_small_conv(channels, shape[1]):
+            return Heuristic(f"{channels} output and {shape[1]} input channel(s) per group: fewer than "
+                             f"{SMALL_CONV_CHANNELS} on one side and neither a multiple of {CONV_CHANNEL_ALIGN}, "
+                             "so TensorRT's INT8 kernels pad them and do not pay off; kept in float "
+                             "(--include quantizes it)")
         return [(0, node.input[0])], WeightSpec(node.input[1], axis, channels)
     # Gemm / MatMul
     a, b = node.input[0], node.input[1]
