@@ -31,6 +31,22 @@ def shown(value: float, bounds: Iterable[float] = (), digits: int = 4) -> str:
     return text.lstrip("-") if float(text) == 0 else text
 
 
+def infinite_sqnr(value) -> str | None:
+    """'inf' or '-inf' for an infinite SQNR (JSON writes it as null): the key written beside ``sqnr_db``."""
+    if value is None or not isinstance(value, (int, float)) or not math.isinf(value):
+        return None
+    return "inf" if value > 0 else "-inf"
+
+
+def sqnr_shown(entry: dict, spec: str = ".2f") -> str:
+    """The SQNR of a JSON entry (eval.json's outputs and worst samples) as the CLI printed it: 'inf' where the
+    INT8 output equals FP32's (written as null with ``sqnr_db_infinite``), 'n/a' where it is undefined."""
+    if entry.get("sqnr_db_infinite"):
+        return entry["sqnr_db_infinite"]
+    value = entry.get("sqnr_db")
+    return "n/a" if value is None else format(value, spec)
+
+
 def percent(value: float, digits: int = 2) -> str:
     """A percentage (0..100) to ``digits`` decimals that shows 100 or 0 only when it is exactly that."""
     return shown(value, (0.0, 100.0), digits)

@@ -9,7 +9,7 @@ import numpy as np
 from quant.core.errors import QuantError
 from quant.eval.batch_axis import check_batch_axis
 from quant.core.io import to_jsonable
-from quant.core.numbers import percent, shown
+from quant.core.numbers import infinite_sqnr, percent, shown
 from quant.eval.metrics import OutputStats, TopK
 
 
@@ -177,10 +177,14 @@ def compare(reference, candidate, batches: Iterable[tuple[list[int], dict[str, n
         raise QuantError("the held-out data source is empty", hint="point --data at a non-empty data source")
     first = stats[names[focus]]
     per_sample = np.asarray(first.sample_sqnr)
-    worst_rows = [row for row in np.argsort(per_sample, kind="stable") if not np.isnan(per_sample[row])][:worst]
+    # a sample whose INT8 output equals FP32's (SQNR +inf) is not among the worst, whatever their number
+    worst_rows = [row for row in np.argsort(per_sample, kind="stable")
+                  if not np.isnan(per_sample[row]) and per_sample[row] != np.inf][:worst]
     worst_samples = []
     for row in worst_rows:
         entry = {"index": int(order[row]), "sqnr_db": first.sample_sqnr[row]}
+        if infinite_sqnr(first.sample_sqnr[row]):
+            entry["sqnr_db_infinite"] = infinite_sqnr(first.sample_sqnr[row])
         if predictions:
             entry["fp32_class"], entry["int8_class"] = predictions[row]
         if labels is not None:

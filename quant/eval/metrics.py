@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from quant.core.numbers import infinite_sqnr
 from quant.eval.batch_axis import check_same_shape
 from quant.eval.outputs import argmax_agreement, shape_text, tied_positions
 
@@ -110,11 +111,13 @@ class OutputStats:
         if self.nonfinite:  # NaN rows made max abs error 0 and cosine a share of samples: no number is right
             self.class_note = (f"FP32 output '{self.name}' is NaN or Inf on {self.nonfinite} of {self.samples} "
                                "samples: SQNR, cosine and abs errors are n/a (check the held-out data)")
-            return {"sqnr_db": None, "cosine": None, "shape": self.shape_text,
+            return {"sqnr_db": None, "sqnr_db_infinite": None, "cosine": None, "shape": self.shape_text,
                     "class_axis": self.class_axis, "agreement": None, "agreement_unit": "%",
                     "agreement_basis": self.class_note, "max_abs_error": None, "mean_abs_error": None}
+        sqnr = None if self.integer else sqnr_db(self.signal, self.noise)
         return {
-            "sqnr_db": None if self.integer else sqnr_db(self.signal, self.noise),
+            "sqnr_db": sqnr,
+            "sqnr_db_infinite": infinite_sqnr(sqnr),  # JSON holds no inf: 'inf' (INT8 equals FP32) or '-inf' here
             "cosine": None if self.integer or scalar else self.cosine_sum / samples if samples else float("nan"),
             "shape": self.shape_text,
             "class_axis": self.class_axis,

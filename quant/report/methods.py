@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from quant.core.errors import QuantError
-from quant.core.numbers import percent
+from quant.core.numbers import percent, sqnr_shown
 from quant.core.onnx_model import file_hash
 from quant.report.escape import md_code
 
@@ -72,13 +72,15 @@ def _eval_table(evaluation: dict, methods: list[str]) -> list[str]:
     for output in first.get("outputs", {}):
         for key, title, fmt in (("agreement", "agreement", "pct"), ("cosine", "cosine", ".5f"),
                                 ("sqnr_db", "SQNR (dB)", ".2f")):
-            values = [results[m]["outputs"][output].get(key) for m in shown]
-            if all(v is None for v in values):
+            entries = [results[m]["outputs"][output] for m in shown]
+            values = [e.get(key) for e in entries]
+            if all(v is None for v in values) and not (key == "sqnr_db" and any(e.get("sqnr_db_infinite") for e in entries)):
                 continue
-            cells = ["-" if v is None else f"{percent(v)}%" if fmt == "pct" else format(v, fmt) for v in values]
+            cells = [sqnr_shown(e).replace("n/a", "-") if key == "sqnr_db" else "-" if v is None
+                     else f"{percent(v)}%" if fmt == "pct" else format(v, fmt) for e, v in zip(entries, values)]
             lines.append(f"| output {md_name(output)} {title} | | " + " | ".join(cells) + " |")
     worst = [f"{md_name(m, table=False)}: " + ", ".join(f"#{w['index']}" + (f" {md_name(w['file'], table=False)}" if w.get("file") else "")
-                                           + f" ({w['sqnr_db']:.1f} dB)" for w in results[m].get("worst_samples", [])[:3])
+                                           + f" ({sqnr_shown(w, '.1f')} dB)" for w in results[m].get("worst_samples", [])[:3])
              for m in shown if results[m].get("worst_samples")]
     if worst:
         lines += ["", "Worst samples by SQNR:", ""] + [f"- {w}" for w in worst]

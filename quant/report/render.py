@@ -10,7 +10,7 @@ from quant.calibrators import get as get_calibrator
 from quant.core.errors import QuantError
 from quant.core.histogram import load_histograms
 from quant.core.io import write_file_atomic
-from quant.core.numbers import percent, shown
+from quant.core.numbers import percent, shown, sqnr_shown
 from quant.eval.gate import format_value
 from quant.core.text import printable
 from quant.report import plots
@@ -223,7 +223,7 @@ def _metric_table(folder: Path) -> str:
         for name, value in evaluation["outputs"].items():
             agreement = "n/a" if value["agreement"] is None else f"{percent(value['agreement'])}% (axis {value['class_axis']})"
             lines.append(f"| {md_code(name, table=True)} | {md_text(value.get('shape') or '')} | {agreement} | "
-                         f"{_f(value['cosine'], '.5f')} | {_f(value['sqnr_db'], '.2f')} | {_f(value['max_abs_error'], '.4g')} |")
+                         f"{_f(value['cosine'], '.5f')} | {sqnr_shown(value)} | {_f(value['max_abs_error'], '.4g')} |")
         rows = evaluation.get("user_evaluation") or []
         if rows:
             lines += ["", "| evaluation function | FP32 | INT8 | drop | direction |", "|---|---|---|---|---|"]

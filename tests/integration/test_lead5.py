@@ -1,0 +1,60 @@
+"""Regression tests from the lead's own tries this stop."""
+import json
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import run_cli
+
+
+def _exact_output_model(folder):
+    """x -> Conv -> GAP -> 'logits' [N, 8] (quantized), and x -> Relu -> GAP -> 'feat' [N, 3], which reads the
+    float input (Q/DQ sits only on the conv's input): its INT8 output equals FP32's, SQNR +inf."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"]), helper.make_node("Flatten", ["g"], ["logits"]),
+             helper.make_node("Relu", ["x"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["g2"]),
+             helper.make_node("Flatten", ["g2"], ["feat"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 8]),
+         helper.make_tensor_value_info("feat", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "m.onnx"))
+    np.save(folder / "cal.npy", rng.standard_normal((32, 3, 8, 8)).astype(np.float32))
+    np.save(folder / "val.npy", rng.standard_normal((16, 3, 8, 8)).astype(np.float32))
+
+
+def test_an_infinite_sqnr_reads_inf_in_eval_json_and_the_reports(tmp_path):
+    """eval printed 'inf' for an output INT8 leaves exact, eval.json held null (as for an integer output, n/a) and
+    the report showed n/a; the methods report of a multi-method folder crashed ('unsupported format string passed
+    to NoneType') on the worst samples, which listed exact samples as the worst."""
+    _exact_output_model(tmp_path)
+    model = tmp_path / "m.onnx"
+    assert run_cli(["calibrate", model, "--data", tmp_path / "cal.npy", "--method", "minmax",
+                    "--output", tmp_path / "one"]).returncode == 0
+    proc = run_cli(["eval", model, tmp_path / "one", "--data", tmp_path / "val.npy", "--output-name", "feat",
+                    "--output-json", tmp_path / "one" / "eval.json"])
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("feat "))
+    assert row.split()[-3] == "inf", row
+    saved = json.loads((tmp_path / "one" / "eval.json").read_text())
+    feat, logits = saved["outputs"]["feat"], saved["outputs"]["logits"]
+    assert feat["sqnr_db"] is None and feat["sqnr_db_infinite"] == "inf" and feat["max_abs_error"] == 0
+    assert np.isfinite(logits["sqnr_db"]) and logits["sqnr_db_infinite"] is None
+    assert saved["worst_samples"] == []  # every sample of 'feat' is exact: none is a worst sample
+    assert "worst samples" not in proc.stdout
+    proc = run_cli(["report", tmp_path / "one"])
+    assert proc.returncode == 0, proc.stderr
+    table = (tmp_path / "one" / "report.md").read_text()
+    assert "| `feat` | \\[N\\, 3\\] | 100.00% (axis 1) | 1.00000 | inf | 0 |" in table, table
+
+    assert run_cli(["calibrate", model, "--data", tmp_path / "cal.npy", "--method", "minmax,entropy",
+                    "--output", tmp_path / "two"]).returncode == 0
+    proc = run_cli(["eval", model, tmp_path / "two", "--data", tmp_path / "val.npy", "--output-name", "feat",
+                    "--output-json", tmp_path / "two" / "eval.json"])
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(["report", tmp_path / "two"])
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
+    assert "| output `feat` SQNR (dB) | | inf | inf |" in (tmp_path / "two" / "report.md").read_text()
