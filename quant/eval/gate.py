@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from quant.core.errors import QuantError
 from quant.core.io import to_jsonable
-from quant.core.numbers import TOLERANCE, shown
+from quant.core.numbers import TOLERANCE, infinite_sqnr, shown
 from quant.core.text import xml_text
 from quant.eval.scoring import Metric
 
@@ -56,7 +56,8 @@ class CheckResult:
 
     def to_json(self) -> dict:
         return {"metric": self.metric, "output": self.output, "class_axis": self.class_axis, "basis": self.basis,
-                "unit": self.unit, "fp32": self.fp32, "int8": self.int8, "drop": self.drop,
+                "unit": self.unit, "fp32": self.fp32, "int8": self.int8, "int8_infinite": infinite_sqnr(self.int8),
+                "drop": self.drop,
                 "drop_unit": drop_unit(self.unit, self.relative), "max_drop": self.max_drop, "relative": self.relative,
                 "min_value": self.min_value, "passed": self.passed, "criterion": self.criterion,
                 "seconds": self.seconds, "source": self.source}

@@ -58,3 +58,23 @@ def test_an_infinite_sqnr_reads_inf_in_eval_json_and_the_reports(tmp_path):
     proc = run_cli(["report", tmp_path / "two"])
     assert proc.returncode == 0 and "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
     assert "| output `feat` SQNR (dB) | | inf | inf |" in (tmp_path / "two" / "report.md").read_text()
+
+
+def test_a_gate_on_an_infinite_sqnr_reads_inf_in_gate_json_and_the_report(tmp_path):
+    """The gate printed 'INT8 inf dB', gate.json held null and the report's gate line read 'INT8 n/a; INT8 inf >=
+    min 30.0'."""
+    _exact_output_model(tmp_path)
+    model = tmp_path / "m.onnx"
+    assert run_cli(["calibrate", model, "--data", tmp_path / "cal.npy", "--method", "minmax",
+                    "--output", tmp_path / "one"]).returncode == 0
+    proc = run_cli(["gate", model, tmp_path / "one" / "model.int8.onnx", "--data", tmp_path / "val.npy",
+                    "--metric", "sqnr@feat", "--min-value", "30", "--output-json", tmp_path / "one" / "gate.json"])
+    assert proc.returncode == 0 and proc.stdout.startswith("PASS: sqnr@feat FP32 n/a, INT8 inf dB"), proc.stdout
+    saved = json.loads((tmp_path / "one" / "gate.json").read_text())
+    check = saved["checks"][0]
+    assert check["int8"] is None and check["int8_infinite"] == "inf" and check["passed"] is True
+    reported = {(r["metric"], r["output"]): r for r in saved["reported"]}
+    assert reported[("sqnr", "logits")]["int8_infinite"] is None and reported[("sqnr", "logits")]["int8"] > 30
+    assert run_cli(["report", tmp_path / "one"]).returncode == 0
+    line = next(line for line in (tmp_path / "one" / "report.md").read_text().splitlines() if line.startswith("Gate:"))
+    assert "INT8 inf dB;" in line and "n\\/a, INT8 n" not in line, line
