@@ -64,12 +64,10 @@ NOTES = {  # what was checked by hand where quant is behind (kept with the gener
     "resnet50": "`--bias-correction` (rows +bc) is what puts quant ahead here with no layer in float. The ort-cpu row uses "
                 "7-bit weights on this CPU (AVX2 without VNNI, which `--reduce-range auto` probes); the 2026-11-26 run's "
                 "ort-cpu row scored 35.16 dB on a CPU this file does not record.",
-    "mtcnn-rnet": "Run again at ab4aef8 with vad (see there): since 33f800e quant keeps /conv1/Conv (3 -> 28 channels, "
-                  "neither a multiple of 8) in float, as Model Optimizer does; quant-entropy's prob SQNR went from "
-                  "43.40 dB (52ee8e5, every conv in INT8) to 48.33 dB, AUC 100 both times.",
-    "vad": "This task and mtcnn-rnet were run again at ab4aef8, after the one-run suite at 52ee8e5 (the other eight "
+    "vad": "This task was run again at ab4aef8, after the one-run suite at 52ee8e5 (the other nine "
            "tasks): since 33f800e quant keeps /stft/Conv in float by its channel rule (1 input channel and 258 "
-           "outputs, neither a multiple of 8; Model Optimizer's int8 rule excludes it too). Its input is the raw "
+           "outputs, neither a multiple of 4; the rule said 8 at ab4aef8, the same placement for this model; Model "
+           "Optimizer's int8 rule excludes it too). Its input is the raw "
            "waveform: clip peaks range from 0.0043 to 0.99 over the 32 calibration clips (47 dB), and with it "
            "quantized entropy's amax 0.2798 (one int8 step 0.0022) put 28% of the 4,000 calibration chunks below one "
            "step and 63% below four, so quant-entropy scored 94.47 at 52ee8e5. quant keeps the 1x1 /output/Conv (1 "

@@ -5,7 +5,7 @@ Rules (DESIGN.md): quantize the activation and weight inputs of Conv, ConvTransp
 the residual input of an Add that follows a quantized Conv (directly or through a BatchNormalization) so
 TensorRT fuses conv + add in INT8 (its fusion is for convolutions, so an Add after MatMul gets none); leave out
 GEMV-shaped MatMul/Gemm, convolutions with very few output channels or with few channels that TensorRT's
-INT8 kernels cannot vectorize (fewer than 16 on one side and neither count a multiple of 8), and what the
+INT8 kernels cannot vectorize (fewer than 16 on one side and neither count a multiple of 4), and what the
 user excludes.
 """
 from __future__ import annotations
@@ -20,11 +20,11 @@ from quant.core.onnx_model import initializers
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 MIN_CONV_CHANNELS = 4
-# TensorRT's INT8 convolutions read channels in vectors (NC/4HW4, NC/32HW32); a conv with fewer than
-# SMALL_CONV_CHANNELS channels on one side and neither count a multiple of CONV_CHANNEL_ALIGN is padded to
-# them, so INT8 costs accuracy without paying off (Model Optimizer's int8 rule leaves the same convs in float).
+# TensorRT's INT8 convolutions read channels in vectors of 4 or 32 (NC/4HW4, NC/32HW32); a conv with fewer
+# than SMALL_CONV_CHANNELS channels on one side and neither count a multiple of the smaller vector is padded
+# on both, so INT8 costs accuracy without paying off (Model Optimizer's int8 rule, with 8, is stricter).
 SMALL_CONV_CHANNELS = 16
-CONV_CHANNEL_ALIGN = 8
+CONV_CHANNEL_ALIGN = 4
 
 
 @dataclass

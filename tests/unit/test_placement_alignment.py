@@ -1,8 +1,8 @@
 """A conv with few channels that TensorRT's INT8 kernels cannot vectorize stays in float (a speed heuristic).
 
 Rule (quant/qdq/placement.py): fewer than 16 channels on one side (output channels, or input channels per
-group) and neither count a multiple of 8. silero-vad's STFT conv (1 input channel, 258 outputs) and MTCNN
-R-Net's first conv (3 -> 28) are the suite's cases; 3 -> 32 and 1 -> 16 stay quantized.
+group) and neither count a multiple of 4 (NC/4HW4, TensorRT's smallest INT8 vector). silero-vad's STFT conv
+(1 input channel, 258 outputs) is the suite's case; 3 -> 28, 3 -> 32 and 1 -> 16 stay quantized.
 """
 import numpy as np
 import onnx
@@ -25,20 +25,23 @@ def _conv_model(out_channels, in_channels, group=1, kernel=3):
 
 @pytest.mark.parametrize("out_channels, in_channels, group, in_float", [
     (258, 1, 1, True),    # silero-vad's STFT conv on the waveform
-    (28, 3, 1, True),     # MTCNN R-Net's first conv
-    (20, 20, 20, True),   # depthwise, 20 channels: one input channel per group, 20 not a multiple of 8
-    (32, 3, 1, False),    # the usual first conv: 32 outputs are aligned
+    (10, 3, 1, True),     # MTCNN P-Net's first conv
+    (6, 6, 6, True),      # depthwise, 6 channels: one input channel per group
+    (15, 15, 1, True),
+    (28, 3, 1, False),    # MTCNN R-Net's first conv: 28 outputs are a multiple of 4
+    (32, 3, 1, False),    # the usual first conv
     (16, 1, 1, False),
-    (24, 24, 24, False),  # depthwise, 24 channels
-    (12, 20, 1, True),    # fewer than 16 outputs, and neither 12 nor 20 is a multiple of 8
-    (12, 24, 1, False),   # 24 inputs are aligned
+    (4, 3, 1, False),
+    (12, 20, 1, False),
+    (20, 20, 20, False),  # depthwise, 20 channels
+    (258, 18, 1, False),  # neither side has fewer than 16 channels
 ])
 def test_unaligned_small_convs_stay_in_float(out_channels, in_channels, group, in_float):
     plan = plan_qdq(_conv_model(out_channels, in_channels, group))
     quantized = [layer.node for layer in plan.layers]
     reasons = {e["node"]: e["reason"] for e in plan.excluded}
     if in_float:
-        assert quantized == [] and "neither a multiple of 8" in reasons["conv"], reasons
+        assert quantized == [] and "neither a multiple of 4" in reasons["conv"], reasons
         assert "--include quantizes it" in reasons["conv"]
     else:
         assert quantized == ["conv"] and "conv" not in reasons
