@@ -38,13 +38,24 @@ def infinite_sqnr(value) -> str | None:
     return "inf" if value > 0 else "-inf"
 
 
-def sqnr_shown(entry: dict, spec: str = ".2f") -> str:
-    """The SQNR of a JSON entry (eval.json's outputs and worst samples) as the CLI printed it: 'inf' where the
-    INT8 output equals FP32's (written as null with ``sqnr_db_infinite``), 'n/a' where it is undefined."""
-    if entry.get("sqnr_db_infinite"):
-        return entry["sqnr_db_infinite"]
-    value = entry.get("sqnr_db")
+def with_infinities(entry: dict, keys) -> dict:
+    """``entry`` plus ``<key>_infinite`` ('inf' / '-inf', else None) for each of ``keys``: strict JSON writes an
+    infinite number as null, the same as an undefined one, and a reader must be able to tell them apart."""
+    return {**entry, **{f"{key}_infinite": infinite_sqnr(entry.get(key)) for key in keys}}
+
+
+def json_number(entry: dict, key: str, spec: str = ".4g") -> str:
+    """``entry[key]`` read back from quant's JSON, as the CLI printed it: 'inf' / '-inf' where ``<key>_infinite``
+    says so (the number was written as null), 'n/a' where it is undefined."""
+    if entry.get(f"{key}_infinite"):
+        return entry[f"{key}_infinite"]
+    value = entry.get(key)
     return "n/a" if value is None else format(value, spec)
+
+
+def sqnr_shown(entry: dict, spec: str = ".2f") -> str:
+    """The SQNR of an eval.json entry (an output, a worst sample): 'inf' where INT8 equals FP32's output."""
+    return json_number(entry, "sqnr_db", spec)
 
 
 def percent(value: float, digits: int = 2) -> str:

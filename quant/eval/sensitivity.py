@@ -13,11 +13,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 from quant.core.io import to_jsonable
+from quant.core.numbers import with_infinities
 from quant.core.text import csv_field, printable
 from quant.core.lazy import require
 from quant.eval.heldout import HeldOut
 from quant.eval.metrics import sqnr_db
 from quant.eval.scoring import Metric
+
+
+LAYER_NUMBERS = ("only_this", "all_but_this", "local_sqnr_db", "recovery", "harm")  # an SQNR metric can be inf
 
 
 @dataclass
@@ -49,9 +53,9 @@ class SensitivityReport:
 
         return to_jsonable(stamp("sensitivity", {"metric": self.metric, "output": self.output,
                 "output_basis": self.output_basis, "unit": self.unit, "higher_is_better": self.higher_is_better,
-                "fp32": self.fp32, "all_quantized": self.all_quantized,
+                **with_infinities({"fp32": self.fp32, "all_quantized": self.all_quantized}, ("fp32", "all_quantized")),
                 "rank_correlation_one_pass_vs_exhaustive": self.rank_correlation,
-                "layers": [vars(l) for l in self.layers], "notes": self.notes}))
+                "layers": [with_infinities(vars(l), LAYER_NUMBERS) for l in self.layers], "notes": self.notes}))
 
     def to_csv(self) -> str:
         """RFC 4180 CSV (quoted where needed); node names that a spreadsheet would run as a formula get a

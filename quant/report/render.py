@@ -10,7 +10,7 @@ from quant.calibrators import get as get_calibrator
 from quant.core.errors import QuantError
 from quant.core.histogram import load_histograms
 from quant.core.io import write_file_atomic
-from quant.core.numbers import percent, shown, sqnr_shown
+from quant.core.numbers import json_number, percent, shown, sqnr_shown
 from quant.eval.gate import format_value
 from quant.core.text import printable
 from quant.report import plots
@@ -141,13 +141,13 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
     if sensitivity:
         stage(f"sensitivity of {len(sensitivity['layers'])} layers")
         unit = f" ({md_text(sensitivity['unit'])})" if sensitivity.get("unit") else ""
-        lines = [f"Metric **{md_text(sensitivity['metric'])}**{unit}: FP32 {_f(sensitivity['fp32'])}, all INT8 "
-                 f"{_f(sensitivity['all_quantized'])}. Rank correlation of the one-pass local SQNR with the "
+        lines = [f"Metric **{md_text(sensitivity['metric'])}**{unit}: FP32 {json_number(sensitivity, 'fp32')}, all INT8 "
+                 f"{json_number(sensitivity, 'all_quantized')}. Rank correlation of the one-pass local SQNR with the "
                  f"exhaustive score: {_f(sensitivity['rank_correlation_one_pass_vs_exhaustive'], '.3f')}.", "",
                  "| rank | layer | only this | all but this | local SQNR (dB) |", "|---|---|---|---|---|"]
         for rank, layer in enumerate(sensitivity["layers"], start=1):
-            lines.append(f"| {rank} | {md_code(layer['node'], table=True)} | {_f(layer['only_this'])} | {_f(layer['all_but_this'])} | "
-                         f"{_f(layer['local_sqnr_db'], '.2f')} |")
+            lines.append(f"| {rank} | {md_code(layer['node'], table=True)} | {json_number(layer, 'only_this')} | "
+                         f"{json_number(layer, 'all_but_this')} | {json_number(layer, 'local_sqnr_db', '.2f')} |")
         sections.append(("Per-layer sensitivity", "\n".join(lines),
                          [("sensitivity.png", plots.sensitivity_plot(sensitivity["layers"], sensitivity["metric"]))]))
 

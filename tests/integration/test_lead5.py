@@ -78,3 +78,24 @@ def test_a_gate_on_an_infinite_sqnr_reads_inf_in_gate_json_and_the_report(tmp_pa
     assert run_cli(["report", tmp_path / "one"]).returncode == 0
     line = next(line for line in (tmp_path / "one" / "report.md").read_text().splitlines() if line.startswith("Gate:"))
     assert "INT8 inf dB;" in line and "n\\/a, INT8 n" not in line, line
+
+
+def test_a_sensitivity_sweep_on_an_infinite_sqnr_reads_inf_in_its_json_and_the_report(tmp_path):
+    """The sweep printed 'all layers INT8 inf' and its CSV 'inf'; sensitivity.json held null (as for an undefined
+    number) and the report read 'all INT8 n/a' and n/a in the layer row."""
+    _exact_output_model(tmp_path)
+    model = tmp_path / "m.onnx"
+    assert run_cli(["calibrate", model, "--data", tmp_path / "cal.npy", "--method", "minmax",
+                    "--output", tmp_path / "one"]).returncode == 0
+    proc = run_cli(["sensitivity", model, "--calibration", tmp_path / "one", "--data", tmp_path / "val.npy",
+                    "--metric", "sqnr@feat", "--output", tmp_path / "one"])
+    assert proc.returncode == 0 and "FP32 n/a, all layers INT8 inf" in proc.stdout, proc.stdout + proc.stderr
+    saved = json.loads((tmp_path / "one" / "sensitivity.json").read_text())
+    assert saved["all_quantized"] is None and saved["all_quantized_infinite"] == "inf"
+    assert saved["fp32"] is None and saved["fp32_infinite"] is None  # FP32's SQNR is undefined, not infinite
+    layer = saved["layers"][0]
+    assert layer["only_this_infinite"] == "inf" and layer["local_sqnr_db_infinite"] is None
+    assert np.isfinite(layer["local_sqnr_db"])
+    assert run_cli(["report", tmp_path / "one"]).returncode == 0
+    text = (tmp_path / "one" / "report.md").read_text()
+    assert "FP32 n/a, all INT8 inf." in text and f"| 1 | `conv` | inf | inf | {layer['local_sqnr_db']:.2f} |" in text
