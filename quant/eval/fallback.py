@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from quant.core.io import to_jsonable
-from quant.core.numbers import shown
+from quant.core.numbers import shown, with_infinities
 from quant.eval.gate import decide
 from quant.eval.heldout import HeldOut
 from quant.eval.scoring import Metric
@@ -38,8 +38,9 @@ class FallbackResult:
 
         return to_jsonable(stamp("fallback", {"passed": self.passed, "metric": self.metric, "output": self.output,
                 "output_basis": self.output_basis, "unit": self.unit, "drop_unit": drop_unit(self.unit, self.relative),
-                "fp32": self.fp32, "criterion": self.criterion,
-                "float_layers": self.float_layers, "path": self.path, "evaluations": self.evaluations,
+                **with_infinities({"fp32": self.fp32}, ("fp32",)), "criterion": self.criterion,
+                "float_layers": self.float_layers,
+                "path": [with_infinities(step, ("value", "drop")) for step in self.path], "evaluations": self.evaluations,
                 "screen_evaluations": self.screen_evaluations, "evaluation_budget": self.budget,
                 "naive_first_last": self.naive}))
 

@@ -161,7 +161,7 @@ def write_report(folder: str | Path, output: str | Path | None = None, worst: in
                  "| step | scored on | value | drop | change |", "|---|---|---|---|---|"]
         for step in fallback["path"]:  # the bisect search scores most steps on a subset of the held-out samples
             scored = f"{'subset' if step.get('data') == 'subset' else 'all'} {step.get('samples') or ''}".strip()
-            lines.append(f"| {step['step']} | {scored} | {_f(step['value'])} | {_f(step['drop'])} | "
+            lines.append(f"| {step['step']} | {scored} | {json_number(step, 'value')} | {json_number(step, 'drop')} | "
                          f"{md_text(step['action'])} |")
         if fallback.get("naive_first_last"):
             lines.append("")

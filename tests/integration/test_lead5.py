@@ -99,3 +99,22 @@ def test_a_sensitivity_sweep_on_an_infinite_sqnr_reads_inf_in_its_json_and_the_r
     assert run_cli(["report", tmp_path / "one"]).returncode == 0
     text = (tmp_path / "one" / "report.md").read_text()
     assert "FP32 n/a, all INT8 inf." in text and f"| 1 | `conv` | inf | inf | {layer['local_sqnr_db']:.2f} |" in text
+
+
+def test_a_fallback_on_an_infinite_sqnr_reads_inf_in_its_json_and_the_report(tmp_path):
+    """fallback printed 'INT8 inf >= min 30.0' and the value inf; fallback.json held null and the report's path
+    table read n/a."""
+    _exact_output_model(tmp_path)
+    model = tmp_path / "m.onnx"
+    assert run_cli(["calibrate", model, "--data", tmp_path / "cal.npy", "--method", "minmax",
+                    "--output", tmp_path / "one"]).returncode == 0
+    proc = run_cli(["fallback", model, "--calibration", tmp_path / "one", "--data", tmp_path / "val.npy",
+                    "--metric", "sqnr@feat", "--min-value", "30", "--output", tmp_path / "fb"])
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.strip().startswith("0 "))
+    assert row.split()[4] == "inf", row
+    saved = json.loads((tmp_path / "fb" / "fallback.json").read_text())
+    step = saved["path"][0]
+    assert step["value"] is None and step["value_infinite"] == "inf" and step["drop_infinite"] is None
+    assert run_cli(["report", tmp_path / "fb"]).returncode == 0
+    assert "| 0 | all 16 | inf | n/a | all layers INT8 |" in (tmp_path / "fb" / "report.md").read_text()
