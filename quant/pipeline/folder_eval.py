@@ -122,21 +122,24 @@ class FolderEval:
         for method in methods:
             worst = self.reports[method].worst_samples[:3]
             if worst:
-                lines.append(f"{method} worst samples by SQNR: " + ", ".join(_sample(w) for w in worst))
+                lines.append(f"{method} worst samples by SQNR of output '{self.reports[method].worst_output}': "
+                             + ", ".join(_sample(w) for w in worst))
         notes = sorted({n for r in self.reports.values() for n in r.notes})
         lines += [f"note: {n}" for n in notes]
         return "\n".join(lines)
 
     def best(self) -> tuple[str, str, str] | None:
-        """(methods, metric, value): highest top-1 when labels were given, else highest SQNR of the first output
-        that has one; every method that reaches the highest value is named (a tie is not a winner)."""
+        """(methods, metric, value): highest top-1 when labels were given, else highest SQNR of the output the
+        worst samples are taken from (the one --output-name names), or of the first output that has one; every
+        method that reaches the highest value is named (a tie is not a winner)."""
         first = next(iter(self.reports.values()))
         if "top1" in first.task:
             values = {m: r.task["top1"]["int8"] for m, r in self.reports.items()}
             metric, shown = "top1", "{}%"
             values_shown = {m: percent(v) for m, v in values.items()}
         else:
-            output = next((o for o in first.outputs
+            candidates = sorted(first.outputs, key=lambda o: o != first.worst_output)  # the focus output first
+            output = next((o for o in candidates
                            if all(r.outputs[o]["sqnr_db"] is not None for r in self.reports.values())), None)
             if output is None:
                 return None

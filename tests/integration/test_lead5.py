@@ -118,3 +118,18 @@ def test_a_fallback_on_an_infinite_sqnr_reads_inf_in_its_json_and_the_report(tmp
     assert step["value"] is None and step["value_infinite"] == "inf" and step["drop_infinite"] is None
     assert run_cli(["report", tmp_path / "fb"]).returncode == 0
     assert "| 0 | all 16 | inf | n/a | all layers INT8 |" in (tmp_path / "fb" / "report.md").read_text()
+
+
+def test_folder_eval_ranks_the_methods_on_the_output_the_user_named(tmp_path):
+    """With --output-name feat, folder eval ranked the methods by 'logits' ('highest INT8 SQNR of output 'logits'
+    40.94 dB: minmax') and listed worst samples without naming their output."""
+    _exact_output_model(tmp_path)
+    model = tmp_path / "m.onnx"
+    assert run_cli(["calibrate", model, "--data", tmp_path / "cal.npy", "--method", "minmax,entropy",
+                    "--output", tmp_path / "two"]).returncode == 0
+    named = run_cli(["eval", model, tmp_path / "two", "--data", tmp_path / "val.npy", "--output-name", "feat"])
+    assert named.returncode == 0, named.stderr
+    assert "highest INT8 SQNR of output 'feat' inf dB: minmax, entropy (tied)" in named.stdout, named.stdout
+    default = run_cli(["eval", model, tmp_path / "two", "--data", tmp_path / "val.npy"])
+    assert "highest INT8 SQNR of output 'logits'" in default.stdout
+    assert "minmax worst samples by SQNR of output 'logits': #" in default.stdout, default.stdout
