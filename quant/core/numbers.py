@@ -47,7 +47,7 @@ def with_infinities(entry: dict, keys) -> dict:
 def json_number(entry: dict, key: str, spec: str = ".4g") -> str:
     """``entry[key]`` read back from quant's JSON, as the CLI printed it: 'inf' / '-inf' where ``<key>_infinite``
     says so (the number was written as null), 'n/a' where it is undefined."""
-    if entry.get(f"{key}_infinite"):
+    if entry.get(f"{key}_infinite") in ("inf", "-inf"):
         return entry[f"{key}_infinite"]
     value = entry.get(key)
     return "n/a" if value is None else format(value, spec)

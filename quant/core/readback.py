@@ -8,6 +8,7 @@ file is one ``Error:`` line naming the file and the field, never a TypeError fro
 Spec language (plain Python values):
 
 * ``str``, ``bool``, ``int`` (not bool), ``NUMBER`` (finite int or float, not bool), ``ANY``;
+* ``INFINITY``: the string 'inf' or '-inf' (``<key>_infinite`` beside a number JSON wrote as null);
 * ``Optional(spec)``: the spec or null;
 * ``{"key": spec, "key?": spec}``: an object with these keys (``?``: may be missing); other keys are ignored;
 * ``[spec]``: a list of items of the spec; ``MapOf(spec)``: an object whose values all match the spec;
@@ -35,7 +36,12 @@ class _Any:
         return "anything"
 
 
-NUMBER, ANY = _Number(), _Any()
+class _Infinity:
+    def __repr__(self) -> str:
+        return "'inf' or '-inf'"
+
+
+NUMBER, ANY, INFINITY = _Number(), _Any(), _Infinity()
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,9 @@ def check(value, spec, where: str = "") -> None:
     elif spec is int:
         if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_INT:
             raise bad
+    elif spec is INFINITY:
+        if value not in ("inf", "-inf"):
+            raise bad
     elif spec is NUMBER:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
@@ -221,7 +230,8 @@ EVAL_SPEC = {  # eval.json, as report reads it
     "samples": ANY,
     "task?": MapOf({"output": ANY, "fp32": Optional(NUMBER), "int8": Optional(NUMBER), "drop": Optional(NUMBER)}),
     "outputs": MapOf({"agreement": Optional(NUMBER), "class_axis": ANY, "shape?": ANY, "cosine": Optional(NUMBER),
-                      "sqnr_db": Optional(NUMBER), "max_abs_error": Optional(NUMBER)}),
+                      "sqnr_db": Optional(NUMBER), "sqnr_db_infinite?": Optional(INFINITY),
+                      "max_abs_error": Optional(NUMBER)}),
     "user_evaluation?": [{"function": str, "score": Optional(str), "higher_is_better": bool, "fp32": NUMBER,
                           "int8": NUMBER, "drop": NUMBER}],
 }
@@ -229,16 +239,20 @@ EVAL_SPEC = {  # eval.json, as report reads it
 GATE_SPEC = {  # gate.json, as report reads it
     "error?": Optional({"message": ANY}),
     "checks?": [{"passed": bool, "metric": ANY, "output": ANY, "fp32": Optional(NUMBER), "int8": Optional(NUMBER),
-                 "unit": ANY, "criterion": ANY}],
+                 "int8_infinite?": Optional(INFINITY), "unit": ANY, "criterion": ANY}],
 }
 
 SENSITIVITY_SPEC = {  # sensitivity.json, as report and fallback read it
     "metric": str,
     "fp32": Optional(NUMBER),
+    "fp32_infinite?": Optional(INFINITY),
     "all_quantized": Optional(NUMBER),
+    "all_quantized_infinite?": Optional(INFINITY),
     "rank_correlation_one_pass_vs_exhaustive": Optional(NUMBER),
     "layers": [{"node": str, "only_this": Optional(NUMBER), "all_but_this": Optional(NUMBER),
-                "local_sqnr_db": Optional(NUMBER), "recovery": Optional(NUMBER), "harm": Optional(NUMBER)}],
+                "local_sqnr_db": Optional(NUMBER), "recovery": Optional(NUMBER), "harm": Optional(NUMBER),
+                **{f"{key}_infinite?": Optional(INFINITY)
+                   for key in ("only_this", "all_but_this", "local_sqnr_db", "recovery", "harm")}}],
 }
 
 RANKING_SPEC = {"metric": str, "layers": [{"node": str}], "calibration?": {"path": str, "quant_json_sha256": str}}  # sensitivity.json, as fallback reuses its ranking
@@ -248,9 +262,11 @@ FALLBACK_SPEC = {  # fallback.json, as report reads it
     "passed": bool,
     "metric": str,
     "fp32": Optional(NUMBER),
+    "fp32_infinite?": Optional(INFINITY),
     "float_layers": [ANY],
     "evaluations": ANY,
-    "path": [{"step": NUMBER, "value": Optional(NUMBER), "drop": Optional(NUMBER), "action": str}],
+    "path": [{"step": NUMBER, "value": Optional(NUMBER), "drop": Optional(NUMBER), "action": str,
+              "value_infinite?": Optional(INFINITY), "drop_infinite?": Optional(INFINITY)}],
     "naive_first_last?": Optional(MapOf(Optional(int))),
 }
 

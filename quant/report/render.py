@@ -237,7 +237,7 @@ def _metric_table(folder: Path) -> str:
         for check in gate.get("checks", []):
             on = md_text(check["metric"]) + ("" if check["output"] is None else f"@{md_code(check['output'])}")
             fp32, int8 = (float("nan") if check[k] is None else check[k] for k in ("fp32", "int8"))  # null: n/a
-            if check.get("int8_infinite"):  # JSON holds no inf: a noiseless SQNR
+            if check.get("int8_infinite") in ("inf", "-inf"):  # JSON holds no inf: a noiseless SQNR
                 int8 = float(check["int8_infinite"])
             lines += ["", f"Gate: **{'PASS' if check['passed'] else 'FAIL'}** on {on}: FP32 "
                           f"{md_text(format_value(fp32, check['unit']))}, INT8 "
