@@ -229,11 +229,9 @@ def _percentile(args, methods) -> float:
     """--percentile only means something to the percentile method (activations or weights): refused elsewhere."""
     if args.percentile is None:
         return 99.99
-    if "percentile" not in methods and "auto" not in methods and args.weight_method != "percentile":
-        from quant.core.errors import QuantError
-        raise QuantError(f"--percentile applies to the percentile method, but --method is {','.join(methods)} and "
-                         f"--weight-method {args.weight_method}: it would be ignored",
-                         hint="add percentile to --method (e.g. --method entropy,percentile) or drop --percentile")
+    from quant.core.config import CalibrationConfig
+
+    CalibrationConfig(methods=methods, weight_method=args.weight_method).refuse_unused_percentile()
     return args.percentile
 
 

@@ -181,6 +181,26 @@ class CalibrationConfig:
         return cls(**data)
 
     def replace(self, **changes) -> "CalibrationConfig":
+        """A copy with ``changes`` (keyword arguments of quant.calibrate/recalibrate): a name that is no field
+        is refused with the nearest field (``method=`` is ``methods=``), not passed on as an unknown key."""
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            import difflib
+
+            names = [f.name for f in fields(self) if f.name != "version"]
+            near = [m for u in unknown for m in difflib.get_close_matches(u, names, n=2)]
+            raise QuantError(f"unknown keyword argument{'s' if len(unknown) > 1 else ''} "
+                             f"{', '.join(repr(u) for u in unknown)}: not a calibration setting",
+                             hint=f"did you mean {' or '.join(m + '=' for m in dict.fromkeys(near))}?" if near
+                             else f"the settings are: {', '.join(names)}")
         data = self.to_json()
         data.update(changes)
         return CalibrationConfig.from_json(data)
+
+    def refuse_unused_percentile(self) -> None:
+        """A percentile given where no method reads it (activations or weights) would be ignored: refused."""
+        if "percentile" in self.methods or "auto" in self.methods or self.weight_method == "percentile":
+            return
+        raise QuantError(f"--percentile applies to the percentile method, but --method is {','.join(self.methods)} "
+                         f"and --weight-method {self.weight_method}: it would be ignored",
+                         hint="add percentile to --method (e.g. --method entropy,percentile) or drop --percentile")

@@ -490,6 +490,8 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     to one process.
     """
     config = (config or CalibrationConfig()).replace(**overrides) if overrides else (config or CalibrationConfig())
+    if "percentile" in overrides:
+        config.refuse_unused_percentile()
     context = execution(device, ray)
     # With Ray the workers run the model (each on the device Ray gives it); this process runs nothing.
     torch_backend, torch_device = _torch_backend(None if context.ray is not None else device)
@@ -822,6 +824,8 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         methods = manifest.get("method") or old.methods
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     config = old.replace(methods=methods, **overrides)
+    if "percentile" in overrides:
+        config.refuse_unused_percentile()
     proto, equalized = _equalize(proto, config)
     smoothing = {}
     if config.smooth:  # the scales measured on the data, recorded in quant.json
