@@ -114,8 +114,7 @@ def run(args) -> int:
         stdout(dumps({"outputs": {m: str(f) for m, f in zip(result.methods, folders)}, **result.summary()}))
         return 0
     plan = result.plan
-    stdout(f"calibrated {len(result.histograms)} activation tensors on {result.data['samples']} samples "
-           f"({result.data['source']})")
+    stdout(result.headline())
     collected_with = result.data.get("collected_with", "ONNX Runtime (CPU)")
     stdout(f"collection pass: {collected_with}")
     if " on cuda" in collected_with:

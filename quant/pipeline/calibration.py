@@ -12,7 +12,7 @@ import numpy as np
 
 from quant import __version__
 from quant.calibrators import get as get_calibrator, weight_amax
-from quant.core.config import CalibrationConfig
+from quant.core.config import SETTINGS, CalibrationConfig, refuse_unknown_keywords
 from quant.core.errors import QuantError
 from quant.core.histogram import Histogram, load_histograms, save_histograms
 from quant.core.histogram_file import histogram_names
@@ -100,6 +100,14 @@ class CalibrationResult:
     @property
     def methods(self) -> tuple[str, ...]:
         return self.config.methods
+
+    def headline(self) -> str:
+        """The first line `quant calibrate` prints: how many tensors, on how many samples of which data."""
+        return (f"calibrated {len(self.histograms)} activation tensors on {self.data.get('samples')} samples "
+                f"({self.data.get('source')})")
+
+    def __repr__(self) -> str:  # a notebook shows this: the dataclass repr was the model, plan, every histogram
+        return f"<CalibrationResult {','.join(self.methods)}: {self.headline()}>"
 
     def ort_cpu_plan(self, keep_float: Sequence[str] = ()) -> OrtCpuPlan:
         return plan_ort_cpu(self.model, self.plan, frozenset(keep_float))
@@ -489,6 +497,8 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     the data (True/"local", an address, or :class:`quant.distributed.RayOptions`); the result is identical
     to one process.
     """
+    refuse_unknown_keywords(overrides, SETTINGS, "not a keyword of quant.calibrate nor a calibration setting",
+                            also=calibrate)
     config = (config or CalibrationConfig()).replace(**overrides) if overrides else (config or CalibrationConfig())
     if "percentile" in overrides:
         config.refuse_unused_percentile()

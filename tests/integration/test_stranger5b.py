@@ -13,7 +13,8 @@ def test_api_keyword_typo_names_the_keyword_it_meant(digits):
     ['method']" with no hint; batchsize= the same."""
     with pytest.raises(quant.QuantError) as info:
         quant.calibrate(digits["model"], digits["calibration"], method="mse")
-    assert info.value.message == "unknown keyword argument 'method': not a calibration setting"
+    assert info.value.message == ("unknown keyword argument 'method': not a keyword of quant.calibrate nor a "
+                                  "calibration setting")
     assert info.value.hint.startswith("did you mean methods=")
     with pytest.raises(quant.QuantError) as info:
         quant.calibrate(digits["model"], digits["calibration"], batchsize=8)
@@ -67,3 +68,58 @@ def test_a_flag_given_twice_is_refused_not_the_last_one_kept(digits, tmp_path):
     proc = run_cli(["calibrate", digits["model"], "--data", digits["calibration"], "--output", tmp_path / "x",
                     "--exclude-op-type", "Gemm", "--exclude-op-type", "Conv"])
     assert proc.returncode == 2 and "nothing to quantize" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def minmax_folder(tmp_path_factory, digits):
+    folder = tmp_path_factory.mktemp("s5b") / "cal"
+    quant.calibrate(digits["model"], digits["calibration"], methods=("minmax",)).save(folder)
+    return folder
+
+
+def test_api_gate_bound_that_the_command_line_refuses_is_refused(digits, minmax_folder):
+    """quant.gate(max_drop=-1) printed 'FAIL ... drop 0.0000 pp > max -1.0 pp' (no model can pass), max_drop=nan
+    'max nan pp', max_drop="1" a TypeError; `quant gate --max-drop -1` is refused. Same for fallback."""
+    int8 = minmax_folder / "model.int8.onnx"
+    for bad, shown in ((-1, "-1"), (float("nan"), "nan"), ("1", "'1'")):
+        with pytest.raises(quant.QuantError) as info:
+            quant.gate(digits["model"], int8, digits["heldout"], metric="top1", max_drop=bad)
+        assert info.value.message == f"--max-drop for top1 must be a finite number >= 0, got {shown}"
+    with pytest.raises(quant.QuantError, match="--min-value for sqnr must be a finite number, got inf"):
+        quant.gate(digits["model"], int8, digits["heldout"], checks=[{"metric": "sqnr", "min_value": float("inf")}])
+    with pytest.raises(quant.QuantError, match="--max-drop for top1 must be a finite number >= 0, got -0.5"):
+        quant.fallback(digits["model"], minmax_folder, digits["heldout"], metric="top1", max_drop=-0.5)
+    assert quant.gate(digits["model"], int8, digits["heldout"], metric="top1", max_drop=1)  # a good bound passes
+
+
+def test_api_keyword_typo_of_gate_sensitivity_fallback_names_the_function_and_the_keyword(digits, minmax_folder):
+    """quant.gate(..., metrc="top1") raised "TypeError: load_heldout() got an unexpected keyword argument 'metrc'"
+    (a function the user never called, after the bounds were judged: maxdrop= said 'the gate needs a bound');
+    a key typo in checks=[{...}] was ignored."""
+    int8 = minmax_folder / "model.int8.onnx"
+    with pytest.raises(quant.QuantError) as info:
+        quant.gate(digits["model"], int8, digits["heldout"], metric="top1", maxdrop=1)
+    assert (info.value.message, info.value.hint) == (
+        "unknown keyword argument 'maxdrop': not a keyword of quant.gate", "did you mean max_drop=?")
+    with pytest.raises(quant.QuantError, match="'metrc': not a keyword of quant.sensitivity") as info:
+        quant.sensitivity(digits["model"], minmax_folder, digits["heldout"], metrc="sqnr")
+    assert info.value.hint == "did you mean metric=?"
+    with pytest.raises(quant.QuantError, match="'minvalue': not a keyword of quant.fallback"):
+        quant.fallback(digits["model"], minmax_folder, digits["heldout"], metric="sqnr", minvalue=40)
+    with pytest.raises(quant.QuantError, match="'maxdrop': not a key of a gate check"):
+        quant.gate(digits["model"], int8, digits["heldout"], checks=[{"metric": "top1", "maxdrop": 1}])
+    with pytest.raises(quant.QuantError) as info:  # calibrate's own keywords are suggested too
+        quant.calibrate(digits["model"], digits["calibration"], devices="cpu")
+    assert info.value.hint == "did you mean device=?"
+
+
+def test_calibration_result_repr_is_the_line_the_cli_prints(digits, tmp_path):
+    """A notebook cell ending in `result` showed the dataclass repr: the ModelProto, the plan, every histogram and
+    weight array (7.7 kB on the digits CNN, growing with the model) and not the line `quant calibrate` prints."""
+    result = quant.calibrate(digits["model"], digits["calibration"], methods=("entropy", "mse"))
+    proc = run_cli(["calibrate", digits["model"], "--data", digits["calibration"], "--method", "entropy,mse",
+                    "--output", tmp_path / "o"])
+    first = proc.stdout.splitlines()[0]
+    assert first == "calibrated 7 activation tensors on 200 samples (" + str(digits["calibration"]) + ")"
+    assert repr(result) == f"<CalibrationResult entropy,mse: {first}>"
+    assert repr(quant.load_calibration(tmp_path / "o" / "mse")).startswith("<CalibrationResult mse: calibrated 7 ")
