@@ -34,16 +34,23 @@ class Parser(argparse.ArgumentParser):
 _GIVEN = "_quant_options_given"
 
 
-def unknown_arguments(parser: argparse.ArgumentParser, extras: list[str]) -> None:
-    """Refuse what the command does not take; an option that starts or nearly spells one of its own is named."""
+def unknown_arguments(parser: argparse.ArgumentParser, extras: list[str], commands: dict | None = None) -> None:
+    """Refuse what the command does not take; an option that starts or nearly spells one of its own is named,
+    else the other ``commands`` (name -> parser) that take it."""
     import difflib
 
     options = [o for o in parser._option_string_actions if o.startswith("--")]
     for extra in (e.split("=", 1)[0] for e in extras if e.startswith("--")):
-        near = [o for o in options if o.startswith(extra)] or difflib.get_close_matches(extra, options, n=3)
+        near = [o for o in options if o.startswith(extra)] or difflib.get_close_matches(extra, options, 3, 0.8)
         if near:
             raise QuantError(f"unrecognized arguments: {' '.join(extras)}",
                              hint=f"did you mean {' or '.join(sorted(near)[:3])}? (see '{parser.prog} --help')")
+        elsewhere = [f"'{other.prog}'" for other in (commands or {}).values()
+                     if other is not parser and extra in other._option_string_actions]
+        if elsewhere:
+            raise QuantError(f"unrecognized arguments: {' '.join(extras)}",
+                             hint=f"{extra} is an option of {', '.join(elsewhere)}, not of '{parser.prog}' "
+                                  f"(see '{parser.prog} --help')")
     parser.error(f"unrecognized arguments: {' '.join(extras)}")
 
 

@@ -72,10 +72,10 @@ def _parse(parser: Parser, argv: list[str] | None):
             given = argv[1:argv.index("--")] if "--" in argv else argv[1:]
             unknown = [t for t in given if t.startswith("--") and t.split("=", 1)[0] not in options]
             if unknown:
-                unknown_arguments(command, unknown)
+                unknown_arguments(command, unknown, choices)
         args, extras = parser.parse_known_args(argv)
         if extras:
-            unknown_arguments(choices.get(getattr(args, "command", None)) or parser, extras)
+            unknown_arguments(choices.get(getattr(args, "command", None)) or parser, extras, choices)
     except QuantError as exc:
         if argv and argv[0] == "gate":  # CI still gets its report files, holding the error
             gate.write_error_reports_from_argv(argv[1:], exc)

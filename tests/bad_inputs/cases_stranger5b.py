@@ -25,6 +25,10 @@ def eval_abbreviated_output_json(d: Path):
     return ["eval", MODEL, _calibrated(d) / "model.int8.onnx", "--data", HELDOUT, "--output-js", d / "eval.json"]
 
 
+def calibrate_with_a_gate_flag(d: Path):
+    return _calibrate("--output", d / "out", "--metric", "top1", "--max-drop", "1")
+
+
 def method_given_twice(d: Path):
     # '--method minmax --method mse' calibrated mse alone and said nothing of minmax
     return _calibrate("--output", d / "out", "--method", "minmax", "--method", "mse")
@@ -63,6 +67,7 @@ CASES = [
     Case("abbreviated_method", abbreviated_method, "unrecognized arguments: --meth"),
     Case("abbreviated_output", abbreviated_output, "unrecognized arguments: --out"),
     Case("eval_abbreviated_output_json", eval_abbreviated_output_json, "unrecognized arguments: --output-js"),
+    Case("calibrate_with_a_gate_flag", calibrate_with_a_gate_flag, "unrecognized arguments: --metric --max-drop"),
     Case("method_given_twice", method_given_twice, "--method is given twice (minmax, then mse)"),
     Case("data_given_twice", data_given_twice, "--data is given twice"),
     Case("output_given_twice", output_given_twice, "--output is given twice"),
