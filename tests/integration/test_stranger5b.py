@@ -154,3 +154,17 @@ def test_torch_cpu_and_ort_ranges_agree_as_readme_says(digits):
     shuffled = quant.calibrate(digits["model"], {"input": data["input"][order]}, methods=methods, device="cpu",
                                batch_size=7).activation_amax
     assert shuffled == cpu.activation_amax
+
+
+def test_calibrator_registry_takes_the_method_aliases_calibrate_takes(digits):
+    """quant.calibrate(methods="kl") and --method max work (Model Optimizer's / TensorRT's names), but
+    quant.calibrators.get("kl") said "unknown calibration method 'kl'"."""
+    from quant.calibrators import get
+
+    result = quant.calibrate(digits["model"], digits["calibration"], methods=("kl", "max"))
+    histogram = result.histograms["input"]
+    assert get("kl").fit(histogram).amax_ == result.activation_amax["entropy"]["input"]
+    assert get("max").fit(histogram).amax_ == result.activation_amax["minmax"]["input"] == histogram.absmax
+    with pytest.raises(quant.QuantError) as info:
+        get("Entropy")
+    assert info.value.hint == "choose from: entropy, minmax, mse, percentile (aliases: max = minmax, kl = entropy)"
