@@ -170,6 +170,9 @@ def input_map_from_args(args) -> dict[str, str]:
         name, sep, key = item.partition("=")
         if not sep or not name or not key:
             raise QuantError(f"--input-map takes INPUT=KEY, got '{item}'", hint="e.g. --input-map pixel_values=image")
+        if name in mapping:
+            raise QuantError(f"--input-map gives input {name!r} twice ({mapping[name]}, then {key})",
+                             hint="map each model input once")
         mapping[name] = key
     return mapping
 

@@ -76,3 +76,46 @@ CASES = [
     Case("recalibrate_percentile_of_mse", recalibrate_percentile_of_mse,
          "--percentile applies to the percentile method, but --method is mse"),
 ]
+
+
+def _int8(d: Path) -> Path:
+    return _calibrated(d) / "model.int8.onnx"
+
+
+def bench_batch_given_twice(d: Path):
+    # measured batch 1 twice and printed two rows (two different latencies) for the same thing
+    return ["bench", MODEL, _int8(d), "--batch", "1,1", "--repeat", "1", "--warmup", "0"]
+
+
+def bench_runtime_given_twice(d: Path):
+    return ["bench", MODEL, _int8(d), "--runtime", "ort,ort", "--repeat", "1", "--warmup", "0"]
+
+
+def bench_model_given_twice(d: Path):
+    int8 = _int8(d)
+    return ["bench", MODEL, int8, int8, "--repeat", "1", "--warmup", "0"]
+
+
+def bench_shape_of_one_input_twice(d: Path):
+    return ["bench", MODEL, _int8(d), "--shape", "input:1x1x8x8", "--shape", "input:2x1x8x8"]
+
+
+def build_shape_of_one_input_twice(d: Path):
+    # the second --shape replaced the first in the trtexec command
+    return ["build", _calibrated(d), "--output", d / "m.engine", "--print-command",
+            "--shape", "input:1x1x8x8", "--shape", "input:2x1x8x8"]
+
+
+def input_map_of_one_input_twice(d: Path):
+    return _calibrate("--output", d / "out", "--input-map", "input=input", "--input-map", "input=label")
+
+
+CASES += [
+    Case("bench_batch_given_twice", bench_batch_given_twice, "--batch gives batch size 1 twice"),
+    Case("bench_runtime_given_twice", bench_runtime_given_twice, "--runtime gives runtime 'ort' twice"),
+    Case("bench_model_given_twice", bench_model_given_twice, "the INT8_MODEL list gives model"),
+    Case("bench_shape_of_one_input_twice", bench_shape_of_one_input_twice, "--shape gives input 'input' twice"),
+    Case("build_shape_of_one_input_twice", build_shape_of_one_input_twice, "--shape gives input 'input' twice"),
+    Case("input_map_of_one_input_twice", input_map_of_one_input_twice,
+         "--input-map gives input 'input' twice (input, then label)"),
+]
