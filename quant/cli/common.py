@@ -55,11 +55,12 @@ def unknown_arguments(parser: argparse.ArgumentParser, extras: list[str], comman
 
 
 class _StoreOnce(argparse._StoreAction):
-    """argparse's 'store', refusing a second value for the same destination (``--method minmax --method mse``)."""
+    """argparse's 'store', refusing a second, different value for the same destination (``--method minmax
+    --method mse``); the same value again changes nothing and passes."""
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
         given = vars(namespace).setdefault(_GIVEN, {})
-        if option_string is not None and self.dest in given:
+        if option_string is not None and self.dest in given and given[self.dest][1] != values:  # the same: no harm
             first_option, first = given[self.dest]
             also = "" if first_option == option_string else f" (as {first_option})"
             how = ", with the values separated by commas" if "," in str(self.metavar or "") else ""

@@ -74,6 +74,11 @@ def test_a_flag_given_twice_is_refused_not_the_last_one_kept(digits, tmp_path):
     assert proc.stderr.splitlines() == [
         "Error: --method is given twice (minmax, then mse): one value would be dropped silently",
         "Hint: give --method once, with the values separated by commas"]
+    # the same value twice is no conflict (a script that appends its defaults)
+    proc = run_cli(["calibrate", digits["model"], "--data", digits["calibration"], "--output", tmp_path / "same",
+                    "--method", "minmax", "--method", "minmax"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1].startswith("minmax: ")
     # flags that repeat by design still do: --exclude-op-type twice excludes both
     proc = run_cli(["calibrate", digits["model"], "--data", digits["calibration"], "--output", tmp_path / "x",
                     "--exclude-op-type", "Gemm", "--exclude-op-type", "Conv"])
