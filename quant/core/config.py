@@ -97,6 +97,10 @@ class CalibrationConfig:
         for method in methods:
             if method not in METHODS:
                 aliases = ", ".join(f"{a} = {m}" for a, m in METHOD_ALIASES.items())
+                names = [m.strip() for m in str(method).split(",")]
+                if len(names) > 1:  # the CLI's --method list given to the API as one string
+                    raise QuantError(f"unknown calibration method '{method}'",
+                                     hint=f"name one method per item: methods=({', '.join(map(repr, names))})")
                 raise QuantError(f"unknown calibration method '{method}'",
                                  hint=f"choose from: {', '.join(METHODS)} (aliases: {aliases})")
         if len(set(methods)) != len(methods):

@@ -19,6 +19,9 @@ def test_api_keyword_typo_names_the_keyword_it_meant(digits):
     with pytest.raises(quant.QuantError) as info:
         quant.calibrate(digits["model"], digits["calibration"], batchsize=8)
     assert info.value.hint == "did you mean batch_size=?"
+    with pytest.raises(quant.QuantError) as info:  # the CLI's comma list, given as one string
+        quant.calibrate(digits["model"], digits["calibration"], methods="entropy,mse")
+    assert info.value.hint == "name one method per item: methods=('entropy', 'mse')"
 
 
 def test_api_percentile_that_no_method_reads_is_refused_as_on_the_command_line(digits, tmp_path):
