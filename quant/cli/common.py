@@ -13,8 +13,8 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is one 'Error:' line plus a hint, exit code 2.
 
     An option is only its full name (``--meth`` is not ``--method``: an abbreviation would change meaning
-    the day a new flag shares its prefix), and a single-valued option given twice is refused (argparse
-    keeps the last one silently)."""
+    the day a new flag shares its prefix), and a single-valued option given twice with different values is
+    refused (argparse keeps the last one silently)."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)
