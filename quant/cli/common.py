@@ -85,7 +85,7 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True, bat
     group.add_argument("--input-map", action="append", default=[], metavar="INPUT=KEY",
                        help="feed model input INPUT from data key/column KEY (repeatable)")
     group.add_argument("--split", help="split of a saved Hugging Face DatasetDict")
-    group.add_argument("--num-samples", type=V.count(1, "num-samples"), metavar="N", help="use N samples drawn with --seed (default: all)")
+    group.add_argument("--num-samples", type=V.count(1, "num-samples"), metavar="N", help="use N samples drawn by position with --seed (default: all)")
     group.add_argument("--batch-size", type=V.count(1, "batch-size"), default=batch_default, metavar="B",
                        help="samples per run (default: " + (str(batch_default) if batch_default else
                                                             "as many as --memory-budget allows, up to 64") + ")")
