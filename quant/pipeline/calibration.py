@@ -171,6 +171,9 @@ class CalibrationResult:
         return model
 
     def _method(self, method: str | None) -> str:
+        from quant.core.config import METHOD_ALIASES
+
+        method = METHOD_ALIASES.get(method, method) if isinstance(method, str) else method  # kl = entropy
         if method is None:
             if len(self.methods) != 1:
                 raise QuantError(f"this result holds several methods {list(self.methods)}", hint="name one: method=...")

@@ -173,6 +173,7 @@ def test_calibrator_registry_takes_the_method_aliases_calibrate_takes(digits):
     histogram = result.histograms["input"]
     assert get("kl").fit(histogram).amax_ == result.activation_amax["entropy"]["input"]
     assert get("max").fit(histogram).amax_ == result.activation_amax["minmax"]["input"] == histogram.absmax
+    assert result.qdq_model("kl").SerializeToString() == result.qdq_model("entropy").SerializeToString()  # was refused
     with pytest.raises(quant.QuantError) as info:
         get("Entropy")
     assert info.value.hint == "choose from: entropy, minmax, mse, percentile (aliases: max = minmax, kl = entropy)"
