@@ -59,12 +59,16 @@ def available() -> list[str]:
 
 
 def get(name: str, **params) -> Calibrator:
-    """A new calibrator by name, e.g. ``get("percentile", percentile=99.9)``."""
+    """A new calibrator by name, e.g. ``get("percentile", percentile=99.9)``; ``kl`` and ``max`` are entropy and
+    minmax, as for ``quant.calibrate(methods=...)`` and ``--method``."""
+    from quant.core.config import METHOD_ALIASES
+
     try:
-        cls = _REGISTRY[name]
-    except KeyError:
-        raise QuantError(f"unknown calibration method '{name}'",
-                         hint=f"choose from: {', '.join(available())}") from None
+        cls = _REGISTRY[METHOD_ALIASES.get(name, name)]
+    except (KeyError, TypeError):
+        aliases = ", ".join(f"{a} = {m}" for a, m in METHOD_ALIASES.items())
+        raise QuantError(f"unknown calibration method {name!r}",
+                         hint=f"choose from: {', '.join(available())} (aliases: {aliases})") from None
     return cls(**params)
 
 

@@ -40,6 +40,9 @@ def _ints(text: str, what: str) -> list[int]:
         raise QuantError(f"{what} must be comma-separated integers, got '{text}'", hint="e.g. 1,16") from None
     if not values or min(values) < 1:
         raise QuantError(f"{what} must be positive integers, got '{text}'", hint="e.g. 1,16")
+    from quant.core.errors import refuse_repeated
+
+    refuse_repeated(values, what, "batch size")
     return values
 
 
@@ -55,6 +58,9 @@ def _shapes(items: list[str]) -> dict[str, list[int]]:
             name = ""
         if not name:
             raise QuantError(f"--shape '{item}' is not NAME:DxDxD", hint="e.g. --shape input:1x3x48x320")
+    from quant.core.errors import refuse_repeated
+
+    refuse_repeated([n for n in (item.rpartition(":")[0] for item in items) if n], "--shape", "input")
     return shapes
 
 
@@ -62,7 +68,11 @@ def run(args) -> int:
     from quant.bench import bench
     from quant.core.io import check_output_file, dumps, json_output, write_file_atomic, writing
 
+    from quant.core.errors import refuse_repeated
+
     runtimes = [r.strip() for r in args.runtime.split(",") if r.strip()]
+    refuse_repeated(runtimes, "--runtime", "runtime")
+    refuse_repeated(args.int8_models, "the INT8_MODEL list", "model")
     if args.output_json is not None:  # fail fast, before the measurements
         check_output_file(args.output_json, input_files(args.fp32_model, *args.int8_models), args.force, "--output-json")
     result = bench(args.fp32_model, args.int8_models, runtimes=runtimes, batches=_ints(args.batch, "--batch"),

@@ -10,10 +10,66 @@ from quant.cli import validators as V
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage mistake is one 'Error:' line plus a hint, exit code 2."""
+    """argparse, but a usage mistake is one 'Error:' line plus a hint, exit code 2.
+
+    An option is only its full name (``--meth`` is not ``--method``: an abbreviation would change meaning
+    the day a new flag shares its prefix), and a single-valued option given twice with different values is
+    refused (argparse keeps the last one silently)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise QuantError(message, hint=f"see '{self.prog} --help'")
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, namespace)
+        vars(namespace).pop(_GIVEN, None)  # the bookkeeping of _StoreOnce is no option
+        return namespace, extras
+
+
+_GIVEN = "_quant_options_given"
+
+
+def unknown_arguments(parser: argparse.ArgumentParser, extras: list[str], commands: dict | None = None) -> None:
+    """Refuse what the command does not take; an option that starts or nearly spells one of its own is named,
+    else the other ``commands`` (name -> parser) that take it."""
+    import difflib
+
+    options = [o for o in parser._option_string_actions if o.startswith("--")]
+    for extra in (e.split("=", 1)[0] for e in extras if e.startswith("--")):
+        near = [o for o in options if o.startswith(extra)] or difflib.get_close_matches(extra, options, 3, 0.8)
+        if near:
+            raise QuantError(f"unrecognized arguments: {' '.join(extras)}",
+                             hint=f"did you mean {' or '.join(sorted(near)[:3])}? (see '{parser.prog} --help')")
+        elsewhere = [f"'{other.prog}'" for other in (commands or {}).values()
+                     if other is not parser and extra in other._option_string_actions]
+        if elsewhere:
+            raise QuantError(f"unrecognized arguments: {' '.join(extras)}",
+                             hint=f"{extra} is an option of {', '.join(elsewhere)}, not of '{parser.prog}' "
+                                  f"(see '{parser.prog} --help')")
+    parser.error(f"unrecognized arguments: {' '.join(extras)}")
+
+
+class _StoreOnce(argparse._StoreAction):
+    """argparse's 'store', refusing a second, different value for the same destination (``--method minmax
+    --method mse``); the same value again changes nothing and passes."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        given = vars(namespace).setdefault(_GIVEN, {})
+        if option_string is not None and self.dest in given and given[self.dest][1] != values:  # the same: no harm
+            first_option, first = given[self.dest]
+            also = "" if first_option == option_string else f" (as {first_option})"
+            how = ", with the values separated by commas" if "," in str(self.metavar or "") else ""
+            raise QuantError(f"{option_string} is given twice ({first}{also}, then {values}): one value would be "
+                             "dropped silently",
+                             hint=f"give {option_string} once{how}")
+        if option_string is not None:
+            given[self.dest] = (option_string, values)
+        super().__call__(parser, namespace, values, option_string)
 
 
 def add_data_options(parser: argparse.ArgumentParser, required: bool = True, batch_default: int | None = 32) -> None:
@@ -29,7 +85,7 @@ def add_data_options(parser: argparse.ArgumentParser, required: bool = True, bat
     group.add_argument("--input-map", action="append", default=[], metavar="INPUT=KEY",
                        help="feed model input INPUT from data key/column KEY (repeatable)")
     group.add_argument("--split", help="split of a saved Hugging Face DatasetDict")
-    group.add_argument("--num-samples", type=V.count(1, "num-samples"), metavar="N", help="use N samples drawn with --seed (default: all)")
+    group.add_argument("--num-samples", type=V.count(1, "num-samples"), metavar="N", help="use N samples drawn by position with --seed (default: all)")
     group.add_argument("--batch-size", type=V.count(1, "batch-size"), default=batch_default, metavar="B",
                        help="samples per run (default: " + (str(batch_default) if batch_default else
                                                             "as many as --memory-budget allows, up to 64") + ")")
@@ -115,6 +171,9 @@ def input_map_from_args(args) -> dict[str, str]:
         name, sep, key = item.partition("=")
         if not sep or not name or not key:
             raise QuantError(f"--input-map takes INPUT=KEY, got '{item}'", hint="e.g. --input-map pixel_values=image")
+        if name in mapping:
+            raise QuantError(f"--input-map gives input {name!r} twice ({mapping[name]}, then {key})",
+                             hint="map each model input once")
         mapping[name] = key
     return mapping
 

@@ -6,7 +6,7 @@ import signal
 import sys
 
 from quant.cli import bench, build, calibrate, eval as eval_cmd, fallback, gate, recalibrate, report, sensitivity
-from quant.cli.common import Parser, stderr
+from quant.cli.common import Parser, stderr, unknown_arguments
 from quant.core.errors import QuantError
 from quant.core.text import printable
 
@@ -65,10 +65,17 @@ def _parse(parser: Parser, argv: list[str] | None):
     """Parse; an unknown option is reported by the subcommand it was given to (its own --help)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        choices = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+        command = choices.get(argv[0]) if argv else None
+        if command is not None:  # before argparse's own checks: '--out DIR' is not 'missing --output'
+            options = command._option_string_actions
+            given = argv[1:argv.index("--")] if "--" in argv else argv[1:]
+            unknown = [t for t in given if t.startswith("--") and t.split("=", 1)[0] not in options]
+            if unknown:
+                unknown_arguments(command, unknown, choices)
         args, extras = parser.parse_known_args(argv)
         if extras:
-            choices = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
-            (choices.get(getattr(args, "command", None)) or parser).error(f"unrecognized arguments: {' '.join(extras)}")
+            unknown_arguments(choices.get(getattr(args, "command", None)) or parser, extras, choices)
     except QuantError as exc:
         if argv and argv[0] == "gate":  # CI still gets its report files, holding the error
             gate.write_error_reports_from_argv(argv[1:], exc)

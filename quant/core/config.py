@@ -97,6 +97,10 @@ class CalibrationConfig:
         for method in methods:
             if method not in METHODS:
                 aliases = ", ".join(f"{a} = {m}" for a, m in METHOD_ALIASES.items())
+                names = [m.strip() for m in str(method).split(",")]
+                if len(names) > 1:  # the CLI's --method list given to the API as one string
+                    raise QuantError(f"unknown calibration method '{method}'",
+                                     hint=f"name one method per item: methods=({', '.join(map(repr, names))})")
                 raise QuantError(f"unknown calibration method '{method}'",
                                  hint=f"choose from: {', '.join(METHODS)} (aliases: {aliases})")
         if len(set(methods)) != len(methods):
@@ -181,6 +185,40 @@ class CalibrationConfig:
         return cls(**data)
 
     def replace(self, **changes) -> "CalibrationConfig":
+        """A copy with ``changes`` (keyword arguments of quant.calibrate/recalibrate): a name that is no field
+        is refused with the nearest field (``method=`` is ``methods=``), not passed on as an unknown key."""
+        refuse_unknown_keywords(changes, SETTINGS, "not a calibration setting")
         data = self.to_json()
         data.update(changes)
         return CalibrationConfig.from_json(data)
+
+    def refuse_unused_percentile(self) -> None:
+        """A percentile given where no method reads it (activations or weights) would be ignored: refused."""
+        if "percentile" in self.methods or "auto" in self.methods or self.weight_method == "percentile":
+            return
+        raise QuantError(f"--percentile applies to the percentile method, but --method is {','.join(self.methods)} "
+                         f"and --weight-method {self.weight_method}: it would be ignored",
+                         hint="add percentile to --method (e.g. --method entropy,percentile) or drop --percentile")
+
+
+SETTINGS = tuple(f.name for f in fields(CalibrationConfig) if f.name != "version")  # the keywords of replace()
+
+
+def refuse_unknown_keywords(given, known, what: str, also=()) -> None:  # also: names, or a function
+    """A keyword argument outside ``known`` is refused with the nearest name of ``known`` or ``also`` (the
+    function's own parameters), never passed on to fail deeper down or be ignored: ``method=`` is ``methods=``."""
+    import difflib
+
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return
+    if callable(also):  # the function's named parameters
+        import inspect
+
+        also = [n for n, p in inspect.signature(also).parameters.items() if p.kind is not p.VAR_KEYWORD]
+    names = list(dict.fromkeys([*known, *also]))
+    near = list(dict.fromkeys(m for u in unknown for m in difflib.get_close_matches(u, names, n=2)))
+    raise QuantError(f"unknown keyword argument{'s' if len(unknown) > 1 else ''} "
+                     f"{', '.join(repr(u) for u in unknown)}: {what}",
+                     hint=f"did you mean {' or '.join(m + '=' for m in near)}?" if near
+                     else f"the keywords are: {', '.join(names)}")

@@ -25,3 +25,13 @@ class NotCalibratedError(QuantError):
 
 class NonFiniteError(QuantError):
     """A tensor contained NaN or Inf during calibration."""
+
+
+def refuse_repeated(values, flag: str, what: str) -> None:
+    """A list option that names one thing twice (``--batch 1,1``, ``--shape x:.. --shape x:..``) is refused: the
+    second would silently replace the first, or measure and print the same thing twice."""
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise QuantError(f"{flag} gives {what} {value!r} twice", hint=f"give each {what} once")
+        seen.add(value)

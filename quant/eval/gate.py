@@ -203,12 +203,27 @@ def _check_min_value(metric: Metric, min_value: float | None) -> None:
                          hint="pass a value in (0, 1], e.g. --min-value 0.999")
 
 
+def _check_bound(flag: str, value, metric: Metric, low: float | None = None) -> None:
+    """A bound is a finite number (>= low): the CLI's parser checks it; from Python (max_drop=-1, NaN, "1") it
+    was compared as given, and a gate that no model can pass (or a TypeError) came out."""
+    if value is None:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) or hasattr(value, "__float__") \
+        and not isinstance(value, (str, bytes, bool))
+    if not number or not math.isfinite(float(value)) or (low is not None and float(value) < low):
+        where = f" >= {low:g}" if low is not None else ""
+        raise QuantError(f"{flag} for {metric.name} must be a finite number{where}, got {value!r:.40}",
+                         hint=f"e.g. {flag} 0.5" if low is not None else f"e.g. {flag} 30")
+
+
 def decide(metric: Metric, fp32: float, int8: float, max_drop: float | None, relative: bool = False,
            min_value: float | None = None) -> tuple[bool, float, str]:
     """(passed, drop, criterion text). ``max_drop`` in the metric's printed units, or % of FP32 if relative."""
     if max_drop is None and min_value is None:
         raise QuantError(f"the gate needs a bound for metric '{metric.name}'",
                          hint="pass --max-drop X (and --relative) or --min-value V after its --metric")
+    _check_bound("--max-drop", max_drop, metric, low=0.0)
+    _check_bound("--min-value", min_value, metric)
     if max_drop is not None and not metric.has_reference_value:
         raise QuantError(f"'{metric.name}' compares INT8 with FP32 itself, so FP32 has no value to drop from",
                          hint=f"gate it with --min-value, e.g. --metric {metric.name} --min-value 30")

@@ -12,7 +12,7 @@ import numpy as np
 
 from quant import __version__
 from quant.calibrators import get as get_calibrator, weight_amax
-from quant.core.config import CalibrationConfig
+from quant.core.config import SETTINGS, CalibrationConfig, refuse_unknown_keywords
 from quant.core.errors import QuantError
 from quant.core.histogram import Histogram, load_histograms, save_histograms
 from quant.core.histogram_file import histogram_names
@@ -101,6 +101,14 @@ class CalibrationResult:
     def methods(self) -> tuple[str, ...]:
         return self.config.methods
 
+    def headline(self) -> str:
+        """The first line `quant calibrate` prints: how many tensors, on how many samples of which data."""
+        return (f"calibrated {len(self.histograms)} activation tensors on {self.data.get('samples')} samples "
+                f"({self.data.get('source')})")
+
+    def __repr__(self) -> str:  # a notebook shows this: the dataclass repr was the model, plan, every histogram
+        return f"<CalibrationResult {','.join(self.methods)}: {self.headline()}>"
+
     def ort_cpu_plan(self, keep_float: Sequence[str] = ()) -> OrtCpuPlan:
         return plan_ort_cpu(self.model, self.plan, frozenset(keep_float))
 
@@ -163,6 +171,9 @@ class CalibrationResult:
         return model
 
     def _method(self, method: str | None) -> str:
+        from quant.core.config import METHOD_ALIASES
+
+        method = METHOD_ALIASES.get(method, method) if isinstance(method, str) else method  # kl = entropy
         if method is None:
             if len(self.methods) != 1:
                 raise QuantError(f"this result holds several methods {list(self.methods)}", hint="name one: method=...")
@@ -489,7 +500,11 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
     the data (True/"local", an address, or :class:`quant.distributed.RayOptions`); the result is identical
     to one process.
     """
+    refuse_unknown_keywords(overrides, SETTINGS, "not a keyword of quant.calibrate nor a calibration setting",
+                            also=calibrate)
     config = (config or CalibrationConfig()).replace(**overrides) if overrides else (config or CalibrationConfig())
+    if "percentile" in overrides:
+        config.refuse_unused_percentile()
     context = execution(device, ray)
     # With Ray the workers run the model (each on the device Ray gives it); this process runs nothing.
     torch_backend, torch_device = _torch_backend(None if context.ray is not None else device)
@@ -822,6 +837,8 @@ def recalibrate(folder: str | Path, methods: Sequence[str] | str | None, model=N
         methods = manifest.get("method") or old.methods
     methods = (methods,) if isinstance(methods, str) else tuple(methods)
     config = old.replace(methods=methods, **overrides)
+    if "percentile" in overrides:
+        config.refuse_unused_percentile()
     proto, equalized = _equalize(proto, config)
     smoothing = {}
     if config.smooth:  # the scales measured on the data, recorded in quant.json

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from quant.backends.onnxruntime import MODES as ORT_MODES
+from quant.core.config import refuse_unknown_keywords
 from quant.core.errors import QuantError
 from quant.core.numbers import infinite_sqnr
 from quant.core.onnx_model import file_hash, input_specs, load_model
@@ -309,11 +310,13 @@ def gate(fp32_model, int8_model, data, metric: str = "top1", max_drop: float | N
     from quant.eval.gate import CheckResult, GateResult, decide
     from quant.eval.scoring import get_metric
 
+    refuse_unknown_keywords(data_options, DATA_OPTIONS, "not a keyword of quant.gate", also=gate)
     checks = list(checks) if checks else [{"metric": None if eval_fn is not None else metric, "eval_fn": eval_fn,
                                            "max_drop": max_drop, "relative": relative, "min_value": min_value,
                                            "lower_is_better": lower_is_better}]
     gated, functions = [], {}
     for check in checks:
+        refuse_unknown_keywords(check, CHECK_KEYS, "not a key of a gate check")
         lower = check.get("lower_is_better")
         if check.get("eval_fn") is not None:
             scorer = _eval_score(check["eval_fn"], lower, functions)
@@ -460,6 +463,10 @@ def qdq_runner_factory(result: CalibrationResult, method: str, runtime: str = "e
     return make
 
 
+CHECK_KEYS = ("metric", "eval_fn", "max_drop", "relative", "min_value", "lower_is_better")  # gate(checks=[{...}])
+DATA_OPTIONS = ("batch_size", "num_samples", "seed", "input_map", "preprocess", "split")  # load_heldout's, by keyword
+
+
 def _search_setup(fp32_model, calibration, metric, lower_is_better, output_name, class_axis, ray, device, eval_fn,
                   data_options: dict, driver_work: str):
     """What sensitivity and fallback both start with: where they run, the calibration, its first method, the scorer.
@@ -492,6 +499,7 @@ def sensitivity(fp32_model, calibration: str | Path, data, metric: str = "top1",
     """
     from quant.eval.sensitivity import local_sqnr, sensitivity as run_sensitivity
 
+    refuse_unknown_keywords(data_options, DATA_OPTIONS, "not a keyword of quant.sensitivity", also=sensitivity)
     _check_search_runtime(runtime)
     context, device, result, method, scorer = _search_setup(
         fp32_model, calibration, metric, lower_is_better, output_name, class_axis, ray, device, eval_fn, data_options,
@@ -545,6 +553,7 @@ def fallback(fp32_model, calibration: str | Path, data, metric: str = "top1", ma
     from quant.eval.fallback import bisect_fallback, fallback as run_fallback, naive_first_last, screening_subset
     from quant.eval.sensitivity import local_sqnr
 
+    refuse_unknown_keywords(data_options, DATA_OPTIONS, "not a keyword of quant.fallback", also=fallback)
     context, device, result, method, scorer = _search_setup(
         fp32_model, calibration, metric, lower_is_better, output_name, class_axis, ray, device, eval_fn, data_options,
         "the FP32 reference and the search's sequential steps")

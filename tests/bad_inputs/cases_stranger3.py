@@ -47,7 +47,7 @@ def _int8(d: Path) -> Path:
 
 
 def gate_with_an_ambiguous_output_flag(d: Path):
-    # argparse refuses '--output' (--output-name or --output-json?); the error report must not take it as --output-json
+    # '--output' is no gate option (--output-name or --output-json?); the error report must not take it as --output-json
     return ["gate", MODEL, _int8(d), "--data", HELDOUT, "--metric", "top1", "--max-drop", "1", "--output", d / "gate.json"]
 
 
@@ -229,7 +229,7 @@ def missing_int8_model(d: Path):
 
 
 CASES = [
-    Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "ambiguous option: --output"),
+    Case("gate_with_an_ambiguous_output_flag", gate_with_an_ambiguous_output_flag, "unrecognized arguments: --output"),
     Case("eval_of_a_torch_program", eval_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
     Case("gate_of_a_torch_program", gate_of_a_torch_program, "is a torch.export program: only 'quant calibrate'"),
     Case("gate_top_k_of_every_class", gate_top_k_of_every_class, "top-10 accuracy on output 'logits' of 10 classes"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
-from quant.core.errors import QuantError
+from quant.core.errors import QuantError, refuse_repeated
 
 INSTALL_HINT = "pip install 'quant-trt[tensorrt]'"
 DEFAULT_VERSION = (10, 3, 0)  # what the printed command targets when no TensorRT is found
@@ -62,6 +62,7 @@ class Profile:
 
 def parse_shapes(items: Sequence[str]) -> dict[str, Profile]:
     """``NAME:1x3x224x224/8x3x224x224/32x3x224x224`` (min/opt/max; one shape means all three)."""
+    refuse_repeated([n for n in (item.rpartition(":")[0] for item in items) if n], "--shape", "input")
     profiles = {}
     for item in items:
         name, sep, spec = item.rpartition(":")
