@@ -129,6 +129,9 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
             add_consumer(tensor, node, index)
         plan.layers.append(Layer(node.name, node.op_type, [t for _, t in activations], weight))
         quantized_nodes.add(node.name)
+    for node, holder in _subgraph_weighted_ops(model.graph):
+        skip(node, f"inside a subgraph of {holder}: quant places Q/DQ in the main graph only, so this layer "
+                   "runs in float")
     _per_tensor_where_axes_differ(plan)
 
     for node in model.graph.node:
@@ -145,6 +148,19 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
         # The residual Q/DQ belongs to the conv TensorRT fuses the Add into: it goes to float with it.
         plan.residuals.append({"node": node.name, "tensor": tensor, "layer": convs[1 - index]})
     return plan
+
+
+def _subgraph_weighted_ops(graph, holder: str = ""):
+    """(node, "If 'name'") for every weighted op inside the subgraphs (If, Loop, Scan bodies) of ``graph``."""
+    for node in graph.node:
+        for attribute in node.attribute:
+            subgraphs = [attribute.g] if attribute.type == attribute.GRAPH else list(attribute.graphs)
+            for subgraph in subgraphs:
+                where = holder or f"{node.op_type} '{node.name}'"
+                for inner in subgraph.node:
+                    if inner.op_type in WEIGHTED_OPS and inner.domain in ("", "ai.onnx"):
+                        yield inner, where
+                yield from _subgraph_weighted_ops(subgraph, where)
 
 
 def _per_tensor_where_axes_differ(plan: QuantPlan) -> None:
