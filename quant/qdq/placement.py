@@ -150,17 +150,15 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
     return plan
 
 
-def _subgraph_weighted_ops(graph, holder: str = ""):
-    """(node, "If 'name'") for every weighted op inside the subgraphs (If, Loop, Scan bodies) of ``graph``."""
+def _subgraph_weighted_ops(graph):
+    """(node, "If 'name'") for every weighted op inside the subgraphs (If, Loop, Scan bodies, any depth) of ``graph``."""
+    from quant.qdq.insert import _node_subgraphs  # insert imports this module
+
     for node in graph.node:
-        for attribute in node.attribute:
-            subgraphs = [attribute.g] if attribute.type == attribute.GRAPH else list(attribute.graphs)
-            for subgraph in subgraphs:
-                where = holder or f"{node.op_type} '{node.name}'"
-                for inner in subgraph.node:
-                    if inner.op_type in WEIGHTED_OPS and inner.domain in ("", "ai.onnx"):
-                        yield inner, where
-                yield from _subgraph_weighted_ops(subgraph, where)
+        for subgraph in _node_subgraphs([node]):
+            for inner in subgraph.node:
+                if inner.op_type in WEIGHTED_OPS and inner.domain in ("", "ai.onnx"):
+                    yield inner, f"{node.op_type} '{node.name}'"
 
 
 def _per_tensor_where_axes_differ(plan: QuantPlan) -> None:
