@@ -198,6 +198,7 @@ def normalize(model):
     if len(kept) != len(graph.node):
         del graph.node[:]
         graph.node.extend(kept)
+    _fold_constant_views(graph)
     seen: set[str] = set()
     for index, node in enumerate(graph.node):  # every node gets a unique name, so reports can name it
         if not node.name or node.name in seen:
@@ -208,6 +209,52 @@ def normalize(model):
             node.name = name
         seen.add(node.name)
     return model
+
+
+CONSTANT_VIEWS = ("Identity", "Transpose")
+
+
+def _fold_constant_views(graph) -> None:
+    """Identity and Transpose of an initializer become initializers, in place.
+
+    Exporters without constant folding write ``Conv(x, Identity(W))`` and ``MatMul(x, Transpose(W))`` (a
+    torch Linear): folded, the weight is a constant, quantized per output channel with max |w|, instead of a
+    layer left in float or a weight calibrated as an activation (per tensor, clipped by entropy). An
+    initializer that is also a graph input (a value a user may override) or stored externally is left as it is.
+    """
+    onnx = _onnx()
+    inputs, outputs = {v.name for v in graph.input}, {v.name for v in graph.output}
+    constants = {init.name: init for init in graph.initializer
+                 if init.name not in inputs and init.data_location != onnx.TensorProto.EXTERNAL}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    has_subgraphs = any(a.type in (a.GRAPH, a.GRAPHS) for node in graph.node for a in node.attribute)
+    kept, unused = [], set()
+    for node in graph.node:
+        source = node.input[0] if node.input else ""
+        if (node.op_type not in CONSTANT_VIEWS or node.domain not in ("", "ai.onnx") or source not in constants
+                or len(node.output) != 1 or node.output[0] in outputs):
+            kept.append(node)
+            continue
+        array = onnx.numpy_helper.to_array(constants[source])
+        if node.op_type == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            array = np.ascontiguousarray(np.transpose(array, perm or None))
+        folded = onnx.numpy_helper.from_array(array, node.output[0])
+        graph.initializer.append(folded)
+        constants[folded.name] = folded
+        readers[source] -= 1
+        if not readers[source] and source not in outputs and not has_subgraphs:
+            unused.add(source)
+    if len(kept) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
+    if unused:
+        remaining = [init for init in graph.initializer if init.name not in unused]
+        del graph.initializer[:]
+        graph.initializer.extend(remaining)
 
 
 def _raise_ir_version(model) -> None:

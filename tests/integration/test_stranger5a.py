@@ -52,3 +52,44 @@ def test_convs_inside_an_if_are_named_as_left_in_float(tmp_path):
     written = onnx.load(str(cal / "model.int8.onnx"))
     branches = [a.g for n in written.graph.node if n.op_type == "If" for a in n.attribute]
     assert all(n.op_type == "Conv" for g in branches for n in g.node)  # really left in float: no Q/DQ in there
+
+
+def unfolded_model(path):
+    """x [N, 3, 6, 6] -> Conv(x, Identity(Wc)) -> GlobalAveragePool -> Flatten -> MatMul(f, Transpose(Wl)) -> y [N, 64],
+    as exporters write it without constant folding (Wl is a torch Linear weight [out, in])."""
+    rng = np.random.default_rng(2)
+    nodes = [helper.make_node("Identity", ["Wc"], ["Wc_id"], name="identity"),
+             helper.make_node("Conv", ["x", "Wc_id"], ["c"], name="conv"),
+             helper.make_node("GlobalAveragePool", ["c"], ["p"], name="gap"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat"),
+             helper.make_node("Transpose", ["Wl"], ["Wl_t"], name="transpose", perm=[1, 0]),
+             helper.make_node("MatMul", ["f", "Wl_t"], ["y"], name="linear")]
+    weights = {"Wc": rng.normal(size=(256, 3, 3, 3)).astype(np.float32),
+               "Wl": rng.normal(size=(64, 256)).astype(np.float32)}
+    return _save(nodes, [_info("x", ["N", 3, 6, 6])], [_info("y", ["N", 64])], weights, path), weights
+
+
+def test_weights_behind_identity_and_transpose_are_quantized_per_channel(tmp_path):
+    """Before: the Conv was left in float ('weight is not a constant') and Transpose(Wl) was calibrated as an
+    activation: one per-tensor scale, its amax clipped by entropy below max |w|, a 'Wl_t' line in the cache."""
+    model, weights = unfolded_model(tmp_path / "unfolded.onnx")
+    x = np.random.default_rng(3).normal(size=(64, 3, 6, 6)).astype(np.float32)
+    cal, proc = _calibrate(tmp_path, model, x)
+    assert "quantized layers: 2, residual Adds: 0, weighted ops left in float: 0" in proc.stdout
+    manifest = json.loads((cal / "quant.json").read_text())
+    assert set(manifest["activations"]) == {"x", "f"}
+    cache = (cal / "calibration.cache").read_text().splitlines()
+    assert sorted(line.split(": ")[0] for line in cache[1:]) == ["f", "x"]
+    written = onnx.load(str(cal / "model.int8.onnx"))
+    arrays = {i.name: numpy_helper.to_array(i) for i in written.graph.initializer}
+    nodes = {n.name: n for n in written.graph.node}
+    for layer, (array, axis, over) in {"conv": (weights["Wc"], 0, (1, 2, 3)),
+                                       "linear": (weights["Wl"].T, 1, (0,))}.items():
+        dq = next(n for n in written.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == nodes[layer].input[1])
+        assert next(a.i for a in dq.attribute if a.name == "axis") == axis
+        expected = (np.abs(array).max(axis=over) / np.float32(127)).astype(np.float32)
+        assert np.array_equal(arrays[dq.input[1]], expected)  # per output channel, max |w| / 127, bit for bit
+        q = arrays[dq.input[0]]
+        assert q.dtype == np.int8 and np.array_equal(q, np.clip(np.round(array / np.expand_dims(expected, over)), -127, 127))
+        assert not np.any(arrays[dq.input[2]])
+    assert "Wl" not in arrays and "Wc" not in arrays  # the float weights are not carried along
