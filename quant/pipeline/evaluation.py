@@ -407,7 +407,8 @@ def _holds_class_scores(heldout, metric) -> bool:
     index = metric.output_index
     if heldout.labels is not None and heldout.labels.dtype.kind in "iu":
         try:
-            if label_output(heldout.output_names, [np.shape(r) for r in heldout.reference[0]], heldout.labels)[0] == index:
+            if label_output(heldout.output_names, [np.shape(r) for r in heldout.reference[0]], heldout.labels,
+                            reference=heldout.reference[0])[0] == index:
                 return True
         except QuantError:
             pass

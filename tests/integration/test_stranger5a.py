@@ -93,3 +93,32 @@ def test_weights_behind_identity_and_transpose_are_quantized_per_channel(tmp_pat
         assert q.dtype == np.int8 and np.array_equal(q, np.clip(np.round(array / np.expand_dims(expected, over)), -127, 127))
         assert not np.any(arrays[dq.input[2]])
     assert "Wl" not in arrays and "Wc" not in arrays  # the float weights are not carried along
+
+
+def test_class_indices_get_no_agreement_and_the_worst_samples_come_from_the_scores(tmp_path):
+    """logits [N, 4, 5] -> ArgMax -> cls [N, 4] int64. Before: eval printed 'cls [N, 4] 9x.xx% (axis 1)' (an argmax
+    over the 4 class indices of a sample) and listed the worst samples 'by SQNR of output cls' (integers, whose SQNR
+    it prints as n/a); with labels 0..3, top-1 scored that argmax of indices."""
+    import onnxruntime as ort
+
+    from bad_inputs.cases_stranger5a import calibrated_token_classes
+
+    model, int8, _ = calibrated_token_classes(tmp_path)
+    x = np.random.default_rng(4).normal(size=(60, 4, 3)).astype(np.float32)
+    np.save(tmp_path / "held.npy", x)
+    proc = run_cli(["eval", model, int8, "--data", tmp_path / "held.npy", "--output-json", tmp_path / "eval.json"])
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "eval.json").read_text())
+    outputs = report["outputs"] if "outputs" in report else report
+    assert outputs["cls"]["agreement"] is None
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("cls "))
+    assert "%" not in row
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # --runtime emulate
+    ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(["logits"], {"x": x})[0]
+    out = ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"]).run(["logits"], {"x": x})[0]
+    ref, out = ref.reshape(60, -1).astype(np.float64), out.reshape(60, -1).astype(np.float64)
+    sqnr = 10 * np.log10(np.sum(ref ** 2, axis=1) / np.sum((out - ref) ** 2, axis=1))
+    worst = np.argsort(sqnr, kind="stable")[:5]
+    assert f"worst samples by SQNR of output 'logits': #{worst[0]} ({sqnr[worst[0]]:.1f} dB)" in proc.stdout
+    assert [s["index"] for s in report["worst_samples"]] == worst.tolist()

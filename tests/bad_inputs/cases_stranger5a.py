@@ -1,0 +1,70 @@
+"""Bad inputs found by trying models nobody on the team made (fifth stranger round, models and data; see
+tests/integration/test_stranger5a.py): a metric asked of class indices is refused, not computed as an argmax of them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from bad_inputs.cases import Case
+from bad_inputs.cases_stranger4b import info, save_model
+
+
+def token_classes_model(path: Path) -> Path:
+    """x [N, 4, 3] -> MatMul [3, 5] -> logits [N, 4, 5] (4 positions, 5 classes) -> ArgMax(-1) -> cls [N, 4] int64,
+    as a token classifier exports it: the only 2-D output holds class indices."""
+    w = np.random.default_rng(0).normal(size=(3, 5)).astype(np.float32)
+    return save_model([helper.make_node("MatMul", ["x", "W"], ["logits"], name="mm"),
+                       helper.make_node("ArgMax", ["logits"], ["cls"], name="argmax", axis=-1, keepdims=0)],
+                      [info("x", ["N", 4, 3])], [info("logits", ["N", 4, 5]), info("cls", ["N", 4], TensorProto.INT64)],
+                      {"W": w}, path)
+
+
+def calibrated_token_classes(d: Path) -> tuple[Path, Path, Path]:
+    """The model, its INT8 model (calibrated on 32 samples) and held-out data with labels 0..3."""
+    import quant
+
+    rng = np.random.default_rng(1)
+    model = token_classes_model(d / "tokens.onnx")
+    np.save(d / "cal.npy", rng.normal(size=(32, 4, 3)).astype(np.float32))
+    np.savez(d / "held.npz", x=rng.normal(size=(40, 4, 3)).astype(np.float32), label=np.arange(40) % 4)
+    quant.calibrate(model, d / "cal.npy").save(d / "cal")
+    return model, d / "cal" / "model.int8.onnx", d / "held.npz"
+
+
+def eval_labels_of_class_indices(d: Path):
+    model, int8, held = calibrated_token_classes(d)  # was: top1 'cls' [N, 4] = argmax over the 4 class indices
+    return ["eval", model, int8, "--data", held]
+
+
+def gate_top1_of_class_indices(d: Path):
+    model, int8, held = calibrated_token_classes(d)
+    return ["gate", model, int8, "--data", held, "--metric", "top1", "--max-drop", "1"]
+
+
+def gate_top1_named_on_class_indices(d: Path):
+    model, int8, held = calibrated_token_classes(d)
+    return ["gate", model, int8, "--data", held, "--metric", "top1@cls", "--max-drop", "1"]
+
+
+def gate_agreement_of_class_indices(d: Path):
+    model, int8, held = calibrated_token_classes(d)  # was: 'agreement@cls' argmax over positions of the indices
+    return ["gate", model, int8, "--data", held, "--metric", "agreement@cls", "--max-drop", "1"]
+
+
+def eval_output_name_of_class_indices(d: Path):
+    model, int8, _ = calibrated_token_classes(d)  # was: accepted, worst samples 'by SQNR of output cls'
+    return ["eval", model, int8, "--data", d / "cal.npy", "--output-name", "cls"]
+
+
+CASES = [
+    Case("eval_labels_of_class_indices", eval_labels_of_class_indices, "'cls' [N, 4] of integers"),
+    Case("gate_top1_of_class_indices", gate_top1_of_class_indices, "'cls' [N, 4] of integers"),
+    Case("gate_top1_named_on_class_indices", gate_top1_named_on_class_indices,
+         "labels: output 'cls' holds integers (class indices, counts or a mask), not class scores"),
+    Case("gate_agreement_of_class_indices", gate_agreement_of_class_indices,
+         "metric 'agreement': output 'cls' holds integers"),
+    Case("eval_output_name_of_class_indices", eval_output_name_of_class_indices,
+         "--output-name: output 'cls' holds integers"),
+]
