@@ -122,3 +122,32 @@ def test_class_indices_get_no_agreement_and_the_worst_samples_come_from_the_scor
     worst = np.argsort(sqnr, kind="stable")[:5]
     assert f"worst samples by SQNR of output 'logits': #{worst[0]} ({sqnr[worst[0]]:.1f} dB)" in proc.stdout
     assert [s["index"] for s in report["worst_samples"]] == worst.tolist()
+
+
+def test_float16_scales_below_the_normal_range_never_clip_the_largest_value(tmp_path):
+    """A float16 Conv whose output channels have max |w| from 2.5e-5 to 2.5, and an input of amax ~0.004: their
+    scales fall below float16's normal range (2**-14), where rounding to nearest moved them by up to 10%. Before:
+    channel 0's scale was 1.79e-07 for max|w|/127 = 1.99e-07, and its largest weight dequantized 9.9% short (14
+    steps of its scale): every value must stay within half a step of the float16 weight, and the input's amax must fit."""
+    rng = np.random.default_rng(9)
+    w = (rng.normal(size=(16, 8, 3, 3)) * np.geomspace(1e-5, 1, 16)[:, None, None, None]).astype(np.float16)
+    model = _save([helper.make_node("Conv", ["x", "W"], ["y"], name="conv", pads=[1] * 4)],
+                  [_info("x", ["N", 8, 6, 6], onnx.TensorProto.FLOAT16)],
+                  [_info("y", ["N", 16, 6, 6], onnx.TensorProto.FLOAT16)], {"W": w}, tmp_path / "fp16.onnx")
+    x = (rng.normal(size=(20, 8, 6, 6)) * 1e-3).astype(np.float16)
+    cal, _ = _calibrate(tmp_path, model, x)
+    written = onnx.load(str(cal / "model.int8.onnx"))
+    arrays = {i.name: numpy_helper.to_array(i) for i in written.graph.initializer}
+    dq = next(n for n in written.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in arrays)
+    q, scale = arrays[dq.input[0]], arrays[dq.input[1]]
+    assert scale.dtype == np.float16
+    w32, s32 = w.astype(np.float64), scale.astype(np.float64)
+    top = np.abs(w32).max(axis=(1, 2, 3))
+    error = np.abs(q.astype(np.float64) * s32[:, None, None, None] - w32).max(axis=(1, 2, 3))
+    assert np.all(error <= s32 / 2 * (1 + 1e-6)), (error / s32).round(2).tolist()
+    assert np.all(np.abs(s32 - top / 127) <= np.spacing(np.float16(top / 127)).astype(np.float64))  # one float16 step
+    normal = top / 127 >= 2.0 ** -14
+    assert np.array_equal(scale[normal], (top[normal] / 127).astype(np.float32).astype(np.float16))  # nearest, as before
+    quantize = next(n for n in written.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
+    amax = json.loads((cal / "quant.json").read_text())["activations"]["x"]["amax"]
+    assert amax < 127 * 2.0 ** -14 and float(arrays[quantize.input[1]]) * 127.5 >= amax
