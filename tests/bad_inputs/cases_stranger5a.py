@@ -58,6 +58,13 @@ def eval_output_name_of_class_indices(d: Path):
     return ["eval", model, int8, "--data", d / "cal.npy", "--output-name", "cls"]
 
 
+def gate_agreement_of_an_argmax_per_sample(d: Path):
+    from bad_inputs.cases_stranger3 import _withint
+
+    model, int8, held = _withint(d)  # cls [N] int64; the hint said 'choose --metric cosine or sqnr', both refused for it
+    return ["gate", model, int8, "--data", held, "--metric", "agreement@cls", "--max-drop", "1"]
+
+
 CASES = [
     Case("eval_labels_of_class_indices", eval_labels_of_class_indices, "'cls' [N, 4] of integers"),
     Case("gate_top1_of_class_indices", gate_top1_of_class_indices, "'cls' [N, 4] of integers"),
@@ -67,4 +74,6 @@ CASES = [
          "metric 'agreement': output 'cls' holds integers"),
     Case("eval_output_name_of_class_indices", eval_output_name_of_class_indices,
          "--output-name: output 'cls' holds integers"),
+    Case("gate_agreement_of_an_argmax_per_sample", gate_agreement_of_an_argmax_per_sample,
+         "metric 'agreement': output 'cls' holds integers"),
 ]
