@@ -266,6 +266,22 @@ class UserMetric(Metric):
         state[1] += count
 
 
+_BUILTIN_AT = re.compile(r"(top[0-9]+|agreement|cosine|sqnr)@(.+)", re.DOTALL)
+
+
+def split_output(spec: str) -> tuple[str, str | None]:
+    """(metric, output or None) of ``METRIC@OUTPUT``. After a built-in metric everything past the first '@' is the
+    output, whatever it holds ('logits:0' from tf2onnx, '/head/Gemm_output_0' from torch); after a user metric
+    (``file.py:function``, whose path may hold '@') only a last part without '/', '\\' or ':' is."""
+    match = _BUILTIN_AT.fullmatch(spec)
+    if match:
+        return match.group(1), match.group(2)
+    base, at, named = spec.rpartition("@")
+    if at and base and named and not any(c in named for c in "/\\:"):
+        return base, named
+    return spec, None
+
+
 def get_metric(spec, higher_is_better: bool | None = None, output: str | None = None,
                class_axis: int | None = None) -> Metric:
     """A Metric, a built-in name (top1, topK, agreement, cosine, sqnr), ``module:function``, or a callable.
@@ -274,9 +290,8 @@ def get_metric(spec, higher_is_better: bool | None = None, output: str | None = 
     if isinstance(spec, Metric):
         return spec
     if isinstance(spec, str):
-        base, at, named = spec.rpartition("@")
-        if at and base and named and not any(c in named for c in "/\\:"):
-            spec, output = base, named
+        spec, named = split_output(spec)
+        output = named if named is not None else output
     metric = _get_metric(spec, higher_is_better)
     metric.output = output
     metric.class_axis = class_axis

@@ -151,3 +151,32 @@ def test_float16_scales_below_the_normal_range_never_clip_the_largest_value(tmp_
     quantize = next(n for n in written.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "x")
     amax = json.loads((cal / "quant.json").read_text())["activations"]["x"]["amax"]
     assert amax < 127 * 2.0 ** -14 and float(arrays[quantize.input[1]]) * 127.5 >= amax
+
+
+def test_metric_at_an_output_named_as_tf2onnx_and_torch_name_them(tmp_path):
+    """Outputs 'logits:0' (tf2onnx) and '/head/Gemm_output_0' (torch). Before: --metric sqnr@logits:0 was taken for
+    a user metric 'sqnr@logits' in module '0' ("no module named 'sqnr@logits'"), although eval's own note suggests
+    '--metric agreement@NAME'; '/' in the name did the same."""
+    rng = np.random.default_rng(5)
+    weights = {"W": rng.normal(size=(16, 8)).astype(np.float32), "W2": rng.normal(size=(8, 4)).astype(np.float32)}
+    model = _save([helper.make_node("MatMul", ["x", "W"], ["/head/Gemm_output_0"], name="head"),
+                   helper.make_node("MatMul", ["/head/Gemm_output_0", "W2"], ["logits:0"], name="cls_head")],
+                  [_info("x", ["N", 16])], [_info("/head/Gemm_output_0", ["N", 8]), _info("logits:0", ["N", 4])],
+                  weights, tmp_path / "named.onnx")
+    x = rng.normal(size=(48, 16)).astype(np.float32)
+    cal, _ = _calibrate(tmp_path, model, x)
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    for name in ("logits:0", "/head/Gemm_output_0"):
+        ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run([name], {"x": x})[0]
+        out = ort.InferenceSession(str(cal / "model.int8.onnx"), options,
+                                   providers=["CPUExecutionProvider"]).run([name], {"x": x})[0]
+        ref, out = ref.astype(np.float64), out.astype(np.float64)
+        sqnr = 10 * np.log10(np.sum(ref ** 2) / np.sum((out - ref) ** 2))
+        proc = run_cli(["gate", model, cal / "model.int8.onnx", "--data", tmp_path / "x.npy",
+                        "--metric", f"sqnr@{name}", "--min-value", "10", "--output-json", tmp_path / "gate.json"])
+        assert proc.returncode == 0, proc.stderr
+        assert f"PASS: sqnr@{name} FP32 n/a, INT8 {sqnr:.4f} dB" in proc.stdout
+        assert f"sqnr scored output '{name}' (named by the user)" in proc.stdout
