@@ -180,3 +180,19 @@ def test_metric_at_an_output_named_as_tf2onnx_and_torch_name_them(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert f"PASS: sqnr@{name} FP32 n/a, INT8 {sqnr:.4f} dB" in proc.stdout
         assert f"sqnr scored output '{name}' (named by the user)" in proc.stdout
+
+
+def test_report_without_labels_has_no_empty_task_table(tmp_path):
+    """Before: report.md of a folder eval'd without labels held a '| metric | output | FP32 | INT8 | drop |' header
+    with no row under it. The output table it keeps gives eval.json's numbers."""
+    from bad_inputs.cases_stranger5a import calibrated_token_classes
+
+    model, int8, _ = calibrated_token_classes(tmp_path)
+    cal = int8.parent
+    proc = run_cli(["eval", model, int8, "--data", tmp_path / "cal.npy", "--output-json", cal / "eval.json"])
+    assert proc.returncode == 0, proc.stderr
+    assert run_cli(["report", cal]).returncode == 0
+    text = (cal / "report.md").read_text()
+    assert "| metric | output |" not in text
+    logits = json.loads((cal / "eval.json").read_text())["outputs"]["logits"]
+    assert f"| `logits` | \\[N\\, 4\\, 5\\] | n/a | {logits['cosine']:.5f} | {logits['sqnr_db']:.2f} |" in text
