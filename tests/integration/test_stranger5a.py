@@ -196,3 +196,36 @@ def test_report_without_labels_has_no_empty_task_table(tmp_path):
     assert "| metric | output |" not in text
     logits = json.loads((cal / "eval.json").read_text())["outputs"]["logits"]
     assert f"| `logits` | \\[N\\, 4\\, 5\\] | n/a | {logits['cosine']:.5f} | {logits['sqnr_db']:.2f} |" in text
+
+
+def test_channels_on_the_wrong_side_get_the_layout_hint(tmp_path):
+    """An NCHW model given NHWC arrays, an NHWC model given an image folder (NCHW by default). Before: 'Hint: resize
+    the data (for image folders: --resize H,W) to the model's input size', though the size was right; the hint's
+    fix (--layout NHWC) then calibrates the NHWC model with the pixels in [0, 1]."""
+    from PIL import Image
+
+    rng = np.random.default_rng(6)
+    conv = rng.normal(size=(8, 3, 3, 3)).astype(np.float32)
+    nchw = _save([helper.make_node("Conv", ["x", "W"], ["y"], name="conv")], [_info("x", ["N", 3, 8, 8])],
+                 [_info("y", ["N", 8, 6, 6])], {"W": conv}, tmp_path / "nchw.onnx")
+    np.save(tmp_path / "nhwc.npy", rng.normal(size=(6, 8, 8, 3)).astype(np.float32))
+    proc = run_cli(["calibrate", nchw, "--data", tmp_path / "nhwc.npy", "--output", tmp_path / "out"])
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[1] == ("Hint: the samples are channels-last (NHWC) and the model takes NCHW: "
+                                           "transpose the arrays (np.transpose(x, (0, 3, 1, 2))), or for an image "
+                                           "folder drop --layout NHWC (NCHW is the default)")
+    nhwc = _save([helper.make_node("Transpose", ["x"], ["xt"], name="to_nchw", perm=[0, 3, 1, 2]),
+                  helper.make_node("Conv", ["xt", "W"], ["y"], name="conv")], [_info("x", ["N", 8, 8, 3])],
+                 [_info("y", ["N", 8, 6, 6])], {"W": conv}, tmp_path / "nhwc.onnx")
+    (tmp_path / "images").mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+    args = ["calibrate", nhwc, "--data", tmp_path / "images", "--output", tmp_path / "out"]
+    proc = run_cli(args)
+    assert proc.returncode == 2
+    assert "--layout NHWC" in proc.stderr.splitlines()[1]
+    proc = run_cli(args + ["--layout", "NHWC", "--method", "minmax"])
+    assert proc.returncode == 0, proc.stderr
+    xt = json.loads((tmp_path / "out" / "quant.json").read_text())["activations"]["xt"]
+    pixels = np.stack([np.asarray(Image.open(tmp_path / "images" / f"{i}.png")) for i in range(4)]) / 255.0
+    assert xt["amax"] == np.float32(pixels.max())
