@@ -185,6 +185,7 @@ def normalize(model):
         model = upgrade_opset(model, MIN_OPSET, "needed for per-channel Q/DQ")
     _raise_ir_version(model)
     graph = model.graph
+    _drop_initializer_inputs(graph)
     kept = []
     for node in graph.node:
         value = next((a for a in node.attribute if a.name == "value"), None)
@@ -260,8 +261,8 @@ def _fold_constant_views(graph) -> None:
 def _raise_ir_version(model) -> None:
     """IR version at least what the opsets need (the version converter keeps the old one).
 
-    Below IR 4 every initializer had to be a graph input; those inputs are dropped when the IR is raised,
-    so the constants stay constants (and Q/DQ initializers added later need no input entry).
+    Below IR 4 every initializer had to be a graph input; normalize drops those inputs (see
+    :func:`_drop_initializer_inputs`), so the constants stay constants.
     """
     onnx = _onnx()
     try:
@@ -270,12 +271,21 @@ def _raise_ir_version(model) -> None:
         needed = onnx.helper.find_min_ir_version_for(list(model.opset_import))
     if model.ir_version >= needed:
         return
-    if model.ir_version < 4:
-        names = {init.name for init in model.graph.initializer}
-        kept = [value for value in model.graph.input if value.name not in names]
-        del model.graph.input[:]
-        model.graph.input.extend(kept)
     model.ir_version = needed
+
+
+def _drop_initializer_inputs(graph) -> None:
+    """Initializers are not listed as graph inputs any more, in place, whatever the IR version.
+
+    Old exporters (IR < 4 had to; torch's keep_initializers_as_inputs) list every weight as an input too. quant
+    never feeds them and quantizes them as constants, so the INT8 model cannot honour an override anyway; kept as
+    inputs, each float weight stayed in model.int8.onnx beside its INT8 copy (a file larger than the FP32 one).
+    """
+    names = {init.name for init in graph.initializer}
+    kept = [value for value in graph.input if value.name not in names]
+    if len(kept) != len(graph.input):
+        del graph.input[:]
+        graph.input.extend(kept)
 
 
 def initializers(model) -> dict[str, object]:
