@@ -645,13 +645,17 @@ def _equalize(proto, config: CalibrationConfig):
 def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
     """The Q/DQ plan with the user's exclusions and inclusions, each checked against the model first."""
     nodes = {n.name: n for n in proto.graph.node}
+    from quant.qdq.placement import WEIGHTED_OPS, subgraph_weighted_ops
+
+    inner = {node.name: holder for node, holder in subgraph_weighted_ops(proto.graph)}
     for flag, names in (("--exclude", config.exclude), ("--include", config.include)):
         unknown = sorted(set(names) - set(nodes))
+        if unknown and unknown[0] in inner:  # listed in quant.json (unquantized), but not a node of the main graph
+            raise QuantError(f"{flag} {unknown[0]}: this node is inside a subgraph of {inner[unknown[0]]}, where quant "
+                             "places no Q/DQ: it stays in float whatever the flags", hint=f"drop {flag} {unknown[0]}")
         if unknown:
             raise QuantError(f"{flag} names nodes the model does not have: {', '.join(unknown)}",
                              hint="use ONNX node names as listed in quant.json (layers / unquantized)")
-    from quant.qdq.placement import WEIGHTED_OPS
-
     not_weighted = sorted(n for n in config.include if nodes[n].op_type not in WEIGHTED_OPS)
     if not_weighted:
         raise QuantError(f"--include {not_weighted[0]}: a {nodes[not_weighted[0]].op_type} node; quant quantizes "

@@ -129,7 +129,7 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
             add_consumer(tensor, node, index)
         plan.layers.append(Layer(node.name, node.op_type, [t for _, t in activations], weight))
         quantized_nodes.add(node.name)
-    for node, holder in _subgraph_weighted_ops(model.graph):
+    for node, holder in subgraph_weighted_ops(model.graph):
         skip(node, f"inside a subgraph of {holder}: quant places Q/DQ in the main graph only, so this layer "
                    "runs in float")
     _per_tensor_where_axes_differ(plan)
@@ -150,7 +150,7 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
     return plan
 
 
-def _subgraph_weighted_ops(graph):
+def subgraph_weighted_ops(graph):
     """(node, "If 'name'") for every weighted op inside the subgraphs (If, Loop, Scan bodies, any depth) of ``graph``."""
     from quant.qdq.insert import _node_subgraphs  # insert imports this module
 

@@ -65,6 +65,39 @@ def gate_agreement_of_an_argmax_per_sample(d: Path):
     return ["gate", model, int8, "--data", held, "--metric", "agreement@cls", "--max-drop", "1"]
 
 
+def if_model(path):
+    """x [N, 3, 6, 6] -> Conv (16) -> Relu -> If(mean(x) > 0): then Conv 3x3, else Conv 1x1 (both read r)."""
+    rng = np.random.default_rng(0)
+    then_branch = helper.make_graph([helper.make_node("Conv", ["r", "W2"], ["t"], name="then_conv", pads=[1] * 4)],
+                                    "then", [], [info("t", ["N", 16, 6, 6])])
+    else_branch = helper.make_graph([helper.make_node("Conv", ["r", "Wb"], ["e"], name="else_conv")],
+                                    "else", [], [info("e", ["N", 16, 6, 6])])
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["c"], name="conv1", pads=[1] * 4),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("ReduceMean", ["x"], ["m"], name="mean", keepdims=0),
+             helper.make_node("Greater", ["m", "zero"], ["cond"], name="gt"),
+             helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_branch, else_branch=else_branch)]
+    return save_model(nodes, [info("x", ["N", 3, 6, 6])], [info("y", ["N", 16, 6, 6])],
+                      {"W1": rng.normal(size=(16, 3, 3, 3)).astype(np.float32),
+                       "W2": rng.normal(size=(16, 16, 3, 3)).astype(np.float32),
+                       "Wb": rng.normal(size=(16, 16, 1, 1)).astype(np.float32), "zero": np.array(0, np.float32)}, path)
+
+
+def _if_model(d: Path) -> tuple[Path, Path]:
+    np.save(d / "x.npy", np.random.default_rng(1).normal(size=(6, 3, 6, 6)).astype(np.float32))
+    return if_model(d / "if.onnx"), d / "x.npy"
+
+
+def include_a_conv_inside_an_if(d: Path):
+    model, data = _if_model(d)  # quant.json lists then_conv as unquantized; was: 'names nodes the model does not have'
+    return ["calibrate", model, "--data", data, "--output", d / "out", "--include", "then_conv"]
+
+
+def exclude_a_conv_inside_an_if(d: Path):
+    model, data = _if_model(d)
+    return ["calibrate", model, "--data", data, "--output", d / "out", "--exclude", "else_conv"]
+
+
 CASES = [
     Case("eval_labels_of_class_indices", eval_labels_of_class_indices, "'cls' [N, 4] of integers"),
     Case("gate_top1_of_class_indices", gate_top1_of_class_indices, "'cls' [N, 4] of integers"),
@@ -76,4 +109,8 @@ CASES = [
          "--output-name: output 'cls' holds integers"),
     Case("gate_agreement_of_an_argmax_per_sample", gate_agreement_of_an_argmax_per_sample,
          "metric 'agreement': output 'cls' holds integers"),
+    Case("include_a_conv_inside_an_if", include_a_conv_inside_an_if,
+         "--include then_conv: this node is inside a subgraph of If 'branch'"),
+    Case("exclude_a_conv_inside_an_if", exclude_a_conv_inside_an_if,
+         "--exclude else_conv: this node is inside a subgraph of If 'branch'"),
 ]

@@ -9,6 +9,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bad_inputs.cases_stranger4b import info as _info, save_model as _save
+from bad_inputs.cases_stranger5a import if_model
 from conftest import run_cli
 
 
@@ -17,24 +18,6 @@ def _calibrate(tmp_path, model, x, *extra, name="x.npy"):
     proc = run_cli(["calibrate", model, "--data", tmp_path / name, "--output", tmp_path / "cal", *extra])
     assert proc.returncode == 0, proc.stderr
     return tmp_path / "cal", proc
-
-
-def if_model(path):
-    """x [N, 3, 6, 6] -> Conv (16) -> Relu -> If(mean(x) > 0): then Conv 3x3, else Conv 1x1 (both read r)."""
-    rng = np.random.default_rng(0)
-    then_branch = helper.make_graph([helper.make_node("Conv", ["r", "W2"], ["t"], name="then_conv", pads=[1] * 4)],
-                                    "then", [], [_info("t", ["N", 16, 6, 6])])
-    else_branch = helper.make_graph([helper.make_node("Conv", ["r", "Wb"], ["e"], name="else_conv")],
-                                    "else", [], [_info("e", ["N", 16, 6, 6])])
-    nodes = [helper.make_node("Conv", ["x", "W1"], ["c"], name="conv1", pads=[1] * 4),
-             helper.make_node("Relu", ["c"], ["r"], name="relu"),
-             helper.make_node("ReduceMean", ["x"], ["m"], name="mean", keepdims=0),
-             helper.make_node("Greater", ["m", "zero"], ["cond"], name="gt"),
-             helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_branch, else_branch=else_branch)]
-    return _save(nodes, [_info("x", ["N", 3, 6, 6])], [_info("y", ["N", 16, 6, 6])],
-                 {"W1": rng.normal(size=(16, 3, 3, 3)).astype(np.float32),
-                  "W2": rng.normal(size=(16, 16, 3, 3)).astype(np.float32),
-                  "Wb": rng.normal(size=(16, 16, 1, 1)).astype(np.float32), "zero": np.array(0, np.float32)}, path)
 
 
 def test_convs_inside_an_if_are_named_as_left_in_float(tmp_path):
