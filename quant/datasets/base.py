@@ -101,7 +101,7 @@ def _check_sample(spec: InputSpec, value: np.ndarray, key: str, batch_axis: bool
 
 def _layout_hint(want: tuple, got: tuple) -> str | None:
     """The fix when a sample is the model's image shape with its channels on the other side (HWC vs CHW), else None."""
-    if len(want) != 3 or not all(isinstance(d, int) and d > 0 for d in want) or len(set(want)) == 1:
+    if len(want) != 3 or not all(isinstance(d, int) and d > 0 for d in want):
         return None
     if tuple(got) == (want[1], want[2], want[0]):  # the data is HWC, the model takes CHW
         return ("the samples are channels-last (NHWC) and the model takes NCHW: transpose the arrays "
@@ -109,6 +109,11 @@ def _layout_hint(want: tuple, got: tuple) -> str | None:
     if tuple(got) == (want[2], want[0], want[1]):  # the data is CHW, the model takes HWC
         return ("the samples are channels-first (NCHW) and the model takes NHWC: for an image folder pass --layout "
                 "NHWC, transpose arrays (np.transpose(x, (0, 2, 3, 1)))")
+    for axis in (0, 2):  # grayscale for a colour model, or the other way round
+        if len(got) == 3 and {want[axis], got[axis]} == {1, 3} and all(
+                w == g for i, (w, g) in enumerate(zip(want, got)) if i != axis):
+            return (f"the model takes {want[axis]} channel(s), the samples have {got[axis]}: for an image folder "
+                    f"use --color {'L' if want[axis] == 1 else 'RGB (or BGR)'}")
     return None
 
 

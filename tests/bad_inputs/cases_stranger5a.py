@@ -98,6 +98,31 @@ def exclude_a_conv_inside_an_if(d: Path):
     return ["calibrate", model, "--data", data, "--output", d / "out", "--exclude", "else_conv"]
 
 
+def uint8_image_model(d: Path) -> tuple[Path, Path]:
+    """x [N, 3, 8, 8] uint8 -> Cast -> Conv (a deployment model that takes raw pixels), and a folder of 4 PNGs."""
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    model = save_model([helper.make_node("Cast", ["x"], ["xf"], name="cast", to=TensorProto.FLOAT),
+                        helper.make_node("Conv", ["xf", "W"], ["y"], name="conv")],
+                       [info("x", ["N", 3, 8, 8], TensorProto.UINT8)], [info("y", ["N", 8, 6, 6])],
+                       {"W": rng.normal(size=(8, 3, 3, 3)).astype(np.float32)}, d / "uint8.onnx")
+    (d / "images").mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(d / "images" / f"{i}.png")
+    return model, d / "images"
+
+
+def uint8_images_with_a_mean(d: Path):
+    model, images = uint8_image_model(d)  # was: --mean silently not applied, and quant.json recorded it
+    return ["calibrate", model, "--data", images, "--dtype", "uint8", "--mean", "0.5", "--output", d / "out"]
+
+
+def int8_images(d: Path):
+    model, images = uint8_image_model(d)  # was: pixels 128..255 wrapped to -128..-1 by astype
+    return ["calibrate", model, "--data", images, "--dtype", "int8", "--output", d / "out"]
+
+
 CASES = [
     Case("eval_labels_of_class_indices", eval_labels_of_class_indices, "'cls' [N, 4] of integers"),
     Case("gate_top1_of_class_indices", gate_top1_of_class_indices, "'cls' [N, 4] of integers"),
@@ -113,4 +138,7 @@ CASES = [
          "--include then_conv: this node is inside a subgraph of If 'branch'"),
     Case("exclude_a_conv_inside_an_if", exclude_a_conv_inside_an_if,
          "--exclude else_conv: this node is inside a subgraph of If 'branch'"),
+    Case("uint8_images_with_a_mean", uint8_images_with_a_mean,
+         "preprocess dtype uint8 feeds the pixels as stored: scale, mean and std apply to float dtypes only"),
+    Case("int8_images", int8_images, "preprocess dtype int8 cannot hold 8-bit pixel values (0 to 255)"),
 ]

@@ -236,3 +236,25 @@ def test_weights_listed_as_graph_inputs_are_not_kept_in_float_beside_their_int8_
     q = next(a for a in arrays.values() if a.dtype == np.int8 and a.shape == w.shape)
     scale = (np.abs(w).max(axis=(1, 2, 3)) / np.float32(127)).astype(np.float32)
     assert np.array_equal(q, np.clip(np.round(w / scale[:, None, None, None]), -127, 127))
+
+
+def test_uint8_images_are_fed_and_recorded_as_stored(tmp_path):
+    """A model taking raw uint8 pixels, --dtype uint8: the pixels go in as stored (scale, mean and std are for float
+    dtypes). Before: quant.json recorded the default scale 1/255 that was never applied; a grayscale folder for it
+    got 'Hint: resize the data' instead of --color."""
+    from PIL import Image
+
+    from bad_inputs.cases_stranger5a import uint8_image_model
+
+    model, images = uint8_image_model(tmp_path)
+    proc = run_cli(["calibrate", model, "--data", images, "--dtype", "uint8", "--method", "minmax",
+                    "--output", tmp_path / "cal"])
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "cal" / "quant.json").read_text())
+    assert manifest["data"]["preprocess"]["scale"] == 1.0 and manifest["data"]["preprocess"]["dtype"] == "uint8"
+    pixels = np.stack([np.asarray(Image.open(images / f"{i}.png")) for i in range(4)])
+    assert manifest["activations"]["xf"]["amax"] == float(pixels.max())
+    proc = run_cli(["calibrate", model, "--data", images, "--dtype", "uint8", "--color", "L", "--output", tmp_path / "o"])
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines()[1] == ("Hint: the model takes 3 channel(s), the samples have 1: for an image "
+                                           "folder use --color RGB (or BGR)")
