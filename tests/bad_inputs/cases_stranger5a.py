@@ -123,6 +123,14 @@ def int8_images(d: Path):
     return ["calibrate", model, "--data", images, "--dtype", "int8", "--output", d / "out"]
 
 
+def nan_in_one_sample(d: Path):
+    x = np.random.default_rng(4).normal(size=(12, 4, 3)).astype(np.float32)
+    x[7, 2, 1] = np.nan  # was: 'in the batch of samples 0..11', the user left to search 12 samples
+    np.save(d / "x.npy", x)
+    return ["calibrate", token_classes_model(d / "tokens.onnx"), "--data", d / "x.npy", "--batch-size", "12",
+            "--output", d / "out"]
+
+
 CASES = [
     Case("eval_labels_of_class_indices", eval_labels_of_class_indices, "'cls' [N, 4] of integers"),
     Case("gate_top1_of_class_indices", gate_top1_of_class_indices, "'cls' [N, 4] of integers"),
@@ -141,4 +149,6 @@ CASES = [
     Case("uint8_images_with_a_mean", uint8_images_with_a_mean,
          "preprocess dtype uint8 feeds the pixels as stored: scale, mean and std apply to float dtypes only"),
     Case("int8_images", int8_images, "preprocess dtype int8 cannot hold 8-bit pixel values (0 to 255)"),
+    Case("nan_in_one_sample", nan_in_one_sample,
+         "input 'x' contains NaN or Inf in the batch of samples 0..11 (first: sample 7)"),
 ]
