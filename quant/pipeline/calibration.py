@@ -506,7 +506,10 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
         raise QuantError("example_inputs is only for a torch.nn.Module model", hint="drop example_inputs=")
     proto, path, digest = prepare_model(model)
     external = external_data_digest(path) if path is not None else None
-    already = sorted({n.op_type for n in proto.graph.node if n.op_type in QDQ_OPS or n.op_type.startswith("QLinear")})
+    from quant.qdq.insert import _node_subgraphs
+
+    nodes = list(proto.graph.node) + [n for g in _node_subgraphs(proto.graph.node) for n in g.node]  # If/Loop bodies too
+    already = sorted({n.op_type for n in nodes if n.op_type in QDQ_OPS or n.op_type.startswith("QLinear")})
     if already:
         raise QuantError(f"the model already contains quantization nodes ({', '.join(already)}): it is quantized",
                          hint="calibrate the FP32 model it was made from")

@@ -131,6 +131,25 @@ def nan_in_one_sample(d: Path):
             "--output", d / "out"]
 
 
+def qdq_inside_an_if(d: Path):
+    """Q/DQ in an If branch only (the main graph has none): was calibrated and quantized a second time."""
+    then_branch = helper.make_graph([helper.make_node("QuantizeLinear", ["c", "s", "z"], ["q"], name="q"),
+                                     helper.make_node("DequantizeLinear", ["q", "s", "z"], ["t"], name="dq")],
+                                    "then", [], [info("t", ["N", 16, 4, 4])])
+    else_branch = helper.make_graph([helper.make_node("Identity", ["c"], ["e"], name="id")], "else", [],
+                                    [info("e", ["N", 16, 4, 4])])
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
+             helper.make_node("ReduceMean", ["x"], ["m"], name="mean", keepdims=0),
+             helper.make_node("Greater", ["m", "zero"], ["cond"], name="gt"),
+             helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_branch, else_branch=else_branch)]
+    model = save_model(nodes, [info("x", ["N", 3, 6, 6])], [info("y", ["N", 16, 4, 4])],
+                       {"W": np.random.default_rng(5).normal(size=(16, 3, 3, 3)).astype(np.float32),
+                        "zero": np.array(0, np.float32), "s": np.array(0.1, np.float32), "z": np.array(0, np.int8)},
+                       d / "qdq_if.onnx")
+    np.save(d / "x.npy", np.random.default_rng(6).normal(size=(4, 3, 6, 6)).astype(np.float32))
+    return ["calibrate", model, "--data", d / "x.npy", "--output", d / "out"]
+
+
 CASES = [
     Case("eval_labels_of_class_indices", eval_labels_of_class_indices, "'cls' [N, 4] of integers"),
     Case("gate_top1_of_class_indices", gate_top1_of_class_indices, "'cls' [N, 4] of integers"),
@@ -151,4 +170,5 @@ CASES = [
     Case("int8_images", int8_images, "preprocess dtype int8 cannot hold 8-bit pixel values (0 to 255)"),
     Case("nan_in_one_sample", nan_in_one_sample,
          "input 'x' contains NaN or Inf in the batch of samples 0..11 (first: sample 7)"),
+    Case("qdq_inside_an_if", qdq_inside_an_if, "the model already contains quantization nodes"),
 ]
