@@ -258,3 +258,34 @@ def test_uint8_images_are_fed_and_recorded_as_stored(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[1] == ("Hint: the model takes 3 channel(s), the samples have 1: for an image "
                                            "folder use --color RGB (or BGR)")
+
+
+def test_a_model_input_named_label_is_fed_by_eval_as_by_calibrate(tmp_path):
+    """Inputs x [N, 16] and label [N] int64 (a class-conditional model: Gather of a class embedding). calibrate fed
+    'label'; before, eval and gate took it for the labels and refused: "the data has no array for model input
+    'label' (data keys: x)", with a hint to map it to a key that the message said did not exist."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(8)
+    weights = {"E": rng.normal(size=(10, 16)).astype(np.float32), "W": rng.normal(size=(16, 8)).astype(np.float32)}
+    model = _save([helper.make_node("Gather", ["E", "label"], ["e"], name="embed"),
+                   helper.make_node("Add", ["x", "e"], ["h"], name="add"),
+                   helper.make_node("MatMul", ["h", "W"], ["y"], name="mm")],
+                  [_info("x", ["N", 16]), _info("label", ["N"], onnx.TensorProto.INT64)], [_info("y", ["N", 8])],
+                  weights, tmp_path / "conditional.onnx")
+    feeds = {"x": rng.normal(size=(20, 16)).astype(np.float32), "label": rng.integers(0, 10, 20)}
+    np.savez(tmp_path / "data.npz", **feeds)
+    proc = run_cli(["calibrate", model, "--data", tmp_path / "data.npz", "--output", tmp_path / "cal"])
+    assert proc.returncode == 0, proc.stderr
+    int8 = tmp_path / "cal" / "model.int8.onnx"
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    ref = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, feeds)[0].astype(np.float64)
+    out = ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    sqnr = 10 * np.log10(np.sum(ref ** 2) / np.sum((out.astype(np.float64) - ref) ** 2))
+    proc = run_cli(["gate", model, int8, "--data", tmp_path / "data.npz", "--metric", "sqnr", "--min-value", "20"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"INT8 {sqnr:.4f} dB" in proc.stdout
+    proc = run_cli(["eval", model, int8, "--data", tmp_path / "data.npz"])
+    assert proc.returncode == 0, proc.stderr
+    assert f"{sqnr:.2f}" in next(line for line in proc.stdout.splitlines() if line.startswith("y "))
