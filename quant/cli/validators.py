@@ -126,7 +126,9 @@ def metric(text: str) -> str:
     """A metric name: topK with K >= 1, a built-in name, or MODULE:FUNCTION / FILE.py:FUNCTION (loaded later)."""
     import re
 
-    base = text.rpartition("@")[0] if "@" in text and not any(c in text.rpartition("@")[2] for c in "/\\:") else text
+    from quant.eval.scoring import split_output
+
+    base = split_output(text)[0]
     match = re.fullmatch(r"top(\d+)", base)
     if match and not 1 <= int(match.group(1)) <= 1000:
         raise argparse.ArgumentTypeError(f"top-k needs k from 1 to 1000, got '{text}'")

@@ -185,6 +185,7 @@ def normalize(model):
         model = upgrade_opset(model, MIN_OPSET, "needed for per-channel Q/DQ")
     _raise_ir_version(model)
     graph = model.graph
+    _drop_initializer_inputs(graph)
     kept = []
     for node in graph.node:
         value = next((a for a in node.attribute if a.name == "value"), None)
@@ -198,6 +199,7 @@ def normalize(model):
     if len(kept) != len(graph.node):
         del graph.node[:]
         graph.node.extend(kept)
+    _fold_constant_views(graph)
     seen: set[str] = set()
     for index, node in enumerate(graph.node):  # every node gets a unique name, so reports can name it
         if not node.name or node.name in seen:
@@ -210,11 +212,57 @@ def normalize(model):
     return model
 
 
+CONSTANT_VIEWS = ("Identity", "Transpose")
+
+
+def _fold_constant_views(graph) -> None:
+    """Identity and Transpose of an initializer become initializers, in place.
+
+    Exporters without constant folding write ``Conv(x, Identity(W))`` and ``MatMul(x, Transpose(W))`` (a
+    torch Linear): folded, the weight is a constant, quantized per output channel with max |w|, instead of a
+    layer left in float or a weight calibrated as an activation (per tensor, clipped by entropy). An
+    initializer that is also a graph input (a value a user may override) or stored externally is left as it is.
+    """
+    onnx = _onnx()
+    inputs, outputs = {v.name for v in graph.input}, {v.name for v in graph.output}
+    constants = {init.name: init for init in graph.initializer
+                 if init.name not in inputs and init.data_location != onnx.TensorProto.EXTERNAL}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    has_subgraphs = any(a.type in (a.GRAPH, a.GRAPHS) for node in graph.node for a in node.attribute)
+    kept, unused = [], set()
+    for node in graph.node:
+        source = node.input[0] if node.input else ""
+        if (node.op_type not in CONSTANT_VIEWS or node.domain not in ("", "ai.onnx") or source not in constants
+                or len(node.output) != 1 or node.output[0] in outputs):
+            kept.append(node)
+            continue
+        array = onnx.numpy_helper.to_array(constants[source])
+        if node.op_type == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            array = np.ascontiguousarray(np.transpose(array, perm or None))
+        folded = onnx.numpy_helper.from_array(array, node.output[0])
+        graph.initializer.append(folded)
+        constants[folded.name] = folded
+        readers[source] -= 1
+        if not readers[source] and source not in outputs and not has_subgraphs:
+            unused.add(source)
+    if len(kept) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
+    if unused:
+        remaining = [init for init in graph.initializer if init.name not in unused]
+        del graph.initializer[:]
+        graph.initializer.extend(remaining)
+
+
 def _raise_ir_version(model) -> None:
     """IR version at least what the opsets need (the version converter keeps the old one).
 
-    Below IR 4 every initializer had to be a graph input; those inputs are dropped when the IR is raised,
-    so the constants stay constants (and Q/DQ initializers added later need no input entry).
+    Below IR 4 every initializer had to be a graph input; normalize drops those inputs (see
+    :func:`_drop_initializer_inputs`), so the constants stay constants.
     """
     onnx = _onnx()
     try:
@@ -223,12 +271,21 @@ def _raise_ir_version(model) -> None:
         needed = onnx.helper.find_min_ir_version_for(list(model.opset_import))
     if model.ir_version >= needed:
         return
-    if model.ir_version < 4:
-        names = {init.name for init in model.graph.initializer}
-        kept = [value for value in model.graph.input if value.name not in names]
-        del model.graph.input[:]
-        model.graph.input.extend(kept)
     model.ir_version = needed
+
+
+def _drop_initializer_inputs(graph) -> None:
+    """Initializers are not listed as graph inputs any more, in place, whatever the IR version.
+
+    Old exporters (IR < 4 had to; torch's keep_initializers_as_inputs) list every weight as an input too. quant
+    never feeds them and quantizes them as constants, so the INT8 model cannot honour an override anyway; kept as
+    inputs, each float weight stayed in model.int8.onnx beside its INT8 copy (a file larger than the FP32 one).
+    """
+    names = {init.name for init in graph.initializer}
+    kept = [value for value in graph.input if value.name not in names]
+    if len(kept) != len(graph.input):
+        del graph.input[:]
+        graph.input.extend(kept)
 
 
 def initializers(model) -> dict[str, object]:

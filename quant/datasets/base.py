@@ -86,7 +86,8 @@ def _check_sample(spec: InputSpec, value: np.ndarray, key: str, batch_axis: bool
             raise QuantError(
                 f"model input '{spec.name}' expects size {want} on axis {axis} (shape {_fmt_shape(spec.shape)}), "
                 f"but samples of '{key}' have shape {tuple(value.shape)}",
-                hint="resize the data (for image folders: --resize H,W) to the model's input size")
+                hint=_layout_hint(spec.shape[1:], value.shape)
+                or "resize the data (for image folders: --resize H,W) to the model's input size")
     if value.dtype != spec.dtype:
         same_kind = (value.dtype.kind in "f" and spec.dtype.kind == "f") or (
             value.dtype.kind in "iu" and spec.dtype.kind in "iu")
@@ -96,6 +97,24 @@ def _check_sample(spec: InputSpec, value: np.ndarray, key: str, batch_axis: bool
                 hint=f"convert the data to {spec.dtype} (images: the preprocessing spec's dtype)")
         value = value.astype(spec.dtype)
     return value
+
+
+def _layout_hint(want: tuple, got: tuple) -> str | None:
+    """The fix when a sample is the model's image shape with its channels on the other side (HWC vs CHW), else None."""
+    if len(want) != 3 or not all(isinstance(d, int) and d > 0 for d in want):
+        return None
+    if tuple(got) == (want[1], want[2], want[0]):  # the data is HWC, the model takes CHW
+        return ("the samples are channels-last (NHWC) and the model takes NCHW: transpose the arrays "
+                "(np.transpose(x, (0, 3, 1, 2))), or for an image folder drop --layout NHWC (NCHW is the default)")
+    if tuple(got) == (want[2], want[0], want[1]):  # the data is CHW, the model takes HWC
+        return ("the samples are channels-first (NCHW) and the model takes NHWC: for an image folder pass --layout "
+                "NHWC, transpose arrays (np.transpose(x, (0, 2, 3, 1)))")
+    for axis in (0, 2):  # grayscale for a colour model, or the other way round
+        if len(got) == 3 and {want[axis], got[axis]} == {1, 3} and all(
+                w == g for i, (w, g) in enumerate(zip(want, got)) if i != axis):
+            return (f"the model takes {want[axis]} channel(s), the samples have {got[axis]}: for an image folder "
+                    f"use --color {'L' if want[axis] == 1 else 'RGB (or BGR)'}")
+    return None
 
 
 def _fmt_shape(shape: tuple) -> str:

@@ -65,6 +65,15 @@ class Preprocess:
                 raise TypeError
         except (TypeError, ValueError):
             raise QuantError(f"preprocess dtype '{self.dtype}' is not a NumPy number dtype", hint="e.g. float32") from None
+        if np.dtype(self.dtype).kind in "iu":  # pixels as stored: scale, mean and std are not applied (see apply)
+            if self.scale not in (DEFAULT_SCALE, 1.0) or any(m != 0 for m in self.mean) or any(v != 1 for v in self.std):
+                raise QuantError(f"preprocess dtype {self.dtype} feeds the pixels as stored: scale, mean and std "
+                                 f"apply to float dtypes only (got scale {self.scale:g}, mean {list(self.mean)}, "
+                                 f"std {list(self.std)})", hint="drop --scale/--mean/--std, or use --dtype float32")
+            object.__setattr__(self, "scale", 1.0)  # recorded as applied: the stored values
+            if np.iinfo(self.dtype).min > 0 or np.iinfo(self.dtype).max < 255:
+                raise QuantError(f"preprocess dtype {self.dtype} cannot hold 8-bit pixel values (0 to 255)",
+                                 hint="use --dtype uint8 (or uint16 for 16-bit images, float32 for scaled values)")
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Preprocess":
@@ -126,6 +135,12 @@ class Preprocess:
                 scale = 1.0 / 65535.0 if mode != "F" else 1.0
             pixels = (pixels * np.float32(scale) - np.asarray(self.mean, np.float32)) / np.asarray(
                 self.std, np.float32)
+        else:
+            info = np.iinfo(self.dtype)
+            if pixels.size and (pixels.max() > info.max or pixels.min() < info.min):  # astype would wrap around
+                raise QuantError(f"preprocess dtype {self.dtype} cannot hold this image's values ({pixels.min():g} to "
+                                 f"{pixels.max():g}, {mode} image)", hint="use --dtype uint8 (8-bit images), uint16 "
+                                                                           "(16-bit images) or float32")
         if self.layout == "NCHW":
             pixels = pixels.transpose(2, 0, 1)
         return np.ascontiguousarray(pixels.astype(self.dtype))
@@ -182,6 +197,8 @@ class ImageFolderSource(DataSource):
         try:
             with pil.open(path) as image:
                 array = self.preprocess.apply(image)
+        except QuantError as exc:  # the image is fine, the preprocessing does not fit it
+            raise QuantError(f"image '{path}': {exc.message}", hint=exc.hint) from None
         except Exception as exc:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError ...
             raise QuantError(f"cannot read image '{path}': {exc}", hint="remove or replace the broken file") from None
         out = {self.key: array}

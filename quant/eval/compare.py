@@ -96,12 +96,14 @@ def _num(value, spec: str) -> str:
 
 def _setup(names, first_ref, stats, labels, output_name, requested_axis):
     """Decide, from the first batch, which output labels score and which outputs hold class scores."""
-    from quant.eval.outputs import (class_axis, class_scores_reason, find_output, label_output, not_class_scores_note,
-                                    single_class_note)
+    from quant.eval.outputs import (class_axis, class_scores_reason, find_output, holds_integers, integer_output_error,
+                                    label_output, not_class_scores_note, single_class_note)
 
     shapes = [np.shape(r) for r in first_ref]
     named = find_output(names, output_name, "--output-name") if output_name is not None else None
-    label_index, why = (label_output(names, shapes, labels, output_name) if labels is not None else (None, ""))
+    if named is not None and holds_integers(first_ref[named]):
+        raise integer_output_error("--output-name", output_name)
+    label_index, why = (label_output(names, shapes, labels, output_name, first_ref) if labels is not None else (None, ""))
     fits = [i for i, shape in enumerate(shapes) if requested_axis is None or _fits(shape, requested_axis)]
     if requested_axis is not None and not fits:
         class_axis(shapes[named if named is not None else 0], requested_axis)  # raises with the reason
@@ -114,7 +116,7 @@ def _setup(names, first_ref, stats, labels, output_name, requested_axis):
             basis = "named by the user"
         else:
             basis = class_scores_reason(name, np.asarray(sample), axis)
-        if basis and axis is not None:
+        if basis and axis is not None and not holds_integers(sample):  # an argmax of class indices means nothing
             stats[name].class_axis = axis
             stats[name].class_note = f"class agreement on axis {axis}: {basis}"
         else:
@@ -135,7 +137,7 @@ def compare(reference, candidate, batches: Iterable[tuple[list[int], dict[str, n
     Labels score the output :func:`quant.eval.outputs.label_output` picks (or ``output_name``); argmax
     agreement is scored on ``class_axis`` (default 1) of outputs that hold class scores, n/a elsewhere.
     """
-    from quant.eval.outputs import shape_text
+    from quant.eval.outputs import holds_integers, shape_text
 
     names = reference.output_names
     missing = [n for n in names if n not in candidate.output_names]
@@ -155,7 +157,8 @@ def compare(reference, candidate, batches: Iterable[tuple[list[int], dict[str, n
             label_index, why = _setup(names, ref_out, stats, labels, output_name, class_axis)
             classes = [i for i, n in enumerate(names) if stats[n].class_axis is not None]
             focus = next(i for i in ([label_index] if label_index is not None else [])
-                         + ([names.index(output_name)] if output_name is not None else []) + classes + [0])
+                         + ([names.index(output_name)] if output_name is not None else []) + classes
+                         + [i for i, r in enumerate(ref_out) if not holds_integers(r)] + [0])
         for name, r, c in zip(names, ref_out, cand_out):
             stats[name].update(r, c)
         if label_index is not None:

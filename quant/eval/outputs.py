@@ -70,26 +70,41 @@ def _probabilities(values: np.ndarray, axis: int) -> bool:
                 and np.allclose(values.sum(axis=axis), 1.0, atol=1e-3))
 
 
+def holds_integers(sample) -> bool:
+    """True for an output of integers (class indices from an ArgMax, counts, a mask): never class scores."""
+    return np.asarray(sample).dtype.kind in "biu"
+
+
+def integer_output_error(what: str, name: str) -> QuantError:
+    return QuantError(f"{what}: output '{name}' holds integers (class indices, counts or a mask), not class scores: "
+                      "its argmax means nothing", hint="score the float output they come from (METRIC@OUTPUT or "
+                                                       "--output-name), or gate class indices with a module:function metric")
+
+
 def label_output(names: Sequence[str], shapes: Sequence[Sequence[int]], labels: np.ndarray,
-                 requested: str | None = None) -> tuple[int, str]:
-    """(index, why) of the output that labels score: 2-D [N, C] with C > max label."""
+                 requested: str | None = None, reference: Sequence | None = None) -> tuple[int, str]:
+    """(index, why) of the output that labels score: 2-D [N, C] with C > max label, never an integer output
+    (of ``reference``, one FP32 batch, when given)."""
     top = int(np.max(labels)) if np.size(labels) else 0
+    integer = {i for i, r in enumerate(reference or ()) if holds_integers(r)}
     if requested is not None:
         index = find_output(names, requested, "labels")
+        if index in integer:
+            raise integer_output_error("labels", requested)
         shape = shapes[index]
         if len(shape) != 2 or shape[1] <= top:
             raise QuantError(f"labels need a classification output [N, classes] with more than {top} classes; output "
                              f"'{requested}' has shape {shape_text(shape)}",
                              hint="name the output that holds the class scores with --output-name")
         return index, "named by the user"
-    fitting = [i for i, s in enumerate(shapes) if len(s) == 2 and s[1] > top]
+    fitting = [i for i, s in enumerate(shapes) if len(s) == 2 and s[1] > top and i not in integer]
     exact = [i for i in fitting if shapes[i][1] == top + 1]
     if len(exact) == 1:
         reason = "the only output [N, C] whose C matches the labels 0..%d" % top
         return exact[0], reason if len(fitting) > 1 else "the only output [N, C] that fits the labels"
     if len(fitting) == 1:
         return fitting[0], "the only output [N, C] that fits the labels"
-    two_d = [i for i, s in enumerate(shapes) if len(s) == 2]
+    two_d = [i for i, s in enumerate(shapes) if len(s) == 2 and i not in integer]
     if not fitting and len(two_d) == 1:
         i = two_d[0]
         first = int(np.flatnonzero(np.asarray(labels).reshape(-1) >= shapes[i][1])[0])
@@ -97,7 +112,8 @@ def label_output(names: Sequence[str], shapes: Sequence[Sequence[int]], labels: 
                          f"{shape_text(shapes[i])} (first: sample {first})",
                          hint="pass integer class indices 0..classes-1 as labels")
     if not fitting:
-        described = ", ".join(f"'{n}' {shape_text(s)}" for n, s in zip(names, shapes))
+        described = ", ".join(f"'{n}' {shape_text(s)}" + (" of integers" if i in integer else "")
+                              for i, (n, s) in enumerate(zip(names, shapes)))
         raise QuantError(f"labels (0..{top}) need a classification output [N, classes] with more than {top} classes; "
                          f"the model's outputs are {described}",
                          hint="pass integer class indices as labels, or drop --labels to compare outputs only")
@@ -108,7 +124,7 @@ def label_output(names: Sequence[str], shapes: Sequence[Sequence[int]], labels: 
 
 def class_scores_reason(name: str, sample: np.ndarray, axis: int | None) -> str | None:
     """Why an output looks like class scores from its name or values, or None (then agreement is n/a)."""
-    if axis is None or sample.ndim < 2 or sample.shape[axis] < 2:
+    if axis is None or sample.ndim < 2 or sample.shape[axis] < 2 or holds_integers(sample):
         return None
     if CLASS_NAME.search(name):
         return f"its name '{name}' reads as class scores"

@@ -102,7 +102,7 @@ class TopK(Metric):
         if labels is None or np.asarray(labels).dtype.kind not in "iu":
             raise QuantError(f"{self.name} needs integer class labels", hint="pass --labels with class indices")
         self.axis = 1
-        index, why = _outputs.label_output(names, shapes, labels, self.output)
+        index, why = _outputs.label_output(names, shapes, labels, self.output, reference)
         if len(shapes[index]) == 2:
             refuse_trivial_topk(self.k, shapes[index][1], "a k", f"output '{names[index]}'")
         return index, why
@@ -124,8 +124,8 @@ class Agreement(Metric):
         """The named output, else the one labels score, else the one output holding class scores."""
         if self.output is not None:
             index, why = _outputs.find_output(names, self.output, "metric 'agreement'"), "named by the user"
-        elif labels is not None and np.asarray(labels).dtype.kind in "iu" and _fits_labels(shapes, labels):
-            index, why = _outputs.label_output(names, shapes, labels)
+        elif labels is not None and np.asarray(labels).dtype.kind in "iu" and _fits_labels(shapes, labels, reference):
+            index, why = _outputs.label_output(names, shapes, labels, reference=reference)
             why = f"the output labels score: {why}"
         else:
             axes = [_outputs.class_axis(s, self.class_axis, r) if len(s) > (self.class_axis or 1) else None
@@ -142,6 +142,8 @@ class Agreement(Metric):
                 raise QuantError(f"metric 'agreement' does not know which output holds class scores "
                                  f"(outputs: {', '.join(names)}; candidates: {candidates})",
                                  hint=f"name it with --metric agreement@NAME or --output-name NAME")
+        if _outputs.holds_integers(reference[index]):
+            raise _outputs.integer_output_error("metric 'agreement'", names[index])
         self.axis = _outputs.class_axis(shapes[index], self.class_axis, reference[index])
         if self.axis is None and len(shapes[index]) == 3:
             raise QuantError(f"metric 'agreement': {_outputs.ambiguous_axis_note(names[index], shapes[index])}",
@@ -166,9 +168,9 @@ class Agreement(Metric):
         state[1] += positions
 
 
-def _fits_labels(shapes, labels) -> bool:
+def _fits_labels(shapes, labels, reference) -> bool:
     top = int(np.max(labels)) if np.size(labels) else 0
-    return any(len(s) == 2 and s[1] > top for s in shapes)
+    return any(len(s) == 2 and s[1] > top and not _outputs.holds_integers(r) for s, r in zip(shapes, reference))
 
 
 class _FloatOutput(Metric):
@@ -264,6 +266,22 @@ class UserMetric(Metric):
         state[1] += count
 
 
+_BUILTIN_AT = re.compile(r"(top[0-9]+|agreement|cosine|sqnr)@(.+)", re.DOTALL)
+
+
+def split_output(spec: str) -> tuple[str, str | None]:
+    """(metric, output or None) of ``METRIC@OUTPUT``. After a built-in metric everything past the first '@' is the
+    output, whatever it holds ('logits:0' from tf2onnx, '/head/Gemm_output_0' from torch); after a user metric
+    (``file.py:function``, whose path may hold '@') only a last part without '/', '\\' or ':' is."""
+    match = _BUILTIN_AT.fullmatch(spec)
+    if match:
+        return match.group(1), match.group(2)
+    base, at, named = spec.rpartition("@")
+    if at and base and named and not any(c in named for c in "/\\:"):
+        return base, named
+    return spec, None
+
+
 def get_metric(spec, higher_is_better: bool | None = None, output: str | None = None,
                class_axis: int | None = None) -> Metric:
     """A Metric, a built-in name (top1, topK, agreement, cosine, sqnr), ``module:function``, or a callable.
@@ -272,9 +290,8 @@ def get_metric(spec, higher_is_better: bool | None = None, output: str | None = 
     if isinstance(spec, Metric):
         return spec
     if isinstance(spec, str):
-        base, at, named = spec.rpartition("@")
-        if at and base and named and not any(c in named for c in "/\\:"):
-            spec, output = base, named
+        spec, named = split_output(spec)
+        output = named if named is not None else output
     metric = _get_metric(spec, higher_is_better)
     metric.output = output
     metric.class_axis = class_axis

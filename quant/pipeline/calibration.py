@@ -521,7 +521,10 @@ def calibrate(model, data, config: CalibrationConfig | None = None, *, input_map
         raise QuantError("example_inputs is only for a torch.nn.Module model", hint="drop example_inputs=")
     proto, path, digest = prepare_model(model)
     external = external_data_digest(path) if path is not None else None
-    already = sorted({n.op_type for n in proto.graph.node if n.op_type in QDQ_OPS or n.op_type.startswith("QLinear")})
+    from quant.qdq.insert import _node_subgraphs
+
+    nodes = list(proto.graph.node) + [n for g in _node_subgraphs(proto.graph.node) for n in g.node]  # If/Loop bodies too
+    already = sorted({n.op_type for n in nodes if n.op_type in QDQ_OPS or n.op_type.startswith("QLinear")})
     if already:
         raise QuantError(f"the model already contains quantization nodes ({', '.join(already)}): it is quantized",
                          hint="calibrate the FP32 model it was made from")
@@ -660,13 +663,17 @@ def _equalize(proto, config: CalibrationConfig):
 def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
     """The Q/DQ plan with the user's exclusions and inclusions, each checked against the model first."""
     nodes = {n.name: n for n in proto.graph.node}
+    from quant.qdq.placement import WEIGHTED_OPS, subgraph_weighted_ops
+
+    inner = {node.name: holder for node, holder in subgraph_weighted_ops(proto.graph)}
     for flag, names in (("--exclude", config.exclude), ("--include", config.include)):
         unknown = sorted(set(names) - set(nodes))
+        if unknown and unknown[0] in inner:  # listed in quant.json (unquantized), but not a node of the main graph
+            raise QuantError(f"{flag} {unknown[0]}: this node is inside a subgraph of {inner[unknown[0]]}, where quant "
+                             "places no Q/DQ: it stays in float whatever the flags", hint=f"drop {flag} {unknown[0]}")
         if unknown:
             raise QuantError(f"{flag} names nodes the model does not have: {', '.join(unknown)}",
                              hint="use ONNX node names as listed in quant.json (layers / unquantized)")
-    from quant.qdq.placement import WEIGHTED_OPS
-
     not_weighted = sorted(n for n in config.include if nodes[n].op_type not in WEIGHTED_OPS)
     if not_weighted:
         raise QuantError(f"--include {not_weighted[0]}: a {nodes[not_weighted[0]].op_type} node; quant quantizes "

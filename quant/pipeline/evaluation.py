@@ -165,7 +165,9 @@ def _held_out_source(proto, data, labels, num_samples, seed, input_map, preproce
     inputs = input_specs(proto)
     source = fit_to_inputs(open_source(data, preprocess, split), inputs, input_map)
     label_array, label_name = find_labels(source, labels, inputs, integer=integer)
-    exclude_keys = label_keys(source) + ([label_name] if label_name in source.keys else [])
+    names = [spec.name for spec in inputs]  # a model input named 'label' is fed (as calibrate feeds it)
+    exclude_keys = label_keys(source, names) + ([label_name] if label_name in source.keys and label_name not in names
+                                                else [])
     mapping = resolve_input_map(inputs, source, input_map, exclude=exclude_keys)
     return _HeldOutSource(source, inputs, mapping, select(len(source), num_samples, seed), label_array, label_name)
 
@@ -412,7 +414,8 @@ def _holds_class_scores(heldout, metric) -> bool:
     index = metric.output_index
     if heldout.labels is not None and heldout.labels.dtype.kind in "iu":
         try:
-            if label_output(heldout.output_names, [np.shape(r) for r in heldout.reference[0]], heldout.labels)[0] == index:
+            if label_output(heldout.output_names, [np.shape(r) for r in heldout.reference[0]], heldout.labels,
+                            reference=heldout.reference[0])[0] == index:
                 return True
         except QuantError:
             pass

@@ -84,12 +84,19 @@ def np_float(elem: int):
 
 
 def scale_array(scale: np.ndarray, elem: int) -> np.ndarray:
-    """A float32 scale in the tensor's own type (float16: rounded to nearest, never 0 or infinite)."""
+    """A float32 scale in the tensor's own type (float16: rounded to nearest, never 0 or infinite).
+
+    Below float16's normal range (a scale under 2**-14, an amax under about 0.0078) its steps are coarse: a scale
+    rounded down there by more than 1/255 would clip the tensor's largest values (a weight's max |w| by up to 10%),
+    so such a scale takes the next float16 up instead (then every value stays within half a step).
+    """
     scale = np.asarray(scale, dtype=np.float32)
     if elem != FLOAT16:
         return scale
     info = np.finfo(np.float16)
-    return np.clip(scale, float(info.smallest_subnormal), float(info.max)).astype(np.float16)
+    rounded = np.clip(scale, float(info.smallest_subnormal), float(info.max)).astype(np.float16)
+    clips = rounded.astype(np.float64) * 127.5 < scale.astype(np.float64) * 127  # amax / scale past 127.5
+    return np.where(clips, np.nextafter(rounded, np.float16(np.inf)), rounded).astype(np.float16)
 
 
 def required_opset(types: dict[str, int]) -> int:

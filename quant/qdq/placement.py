@@ -136,6 +136,9 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
             add_consumer(tensor, node, index)
         plan.layers.append(Layer(node.name, node.op_type, [t for _, t in activations], weight))
         quantized_nodes.add(node.name)
+    for node, holder in subgraph_weighted_ops(model.graph):
+        skip(node, f"inside a subgraph of {holder}: quant places Q/DQ in the main graph only, so this layer "
+                   "runs in float")
     _per_tensor_where_axes_differ(plan)
 
     for node in model.graph.node:
@@ -152,6 +155,17 @@ def plan_qdq(model, exclude: set[str] | frozenset[str] = frozenset(), float_type
         # The residual Q/DQ belongs to the conv TensorRT fuses the Add into: it goes to float with it.
         plan.residuals.append({"node": node.name, "tensor": tensor, "layer": convs[1 - index]})
     return plan
+
+
+def subgraph_weighted_ops(graph):
+    """(node, "If 'name'") for every weighted op inside the subgraphs (If, Loop, Scan bodies, any depth) of ``graph``."""
+    from quant.qdq.insert import _node_subgraphs  # insert imports this module
+
+    for node in graph.node:
+        for subgraph in _node_subgraphs([node]):
+            for inner in subgraph.node:
+                if inner.op_type in WEIGHTED_OPS and inner.domain in ("", "ai.onnx"):
+                    yield inner, f"{node.op_type} '{node.name}'"
 
 
 def _per_tensor_where_axes_differ(plan: QuantPlan) -> None:

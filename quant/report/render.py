@@ -214,8 +214,9 @@ def _metric_table(folder: Path) -> str:
     evaluation, gate = _load(folder, "eval.json"), _load(folder, "gate.json")
     lines = []
     if evaluation:
-        lines += [f"Runtime: {md_text(evaluation['runtime']['int8'])} ({md_text(evaluation['samples'])} held-out samples).", "",
-                  "| metric | output | FP32 | INT8 | drop |", "|---|---|---|---|---|"]
+        lines += [f"Runtime: {md_text(evaluation['runtime']['int8'])} ({md_text(evaluation['samples'])} held-out samples)."]
+        if evaluation.get("task"):  # no labels: no task metric, and no empty table
+            lines += ["", "| metric | output | FP32 | INT8 | drop |", "|---|---|---|---|---|"]
         for name, value in evaluation.get("task", {}).items():
             lines.append(f"| {md_text(name)} | {md_code(value['output'], table=True)} | {_pct(value['fp32'])}% | "
                          f"{_pct(value['int8'])}% | {_f(value['drop']) if value['drop'] is None else shown(value['drop'], [0.0], 2)} pp |")
