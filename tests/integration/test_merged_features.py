@@ -34,7 +34,7 @@ def _report(top1=None, sqnr=None):
     from types import SimpleNamespace
 
     task = {} if top1 is None else {"top1": {"int8": top1}}
-    return SimpleNamespace(task=task, outputs={"ids": {"sqnr_db": None}, "logits": {"sqnr_db": sqnr}})
+    return SimpleNamespace(task=task, outputs={"ids": {"sqnr_db": None}, "logits": {"sqnr_db": sqnr}}, worst_output="")
 
 
 def test_a_methods_folder_names_every_method_that_ties_for_the_highest_score():
