@@ -91,7 +91,7 @@ class OrtRunner:
             self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own exception types for invalid graphs
             raise QuantError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}",
-                             hint="check that the model is valid ONNX (onnx.checker.check_model)") from None
+                             hint=_load_hint(str(exc), ort.__version__)) from None
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.optimized_ops: dict[str, int] = {}
         if mode == "ort-int8" and optimized.exists():
@@ -129,3 +129,17 @@ class OrtRunner:
             return self.session.run(list(outputs) if outputs else None, feeds)
         except Exception as exc:  # ORT raises its own types for bad shapes, dtypes and failing kernels
             raise _batch_error(feeds, exc) from None
+
+
+def _load_hint(message: str, version: str) -> str:
+    """The fix for an InferenceSession that refused the model: a file format newer than this onnxruntime reads
+    (onnx 1.23's helper.make_model writes IR 14, onnxruntime 1.30 reads up to 13) is not an invalid model."""
+    import re
+
+    ir = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", message)
+    if ir:
+        return (f"onnxruntime {version} reads ONNX IR versions up to {ir.group(2)} and the file is IR {ir.group(1)}: "
+                f"upgrade onnxruntime, or save the model with ir_version = {ir.group(2)} (onnx) if its opsets are "
+                "ones this onnxruntime has")
+    return "check that the model is valid ONNX (onnx.checker.check_model)"
+

@@ -133,3 +133,28 @@ def test_folder_eval_ranks_the_methods_on_the_output_the_user_named(tmp_path):
     default = run_cli(["eval", model, tmp_path / "two", "--data", tmp_path / "val.npy"])
     assert "highest INT8 SQNR of output 'logits'" in default.stdout
     assert "minmax worst samples by SQNR of output 'logits': #" in default.stdout, default.stdout
+
+
+def test_a_model_newer_than_this_onnxruntime_gets_the_upgrade_hint(tmp_path, monkeypatch):
+    """On the H200 machine (onnxruntime 1.30), a model onnx 1.23 wrote (IR 14) was refused with 'check that the
+    model is valid ONNX'; the model is valid, the runtime is older. The hint now says what to do."""
+    import onnxruntime as ort
+
+    from quant.backends.onnxruntime import OrtRunner
+    from quant.core.errors import QuantError
+
+    _exact_output_model(tmp_path)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : model.cc:202 onnxruntime::Model::Model Unsupported model "
+                           "IR version: 14, max supported IR version: 13")
+
+    monkeypatch.setattr(ort, "InferenceSession", refuse)
+    try:
+        OrtRunner(tmp_path / "m.onnx")
+    except QuantError as exc:
+        assert "Unsupported model IR version: 14" in str(exc)
+        assert exc.hint.startswith(f"onnxruntime {ort.__version__} reads ONNX IR versions up to 13 and the file is "
+                                   "IR 14: upgrade onnxruntime, or save the model with ir_version = 13"), exc.hint
+    else:
+        raise AssertionError("OrtRunner loaded a model its session refused")
