@@ -665,7 +665,8 @@ def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
     nodes = {n.name: n for n in proto.graph.node}
     from quant.qdq.placement import WEIGHTED_OPS, subgraph_weighted_ops
 
-    inner = {node.name: holder for node, holder in subgraph_weighted_ops(proto.graph)}
+    inner_ops = list(subgraph_weighted_ops(proto.graph))
+    inner = {node.name: holder for node, holder in inner_ops}
     for flag, names in (("--exclude", config.exclude), ("--include", config.include)):
         unknown = sorted(set(names) - set(nodes))
         if unknown and unknown[0] in inner:  # listed in quant.json (unquantized), but not a node of the main graph
@@ -680,6 +681,11 @@ def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
                          f"the inputs of {', '.join(WEIGHTED_OPS)} only", hint="--include names such a layer")
     op_types = {n.op_type for n in proto.graph.node}
     absent = sorted(set(config.exclude_op_types) - op_types)
+    inside = [(node, holder) for node, holder in inner_ops if absent and node.op_type == absent[0]]
+    if inside:
+        raise QuantError(f"--exclude-op-type {absent[0]}: every {absent[0]} of the model is inside a subgraph "
+                         f"({inside[0][0].name} in {inside[0][1]}), where quant places no Q/DQ: they stay in float "
+                         "whatever the flags", hint=f"drop --exclude-op-type {absent[0]}")
     if absent:
         raise QuantError(f"--exclude-op-type {absent[0]}: the model has no {absent[0]} node",
                          hint=f"op types in this model: {', '.join(sorted(op_types))}")
@@ -687,6 +693,11 @@ def make_plan(proto, config: CalibrationConfig) -> QuantPlan:
 
     for pattern in config.exclude_patterns:
         if not any(re.search(pattern, name) for name in nodes):
+            inside = sorted(name for name in inner if re.search(pattern, name))
+            if inside:  # listed in quant.json (unquantized), but only inside If/Loop/Scan bodies
+                raise QuantError(f"--exclude-regex '{pattern}' matches only nodes inside subgraphs ({inside[0]} in "
+                                 f"{inner[inside[0]]}), where quant places no Q/DQ: they stay in float whatever the "
+                                 "flags", hint=f"drop --exclude-regex '{pattern}'")
             raise QuantError(f"--exclude-regex '{pattern}' matches no node name of the model",
                              hint="node names are listed in quant.json (layers / unquantized); the pattern is "
                                   "searched anywhere in the name (anchor it with ^)")
