@@ -52,7 +52,7 @@ class CollectionResult:
     digests: list[bytes] = field(default_factory=list)  # one sha256 per sample (data_hash combines them sorted)
 
 
-def _nonfinite_samples(values, indices: list[int]) -> str:
+def nonfinite_samples(values, indices: list[int]) -> str:
     """'in the batch of samples 1..39 (first: sample 3)': the first sample whose values are not all finite, where
     the batch axis is known (the batch's indices need not be consecutive: --num-samples draws them)."""
     batch = f"in the batch of samples {indices[0]}..{indices[-1]}"
@@ -83,7 +83,7 @@ def collect(runner: Runner, batches: Iterable[tuple[list[int], dict[str, np.ndar
                     histograms[name].update(values[name], name=f"tensor '{name}'")
                 except NonFiniteError as exc:
                     where = "input" if name in feeds else "activation"
-                    raise QuantError(f"{where} '{name}' contains NaN or Inf {_nonfinite_samples(values[name], indices)}"
+                    raise QuantError(f"{where} '{name}' contains NaN or Inf {nonfinite_samples(values[name], indices)}"
                                      "; calibration needs finite values", hint=exc.hint) from None
             for name, array in feeds.items():
                 shape = list(array.shape[1:])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bad_inputs.cases import Case
-from bad_inputs.cases_stranger5a import _if_model
+from bad_inputs.cases_stranger5a import _if_model, nan_in_one_sample
 
 
 def exclude_regex_of_subgraph_convs(d: Path):
@@ -34,9 +34,15 @@ def exclude_op_type_only_in_a_subgraph(d: Path):
     return ["calibrate", model, "--data", d / "x.npy", "--output", d / "out", "--exclude-op-type", "MatMul"]
 
 
+def nan_in_one_sample_on_torch(d: Path):
+    return nan_in_one_sample(d) + ["--device", "cpu"]  # the PyTorch collector said only 'samples 0..11'
+
+
 CASES = [
     Case("exclude_regex_of_subgraph_convs", exclude_regex_of_subgraph_convs,
          "--exclude-regex '_conv$' matches only nodes inside subgraphs (else_conv in If 'branch')"),
     Case("exclude_op_type_only_in_a_subgraph", exclude_op_type_only_in_a_subgraph,
          "--exclude-op-type MatMul: every MatMul of the model is inside a subgraph (then_matmul in If 'branch')"),
+    Case("nan_in_one_sample_on_torch", nan_in_one_sample_on_torch,
+         "input 'x' contains NaN or Inf in the batch of samples 0..11 (first: sample 7)"),
 ]
