@@ -54,8 +54,11 @@ class CollectionResult:
 
 def nonfinite_samples(values, indices: list[int]) -> str:
     """'in the batch of samples 1..39 (first: sample 3)': the first sample whose values are not all finite, where
-    the batch axis is known (the batch's indices need not be consecutive: --num-samples draws them)."""
+    the batch axis is known (the batch's indices need not be consecutive: --num-samples draws them); the batch
+    alone where ``values`` is None (an activation left on the device)."""
     batch = f"in the batch of samples {indices[0]}..{indices[-1]}"
+    if values is None:
+        return batch
     array = np.asarray(values)
     if array.ndim and len(array) == len(indices):
         rows = np.flatnonzero(~np.isfinite(array.reshape(len(indices), -1)).all(axis=1))

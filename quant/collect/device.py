@@ -133,9 +133,8 @@ def collect_on_device(runner, batches: Iterable[tuple[list[int], dict[str, np.nd
                 from quant.collect.collector import nonfinite_samples
 
                 where = "input" if name in feeds else "activation"  # an input's values are here: name its sample
-                batch = (nonfinite_samples(feeds[name], indices) if name in feeds
-                         else f"in the batch of samples {indices[0]}..{indices[-1]}")
-                raise QuantError(f"{where} '{name}' contains NaN or Inf {batch}; calibration needs finite values",
+                raise QuantError(f"{where} '{name}' contains NaN or Inf {nonfinite_samples(feeds.get(name), indices)}"
+                                 "; calibration needs finite values",
                                  hint="check the input data and its preprocessing for NaN/Inf")
             if batch_size is not None:
                 batch_size.observe(seen[0] + sum(v.nbytes for v in feeds.values()), len(indices))

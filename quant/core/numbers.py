@@ -31,8 +31,9 @@ def shown(value: float, bounds: Iterable[float] = (), digits: int = 4) -> str:
     return text.lstrip("-") if float(text) == 0 else text
 
 
-def infinite_sqnr(value) -> str | None:
-    """'inf' or '-inf' for an infinite SQNR (JSON writes it as null): the key written beside ``sqnr_db``."""
+def infinite_text(value) -> str | None:
+    """'inf' or '-inf' for an infinite number (an SQNR where INT8 equals FP32), else None: strict JSON writes the
+    number as null, and this text goes beside it as ``<key>_infinite``."""
     if value is None or not isinstance(value, (int, float)) or not math.isinf(value):
         return None
     return "inf" if value > 0 else "-inf"
@@ -41,7 +42,7 @@ def infinite_sqnr(value) -> str | None:
 def with_infinities(entry: dict, keys) -> dict:
     """``entry`` plus ``<key>_infinite`` ('inf' / '-inf', else None) for each of ``keys``: strict JSON writes an
     infinite number as null, the same as an undefined one, and a reader must be able to tell them apart."""
-    return {**entry, **{f"{key}_infinite": infinite_sqnr(entry.get(key)) for key in keys}}
+    return {**entry, **{f"{key}_infinite": infinite_text(entry.get(key)) for key in keys}}
 
 
 def json_number(entry: dict, key: str, spec: str = ".4g") -> str:

@@ -9,7 +9,7 @@ import numpy as np
 from quant.core.errors import QuantError
 from quant.eval.batch_axis import check_batch_axis
 from quant.core.io import to_jsonable
-from quant.core.numbers import infinite_sqnr, percent, shown
+from quant.core.numbers import infinite_text, percent, shown
 from quant.eval.metrics import OutputStats, TopK
 
 
@@ -186,8 +186,9 @@ def compare(reference, candidate, batches: Iterable[tuple[list[int], dict[str, n
     worst_samples = []
     for row in worst_rows:
         entry = {"index": int(order[row]), "sqnr_db": first.sample_sqnr[row]}
-        if infinite_sqnr(first.sample_sqnr[row]):
-            entry["sqnr_db_infinite"] = infinite_sqnr(first.sample_sqnr[row])
+        infinite = infinite_text(entry["sqnr_db"])  # only '-inf' here: +inf samples are left out above
+        if infinite:
+            entry["sqnr_db_infinite"] = infinite
         if predictions:
             entry["fp32_class"], entry["int8_class"] = predictions[row]
         if labels is not None:

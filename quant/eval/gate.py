@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from quant.core.errors import QuantError
 from quant.core.io import to_jsonable
-from quant.core.numbers import TOLERANCE, infinite_sqnr, shown
+from quant.core.numbers import TOLERANCE, infinite_text, shown
 from quant.core.text import xml_text
 from quant.eval.scoring import Metric
 
@@ -56,7 +56,7 @@ class CheckResult:
 
     def to_json(self) -> dict:
         return {"metric": self.metric, "output": self.output, "class_axis": self.class_axis, "basis": self.basis,
-                "unit": self.unit, "fp32": self.fp32, "int8": self.int8, "int8_infinite": infinite_sqnr(self.int8),
+                "unit": self.unit, "fp32": self.fp32, "int8": self.int8, "int8_infinite": infinite_text(self.int8),
                 "drop": self.drop,
                 "drop_unit": drop_unit(self.unit, self.relative), "max_drop": self.max_drop, "relative": self.relative,
                 "min_value": self.min_value, "passed": self.passed, "criterion": self.criterion,
@@ -208,8 +208,7 @@ def _check_bound(flag: str, value, metric: Metric, low: float | None = None) -> 
     was compared as given, and a gate that no model can pass (or a TypeError) came out."""
     if value is None:
         return
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) or hasattr(value, "__float__") \
-        and not isinstance(value, (str, bytes, bool))
+    number = hasattr(value, "__float__") and not isinstance(value, bool)  # int, float, numpy scalars; not "1"
     if not number or not math.isfinite(float(value)) or (low is not None and float(value) < low):
         where = f" >= {low:g}" if low is not None else ""
         raise QuantError(f"{flag} for {metric.name} must be a finite number{where}, got {value!r:.40}",

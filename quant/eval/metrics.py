@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from quant.core.numbers import infinite_sqnr
+from quant.core.numbers import infinite_text
 from quant.eval.batch_axis import check_same_shape
 from quant.eval.outputs import argmax_agreement, shape_text, tied_positions
 
@@ -117,7 +117,7 @@ class OutputStats:
         sqnr = None if self.integer else sqnr_db(self.signal, self.noise)
         return {
             "sqnr_db": sqnr,
-            "sqnr_db_infinite": infinite_sqnr(sqnr),  # JSON holds no inf: 'inf' (INT8 equals FP32) or '-inf' here
+            "sqnr_db_infinite": infinite_text(sqnr),  # JSON holds no inf: 'inf' (INT8 equals FP32) or '-inf' here
             "cosine": None if self.integer or scalar else self.cosine_sum / samples if samples else float("nan"),
             "shape": self.shape_text,
             "class_axis": self.class_axis,

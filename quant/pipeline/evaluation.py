@@ -11,7 +11,7 @@ import numpy as np
 from quant.backends.onnxruntime import MODES as ORT_MODES
 from quant.core.config import refuse_unknown_keywords
 from quant.core.errors import QuantError
-from quant.core.numbers import infinite_sqnr
+from quant.core.numbers import infinite_text
 from quant.core.onnx_model import file_hash, input_specs, load_model
 from quant.datasets import DataSource, Preprocess, iter_batches, open_source, resolve_input_map, select
 from quant.datasets.keyed import fit_to_inputs
@@ -402,7 +402,7 @@ def _reported_metrics(heldout, int8_outputs, gated, class_axis) -> tuple[list[di
             reported.append({"metric": other.name, "output": other.output_name, "class_axis": other.axis,
                              "unit": other.unit,
                              "fp32": heldout.fp32_score(other) if other.has_reference_value else float("nan"),
-                             "int8": int8, "int8_infinite": infinite_sqnr(int8)})
+                             "int8": int8, "int8_infinite": infinite_text(int8)})
         except QuantError:
             continue  # e.g. top-1 when no output fits the labels: nothing to report
     return reported, notes

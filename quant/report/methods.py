@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from quant.core.errors import QuantError
-from quant.core.numbers import percent, sqnr_shown
+from quant.core.numbers import json_number, percent, sqnr_shown
 from quant.core.onnx_model import file_hash
 from quant.report.escape import md_code
 
@@ -56,6 +56,14 @@ def eval_model_warnings(evaluation: dict, int8_models: dict[str, Path], fp32_sha
     return warnings
 
 
+def _cell(entry: dict, key: str, fmt: str) -> str:
+    """One method's value of an output metric: '-' where there is none, inf where JSON wrote an infinity as null."""
+    if fmt == "pct" and entry.get(key) is not None:
+        return f"{percent(entry[key])}%"
+    text = json_number(entry, key, fmt)
+    return "-" if text == "n/a" else text
+
+
 def _eval_table(evaluation: dict, methods: list[str]) -> list[str]:
     results = evaluation.get("methods", {})
     shown = [m for m in methods if m in results]
@@ -72,12 +80,9 @@ def _eval_table(evaluation: dict, methods: list[str]) -> list[str]:
     for output in first.get("outputs", {}):
         for key, title, fmt in (("agreement", "agreement", "pct"), ("cosine", "cosine", ".5f"),
                                 ("sqnr_db", "SQNR (dB)", ".2f")):
-            entries = [results[m]["outputs"][output] for m in shown]
-            values = [e.get(key) for e in entries]
-            if all(v is None for v in values) and not (key == "sqnr_db" and any(e.get("sqnr_db_infinite") for e in entries)):
+            cells = [_cell(results[m]["outputs"][output], key, fmt) for m in shown]
+            if all(c == "-" for c in cells):
                 continue
-            cells = [sqnr_shown(e).replace("n/a", "-") if key == "sqnr_db" else "-" if v is None
-                     else f"{percent(v)}%" if fmt == "pct" else format(v, fmt) for e, v in zip(entries, values)]
             lines.append(f"| output {md_name(output)} {title} | | " + " | ".join(cells) + " |")
     worst = [f"{md_name(m, table=False)}: " + ", ".join(f"#{w['index']}" + (f" {md_name(w['file'], table=False)}" if w.get("file") else "")
                                            + f" ({sqnr_shown(w, '.1f')} dB)" for w in results[m].get("worst_samples", [])[:3])
