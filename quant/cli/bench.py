@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def _ints(text: str, what: str) -> list[int]:
-    from quant.core.errors import QuantError
+    from quant.core.errors import QuantError, refuse_repeated
 
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -40,16 +40,14 @@ def _ints(text: str, what: str) -> list[int]:
         raise QuantError(f"{what} must be comma-separated integers, got '{text}'", hint="e.g. 1,16") from None
     if not values or min(values) < 1:
         raise QuantError(f"{what} must be positive integers, got '{text}'", hint="e.g. 1,16")
-    from quant.core.errors import refuse_repeated
-
     refuse_repeated(values, what, "batch size")
     return values
 
 
 def _shapes(items: list[str]) -> dict[str, list[int]]:
-    from quant.core.errors import QuantError
+    from quant.core.errors import QuantError, refuse_repeated
 
-    shapes = {}
+    shapes, names = {}, []
     for item in items:
         name, _, dims = item.rpartition(":")
         try:
@@ -58,9 +56,8 @@ def _shapes(items: list[str]) -> dict[str, list[int]]:
             name = ""
         if not name:
             raise QuantError(f"--shape '{item}' is not NAME:DxDxD", hint="e.g. --shape input:1x3x48x320")
-    from quant.core.errors import refuse_repeated
-
-    refuse_repeated([n for n in (item.rpartition(":")[0] for item in items) if n], "--shape", "input")
+        names.append(name)
+    refuse_repeated(names, "--shape", "input")
     return shapes
 
 
